@@ -1,0 +1,3 @@
+from playcast.cli import main
+
+raise SystemExit(main())

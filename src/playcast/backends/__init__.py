@@ -1,0 +1,1 @@
+"""Game backends: where a worker's video comes from and where input goes."""

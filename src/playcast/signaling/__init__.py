@@ -1,0 +1,1 @@
+"""The signaling server: pairs players with workers and brokers WebRTC."""
