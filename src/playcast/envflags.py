@@ -16,9 +16,9 @@ def add_flag(
     parser: argparse.ArgumentParser,
     flag: str,
     *,
-    type: Callable[[str], Any] = str,  # noqa: A002 - mirrors argparse
+    type: Callable[[str], Any] = str,
     default: Any = None,
-    help: str = "",  # noqa: A002
+    help: str = "",
     **kwargs: Any,
 ) -> None:
     """``--flag`` whose default comes from ``PLAYCAST_FLAG`` when that is set."""
@@ -28,3 +28,8 @@ def add_flag(
     parser.add_argument(
         flag, type=type, default=value, help=f"{help} (env {name}; default: %(default)s)", **kwargs
     )
+
+
+def env_list(flag: str) -> list[str]:
+    """A repeatable flag's environment default: whitespace-separated values."""
+    return os.environ.get(env_name(flag), "").split()

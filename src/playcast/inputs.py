@@ -6,7 +6,7 @@ bottom right, so they survive any scaling between device and browser.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import msgspec
 
@@ -37,6 +37,6 @@ class BadInput(ValueError):
 
 def decode_input(data: str | bytes) -> InputEvent:
     try:
-        return _decoder.decode(data)
+        return cast(InputEvent, _decoder.decode(data))
     except msgspec.DecodeError as exc:
         raise BadInput(str(exc)) from None

@@ -7,8 +7,8 @@ the test peer and the server all speak through these definitions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal, Protocol, cast
 
 import msgspec
 
@@ -26,7 +26,8 @@ ShutdownReason = Literal[
     "server_shutdown",
 ]
 ErrorCode = Literal["bad_message", "not_registered", "unexpected_message"]
-WorkerStatus = Literal["available", "busy"]
+# "registering" until the first register message; the seed's two states after.
+WorkerStatus = Literal["registering", "available", "busy"]
 ConnectionState = Literal["waiting", "connecting", "connected"]
 Role = Literal["worker", "client"]
 
@@ -76,10 +77,14 @@ class ShutdownAck(_Msg, tag="shutdown_ack"):
 # --- worker -----------------------------------------------------------------
 
 
+GameName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Id = Annotated[str, msgspec.Meta(max_length=64)]
+
+
 class Register(_Msg, tag="register"):
-    game: str
-    addr: str | None = None
-    port: int | None = None
+    game: GameName
+    addr: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
 
 
 class Registered(_Msg, tag="registered"):
@@ -98,7 +103,7 @@ class SessionStart(_Msg, tag="session_start"):
 
 
 class Join(_Msg, tag="join"):
-    game: str = DEFAULT_GAME
+    game: GameName = DEFAULT_GAME
 
 
 class Assigned(_Msg, tag="assigned"):
@@ -129,26 +134,26 @@ class Leave(_Msg, tag="leave"):
 
 
 class Offer(_Msg, tag="offer"):
-    session_id: str
+    session_id: Id
     sdp: str
 
 
 class Answer(_Msg, tag="answer"):
-    session_id: str
+    session_id: Id
     sdp: str
 
 
 class IceCandidate(_Msg, tag="ice_candidate"):
-    session_id: str
+    session_id: Id
     candidate: Candidate | None
 
 
 class WebrtcConnected(_Msg, tag="webrtc_connected"):
-    session_id: str
+    session_id: Id
 
 
 class WebrtcFailed(_Msg, tag="webrtc_failed"):
-    session_id: str
+    session_id: Id
     reason: str
 
 
@@ -185,7 +190,7 @@ class BadMessage(ValueError):
 
 def decode(frame: str | bytes) -> Message:
     try:
-        return _decoder.decode(frame)
+        return cast(Message, _decoder.decode(frame))
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
         raise BadMessage(str(exc)) from None
 
@@ -209,21 +214,22 @@ class Connection(Protocol):
     """
 
     @property
-    def remote(self) -> str: ...
+    def remote(self) -> tuple[str, int]:
+        """The socket's peer address and port."""
+        ...
 
     def send(self, msg: Message) -> None: ...
 
     def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
-@dataclass(slots=True)
 class RateLimit:
     """Token bucket: ``rate`` tokens a second, at most ``burst`` saved."""
 
-    rate: float
-    burst: float
-    tokens: float = 0.0
-    stamp: float = 0.0
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, *, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, now
 
     def take(self, now: float) -> bool:
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
@@ -255,12 +261,10 @@ class Peer:
 class Worker(Peer):
     addr: str = ""
     port: int = 0
-    status: WorkerStatus = "available"
+    status: WorkerStatus = "registering"
     client_id: str | None = None
     game: str = ""
-    registered: bool = False
     session_id: str | None = None
-    available_since: float = 0.0
 
     role: Role = "worker"
 
@@ -314,4 +318,3 @@ class Settings:
     max_error_rate: float = 5.0
     max_error_burst: float = 50.0
     max_send_queue: int = 512
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,95 @@
+"""Client logic: joining, worker assignment or rejection, the answer, input, leave."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from playcast.signaling import workers
+from playcast.signaling.events import CLOSE_NORMAL, NO_WORKER_TEXT, event
+from playcast.signaling.types import (
+    Answer,
+    Assigned,
+    Client,
+    IceCandidate,
+    Input,
+    Join,
+    Leave,
+    Message,
+    Rejected,
+    SessionStart,
+    WebrtcConnected,
+    WebrtcFailed,
+)
+
+if TYPE_CHECKING:
+    from playcast.signaling.hub import Hub
+
+
+def handle(hub: Hub, client: Client, msg: Message) -> None:
+    if not client.joined:
+        if not isinstance(msg, Join):
+            hub.error(client, "not_registered", "a client's first message must be 'join'")
+            return
+        join(hub, client, msg)
+    elif isinstance(msg, Input):
+        client.last_input = hub.clock()
+        client.warned = False
+    elif isinstance(msg, Answer):
+        answer(hub, client, msg)
+    elif isinstance(msg, IceCandidate):
+        hub.relay_candidate(client, msg)
+    elif isinstance(msg, WebrtcConnected):
+        hub.report_connected(client, msg)
+    elif isinstance(msg, WebrtcFailed):
+        hub.report_failed(client, msg)
+    elif isinstance(msg, Leave):
+        leave(hub, client)
+    elif isinstance(msg, Join):
+        hub.error(client, "unexpected_message", "already joined")
+    else:
+        tag = type(msg).__struct_config__.tag
+        hub.error(client, "unexpected_message", f"'{tag}' is not a client message")
+
+
+def join(hub: Hub, client: Client, msg: Join) -> None:
+    client.joined = True
+    client.game = msg.game
+    client.last_input = hub.clock()
+    worker = workers.take_available(hub, msg.game)
+    if worker is None:
+        hub.metrics.rejections.labels("no_worker_available").inc()
+        event("client_rejected", client=client.id, game=msg.game, reason="no_worker_available")
+        client.ws.send(Rejected(reason="no_worker_available", message=NO_WORKER_TEXT))
+        hub.forget(client)
+        client.ws.close(CLOSE_NORMAL, "no worker available")
+        return
+    session = hub.start_session(worker, client)
+    ice = list(hub.settings.ice_servers)
+    worker.ws.send(SessionStart(session_id=session.id, client_id=client.id, ice_servers=ice))
+    client.ws.send(
+        Assigned(session_id=session.id, client_id=client.id, worker_id=worker.id, ice_servers=ice)
+    )
+    event("client_assigned", session=session.id, client=client.id, worker=worker.id, game=msg.game)
+
+
+def answer(hub: Hub, client: Client, msg: Answer) -> None:
+    session = hub.session_of(client, msg.session_id)
+    if session is None:
+        return
+    if session.phase != "awaiting_answer":
+        hub.error(client, "unexpected_message", f"answer not expected in phase {session.phase}")
+        return
+    session.phase = "negotiating"
+    worker = hub.partner(session, client)
+    if worker is not None:
+        worker.ws.send(msg)
+    event("answer", session=session.id, client=client.id, worker=session.worker_id)
+
+
+def leave(hub: Hub, client: Client) -> None:
+    session = hub.sessions.get(client.session_id or "")
+    event("client_left", client=client.id, session=client.session_id)
+    hub.forget(client)
+    client.ws.close(CLOSE_NORMAL, "left")
+    if session is not None:
+        hub.end_session(session, "client_left", None)

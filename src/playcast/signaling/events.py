@@ -1,0 +1,34 @@
+"""Lifecycle log lines and the fixed texts and codes that go with them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from playcast.signaling.types import ShutdownReason
+
+log = logging.getLogger("playcast.signaling")
+
+# RFC 6455 close codes: 1000 normal, 1008 policy violation (flood, slow reader).
+CLOSE_NORMAL: Final = 1000
+CLOSE_POLICY: Final = 1008
+
+REASON_TEXT: Final[dict[ShutdownReason, str]] = {
+    "inactivity_timeout": "No input from the player for too long.",
+    "heartbeat_timeout": "No answer to the server's pings.",
+    "worker_failed": "The game machine stopped responding.",
+    "client_failed": "The player's connection was lost.",
+    "client_left": "The player left.",
+    "handshake_failed": "The video connection could not be set up.",
+    "handshake_timeout": "The video connection took too long to set up.",
+    "server_shutdown": "The server is shutting down.",
+}
+
+NO_WORKER_TEXT: Final = "All game machines are busy right now. Please try again in a minute."
+
+
+def event(name: str, **fields: Any) -> None:
+    """One log line per lifecycle event: ids as key=value, and as JSON fields."""
+    if log.isEnabledFor(logging.INFO):
+        text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        log.info("%s %s", name, text, extra={"event": name, "fields": fields})

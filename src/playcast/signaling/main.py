@@ -1,0 +1,272 @@
+"""The signaling server process: aiohttp application, routes, sweep loop, command line.
+
+This layer is thin on purpose: it turns WebSocket frames into calls on the
+protocol core (``hub.Hub``) and the core's sends into queued writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections import deque
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from playcast.envflags import add_flag, env_list
+from playcast.logs import setup_logging
+from playcast.signaling.events import CLOSE_NORMAL, event
+from playcast.signaling.hub import Hub
+from playcast.signaling.types import (
+    MAX_FRAME_BYTES,
+    IceServer,
+    Message,
+    Peer,
+    Settings,
+    encode_str,
+)
+
+log = logging.getLogger("playcast.signaling")
+
+HUB_KEY = web.AppKey("hub", Hub)
+STATIC_DIR = Path(str(resources.files("playcast") / "web" / "static"))
+
+
+class WsConnection:
+    """``types.Connection`` over an aiohttp WebSocket, with a bounded send queue.
+
+    Sends are queued and written by one short-lived task per burst, so the
+    core never awaits a peer, and a peer that stops reading is closed once
+    its queue is full instead of growing the server's memory.
+    """
+
+    __slots__ = ("_close", "_flushing", "_queue", "hub", "peer", "remote", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse, remote: tuple[str, int], hub: Hub) -> None:
+        self.ws = ws
+        self.remote = remote
+        self.hub = hub
+        self.peer: Peer | None = None
+        self._queue: deque[str] = deque()
+        self._flushing = False
+        self._close: tuple[int, str] | None = None
+
+    def send(self, msg: Message) -> None:
+        if self._close is not None or self.ws.closed:
+            return
+        self._queue.append(encode_str(msg))
+        if len(self._queue) > self.hub.settings.max_send_queue:
+            self._queue.clear()
+            if self.peer is not None:
+                self.hub.slow_consumer(self.peer)
+            return
+        self._kick()
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        if self._close is None:
+            self._close = (code, reason)
+            self._kick()
+
+    def _kick(self) -> None:
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                await self.ws.send_str(self._queue.popleft())
+            if self._close is not None:
+                code, reason = self._close
+                await self.ws.close(code=code, message=reason.encode()[:120])
+        except (ConnectionError, RuntimeError):
+            self._queue.clear()  # the peer is gone; on_close will follow
+        finally:
+            self._flushing = False
+        if self._queue or (self._close is not None and not self.ws.closed):
+            self._kick()
+
+
+async def _serve_socket(request: web.Request, role: str) -> web.StreamResponse:
+    hub = request.app[HUB_KEY]
+    if hub.stopping:
+        raise web.HTTPServiceUnavailable(text="server is shutting down")
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, compress=False)
+    await ws.prepare(request)
+    peername = request.transport.get_extra_info("peername") if request.transport else None
+    remote = (str(peername[0]), int(peername[1])) if peername else ("", 0)
+    conn = WsConnection(ws, remote, hub)
+    peer: Peer = hub.open_worker(conn) if role == "worker" else hub.open_client(conn)
+    conn.peer = peer
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                hub.on_message(peer, msg.data)
+    finally:
+        if ws.close_code == 1009:
+            event(f"{role}_frame_too_big", peer=peer.id, limit=MAX_FRAME_BYTES)
+        hub.on_close(peer)
+    return ws
+
+
+async def worker_socket(request: web.Request) -> web.StreamResponse:
+    return await _serve_socket(request, "worker")
+
+
+async def client_socket(request: web.Request) -> web.StreamResponse:
+    return await _serve_socket(request, "client")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    body = {"ok": not hub.stopping, "workers": len(hub.workers), "clients": len(hub.clients)}
+    return web.json_response(body, status=503 if hub.stopping else 200)
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[HUB_KEY].snapshot())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[HUB_KEY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _sweep(hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(hub.tick_interval)
+        try:
+            hub.tick()
+        except Exception:  # a bug in one tick must not stop all heartbeats
+            log.exception("sweep failed")
+
+
+async def _sweep_ctx(app: web.Application) -> Any:
+    task = asyncio.create_task(_sweep(app[HUB_KEY]))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def make_app(settings: Settings, hub: Hub | None = None) -> web.Application:
+    app = web.Application()
+    app[HUB_KEY] = hub or Hub(settings)
+    app.router.add_get("/ws/worker", worker_socket)
+    app.router.add_get("/ws/client", client_socket)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/status", status)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC_DIR)
+    app.cleanup_ctx.append(_sweep_ctx)
+    return app
+
+
+async def drain(hub: Hub) -> None:
+    """Shut everyone down and wait for their acks (bounded by the ack timeout)."""
+    hub.shutdown_all()
+    deadline = asyncio.get_running_loop().time() + hub.settings.shutdown_ack_timeout + 1.0
+    while hub.closing and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)  # acks arrive on the socket tasks; poll the set cheaply
+        hub.tick()
+
+
+async def serve(settings: Settings) -> int:
+    hub = Hub(settings)
+    app = make_app(settings, hub)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    port = _bound_port(site, settings.port)
+    event("server_listening", url=f"http://{settings.host}:{port}/", port=port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await drain(hub)
+    event("server_stopped", unacked=len(hub.closing))
+    await runner.cleanup()
+    return 0
+
+
+def _bound_port(site: web.TCPSite, fallback: int) -> int:
+    server = site._server  # the only way aiohttp exposes a port-0 bind
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else fallback
+
+
+def parse_ice_server(text: str) -> IceServer:
+    """``stun:host:port`` or a JSON object ``{"urls": [...], "username": ..., ...}``."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return msgspec.json.decode(text, type=IceServer)
+        except msgspec.DecodeError as exc:
+            raise argparse.ArgumentTypeError(f"bad ICE server JSON: {exc}") from None
+    if not text.startswith(("stun:", "stuns:", "turn:", "turns:")):
+        raise argparse.ArgumentTypeError(f"ICE server must be a stun:/turn: URL or JSON: {text!r}")
+    return IceServer(urls=[text])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = Settings()
+    add_flag(parser, "--host", default=d.host, help="address to listen on")
+    add_flag(parser, "--port", type=int, default=d.port, help="port (0 picks a free one)")
+    for name, help_text in (
+        ("heartbeat_interval", "seconds between server pings"),
+        ("heartbeat_timeout", "seconds without a pong before a peer is dead"),
+        ("inactivity_timeout", "seconds without client input before the session ends"),
+        ("inactivity_warning", "warn the client this many seconds before (0: off)"),
+        ("handshake_timeout", "seconds for the WebRTC handshake to complete"),
+        ("shutdown_ack_timeout", "seconds to wait for shutdown_ack"),
+    ):
+        flag = "--" + name.replace("_", "-")
+        add_flag(parser, flag, type=float, default=getattr(d, name), help=help_text)
+    parser.add_argument(
+        "--ice-server",
+        dest="ice_server",
+        action="append",
+        type=parse_ice_server,
+        default=[parse_ice_server(t) for t in env_list("--ice-server")],
+        help="STUN/TURN server for both peers, repeatable: a URL or a JSON object with "
+        "urls, username, credential (env PLAYCAST_ICE_SERVER, whitespace-separated URLs)",
+    )
+    add_flag(parser, "--log-level", default="info", help="debug, info, warning")
+    add_flag(parser, "--log-format", default="text", choices=["text", "json"], help="log format")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings(
+        host=args.host,
+        port=args.port,
+        heartbeat_interval=args.heartbeat_interval,
+        heartbeat_timeout=args.heartbeat_timeout,
+        inactivity_timeout=args.inactivity_timeout,
+        inactivity_warning=args.inactivity_warning,
+        handshake_timeout=args.handshake_timeout,
+        shutdown_ack_timeout=args.shutdown_ack_timeout,
+        ice_servers=tuple(args.ice_server),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, args.log_format)
+    settings = settings_from_args(args)
+    if settings.heartbeat_interval <= 0 or settings.heartbeat_timeout <= 0:
+        raise SystemExit("heartbeat interval and timeout must be positive")
+    log.info("settings %s", json.dumps(msgspec.to_builtins(settings)))
+    return asyncio.run(serve(settings))

@@ -1,0 +1,107 @@
+"""Prometheus metrics for the signaling server, one registry per server.
+
+Gauges are read from the hub at scrape time rather than kept in step by
+hand, so ``/metrics`` can never disagree with ``/api/status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from playcast.signaling.hub import Hub
+
+
+class _HubCollector(Collector):
+    def __init__(self, hub: Callable[[], Hub | None]) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self._hub()
+        if hub is None:
+            return
+        conns = GaugeMetricFamily(
+            "playcast_connections", "Open WebSocket connections by role", labels=["role"]
+        )
+        conns.add_metric(["worker"], len(hub.workers))
+        conns.add_metric(["client"], len(hub.clients))
+        conns.add_metric(["closing"], len(hub.closing))
+        yield conns
+        workers = GaugeMetricFamily(
+            "playcast_workers", "Workers by status and game", labels=["status", "game"]
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for w in hub.workers.values():
+            key = (w.status, w.game)
+            counts[key] = counts.get(key, 0) + 1
+        for (status, game), n in sorted(counts.items()):
+            workers.add_metric([status, game], n)
+        yield workers
+        sessions = GaugeMetricFamily("playcast_sessions", "Sessions by phase", labels=["phase"])
+        phases: dict[str, int] = {}
+        for s in hub.sessions.values():
+            phases[s.phase] = phases.get(s.phase, 0) + 1
+        for phase, n in sorted(phases.items()):
+            sessions.add_metric([phase], n)
+        yield sessions
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.registrations = Counter(
+            "playcast_registrations", "Worker registrations", ["game"], registry=r
+        )
+        self.sessions_started = Counter(
+            "playcast_sessions_started", "Sessions started (client assigned)", ["game"], registry=r
+        )
+        self.sessions_ended = Counter(
+            "playcast_sessions_ended", "Sessions ended, by reason", ["reason"], registry=r
+        )
+        self.rejections = Counter(
+            "playcast_rejections", "Clients rejected, by reason", ["reason"], registry=r
+        )
+        self.bad_messages = Counter(
+            "playcast_bad_messages", "Messages answered with an error", ["code"], registry=r
+        )
+        self.rate_limit_closes = Counter(
+            "playcast_rate_limit_closes", "Connections closed for flooding", ["role"], registry=r
+        )
+        self.slow_closes = Counter(
+            "playcast_slow_consumer_closes",
+            "Connections closed because they did not read",
+            ["role"],
+            registry=r,
+        )
+        self.heartbeat_timeouts = Counter(
+            "playcast_heartbeat_timeouts", "Connections that missed pongs", ["role"], registry=r
+        )
+        self.shutdown_acks = Counter(
+            "playcast_shutdown_acks", "Answers to shutdown", ["outcome"], registry=r
+        )
+        self.handshake_seconds = Histogram(
+            "playcast_handshake_seconds",
+            "From assignment to both peers reporting webrtc_connected",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 20),
+            registry=r,
+        )
+        self.heartbeat_rtt_seconds = Histogram(
+            "playcast_heartbeat_rtt_seconds",
+            "Round trip of server pings",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self._hub: Hub | None = None
+        r.register(_HubCollector(lambda: self._hub))
+
+    def attach(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

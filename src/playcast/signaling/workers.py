@@ -1,0 +1,89 @@
+"""Worker logic: registration, availability, and the worker's handshake steps."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from playcast.signaling.events import event
+from playcast.signaling.types import (
+    IceCandidate,
+    Message,
+    Offer,
+    Register,
+    Registered,
+    WebrtcConnected,
+    WebrtcFailed,
+    Worker,
+)
+
+if TYPE_CHECKING:
+    from playcast.signaling.hub import Hub
+
+
+def handle(hub: Hub, worker: Worker, msg: Message) -> None:
+    if worker.status == "registering":
+        if not isinstance(msg, Register):
+            hub.error(worker, "not_registered", "a worker's first message must be 'register'")
+            return
+        register(hub, worker, msg)
+        event("worker_registered", worker=worker.id, game=worker.game, addr=worker.addr)
+    elif isinstance(msg, Offer):
+        offer(hub, worker, msg)
+    elif isinstance(msg, IceCandidate):
+        hub.relay_candidate(worker, msg)
+    elif isinstance(msg, WebrtcConnected):
+        hub.report_connected(worker, msg)
+    elif isinstance(msg, WebrtcFailed):
+        hub.report_failed(worker, msg)
+    elif isinstance(msg, Register):
+        hub.error(worker, "unexpected_message", "already registered")
+    else:
+        tag = type(msg).__struct_config__.tag
+        hub.error(worker, "unexpected_message", f"'{tag}' is not a worker message")
+
+
+def register(hub: Hub, worker: Worker, msg: Register) -> None:
+    host, port = worker.ws.remote
+    worker.game = msg.game
+    worker.addr = msg.addr or host
+    worker.port = msg.port if msg.port is not None else port
+    hub.metrics.registrations.labels(worker.game).inc()
+    worker.ws.send(
+        Registered(
+            worker_id=worker.id,
+            heartbeat_interval=hub.settings.heartbeat_interval,
+            heartbeat_timeout=hub.settings.heartbeat_timeout,
+        )
+    )
+    make_available(hub, worker)
+
+
+def make_available(hub: Hub, worker: Worker) -> None:
+    worker.status = "available"
+    worker.client_id = None
+    worker.session_id = None
+    hub.available.setdefault(worker.game, {})[worker.id] = None
+
+
+def take_available(hub: Hub, game: str) -> Worker | None:
+    """The worker for ``game`` that has been available longest, now busy."""
+    queue = hub.available.get(game)
+    if not queue:
+        return None
+    worker_id = next(iter(queue))
+    del queue[worker_id]
+    return hub.workers[worker_id]
+
+
+def offer(hub: Hub, worker: Worker, msg: Offer) -> None:
+    session = hub.session_of(worker, msg.session_id)
+    if session is None:
+        return
+    if session.phase != "awaiting_offer":
+        hub.error(worker, "unexpected_message", f"offer not expected in phase {session.phase}")
+        return
+    session.phase = "awaiting_answer"
+    client = hub.partner(session, worker)
+    if client is not None:
+        client.ws.send(msg)
+    event("offer", session=session.id, worker=worker.id, client=session.client_id)

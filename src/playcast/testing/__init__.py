@@ -1,0 +1,1 @@
+"""Test and benchmark helpers that drive the real programs (no mocks)."""
