@@ -1,0 +1,230 @@
+"""A small playable game drawn in software: the worker's backend without a phone.
+
+It goes through the same path a phone's stream will: pictures are encoded to
+H.264 here (PyAV/libx264) and the worker only ever sees encoded access units.
+Frames come on a steady clock, and one comes at once when input arrives, so
+what a player does shows up in the next packet, not at the next tick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+from playcast.backends.arena import ArenaScene, Mark, Plane
+from playcast.backends.base import BackendError, GameBackend, Health, VideoPacket
+from playcast.backends.h264 import EncodedPicture, EncoderSettings, H264Encoder
+from playcast.envflags import add_flag
+from playcast.signaling.types import DEFAULT_GAME
+
+log = logging.getLogger(__name__)
+
+MAX_FPS = 60
+MARK_SECONDS = 0.6  # the issue asks for at least 500 ms
+KEY_FLASH_SECONDS = 0.3
+# Encoded packets not yet taken by the consumer before ticks are skipped: a
+# skipped picture is never encoded, so the stream stays decodable and never
+# builds up delay behind a slow sender.
+MAX_BACKLOG = 3
+
+
+class SyntheticBackend(GameBackend):
+    def __init__(
+        self,
+        game: str = DEFAULT_GAME,
+        width: int = 720,
+        height: int = 1280,
+        fps: int = 30,
+        preset: str = "ultrafast",
+    ) -> None:
+        if not 1 <= fps <= MAX_FPS:
+            raise ValueError(f"fps must be within 1..{MAX_FPS}")
+        self.game = game
+        self.fps = fps
+        self._settings = EncoderSettings(width=width, height=height, fps=fps, preset=preset)
+        self._scene = ArenaScene(width, height)
+        self._executor: ThreadPoolExecutor | None = None
+        self._streaming = False
+        self._wake = asyncio.Event()
+        self._keyframe_wanted = True
+        self._origin = time.monotonic()
+        self._marks: list[Mark] = []
+        self._pointers: dict[int, tuple[float, float]] = {}
+        self._key_flash_until = 0.0
+        self._failure: str | None = None
+        # Counters a test or benchmark can read; reset starts them again.
+        self.frames = 0
+        self.keyframes = 0
+        self.keyframe_requests = 0
+        self.resets = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._settings.width, self._settings.height
+
+    async def start(self) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthetic")
+        self._fresh_game()
+
+    async def stop(self) -> None:
+        self._streaming = False
+        self._wake.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def reset(self) -> None:
+        self._streaming = False
+        self._wake.set()
+        self._fresh_game()
+        self.resets += 1
+
+    def _fresh_game(self) -> None:
+        self._origin = time.monotonic()
+        self._marks.clear()
+        self._pointers.clear()
+        self._key_flash_until = 0.0
+        self._keyframe_wanted = True
+        self._failure = None
+        self.frames = self.keyframes = self.keyframe_requests = 0
+
+    def _scene_time(self) -> float:
+        return time.monotonic() - self._origin
+
+    async def packets(self) -> AsyncIterator[VideoPacket]:
+        executor = self._executor
+        if executor is None:
+            raise BackendError("synthetic backend is not started")
+        if self._streaming:
+            raise BackendError("synthetic backend already has a consumer")
+        self._streaming = True
+        self._keyframe_wanted = True
+        encoder = H264Encoder(self._settings)
+        queue: asyncio.Queue[VideoPacket] = asyncio.Queue()
+        producer = asyncio.create_task(self._produce(encoder, executor, queue))
+        try:
+            while True:
+                get = asyncio.ensure_future(queue.get())
+                await asyncio.wait({get, producer}, return_when=asyncio.FIRST_COMPLETED)
+                if get.done():
+                    yield get.result()
+                    continue
+                get.cancel()
+                if producer.exception() is not None:
+                    self._failure = f"encoder failed: {producer.exception()!r}"
+                    raise BackendError(self._failure)
+                return  # stopped or reset
+        finally:
+            self._streaming = False
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+
+    async def _produce(
+        self,
+        encoder: H264Encoder,
+        executor: ThreadPoolExecutor,
+        queue: asyncio.Queue[VideoPacket],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self.fps
+        min_gap = 1.0 / MAX_FPS
+        last_input_frame = -1.0
+        last_pts = -1
+        next_tick = loop.time()
+        while self._streaming:
+            now = loop.time()
+            if now < next_tick:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(next_tick - now):
+                        await self._wake.wait()
+            self._wake.clear()
+            if not self._streaming:
+                return
+            now = loop.time()
+            by_input = now < next_tick
+            if by_input:
+                if now - last_input_frame < min_gap:
+                    # Input faster than MAX_FPS (a drag): draw it in the next slot.
+                    await asyncio.sleep(last_input_frame + min_gap - now)
+                    now = loop.time()
+                last_input_frame = now
+            # An input frame restarts the cadence, so a steady drag does not
+            # add ticks on top of its own frames.
+            next_tick = now + interval if by_input else max(next_tick + interval, now)
+            if queue.qsize() >= MAX_BACKLOG:
+                continue
+            keyframe, self._keyframe_wanted = self._keyframe_wanted, False
+            t = self._scene_time()
+            self._marks = [m for m in self._marks if m.until > t]
+            marks = tuple(self._marks)
+            flash = self._key_flash_until > t
+            captured_at = time.monotonic()
+            pts = max(last_pts + 1, round((captured_at - self._origin) * 90000))
+            picture = await loop.run_in_executor(
+                executor, self._draw_and_encode, encoder, t, marks, flash, pts, keyframe
+            )
+            last_pts = pts
+            self.frames += 1
+            self.keyframes += picture.keyframe
+            queue.put_nowait(VideoPacket(picture.data, pts, picture.keyframe, captured_at))
+
+    def _draw_and_encode(
+        self,
+        encoder: H264Encoder,
+        t: float,
+        marks: tuple[Mark, ...],
+        flash: bool,
+        pts: int,
+        keyframe: bool,
+    ) -> EncodedPicture:
+        picture: Plane = self._scene.render(t, marks, flash)
+        return encoder.encode(picture, pts, keyframe)
+
+    def request_keyframe(self) -> None:
+        self.keyframe_requests += 1
+        self._keyframe_wanted = True
+
+    async def inject_touch(
+        self, action: Literal["down", "move", "up", "cancel"], pointer_id: int, x: float, y: float
+    ) -> None:
+        if action in ("up", "cancel"):
+            self._pointers.pop(pointer_id, None)
+            return
+        if action == "move" and pointer_id not in self._pointers:
+            return  # a move without its down (lost, or from before a reset)
+        self._pointers[pointer_id] = (x, y)
+        self._marks.append(Mark(x, y, self._scene_time() + MARK_SECONDS))
+        self._wake.set()
+
+    async def inject_key(self, action: Literal["down", "up"], key: str) -> None:
+        if action == "down":
+            self._key_flash_until = self._scene_time() + KEY_FLASH_SECONDS
+            self._wake.set()
+
+    async def health(self) -> Health:
+        if self._executor is None:
+            return Health(False, "not started")
+        if self._failure is not None:
+            return Health(False, self._failure)
+        return Health(True, f"synthetic {self.size[0]}x{self.size[1]} @ {self.fps} fps")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_flag(parser, "--width", type=int, default=720, help="synthetic video width")
+    add_flag(parser, "--height", type=int, default=1280, help="synthetic video height")
+    add_flag(parser, "--fps", type=int, default=30, help=f"synthetic frame rate (1..{MAX_FPS})")
+    add_flag(parser, "--x264-preset", default="ultrafast", help="synthetic libx264 preset")
+
+
+def create_backend(args: argparse.Namespace) -> GameBackend:
+    return SyntheticBackend(
+        game=args.game, width=args.width, height=args.height, fps=args.fps, preset=args.x264_preset
+    )

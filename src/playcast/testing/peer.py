@@ -1,0 +1,446 @@
+"""A test player: the browser's side of Playcast, built on aiortc.
+
+``Viewer`` is the WebRTC half (answer an offer, decode the video, send input
+on the ``input`` data channel); ``TestPeer`` adds the signaling half (join,
+relay the handshake, answer pings and shutdowns) over the real protocol.
+Tests and benchmarks both use it.
+
+aiortc's receiver passes a frame to its decoder only when the first packet of
+the next frame arrives, which adds a frame interval a browser does not have.
+The viewer swaps in a jitter buffer that releases a frame on its RTP marker
+bit, so the latency measured here is the worker's, not aiortc's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+import av
+import numpy as np
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import candidate_from_sdp
+
+from playcast.signaling import types as t
+
+log = logging.getLogger(__name__)
+
+# Luma of a touch mark once decoded; the scene itself stays at or below 200.
+MARK_LUMA = 225
+
+
+class MarkerJitterBuffer(JitterBuffer):
+    """Releases a video frame as soon as its last packet (marker bit) is in."""
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        frame: JitterFrame | None = super()._remove_frame(sequence_number)
+        if frame is not None:
+            return frame
+        last = self._packets[sequence_number % self._capacity]
+        if last is None or not last.marker or self._origin is None:
+            return None
+        packets: list[RtpPacket] = []
+        for count in range(self._capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None or packet.timestamp != last.timestamp:
+                return None  # a gap, or an older frame still incomplete
+            packets.append(packet)
+            if packet is last:
+                self.remove(count + 1)
+                return JitterFrame(
+                    data=b"".join(p._data for p in packets),  # type: ignore[attr-defined]
+                    timestamp=last.timestamp,
+                )
+        return None
+
+
+def release_frames_on_marker(receiver: RTCRtpReceiver) -> None:
+    receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(  # type: ignore[attr-defined]
+        capacity=512, is_video=True
+    )
+
+
+@dataclass(slots=True)
+class DecodedFrame:
+    frame: av.VideoFrame
+    received_at: float  # time.monotonic() when the decoded frame reached us
+    index: int
+
+    def luma(self, x: float, y: float) -> int:
+        """The Y value at normalized picture coordinates (cheap: no conversion)."""
+        plane = self.frame.planes[0]
+        w, h = self.frame.width, self.frame.height
+        px, py = round(x * (w - 1)), round(y * (h - 1))
+        row = np.frombuffer(memoryview(plane), np.uint8, count=w, offset=py * plane.line_size)
+        return int(row[px])
+
+    def shows_mark(self, x: float, y: float) -> bool:
+        return self.luma(x, y) >= MARK_LUMA
+
+
+class Viewer:
+    """The browser's peer connection: answers the worker's offer, plays video."""
+
+    def __init__(self, ice_servers: list[t.IceServer]) -> None:
+        config = RTCConfiguration(
+            iceServers=[
+                RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+                for s in ice_servers
+            ]
+        )
+        self.pc = RTCPeerConnection(config)
+        self.channel: RTCDataChannel | None = None
+        self.channel_open = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.failed = asyncio.Event()
+        self.first_frame = asyncio.Event()
+        self.latest: DecodedFrame | None = None
+        self.frames_received = 0
+        self._frame_waiters: list[
+            tuple[Callable[[DecodedFrame], bool], asyncio.Future[DecodedFrame]]
+        ] = []
+        self._reader: asyncio.Task[None] | None = None
+
+        @self.pc.on("connectionstatechange")
+        def _on_state() -> None:
+            state = self.pc.connectionState
+            if state == "connected":
+                self.connected.set()
+            elif state in ("failed", "closed"):
+                self.failed.set()
+
+        @self.pc.on("datachannel")
+        def _on_channel(channel: RTCDataChannel) -> None:
+            if channel.label != "input":
+                return
+            self.channel = channel
+            if channel.readyState == "open":
+                self.channel_open.set()
+            channel.on("open", self.channel_open.set)
+
+        @self.pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                self._reader = asyncio.create_task(self._read_frames(track))
+
+    async def answer(self, offer_sdp: str, *, trickle: bool) -> tuple[str, list[t.Candidate]]:
+        """Our answer SDP and, when trickling like a browser, its candidates apart."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video":
+                release_frames_on_marker(transceiver.receiver)
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        sdp = self.pc.localDescription.sdp
+        if not trickle:
+            return sdp, []
+        lines, candidates = [], []
+        mid: str | None = None
+        mline = -1
+        for line in sdp.splitlines():
+            if line.startswith("m="):
+                mline += 1
+                mid = None
+            elif line.startswith("a=mid:"):
+                mid = line[len("a=mid:") :]
+            if line.startswith("a=candidate:"):
+                candidates.append(t.Candidate(line[2:], sdp_mid=mid, sdp_mline_index=mline))
+                continue
+            if line.startswith("a=end-of-candidates"):
+                continue
+            lines.append(line)
+        return "\r\n".join(lines) + "\r\n", candidates
+
+    async def add_candidate(self, candidate: t.Candidate | None) -> None:
+        if candidate is None or not candidate.candidate:
+            await self.pc.addIceCandidate(None)
+            return
+        ice = candidate_from_sdp(candidate.candidate.removeprefix("candidate:"))
+        ice.sdpMid = candidate.sdp_mid
+        ice.sdpMLineIndex = candidate.sdp_mline_index
+        await self.pc.addIceCandidate(ice)
+
+    async def _read_frames(self, track: MediaStreamTrack) -> None:
+        index = 0
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                assert isinstance(frame, av.VideoFrame)
+                decoded = DecodedFrame(frame, time.monotonic(), index)
+                index += 1
+                self.frames_received = index
+                self.latest = decoded
+                self.first_frame.set()
+                for waiter in list(self._frame_waiters):
+                    check, fut = waiter
+                    if not fut.done() and check(decoded):
+                        fut.set_result(decoded)
+                        self._frame_waiters.remove(waiter)
+
+    async def wait_frame(self, check: Callable[[DecodedFrame], bool]) -> DecodedFrame:
+        """The first decoded frame from now on that passes ``check``."""
+        fut: asyncio.Future[DecodedFrame] = asyncio.get_running_loop().create_future()
+        entry = (check, fut)
+        self._frame_waiters.append(entry)
+        try:
+            return await fut
+        finally:
+            if entry in self._frame_waiters:
+                self._frame_waiters.remove(entry)
+
+    def send_input(self, event: dict[str, Any] | str) -> None:
+        if self.channel is None or self.channel.readyState != "open":
+            raise RuntimeError("the input data channel is not open")
+        self.channel.send(event if isinstance(event, str) else json.dumps(event))
+
+    async def close(self) -> None:
+        await self.pc.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
+HandshakeMode = Literal["normal", "no_answer", "report_failure", "bad_answer"]
+
+
+@dataclass
+class PeerOptions:
+    game: str = t.DEFAULT_GAME
+    # How to play the handshake: "no_answer" lets it time out, "report_failure"
+    # sends webrtc_failed instead of an answer, "bad_answer" sends an SDP the
+    # worker cannot apply (the worker is the one to fail).
+    handshake: HandshakeMode = "normal"
+    trickle: bool = True
+    answer_pings: bool = True
+    # Forward each input to the server too, as the web page does (it keeps the
+    # inactivity clock from running out).
+    forward_inputs: bool = True
+
+
+@dataclass
+class PeerLog:
+    messages: list[t.Message] = field(default_factory=list)
+    errors: list[t.Error] = field(default_factory=list)
+
+
+class TestPeer:
+    """One player over the real protocol: ``async with TestPeer.join(url) as p``."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, base_url: str, options: PeerOptions | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.options = options or PeerOptions()
+        self.log = PeerLog()
+        self.assigned: t.Assigned | None = None
+        self.rejected: t.Rejected | None = None
+        self.shutdown: t.Shutdown | None = None
+        self.viewer: Viewer | None = None
+        self.joined_at = 0.0
+        self.socket_closed = asyncio.Event()
+        self.assigned_event = asyncio.Event()
+        self.shutdown_event = asyncio.Event()
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._handshake: asyncio.Task[None] | None = None
+        self._pending: asyncio.Queue[t.Answer | t.IceCandidate | t.Offer] = asyncio.Queue()
+        self._reported = False
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def join(
+        cls, base_url: str, options: PeerOptions | None = None
+    ) -> AsyncIterator[TestPeer]:
+        peer = cls(base_url, options)
+        try:
+            await peer.start()
+            yield peer
+        finally:
+            await peer.close()
+
+    async def start(self) -> None:
+        url = self.base_url.replace("http://", "ws://").replace("https://", "wss://")
+        self._http = aiohttp.ClientSession()
+        self._ws = await self._http.ws_connect(url + "/ws/client", heartbeat=None, autoping=True)
+        self.joined_at = time.monotonic()
+        await self.send(t.Join(game=self.options.game))
+        self._reader = asyncio.create_task(self._read())
+
+    async def send(self, msg: t.Message) -> None:
+        if self._ws is None or self._ws.closed:
+            raise ConnectionError("the signaling socket is closed")
+        await self._ws.send_str(t.encode_str(msg))
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            async for raw in self._ws:
+                if raw.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                msg = t.decode(raw.data)
+                self.log.messages.append(msg)
+                await self._handle(msg)
+        finally:
+            self.socket_closed.set()
+
+    async def _handle(self, msg: t.Message) -> None:
+        match msg:
+            case t.Ping(ts=ts):
+                if self.options.answer_pings:
+                    await self.send(t.Pong(ts=ts))
+            case t.Assigned():
+                self.assigned = msg
+                self.viewer = Viewer(msg.ice_servers)
+                self._watch_viewer(self.viewer, msg.session_id)
+                self._handshake = asyncio.create_task(self._run_handshake(msg.session_id))
+                self.assigned_event.set()
+            case t.Rejected():
+                self.rejected = msg
+            case t.Offer() | t.IceCandidate():
+                self._pending.put_nowait(msg)
+            case t.Shutdown():
+                self.shutdown = msg
+                self.shutdown_event.set()
+                if self.viewer is not None:
+                    await self.viewer.close()
+                await self.send(t.ShutdownAck(ok=True, detail="test peer closed"))
+            case t.Error():
+                self.log.errors.append(msg)
+            case _:
+                pass
+
+    def _watch_viewer(self, viewer: Viewer, session_id: str) -> None:
+        async def report() -> None:
+            await _first(viewer.connected.wait(), viewer.failed.wait())
+            if self._reported or self.shutdown is not None:
+                return
+            self._reported = True
+            if viewer.connected.is_set():
+                await self.send(t.WebrtcConnected(session_id=session_id))
+            else:
+                await self.send(
+                    t.WebrtcFailed(session_id=session_id, reason="peer connection failed")
+                )
+
+        task = asyncio.create_task(report())
+        task.add_done_callback(_log_failure)
+
+    async def _run_handshake(self, session_id: str) -> None:
+        viewer = self.viewer
+        assert viewer is not None
+        while True:
+            msg = await self._pending.get()
+            if isinstance(msg, t.Offer):
+                mode = self.options.handshake
+                if mode == "no_answer":
+                    continue
+                if mode == "report_failure":
+                    self._reported = True
+                    await self.send(
+                        t.WebrtcFailed(session_id=session_id, reason="test peer gives up")
+                    )
+                    continue
+                if mode == "bad_answer":
+                    await self.send(t.Answer(session_id=session_id, sdp="v=0\r\nnot an sdp\r\n"))
+                    continue
+                sdp, candidates = await viewer.answer(msg.sdp, trickle=self.options.trickle)
+                await self.send(t.Answer(session_id=session_id, sdp=sdp))
+                if self.options.trickle:
+                    for c in candidates:
+                        await self.send(t.IceCandidate(session_id=session_id, candidate=c))
+                    await self.send(t.IceCandidate(session_id=session_id, candidate=None))
+            elif isinstance(msg, t.IceCandidate):
+                with contextlib.suppress(Exception):
+                    await viewer.add_candidate(msg.candidate)
+
+    # --- what tests do -------------------------------------------------------
+
+    async def wait_connected(self) -> Viewer:
+        """Until video and the input channel are both up."""
+        await self.assigned_event.wait()
+        viewer = self.viewer
+        assert viewer is not None
+        await viewer.connected.wait()
+        await viewer.channel_open.wait()
+        await viewer.first_frame.wait()
+        return viewer
+
+    async def input(self, event: dict[str, Any] | str) -> None:
+        """Send an input on the data channel, and to the server like a browser."""
+        assert self.viewer is not None
+        self.viewer.send_input(event)
+        if self.options.forward_inputs and isinstance(event, dict):
+            await self.send(t.Input(event=event))
+
+    async def touch(self, x: float, y: float, pointer: int = 0) -> float:
+        """A tap (down, then up); returns when the down was sent (monotonic)."""
+        sent_at = time.monotonic()
+        await self.input({"type": "touch", "action": "down", "id": pointer, "x": x, "y": y})
+        await self.input({"type": "touch", "action": "up", "id": pointer, "x": x, "y": y})
+        return sent_at
+
+    async def wait_mark(self, x: float, y: float) -> DecodedFrame:
+        assert self.viewer is not None
+        return await self.viewer.wait_frame(lambda f: f.shows_mark(x, y))
+
+    async def leave(self) -> None:
+        await self.send(t.Leave())
+
+    async def drop_socket(self) -> None:
+        """Vanish from the server without a word (a closed tab, a lost network)."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def close(self) -> None:
+        for task in (self._handshake, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.viewer is not None:
+            await self.viewer.close()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._http is not None:
+            await self._http.close()
+
+
+async def _first(*aws: Any) -> tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]:
+    tasks = {asyncio.ensure_future(a) for a in aws}
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for p in pending:
+        p.cancel()
+    return done, pending
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("test peer task failed: %r", task.exception())
+
+
+__all__ = [
+    "MARK_LUMA",
+    "DecodedFrame",
+    "MarkerJitterBuffer",
+    "PeerOptions",
+    "TestPeer",
+    "Viewer",
+]

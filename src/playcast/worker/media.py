@@ -1,0 +1,96 @@
+"""The worker's side of the media path: backend packets into aiortc, and back.
+
+The backend already encodes H.264, so the track hands aiortc ``av.Packet``
+objects, which its RTP sender packetizes without decoding or re-encoding. Two
+things aiortc does not do for such a track are done here: offer H.264 only
+(the packets are H.264 whatever the browser would prefer), and pass a viewer's
+keyframe requests (RTCP PLI/FIR) on to the backend, since the sender only
+remembers them for its own encoder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import av
+from aiortc import RTCRtpSender, RTCRtpTransceiver
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from playcast.backends.base import VIDEO_CLOCK, BackendError, GameBackend, VideoPacket
+
+log = logging.getLogger(__name__)
+
+
+class BackendVideoTrack(MediaStreamTrack):
+    """A video track whose ``recv`` yields the backend's encoded access units."""
+
+    kind = "video"
+
+    def __init__(self, backend: GameBackend, on_failure: Callable[[str], None]) -> None:
+        super().__init__()
+        self._backend = backend
+        self._on_failure = on_failure
+        self._packets: AsyncIterator[VideoPacket] | None = None
+        self.sent = 0
+
+    async def recv(self) -> av.Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._packets is None:
+            # Started on the sender's first pull (DTLS is up), so the first
+            # keyframe goes straight out instead of waiting in a queue.
+            self._packets = aiter(self._backend.packets())
+        try:
+            video = await anext(self._packets)
+        except StopAsyncIteration:
+            self._fail("the backend's video ended")
+            raise MediaStreamError from None
+        except BackendError as exc:
+            self._fail(f"backend failed: {exc}")
+            raise MediaStreamError from None
+        packet = av.Packet(video.data)
+        packet.pts = video.pts
+        packet.time_base = VIDEO_CLOCK
+        self.sent += 1
+        return packet
+
+    def _fail(self, reason: str) -> None:
+        log.error("video track: %s", reason)
+        self.stop()
+        self._on_failure(reason)
+
+    async def aclose(self) -> None:
+        """Stop pulling from the backend; call once the sender is stopped."""
+        self.stop()
+        packets, self._packets = self._packets, None
+        close = getattr(packets, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+
+
+def prefer_h264(transceiver: RTCRtpTransceiver) -> None:
+    """Offer only H.264 (and its RTX), the one codec the backend produces."""
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    transceiver.setCodecPreferences(
+        [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
+    )
+
+
+def forward_keyframe_requests(sender: RTCRtpSender, backend: GameBackend) -> None:
+    """Make a viewer's PLI/FIR reach ``backend.request_keyframe``.
+
+    aiortc's sender handles PLI/FIR by calling its ``_send_keyframe``, which
+    only flags its own encoder, unused for pre-encoded packets.
+    """
+    original: Callable[[], None] = sender._send_keyframe
+
+    def on_keyframe_request() -> None:
+        original()
+        log.debug("viewer asked for a keyframe")
+        backend.request_keyframe()
+
+    sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
