@@ -131,7 +131,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[HUB_KEY].snapshot())
+    hub = request.app[HUB_KEY]
+    doc = hub.snapshot()
+    if request.query.get("check"):  # for tests and operators: any broken invariant, in words
+        doc["violations"] = list(hub.check_invariants())
+    return web.json_response(doc)
 
 
 async def metrics(request: web.Request) -> web.Response:
