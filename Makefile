@@ -1,0 +1,49 @@
+# The two commands that matter: `make demo` and `make test`. Both set up a
+# fresh machine first (a virtualenv in .venv; Debian's chromium for the
+# browser tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test lint typecheck unit chromium bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/playcast demo
+
+# Browser tests drive Debian's chromium (Playwright's own browser download
+# does not work offline).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -q tests/test_hub_rules.py tests/test_hub_timeouts.py tests/test_hub_properties.py
+
+test: setup chromium lint typecheck
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python bench/signaling_load.py
+	$(BIN)/python bench/worker_latency.py
+	$(BIN)/python bench/browser_latency.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts
