@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from playcast.signaling import workers
 from playcast.signaling.events import CLOSE_NORMAL, NO_WORKER_TEXT, event
+from playcast.signaling.ice import ice_servers_for
 from playcast.signaling.types import (
     Answer,
     Assigned,
@@ -64,7 +65,7 @@ def join(hub: Hub, client: Client, msg: Join) -> None:
         client.ws.close(CLOSE_NORMAL, "no worker available")
         return
     session = hub.start_session(worker, client)
-    ice = list(hub.settings.ice_servers)
+    ice = ice_servers_for(hub.settings, session.id, hub.wall_clock())
     worker.ws.send(SessionStart(session_id=session.id, client_id=client.id, ice_servers=ice))
     client.ws.send(
         Assigned(session_id=session.id, client_id=client.id, worker_id=worker.id, ice_servers=ice)

@@ -59,11 +59,13 @@ class Hub:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
         id_factory: Callable[[str], str] = new_id,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self.wall_clock = wall_clock  # only for credentials that expire at a real time
         self.metrics = metrics or Metrics()
         self.metrics.attach(self)
         self.new_id = id_factory

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import signal
+import ssl
 from collections import deque
 from importlib import resources
 from pathlib import Path
@@ -36,6 +38,7 @@ from playcast.signaling.types import (
 log = logging.getLogger("playcast.signaling")
 
 HUB_KEY = web.AppKey("hub", Hub)
+CLOSE_TIMEOUT = 5.0
 STATIC_DIR = Path(str(resources.files("playcast") / "web" / "static"))
 
 
@@ -47,11 +50,18 @@ class WsConnection:
     its queue is full instead of growing the server's memory.
     """
 
-    __slots__ = ("_close", "_flushing", "_queue", "hub", "peer", "remote", "ws")
+    __slots__ = ("_close", "_flushing", "_queue", "hub", "peer", "remote", "transport", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse, remote: tuple[str, int], hub: Hub) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        remote: tuple[str, int],
+        hub: Hub,
+        transport: asyncio.Transport | None,
+    ) -> None:
         self.ws = ws
         self.remote = remote
+        self.transport = transport
         self.hub = hub
         self.peer: Peer | None = None
         self._queue: deque[str] = deque()
@@ -85,24 +95,38 @@ class WsConnection:
                 await self.ws.send_str(self._queue.popleft())
             if self._close is not None:
                 code, reason = self._close
-                await self.ws.close(code=code, message=reason.encode()[:120])
-        except (ConnectionError, RuntimeError):
+                # A peer that never reads would block the close frame forever.
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.ws.close(code=code, message=reason.encode()[:120])
+        except (ConnectionError, RuntimeError, TimeoutError):
             self._queue.clear()  # the peer is gone; on_close will follow
+            if self._close is not None and self.transport is not None:
+                self.transport.abort()
         finally:
             self._flushing = False
         if self._queue or (self._close is not None and not self.ws.closed):
             self._kick()
 
 
+def _token_ok(request: web.Request, expected: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 async def _serve_socket(request: web.Request, role: str) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
     if hub.stopping:
         raise web.HTTPServiceUnavailable(text="server is shutting down")
+    token = hub.settings.worker_token
+    if role == "worker" and token and not _token_ok(request, token):
+        event("worker_refused", remote=request.remote, why="bad or missing worker token")
+        raise web.HTTPUnauthorized(text="worker token required")
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, compress=False)
     await ws.prepare(request)
     peername = request.transport.get_extra_info("peername") if request.transport else None
     remote = (str(peername[0]), int(peername[1])) if peername else ("", 0)
-    conn = WsConnection(ws, remote, hub)
+    conn = WsConnection(ws, remote, hub, request.transport)
     peer: Peer = hub.open_worker(conn) if role == "worker" else hub.open_client(conn)
     conn.peer = peer
     try:
@@ -187,15 +211,16 @@ async def drain(hub: Hub) -> None:
         hub.tick()
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> int:
     hub = Hub(settings)
     app = make_app(settings, hub)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
     await site.start()
     port = _bound_port(site, settings.port)
-    event("server_listening", url=f"http://{settings.host}:{port}/", port=port)
+    scheme = "https" if ssl_context else "http"
+    event("server_listening", url=f"{scheme}://{settings.host}:{port}/", port=port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -249,6 +274,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="STUN/TURN server for both peers, repeatable: a URL or a JSON object with "
         "urls, username, credential (env PLAYCAST_ICE_SERVER, whitespace-separated URLs)",
     )
+    parser.add_argument(
+        "--turn-url",
+        dest="turn_url",
+        action="append",
+        default=env_list("--turn-url"),
+        help="TURN URL given per-session REST credentials from --turn-secret, repeatable "
+        "(env PLAYCAST_TURN_URL, whitespace-separated)",
+    )
+    add_flag(parser, "--turn-secret", help="coturn static-auth-secret for TURN REST credentials")
+    add_flag(parser, "--turn-ttl", type=float, default=d.turn_ttl, help="TURN credential lifetime")
+    add_flag(parser, "--worker-token", help="shared secret workers must present (off if unset)")
+    add_flag(parser, "--tls-cert", help="PEM certificate: serve HTTPS and WSS")
+    add_flag(parser, "--tls-key", help="PEM private key for --tls-cert")
     add_flag(parser, "--log-level", default="info", help="debug, info, warning")
     add_flag(parser, "--log-format", default="text", choices=["text", "json"], help="log format")
 
@@ -264,6 +302,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         handshake_timeout=args.handshake_timeout,
         shutdown_ack_timeout=args.shutdown_ack_timeout,
         ice_servers=tuple(args.ice_server),
+        turn_secret=args.turn_secret or None,
+        turn_urls=tuple(args.turn_url),
+        turn_ttl=args.turn_ttl,
+        worker_token=args.worker_token or None,
     )
 
 
@@ -272,5 +314,14 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if settings.heartbeat_interval <= 0 or settings.heartbeat_timeout <= 0:
         raise SystemExit("heartbeat interval and timeout must be positive")
-    log.info("settings %s", json.dumps(msgspec.to_builtins(settings)))
-    return asyncio.run(serve(settings))
+    ssl_context = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SystemExit("--tls-cert and --tls-key go together")
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+    shown = msgspec.to_builtins(settings)
+    for secret in ("turn_secret", "worker_token"):
+        shown[secret] = "***" if shown[secret] else None
+    log.info("settings %s", json.dumps(shown))
+    return asyncio.run(serve(settings, ssl_context))

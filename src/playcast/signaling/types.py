@@ -318,3 +318,9 @@ class Settings:
     max_error_rate: float = 5.0
     max_error_burst: float = 50.0
     max_send_queue: int = 512
+    # TURN REST: per-session credentials from a secret shared with coturn.
+    turn_secret: str | None = None
+    turn_urls: tuple[str, ...] = ()
+    turn_ttl: float = 6 * 3600.0
+    # Workers must present this (Authorization: Bearer) to connect; None: open.
+    worker_token: str | None = None
