@@ -1,0 +1,585 @@
+"""The Android backend: a phone or emulator, driven with adb and scrcpy 3.3.x.
+
+adb pushes the scrcpy server, opens a forward tunnel and starts the server;
+the server's H.264 goes to the worker as it comes (no decoding, no
+re-encoding), and touches and keys go back as scrcpy control messages.
+
+Failures (device offline, server exited, video silent for ``stall_timeout``)
+end ``packets()`` with BackendError; ``reset()`` then rebuilds the connection
+from scratch, raising BackendError for as long as the device is unusable, so
+the worker can retry it with backoff and register only once it works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from playcast.backends.adb import Adb, AdbError
+from playcast.backends.base import BackendError, GameBackend, Health, VideoPacket
+from playcast.backends.scrcpy import (
+    DEVICE_NAME_FIELD_LENGTH,
+    DEVICE_SERVER_PATH,
+    PACKET_HEADER_SIZE,
+    SCRCPY_VERSION,
+    KeyAction,
+    MediaPacket,
+    MotionAction,
+    PacketMerger,
+    ProtocolError,
+    ServerOptions,
+    android_keycode,
+    config_picture_size,
+    encode_inject_keycode,
+    encode_inject_touch,
+    encode_reset_video,
+    parse_codec_id,
+    parse_device_meta,
+    parse_packet_header,
+    parse_video_size,
+    server_command,
+    to_video_point,
+)
+from playcast.envflags import add_flag
+
+log = logging.getLogger("playcast.android")
+
+DEFAULT_GAME: Final = "com.supercell.clashroyale"
+# Frames waiting for a slow consumer before we drop them and restart from a
+# keyframe: queueing more only adds latency.
+MAX_QUEUED: Final = 30
+# RESET_VIDEO restarts the device's encoder; repeat it only if no keyframe came.
+KEYFRAME_RETRY: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class AndroidSettings:
+    scrcpy_server: str
+    serial: str | None = None  # None: adb's default device ($ANDROID_SERIAL or the only one)
+    adb: str = "adb"
+    game: str = DEFAULT_GAME
+    scrcpy_version: str = SCRCPY_VERSION
+    max_size: int = 1280
+    video_bit_rate: int = 4_000_000
+    max_fps: int = 60
+    keyframe_interval: int = 2
+    codec_options: str = ""
+    connect_timeout: float = 10.0  # server start to both sockets connected
+    stall_timeout: float = 5.0  # silence on the video socket that means a dead device
+    launch_timeout: float = 60.0  # game launch to foreground
+    poll_interval: float = 0.25  # foreground checks while launching
+    adb_timeout: float = 20.0
+    retry_delay: float = 0.1  # between tunnel connection attempts, as scrcpy does
+
+
+@dataclass(eq=False)
+class _Link:
+    """One running scrcpy server and its two sockets."""
+
+    proc: asyncio.subprocess.Process
+    video: asyncio.StreamReader
+    video_writer: asyncio.StreamWriter
+    control_reader: asyncio.StreamReader
+    control: asyncio.StreamWriter
+    device_name: str
+    output: deque[str]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    failed: bool = False
+    last_packet: float = field(default_factory=time.monotonic)
+    keyframe_asked_at: float | None = None
+
+    def close_sockets(self) -> None:
+        for writer in (self.video_writer, self.control):
+            with contextlib.suppress(Exception):
+                writer.close()
+
+
+_MOTION: Final = {"down": MotionAction.DOWN, "move": MotionAction.MOVE, "up": MotionAction.UP}
+
+
+class AndroidBackend(GameBackend):
+    def __init__(self, settings: AndroidSettings) -> None:
+        self.settings = settings
+        self.game = settings.game
+        self.device_name = ""
+        self._adb = Adb(settings.adb, settings.serial, settings.adb_timeout)
+        self._link: _Link | None = None
+        self._size = (0, 0)
+        self._failure: str | None = None
+        self._queue: asyncio.Queue[VideoPacket | BaseException | None] | None = None
+        self._awaiting_keyframe = False
+        self._pointers: dict[int, tuple[float, float]] = {}
+        self._lock = asyncio.Lock()
+        self._stopped = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopped = False
+        async with self._lock, _adb_errors():
+            await self._ensure_link()
+            await self._relaunch()
+
+    async def reset(self) -> None:
+        async with self._lock, _adb_errors():
+            self._release_pointers()
+            await self._ensure_link()
+            await self._relaunch()
+            if self._failure is not None:
+                raise BackendError(self._failure)
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._release_pointers()
+        self._end_consumer(None)
+        link, self._link = self._link, None
+        if link is not None:
+            await self._close_link(link)
+
+    async def health(self) -> Health:
+        link = self._link
+        if self._failure is not None:
+            return Health(False, self._failure)
+        if link is None:
+            return Health(False, "not connected")
+        try:
+            state = await self._adb.get_state(timeout=min(5.0, self.settings.adb_timeout))
+        except AdbError as exc:
+            return Health(False, str(exc))
+        if state != "device":
+            return Health(False, f"device is {state}")
+        if time.monotonic() - link.last_packet > self.settings.stall_timeout:
+            return Health(False, "video stalled")
+        width, height = self._size
+        return Health(True, f"{self.device_name} {width}x{height}")
+
+    # --- video -------------------------------------------------------------------
+
+    async def packets(self) -> AsyncIterator[VideoPacket]:
+        if self._queue is not None:
+            raise RuntimeError("packets() already has a consumer")
+        if self._failure is not None:
+            raise BackendError(self._failure)
+        if self._link is None:
+            raise BackendError("the Android backend is not started")
+        queue: asyncio.Queue[VideoPacket | BaseException | None] = asyncio.Queue()
+        self._queue = queue
+        self._awaiting_keyframe = True
+        self.request_keyframe()
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if self._queue is queue:
+                self._queue = None
+
+    def request_keyframe(self) -> None:
+        link = self._usable_link()
+        if link is None:
+            return
+        now = time.monotonic()
+        if link.keyframe_asked_at is not None and now - link.keyframe_asked_at < KEYFRAME_RETRY:
+            return
+        link.keyframe_asked_at = now
+        self._write(link, encode_reset_video())
+
+    # --- input -------------------------------------------------------------------
+
+    async def inject_touch(
+        self, action: Literal["down", "move", "up", "cancel"], pointer_id: int, x: float, y: float
+    ) -> None:
+        link = self._usable_link()
+        if link is None:
+            return
+        down = pointer_id in self._pointers
+        if action == "down":
+            motion = MotionAction.MOVE if down else MotionAction.DOWN
+            self._pointers[pointer_id] = (x, y)
+        elif not down:
+            # The server would create a pointer that never lifts: a ghost finger.
+            return
+        elif action == "move":
+            motion = MotionAction.MOVE
+            self._pointers[pointer_id] = (x, y)
+        else:
+            # scrcpy frees a pointer only on ACTION_UP; a CANCEL would leave it
+            # pressed for good, so a cancelled touch lifts where it was.
+            motion = MotionAction.UP
+            del self._pointers[pointer_id]
+        self._write(link, self._touch(motion, pointer_id, x, y))
+        await self._drain(link)
+
+    async def inject_key(self, action: Literal["down", "up"], key: str) -> None:
+        link = self._usable_link()
+        mapped = android_keycode(key)
+        if link is None or mapped is None:
+            return
+        keycode, meta = mapped
+        key_action = KeyAction.DOWN if action == "down" else KeyAction.UP
+        self._write(link, encode_inject_keycode(key_action, keycode, 0, meta))
+        await self._drain(link)
+
+    def _touch(self, motion: MotionAction, pointer_id: int, x: float, y: float) -> bytes:
+        width, height = self._size
+        px, py = to_video_point(x, y, width, height)
+        pressure = 0.0 if motion is MotionAction.UP else 1.0
+        return encode_inject_touch(motion, pointer_id, px, py, width, height, pressure)
+
+    def _release_pointers(self) -> None:
+        """Lift every finger still down, so the next player starts clean."""
+        pointers, self._pointers = self._pointers, {}
+        link = self._usable_link()
+        if link is not None:
+            for pointer_id, (x, y) in pointers.items():
+                self._write(link, self._touch(MotionAction.UP, pointer_id, x, y))
+
+    def _write(self, link: _Link, data: bytes) -> None:
+        try:
+            link.control.write(data)
+        except (OSError, RuntimeError) as exc:
+            self._fail(link, f"control socket: {exc}")
+
+    async def _drain(self, link: _Link) -> None:
+        try:
+            await link.control.drain()
+        except (OSError, RuntimeError) as exc:
+            self._fail(link, f"control socket: {exc}")
+
+    def _usable_link(self) -> _Link | None:
+        link = self._link
+        return None if link is None or link.failed else link
+
+    # --- connection --------------------------------------------------------------
+
+    async def _ensure_link(self) -> None:
+        link = self._link
+        if link is not None and not link.failed and link.proc.returncode is None:
+            return
+        self._link = None
+        if link is not None:
+            await self._close_link(link)
+        self._link = await self._connect()
+        self._failure = None
+
+    async def _connect(self) -> _Link:
+        s = self.settings
+        state = await self._adb.get_state()
+        if state != "device":
+            raise BackendError(f"device {s.serial or '(default)'} is {state}")
+        jar = Path(s.scrcpy_server)
+        if not await asyncio.to_thread(jar.is_file):
+            raise BackendError(f"scrcpy server file {jar} not found")
+        await self._adb.push(jar, DEVICE_SERVER_PATH)
+        if not await self._adb.is_installed(s.game):
+            raise BackendError(f"{s.game} is not installed on the device")
+        opts = ServerOptions(
+            scid=secrets.randbits(31),
+            version=s.scrcpy_version,
+            max_size=s.max_size,
+            video_bit_rate=s.video_bit_rate,
+            max_fps=s.max_fps,
+            keyframe_interval=s.keyframe_interval,
+            extra_codec_options=s.codec_options,
+        )
+        try:
+            command = server_command(opts)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+        port = await self._adb.forward("tcp:0", f"localabstract:{opts.socket_name}")
+        try:
+            proc = await self._adb.spawn_shell(command)
+            output: deque[str] = deque(maxlen=40)
+            pump = asyncio.create_task(_pump_output(proc, output))
+            try:
+                link = await self._open_sockets(port, proc, output)
+            except BaseException:
+                await _terminate(proc)
+                pump.cancel()
+                raise
+        finally:
+            # As scrcpy does: the tunnel is only needed to connect.
+            await self._adb.forward_remove(f"tcp:{port}")
+        link.tasks += [
+            pump,
+            asyncio.create_task(self._read_video(link)),
+            asyncio.create_task(self._drain_control(link)),
+            asyncio.create_task(self._watch_server(link)),
+        ]
+        if self._stopped:
+            await self._close_link(link)
+            raise BackendError("stopped")
+        log.info("connected to %s, video %dx%d", link.device_name, *self._size)
+        return link
+
+    async def _open_sockets(
+        self, port: int, proc: asyncio.subprocess.Process, output: deque[str]
+    ) -> _Link:
+        s = self.settings
+
+        async def first_socket() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            # adb accepts the connection even before the server listens, then
+            # closes it; the server's dummy byte tells that it really is there.
+            while True:
+                with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    try:
+                        await reader.readexactly(1)
+                        return reader, writer
+                    except BaseException:
+                        writer.close()
+                        raise
+                await asyncio.sleep(s.retry_delay)
+
+        connecting = asyncio.create_task(first_socket())
+        exited = asyncio.create_task(proc.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {connecting, exited},
+                timeout=s.connect_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            exited.cancel()
+            connecting.cancel()
+        if connecting not in done or connecting.cancelled():
+            tail = " | ".join(list(output)[-5:])
+            if exited in done:
+                raise BackendError(f"scrcpy server exited ({proc.returncode}): {tail}")
+            raise BackendError(f"scrcpy server did not accept within {s.connect_timeout:g}s")
+        video, video_writer = connecting.result()
+        try:
+            async with asyncio.timeout(s.connect_timeout):
+                control_reader, control = await asyncio.open_connection("127.0.0.1", port)
+                sock = control.get_extra_info("socket")
+                if sock is not None:
+                    # Touches are tiny writes; Nagle would hold them back.
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                name = parse_device_meta(await video.readexactly(DEVICE_NAME_FIELD_LENGTH))
+                parse_codec_id(await video.readexactly(4))
+                self._size = parse_video_size(await video.readexactly(8))
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ProtocolError) as exc:
+            video_writer.close()
+            tail = " | ".join(list(output)[-5:])
+            raise BackendError(f"scrcpy handshake failed: {exc!r} {tail}") from None
+        self.device_name = name
+        return _Link(proc, video, video_writer, control_reader, control, name, output)
+
+    async def _close_link(self, link: _Link) -> None:
+        link.failed = True
+        link.close_sockets()
+        for task in link.tasks:
+            task.cancel()
+        await _terminate(link.proc)
+        await asyncio.gather(*link.tasks, return_exceptions=True)
+
+    def _fail(self, link: _Link, reason: str) -> None:
+        if link.failed:
+            return
+        link.failed = True
+        link.close_sockets()
+        if link is self._link:
+            self._failure = reason
+            log.warning("android backend failed: %s", reason)
+            self._end_consumer(BackendError(reason))
+
+    def _end_consumer(self, item: BaseException | None) -> None:
+        queue = self._queue
+        if queue is not None:
+            queue.put_nowait(item)
+
+    async def _read_video(self, link: _Link) -> None:
+        merger = PacketMerger()
+        stall = self.settings.stall_timeout
+        reader = link.video
+        try:
+            while True:
+                async with asyncio.timeout(stall):
+                    header = parse_packet_header(await reader.readexactly(PACKET_HEADER_SIZE))
+                    payload = await reader.readexactly(header.size)
+                now = time.monotonic()
+                link.last_packet = now
+                if header.config:
+                    size = config_picture_size(payload)
+                    if size is not None and size != self._size and link is self._link:
+                        # Rotation or resize: touches must carry the new size.
+                        log.info("video size %dx%d -> %dx%d", *self._size, *size)
+                        self._size = size
+                packet = merger.feed(header, payload)
+                if packet is not None:
+                    self._deliver(link, packet, now)
+        except TimeoutError:
+            self._fail(link, f"video stalled: nothing from the device for {stall:g}s")
+        except asyncio.IncompleteReadError:
+            self._fail(link, "the device closed the video socket")
+        except (OSError, ProtocolError) as exc:
+            self._fail(link, f"video socket: {exc}")
+
+    def _deliver(self, link: _Link, packet: MediaPacket, now: float) -> None:
+        if packet.keyframe:
+            link.keyframe_asked_at = None
+        queue = self._queue
+        if queue is None or link is not self._link:
+            return
+        if not self._awaiting_keyframe and queue.qsize() >= MAX_QUEUED:
+            log.warning("video consumer is %d frames behind; restarting at a keyframe", MAX_QUEUED)
+            for _ in _drain_queue(queue):
+                pass
+            self._awaiting_keyframe = True
+            self.request_keyframe()
+        if self._awaiting_keyframe:
+            if not packet.keyframe:
+                return
+            self._awaiting_keyframe = False
+        # Device PTS is in microseconds; the video clock is 90 kHz.
+        queue.put_nowait(VideoPacket(packet.data, packet.pts_us * 9 // 100, packet.keyframe, now))
+
+    async def _drain_control(self, link: _Link) -> None:
+        # Device messages (clipboard, UHID output) are not used, but must be read.
+        try:
+            while await link.control_reader.read(4096):
+                pass
+            self._fail(link, "the device closed the control socket")
+        except OSError as exc:
+            self._fail(link, f"control socket: {exc}")
+
+    async def _watch_server(self, link: _Link) -> None:
+        code = await link.proc.wait()
+        tail = " | ".join(list(link.output)[-3:])
+        self._fail(link, f"scrcpy server exited ({code}) {tail}".rstrip())
+
+    # --- the game ----------------------------------------------------------------
+
+    async def _relaunch(self) -> None:
+        """Force-stop the game, start it again, and wait until it is in front."""
+        game = self.settings.game
+        await self._adb.force_stop(game)
+        await self._adb.launch(game)
+        deadline = time.monotonic() + self.settings.launch_timeout
+        # No event tells us the activity resumed: poll, at a short interval.
+        while game not in await self._adb.resumed_packages():
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"{game} not in the foreground after {self.settings.launch_timeout:g}s"
+                )
+            await asyncio.sleep(self.settings.poll_interval)
+        log.info("%s is in the foreground", game)
+
+
+def _drain_queue(
+    queue: asyncio.Queue[VideoPacket | BaseException | None],
+) -> Iterator[VideoPacket | BaseException | None]:
+    while not queue.empty():
+        yield queue.get_nowait()
+
+
+async def _pump_output(proc: asyncio.subprocess.Process, output: deque[str]) -> None:
+    """The server's log lines, to our log and to a tail kept for error messages."""
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        line = raw.decode("utf-8", "replace").rstrip()
+        if line:
+            output.append(line)
+            log.info("device: %s", line)
+
+
+async def _terminate(proc: asyncio.subprocess.Process, grace: float = 2.0) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            async with asyncio.timeout(grace):
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def _adb_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except AdbError as exc:
+        raise BackendError(str(exc)) from None
+
+
+# --- wiring into ``playcast worker`` ------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``playcast worker --backend android`` (each also a PLAYCAST_… variable)."""
+    add_flag(parser, "--serial", help="adb serial of the phone or emulator (see adb devices)")
+    add_flag(parser, "--scrcpy-server", help=f"the scrcpy-server-v{SCRCPY_VERSION} file to push")
+    add_flag(parser, "--adb", default="adb", help="adb executable")
+    add_flag(
+        parser,
+        "--scrcpy-version",
+        default=SCRCPY_VERSION,
+        help="version the server file reports (must match it exactly)",
+    )
+    add_flag(parser, "--android-max-size", type=int, default=1280, help="longest video side")
+    add_flag(parser, "--android-bit-rate", type=int, default=4_000_000, help="video bit rate")
+    add_flag(parser, "--android-max-fps", type=int, default=60, help="video frame rate cap")
+    add_flag(
+        parser, "--android-keyframe-interval", type=int, default=2, help="seconds between IDRs"
+    )
+    add_flag(
+        parser, "--android-codec-options", default="", help="extra MediaCodec options (k=v,...)"
+    )
+    add_flag(
+        parser,
+        "--android-stall-timeout",
+        type=float,
+        default=5.0,
+        help="seconds of video silence that mean the device is gone",
+    )
+    add_flag(
+        parser,
+        "--android-launch-timeout",
+        type=float,
+        default=60.0,
+        help="seconds for the game to reach the foreground",
+    )
+
+
+def create_backend(args: argparse.Namespace) -> AndroidBackend:
+    if not args.scrcpy_server:
+        raise SystemExit("--backend android needs --scrcpy-server PATH (or PLAYCAST_SCRCPY_SERVER)")
+    return AndroidBackend(
+        AndroidSettings(
+            scrcpy_server=args.scrcpy_server,
+            serial=args.serial or None,
+            adb=args.adb,
+            game=getattr(args, "game", None) or DEFAULT_GAME,
+            scrcpy_version=args.scrcpy_version,
+            max_size=args.android_max_size,
+            video_bit_rate=args.android_bit_rate,
+            max_fps=args.android_max_fps,
+            keyframe_interval=args.android_keyframe_interval,
+            codec_options=args.android_codec_options,
+            stall_timeout=args.android_stall_timeout,
+            launch_timeout=args.android_launch_timeout,
+        )
+    )
+
+
+from_args = create_backend

@@ -1,0 +1,325 @@
+"""AndroidBackend against the fake phone: real adb subprocesses, real sockets, real H.264."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import av
+import pytest
+
+from playcast.backends.android import AndroidBackend, AndroidSettings
+from playcast.backends.base import BackendError, VideoPacket
+from playcast.backends.scrcpy import (
+    DEVICE_SERVER_PATH,
+    SCRCPY_VERSION,
+    ControlType,
+    config_picture_size,
+)
+from playcast.testing.fake_device import FAKE_ADB, FakeDevice
+
+GAME = "com.supercell.clashroyale"
+T = 20.0  # generous: a loaded 2-core machine
+
+
+@pytest.fixture
+async def device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDevice]:
+    async with FakeDevice(serial="emulator-5554", screen=(1080, 1920), fps=30) as dev:
+        # The backend runs plain "adb": the fake one, found on PATH.
+        monkeypatch.setenv("PATH", f"{FAKE_ADB.parent}{os.pathsep}{os.environ['PATH']}")
+        for key, value in dev.env(tmp_path / "adb.log").items():
+            monkeypatch.setenv(key, value)
+        yield dev
+
+
+@pytest.fixture
+def jar(tmp_path: Path) -> Path:
+    path = tmp_path / f"scrcpy-server-v{SCRCPY_VERSION}"
+    path.write_bytes(b"PK\x03\x04 not really a jar")
+    return path
+
+
+def settings(jar: Path, **kw: object) -> AndroidSettings:
+    base: dict[str, object] = dict(
+        scrcpy_server=str(jar),
+        serial="emulator-5554",
+        max_size=640,
+        connect_timeout=T,
+        stall_timeout=3.0,
+        launch_timeout=T,
+        poll_interval=0.02,
+        retry_delay=0.02,
+    )
+    base.update(kw)
+    return AndroidSettings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def backend(device: FakeDevice, jar: Path) -> AsyncIterator[AndroidBackend]:
+    b = AndroidBackend(settings(jar))
+    await asyncio.wait_for(b.start(), T)
+    yield b
+    await b.stop()
+
+
+async def take(it: AsyncIterator[VideoPacket], n: int) -> list[VideoPacket]:
+    return [await asyncio.wait_for(anext(it), T) for _ in range(n)]
+
+
+async def test_start_runs_the_adb_sequence(
+    backend: AndroidBackend, device: FakeDevice, tmp_path: Path
+) -> None:
+    logged = [json.loads(line) for line in (tmp_path / "adb.log").read_text().splitlines()]
+    assert logged == device.commands
+    assert all(argv[:2] == ["-s", "emulator-5554"] for argv in logged)
+    verbs = [argv[2] for argv in logged]
+    assert verbs[:4] == ["get-state", "push", "shell", "forward"]
+    assert logged[1][3:] == [backend.settings.scrcpy_server, DEVICE_SERVER_PATH]
+    assert device.files[DEVICE_SERVER_PATH]  # the jar arrived
+    assert logged[3][3] == "tcp:0"
+    assert logged[3][4] == f"localabstract:{device.servers[0].socket_name}"
+    # the server was started with what we need from it
+    opts = device.servers[0].options
+    assert opts["tunnel_forward"] == "true"
+    assert opts["audio"] == "false"
+    assert opts["control"] == "true"
+    assert opts["clipboard_autosync"] == "false"
+    assert device.servers[0].codec_options == {"profile": "1", "i-frame-interval": "2"}
+    shell = device.shell_commands()
+    assert shell[-3:-1] == [
+        f"am force-stop {GAME}",
+        f"monkey -p {GAME} -c android.intent.category.LAUNCHER 1",
+    ]
+    assert shell[-1] == "dumpsys activity activities"
+    assert device.foreground == GAME
+    # the tunnel is removed once both sockets are connected
+    assert any(argv[2:4] == ["forward", "--remove"] for argv in logged)
+    assert not device.forwards
+    assert backend.size == (360, 640)
+    assert backend.device_name == "Playcast FakePhone"
+    assert (await backend.health()).ok
+
+
+async def test_video_is_the_devices_h264_unchanged(
+    backend: AndroidBackend, device: FakeDevice
+) -> None:
+    it = aiter(backend.packets())
+    packets = await take(it, 12)
+    first = packets[0]
+    assert first.keyframe
+    assert config_picture_size(first.data) == (360, 640)
+    # RESET_VIDEO was sent for the new consumer, so a fresh encoder session began
+    assert any(c.type == ControlType.RESET_VIDEO for c in device.controls)
+    # Each packet is exactly a device packet (config merged in front), in order.
+    sent = list(device.sent)
+    expected = []
+    pending = b""
+    for p in sent:
+        if p.config:
+            pending = p.payload
+        else:
+            expected.append(pending + p.payload)
+            pending = b""
+    start = expected.index(first.data)
+    assert [p.data for p in packets] == expected[start : start + len(packets)]
+    assert [p.keyframe for p in packets[1:]] == [False] * 11
+    assert all(b.pts > a.pts for a, b in itertools.pairwise(packets))
+    # A real decoder takes it as is.
+    codec = av.CodecContext.create("h264", "r")
+    frames = [f for p in packets for f in codec.decode(av.Packet(p.data))]
+    assert frames and (frames[0].width, frames[0].height) == (360, 640)
+    await it.aclose()
+
+
+async def test_periodic_keyframes_carry_parameter_sets(jar: Path, device: FakeDevice) -> None:
+    b = AndroidBackend(settings(jar, keyframe_interval=1))
+    await asyncio.wait_for(b.start(), T)
+    try:
+        it = aiter(b.packets())
+        packets = await take(it, 2 * device.fps + 5)  # past the next IDR
+        keyframes = [p for p in packets if p.keyframe]
+        assert len(keyframes) >= 2
+        # the device sent the later IDR without SPS/PPS; we put them in front
+        later = keyframes[1].data
+        assert config_picture_size(later) == (360, 640)
+        assert sum(p.config for p in device.sent) < sum(p.keyframe for p in device.sent) + 1
+        await it.aclose()
+    finally:
+        await b.stop()
+
+
+async def test_touches_reach_the_device_at_screen_coordinates(
+    backend: AndroidBackend, device: FakeDevice
+) -> None:
+    await backend.inject_touch("down", 0, 0.5, 0.25)
+    await backend.inject_touch("down", 3, 0.1, 0.9)  # a second finger
+    await backend.inject_touch("move", 0, 0.75, 0.5)
+    await backend.inject_touch("up", 3, 0.1, 0.9)
+    await backend.inject_touch("cancel", 0, 0.75, 0.5)
+    await device.wait_until(lambda: len(device.touches()) == 5, T)
+    t = device.touches()
+    assert [(x.action, x.pointer_id) for x in t] == [(0, 0), (0, 3), (2, 0), (1, 3), (1, 0)]
+    assert all((x.width, x.height) == (360, 640) for x in t)
+    assert [(x.x, x.y) for x in t] == [(180, 160), (36, 576), (270, 320), (36, 576), (270, 320)]
+    assert [(x.screen_x, x.screen_y) for x in t] == [
+        (540, 480),
+        (108, 1728),
+        (810, 960),
+        (108, 1728),
+        (810, 960),
+    ]
+    assert [x.pressure for x in t] == [0xFFFF, 0xFFFF, 0xFFFF, 0, 0]
+
+
+async def test_stray_moves_are_not_sent_and_reset_lifts_fingers(
+    backend: AndroidBackend, device: FakeDevice
+) -> None:
+    await backend.inject_touch("move", 5, 0.5, 0.5)  # never went down
+    await backend.inject_touch("up", 6, 0.5, 0.5)
+    await backend.inject_touch("down", 1, 0.5, 0.5)
+    await device.wait_until(lambda: len(device.touches()) == 1, T)
+    await asyncio.wait_for(backend.reset(), T)
+    await device.wait_until(lambda: len(device.touches()) == 2, T)
+    assert [(x.action, x.pointer_id) for x in device.touches()] == [(0, 1), (1, 1)]
+
+
+async def test_keys_become_keycodes(backend: AndroidBackend, device: FakeDevice) -> None:
+    await backend.inject_key("down", "Escape")
+    await backend.inject_key("up", "Escape")
+    await backend.inject_key("down", "Unidentified")  # not sent
+    await backend.inject_key("down", "A")
+    await device.wait_until(lambda: sum(c.key is not None for c in device.controls) == 3, T)
+    keys = [c.key for c in device.controls if c.key is not None]
+    assert keys == [(0, 4, 0, 0), (1, 4, 0, 0), (0, 29, 0, 0x41)]
+
+
+async def test_rotation_is_followed(backend: AndroidBackend, device: FakeDevice) -> None:
+    it = aiter(backend.packets())
+    await take(it, 2)
+    device.rotate()
+    async with asyncio.timeout(T):
+        while True:
+            p = await anext(it)
+            if p.keyframe and config_picture_size(p.data) == (640, 360):
+                break
+    assert backend.size == (640, 360)
+    await backend.inject_touch("down", 0, 0.5, 0.5)
+    await device.wait_until(lambda: bool(device.touches()), T)
+    touch = device.touches()[0]
+    assert (touch.width, touch.height) == (640, 360)
+    assert (touch.screen_x, touch.screen_y) == (960, 540)  # not ignored by the device
+    await it.aclose()
+
+
+async def test_request_keyframe_sends_reset_video_once_until_it_comes(
+    backend: AndroidBackend, device: FakeDevice
+) -> None:
+    it = aiter(backend.packets())
+    await take(it, 3)
+    sessions = device.encoder_sessions
+    before = sum(c.type == ControlType.RESET_VIDEO for c in device.controls)
+    backend.request_keyframe()
+    backend.request_keyframe()  # coalesced: one encoder restart is enough
+    async with asyncio.timeout(T):
+        while not (await anext(it)).keyframe:
+            pass
+    after = sum(c.type == ControlType.RESET_VIDEO for c in device.controls)
+    assert after == before + 1
+    assert device.encoder_sessions == sessions + 1
+    resets = [c.raw for c in device.controls if c.type == ControlType.RESET_VIDEO]
+    assert set(resets) == {b"\x11"}
+    await it.aclose()
+
+
+async def test_reset_relaunches_and_waits_for_the_foreground(jar: Path, device: FakeDevice) -> None:
+    device.launch_polls = 3  # the game takes a while to come up
+    b = AndroidBackend(settings(jar))
+    await asyncio.wait_for(b.start(), T)
+    try:
+        n = len(device.commands)
+        device.foreground = "com.android.settings"  # the player wandered off
+        await asyncio.wait_for(b.reset(), T)
+        shell = [" ".join(argv[3:]) for argv in device.commands[n:]]
+        assert shell[:2] == [
+            f"am force-stop {GAME}",
+            f"monkey -p {GAME} -c android.intent.category.LAUNCHER 1",
+        ]
+        assert shell[2:] == ["dumpsys activity activities"] * 3
+        assert device.foreground == GAME
+        assert len(device.servers) == 1  # the healthy scrcpy link was kept
+    finally:
+        await b.stop()
+
+
+@pytest.mark.parametrize("failure", ["kill_server", "go_offline", "stall_video"])
+async def test_failures_end_the_stream_and_reset_recovers(
+    jar: Path, device: FakeDevice, failure: str
+) -> None:
+    b = AndroidBackend(settings(jar, stall_timeout=1.0))
+    await asyncio.wait_for(b.start(), T)
+    try:
+        it = aiter(b.packets())
+        await take(it, 2)
+        getattr(device, failure)()
+        with pytest.raises(BackendError):
+            async with asyncio.timeout(T):
+                while True:
+                    await anext(it)
+        health = await b.health()
+        assert not health.ok and health.detail
+        # input while broken is dropped, not raised
+        await b.inject_touch("down", 0, 0.5, 0.5)
+        if failure == "go_offline":
+            with pytest.raises(BackendError, match="offline"):
+                await asyncio.wait_for(b.reset(), T)
+            device.go_online()
+        device.resume_video()
+        await asyncio.wait_for(b.reset(), T)
+        assert len(device.running_servers()) == 1
+        assert device.servers[-1] is not device.servers[0]
+        assert (await b.health()).ok
+        it2 = aiter(b.packets())
+        assert (await take(it2, 1))[0].keyframe
+        await it2.aclose()
+    finally:
+        await b.stop()
+    assert not device.running_servers()
+
+
+async def test_wrong_server_version_is_reported(jar: Path, device: FakeDevice) -> None:
+    b = AndroidBackend(settings(jar, scrcpy_version="3.3.1"))
+    with pytest.raises(BackendError, match="does not match"):
+        await asyncio.wait_for(b.start(), T)
+    await b.stop()
+
+
+async def test_missing_game_and_missing_jar(jar: Path, device: FakeDevice) -> None:
+    with pytest.raises(BackendError, match="not installed"):
+        await asyncio.wait_for(AndroidBackend(settings(jar, game="com.example.none")).start(), T)
+    with pytest.raises(BackendError, match="not found"):
+        await asyncio.wait_for(AndroidBackend(settings(jar.with_name("nope"))).start(), T)
+
+
+async def test_unknown_serial_is_a_backend_error(jar: Path, device: FakeDevice) -> None:
+    b = AndroidBackend(settings(jar, serial="R5CT1234"))
+    with pytest.raises(BackendError, match="missing"):
+        await asyncio.wait_for(b.start(), T)
+    assert not (await b.health()).ok
+
+
+async def test_stop_is_idempotent_and_ends_the_consumer(
+    backend: AndroidBackend, device: FakeDevice
+) -> None:
+    it = aiter(backend.packets())
+    await take(it, 1)
+    await backend.stop()
+    await backend.stop()
+    with pytest.raises(StopAsyncIteration):
+        async with asyncio.timeout(T):
+            while True:
+                await anext(it)
+    await device.wait_until(lambda: not device.running_servers(), T)
