@@ -109,13 +109,13 @@ class Hub:
         event(f"{_role(peer)}_connected", **{_role(peer): peer.id}, remote=_fmt_remote(ws))
         return peer
 
-    def on_close(self, peer: Peer) -> None:
-        """The socket is gone (closed by the peer, or by us)."""
+    def on_close(self, peer: Peer, code: int | None = None) -> None:
+        """The socket is gone (closed by the peer, or by us); ``code`` for the log."""
         if self.closing.pop(peer.id, None) is not None:
             return
         if not self._is_live(peer):
             return
-        event(f"{_role(peer)}_disconnected", **_ids(peer))
+        event(f"{_role(peer)}_disconnected", code=code, **_ids(peer))
         self._lose(peer)
 
     # --- inbound ---------------------------------------------------------
@@ -187,6 +187,7 @@ class Hub:
         other = self.partner(session, peer)
         if other is not None:
             other.ws.send(msg)
+        event(f"{_role(peer)}_ice_candidate", end=msg.candidate is None, **_ids(peer))
 
     def report_connected(self, peer: Worker | Client, msg: WebrtcConnected) -> None:
         session = self.session_of(peer, msg.session_id)

@@ -134,9 +134,9 @@ async def _serve_socket(request: web.Request, role: str) -> web.StreamResponse:
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 hub.on_message(peer, msg.data)
     finally:
-        if ws.close_code == 1009:
-            event(f"{role}_frame_too_big", peer=peer.id, limit=MAX_FRAME_BYTES)
-        hub.on_close(peer)
+        if ws.exception() is not None:  # e.g. a frame over the limit, refused with 1009
+            event(f"{role}_socket_error", peer=peer.id, error=repr(str(ws.exception())))
+        hub.on_close(peer, ws.close_code)
     return ws
 
 
