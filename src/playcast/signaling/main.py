@@ -50,7 +50,17 @@ class WsConnection:
     its queue is full instead of growing the server's memory.
     """
 
-    __slots__ = ("_close", "_flushing", "_queue", "hub", "peer", "remote", "transport", "ws")
+    __slots__ = (
+        "_close",
+        "_flushing",
+        "_queue",
+        "_queued_bytes",
+        "hub",
+        "peer",
+        "remote",
+        "transport",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -65,15 +75,19 @@ class WsConnection:
         self.hub = hub
         self.peer: Peer | None = None
         self._queue: deque[str] = deque()
+        self._queued_bytes = 0
         self._flushing = False
         self._close: tuple[int, str] | None = None
 
     def send(self, msg: Message) -> None:
         if self._close is not None or self.ws.closed:
             return
-        self._queue.append(encode_str(msg))
-        if len(self._queue) > self.hub.settings.max_send_queue:
+        data = encode_str(msg)
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        if self._queued_bytes > self.hub.settings.max_send_queue_bytes:
             self._queue.clear()
+            self._queued_bytes = 0
             if self.peer is not None:
                 self.hub.slow_consumer(self.peer)
             return
@@ -92,7 +106,9 @@ class WsConnection:
     async def _flush(self) -> None:
         try:
             while self._queue:
-                await self.ws.send_str(self._queue.popleft())
+                data = self._queue.popleft()
+                self._queued_bytes -= len(data)
+                await self.ws.send_str(data)
             if self._close is not None:
                 code, reason = self._close
                 # A peer that never reads would block the close frame forever.
@@ -100,6 +116,7 @@ class WsConnection:
                     await self.ws.close(code=code, message=reason.encode()[:120])
         except (ConnectionError, RuntimeError, TimeoutError):
             self._queue.clear()  # the peer is gone; on_close will follow
+            self._queued_bytes = 0
             if self._close is not None and self.transport is not None:
                 self.transport.abort()
         finally:
@@ -265,6 +282,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         flag = "--" + name.replace("_", "-")
         add_flag(parser, flag, type=float, default=getattr(d, name), help=help_text)
+    for name, kind, help_text in (
+        ("max_message_rate", float, "messages a second a peer may send before it is a flood"),
+        ("max_message_burst", float, "messages a peer may send at once"),
+        ("max_send_queue_bytes", int, "unsent bytes to a peer before it is closed as not reading"),
+    ):
+        flag = "--" + name.replace("_", "-")
+        add_flag(parser, flag, type=kind, default=getattr(d, name), help=help_text)
     parser.add_argument(
         "--ice-server",
         dest="ice_server",
@@ -302,6 +326,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         handshake_timeout=args.handshake_timeout,
         shutdown_ack_timeout=args.shutdown_ack_timeout,
         ice_servers=tuple(args.ice_server),
+        max_message_rate=args.max_message_rate,
+        max_message_burst=args.max_message_burst,
+        max_send_queue_bytes=args.max_send_queue_bytes,
         turn_secret=args.turn_secret or None,
         turn_urls=tuple(args.turn_url),
         turn_ttl=args.turn_ttl,

@@ -317,7 +317,9 @@ class Settings:
     max_message_burst: float = 400.0
     max_error_rate: float = 5.0
     max_error_burst: float = 50.0
-    max_send_queue: int = 512
+    # A peer whose unsent messages pass this many bytes is not reading: it is
+    # closed rather than allowed to grow the server's memory.
+    max_send_queue_bytes: int = 1 << 20
     # TURN REST: per-session credentials from a secret shared with coturn.
     turn_secret: str | None = None
     turn_urls: tuple[str, ...] = ()
