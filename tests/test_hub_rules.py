@@ -329,3 +329,13 @@ def test_messages_after_shutdown_are_unexpected_but_pong_is_fine() -> None:
     rig.send(worker, IceCandidate(session_id=sid, candidate=None))
     (err,) = wconn.sent
     assert isinstance(err, Error) and err.code == "unexpected_message"
+
+
+def test_frames_after_a_rejection_or_close_are_ignored() -> None:
+    rig = Rig()
+    client, conn = rig.client()  # rejected: no workers
+    assert conn.closed is not None
+    rig.send(client, Join())  # still in flight when the socket closed
+    rig.send(client, "junk")
+    assert len(conn.sent) == 1  # just the rejection
+    rig.assert_consistent()

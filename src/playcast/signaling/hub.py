@@ -121,6 +121,8 @@ class Hub:
     # --- inbound ---------------------------------------------------------
 
     def on_message(self, peer: Peer, frame: str | bytes) -> None:
+        if not self._is_live(peer) and peer.id not in self.closing:
+            return  # already dropped; frames still in flight before the close
         now = self.clock()
         if not peer.messages.take(now):
             self._flooded(peer, "message rate")
