@@ -125,3 +125,32 @@ async def test_a_junk_flood_is_closed_while_other_sessions_carry_on() -> None:
         assert (await c.expect(Offer)).sdp == "fine"
         doc = await server.wait_status(lambda d: len(d["workers"]) == 1)
         assert doc["workers"][0]["status"] == "busy"
+
+
+async def test_a_silently_dead_link_is_detected_within_the_heartbeat_timeout() -> None:
+    from playcast.testing.proxy import blackhole_proxy
+
+    timeout = 1.0
+    async with (
+        running_server(heartbeat_interval=0.2, heartbeat_timeout=timeout) as server,
+        blackhole_proxy(server.port) as proxy,
+        connect(server.ws_url("worker")) as w,
+        connect(f"ws://127.0.0.1:{proxy.port}/ws/client") as c,
+    ):
+        await w.send(Register(game=GAME))
+        await w.expect(Registered)
+        await c.send(Join())
+        await c.expect(Assigned)
+        await w.expect(SessionStart)
+        loop = asyncio.get_running_loop()
+        pings_before = c.pings
+        proxy.blackhole()
+        cut = loop.time()
+        assert (await w.expect(Shutdown, timeout=10)).reason == "client_failed"
+        noticed = loop.time() - cut
+        # Dead once `timeout` has passed since its last pong (up to one interval
+        # before the cut); the sweep visits each peer once an interval. The
+        # upper bound is generous: it must hold on a loaded machine.
+        assert timeout - 0.2 - 0.05 <= noticed < 3 * timeout
+        assert c.pings <= pings_before + 1  # the client really heard nothing
+        assert not c.closed.is_set()  # and its socket never saw a close
