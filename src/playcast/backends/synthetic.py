@@ -50,7 +50,9 @@ class SyntheticBackend(GameBackend):
         self._settings = EncoderSettings(width=width, height=height, fps=fps, preset=preset)
         self._scene = ArenaScene(width, height)
         self._executor: ThreadPoolExecutor | None = None
-        self._streaming = False
+        # The current consumer's token; a reset or stop clears it, which ends
+        # that stream even if its generator is finalized only later.
+        self._consumer: object | None = None
         self._wake = asyncio.Event()
         self._keyframe_wanted = True
         self._origin = time.monotonic()
@@ -74,14 +76,14 @@ class SyntheticBackend(GameBackend):
         self._fresh_game()
 
     async def stop(self) -> None:
-        self._streaming = False
+        self._consumer = None
         self._wake.set()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
 
     async def reset(self) -> None:
-        self._streaming = False
+        self._consumer = None
         self._wake.set()
         self._fresh_game()
         self.resets += 1
@@ -102,13 +104,13 @@ class SyntheticBackend(GameBackend):
         executor = self._executor
         if executor is None:
             raise BackendError("synthetic backend is not started")
-        if self._streaming:
+        if self._consumer is not None:
             raise BackendError("synthetic backend already has a consumer")
-        self._streaming = True
+        token = self._consumer = object()
         self._keyframe_wanted = True
         encoder = H264Encoder(self._settings)
         queue: asyncio.Queue[VideoPacket] = asyncio.Queue()
-        producer = asyncio.create_task(self._produce(encoder, executor, queue))
+        producer = asyncio.create_task(self._produce(token, encoder, executor, queue))
         try:
             while True:
                 get = asyncio.ensure_future(queue.get())
@@ -122,13 +124,15 @@ class SyntheticBackend(GameBackend):
                     raise BackendError(self._failure)
                 return  # stopped or reset
         finally:
-            self._streaming = False
+            if self._consumer is token:
+                self._consumer = None
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
 
     async def _produce(
         self,
+        token: object,
         encoder: H264Encoder,
         executor: ThreadPoolExecutor,
         queue: asyncio.Queue[VideoPacket],
@@ -139,14 +143,14 @@ class SyntheticBackend(GameBackend):
         last_input_frame = -1.0
         last_pts = -1
         next_tick = loop.time()
-        while self._streaming:
+        while self._consumer is token:
             now = loop.time()
             if now < next_tick:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(next_tick - now):
                         await self._wake.wait()
             self._wake.clear()
-            if not self._streaming:
+            if self._consumer is not token:
                 return
             now = loop.time()
             by_input = now < next_tick
@@ -171,6 +175,8 @@ class SyntheticBackend(GameBackend):
             picture = await loop.run_in_executor(
                 executor, self._draw_and_encode, encoder, t, marks, flash, pts, keyframe
             )
+            if self._consumer is not token:
+                return  # reset while encoding: this picture belongs to the old game
             last_pts = pts
             self.frames += 1
             self.keyframes += picture.keyframe

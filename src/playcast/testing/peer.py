@@ -51,22 +51,20 @@ class MarkerJitterBuffer(JitterBuffer):
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
         frame: JitterFrame | None = super()._remove_frame(sequence_number)
-        if frame is not None:
+        if frame is not None or self._origin is None:
             return frame
-        last = self._packets[sequence_number % self._capacity]
-        if last is None or not last.marker or self._origin is None:
-            return None
+        # Is the oldest frame complete, from the origin through its marker?
         packets: list[RtpPacket] = []
         for count in range(self._capacity):
             packet = self._packets[(self._origin + count) % self._capacity]
-            if packet is None or packet.timestamp != last.timestamp:
-                return None  # a gap, or an older frame still incomplete
+            if packet is None or (packets and packet.timestamp != packets[0].timestamp):
+                return None  # a gap (reordering, loss): wait, as aiortc would
             packets.append(packet)
-            if packet is last:
+            if packet.marker:
                 self.remove(count + 1)
                 return JitterFrame(
                     data=b"".join(p._data for p in packets),  # type: ignore[attr-defined]
-                    timestamp=last.timestamp,
+                    timestamp=packet.timestamp,
                 )
         return None
 

@@ -39,6 +39,7 @@ from playcast.worker.media import BackendVideoTrack, forward_keyframe_requests, 
 log = logging.getLogger("playcast.worker")
 
 WORKER_PATH: Final = "/ws/worker"
+SILENCE_GRACE: Final = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,20 +373,25 @@ class Link:
 
     async def _next(self) -> _Event | None:
         """The next event, or None when the server has gone quiet for too long."""
+        grace_until: float | None = None
         while True:
             deadline = self.last_ping + self.heartbeat_timeout
             if self.client_gone_at is not None:
                 deadline = min(deadline, self.client_gone_at + self.heartbeat_timeout)
+            if grace_until is not None:
+                deadline = grace_until
             try:
                 async with asyncio.timeout(max(0.0, deadline - self.loop.time())):
                     return await self._inbox.get()
             except TimeoutError:
-                # After a stall (a frozen process, a busy machine) what the
-                # server sent meanwhile is already queued: read it before
-                # declaring the server dead.
                 if not self._inbox.empty():
                     continue
-                return None
+                if grace_until is not None:
+                    return None
+                # After a stall (a frozen process, a busy machine) the timer
+                # can fire before the socket is read: what the server sent
+                # meanwhile deserves a look before the server is called dead.
+                grace_until = self.loop.time() + min(SILENCE_GRACE, self.heartbeat_timeout / 4)
 
     async def _loop(self) -> Outcome:
         while True:
@@ -394,7 +400,7 @@ class Link:
                 if self.client_gone_at is not None and self.worker_id is not None:
                     log.warning("no shutdown from the server after the player vanished")
                     return Outcome.RESTART
-                what = "registration" if self.worker_id is None else "a ping"
+                what = "registered" if self.worker_id is None else "ping"
                 log.warning("server silent: no %s for %.1f s", what, self.heartbeat_timeout)
                 return Outcome.LOST
             if isinstance(ev, _Closed):
@@ -532,14 +538,16 @@ class Worker:
             return Outcome.UNHEALTHY, False
         async with aiohttp.ClientSession() as http:
             try:
-                ws = await http.ws_connect(
-                    self.settings.url,
-                    heartbeat=None,
-                    autoping=True,
-                    max_msg_size=t.MAX_FRAME_BYTES,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
-                )
-            except (aiohttp.ClientError, OSError) as exc:
+                # Bounded: a frozen server still accepts TCP but never upgrades.
+                async with asyncio.timeout(self.settings.register_timeout):
+                    ws = await http.ws_connect(
+                        self.settings.url,
+                        heartbeat=None,
+                        autoping=True,
+                        max_msg_size=t.MAX_FRAME_BYTES,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                    )
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning("cannot reach %s: %s", self.settings.url, exc)
                 return Outcome.UNREACHABLE, False
             link = Link(ws, self.settings, self.backend, self.stop, self._registered)

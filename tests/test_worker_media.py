@@ -1,0 +1,109 @@
+"""The worker's media glue without a server: H.264 only, PLI reaches the backend,
+the test peer's marker-bit jitter buffer, and the reconnect backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.rtp import RtpPacket
+
+from playcast.backends.synthetic import SyntheticBackend
+from playcast.testing.peer import MarkerJitterBuffer, Viewer
+from playcast.worker.main import Backoff
+from playcast.worker.media import BackendVideoTrack, forward_keyframe_requests, prefer_h264
+
+
+class WatchedBackend(SyntheticBackend):
+    def __init__(self) -> None:
+        super().__init__(width=320, height=568, fps=30)
+        self.asked = asyncio.Event()
+
+    def request_keyframe(self) -> None:
+        super().request_keyframe()
+        self.asked.set()
+
+
+@pytest.fixture
+async def link() -> AsyncIterator[tuple[WatchedBackend, RTCPeerConnection, Viewer]]:
+    backend = WatchedBackend()
+    await backend.start()
+    failures: list[str] = []
+    track = BackendVideoTrack(backend, on_failure=failures.append)
+    pc = RTCPeerConnection()
+    transceiver = pc.addTransceiver(track, direction="sendonly")
+    prefer_h264(transceiver)
+    forward_keyframe_requests(transceiver.sender, backend)
+    pc.createDataChannel("input", ordered=True)
+    await pc.setLocalDescription(await pc.createOffer())
+    viewer = Viewer([])
+    answer, _ = await viewer.answer(pc.localDescription.sdp, trickle=False)
+    await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    yield backend, pc, viewer
+    await viewer.close()
+    await pc.close()
+    await track.aclose()
+    await backend.stop()
+    assert not failures
+
+
+async def test_offer_carries_h264_only(
+    link: tuple[WatchedBackend, RTCPeerConnection, Viewer],
+) -> None:
+    _, pc, _ = link
+    video = pc.localDescription.sdp.split("m=video", 1)[1].split("m=", 1)[0]
+    codecs = set(re.findall(r"a=rtpmap:\d+ ([\w-]+)/", video))
+    assert codecs == {"H264", "rtx"}
+
+
+async def test_a_viewers_pli_reaches_the_backend_and_brings_a_keyframe(
+    link: tuple[WatchedBackend, RTCPeerConnection, Viewer],
+) -> None:
+    backend, _, viewer = link
+    async with asyncio.timeout(30):
+        await viewer.first_frame.wait()
+        assert not backend.asked.is_set()
+        receiver = next(t.receiver for t in viewer.pc.getTransceivers() if t.kind == "video")
+        ssrc = receiver.getSynchronizationSources()[0].source
+        later = viewer.frames_received
+        await receiver._send_rtcp_pli(ssrc)
+        await backend.asked.wait()
+        key = await viewer.wait_frame(lambda f: f.frame.key_frame)
+    assert key.index > later - 1
+    assert backend.keyframe_requests == 1
+
+
+def _packet(seq: int, ts: int, marker: bool, data: bytes) -> RtpPacket:
+    p = RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts, marker=int(marker))
+    p._data = data  # type: ignore[attr-defined]  # what the receiver's depayloader sets
+    return p
+
+
+def test_marker_jitter_buffer_releases_a_frame_on_its_last_packet() -> None:
+    jb = MarkerJitterBuffer(capacity=128, is_video=True)
+    assert jb.add(_packet(10, 3000, False, b"a")) == (False, None)
+    _, frame = jb.add(_packet(11, 3000, True, b"b"))
+    assert frame is not None and frame.data == b"ab" and frame.timestamp == 3000
+    # The next frame arrives out of order: released once the gap is filled.
+    assert jb.add(_packet(13, 6000, True, b"d"))[1] is None
+    _, frame = jb.add(_packet(12, 6000, False, b"c"))
+    assert frame is not None and frame.data == b"cd"
+    # A frame without a marker (lost last packet) still goes out the old way.
+    assert jb.add(_packet(14, 9000, False, b"e"))[1] is None
+    _, frame = jb.add(_packet(15, 12000, True, b"f"))
+    assert frame is not None and frame.data == b"e"
+
+
+def test_backoff_is_full_jitter_capped_and_resets() -> None:
+    backoff = Backoff(base=0.5, cap=4.0, rng=random.Random(7))
+    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    delays = [backoff.next_delay() for _ in ceilings]
+    assert all(0.0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    many = [backoff.next_delay() for _ in range(2000)]
+    assert max(many) <= 4.0 and min(many) < 0.2 and max(many) > 3.8  # the whole range
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
