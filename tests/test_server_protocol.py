@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from typing import Any
 
 import aiohttp
 import pytest
@@ -39,14 +40,8 @@ GAME = "com.supercell.clashroyale"
 FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "shutdown_ack_timeout": 1.0}
 
 
-async def consistent(server: ServerProcess) -> dict:  # type: ignore[type-arg]
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{server.url}/api/status?check=1") as r,
-    ):
-        doc = await r.json()
-    assert doc["violations"] == []
-    return doc  # type: ignore[no-any-return]
+async def consistent(server: ServerProcess) -> dict[str, Any]:
+    return await server.assert_consistent()
 
 
 async def handshake(worker: ScriptedPeer, client: ScriptedPeer) -> str:
@@ -371,7 +366,7 @@ async def test_sigterm_shuts_everyone_down_waits_for_acks_and_exits_0() -> None:
             assert (await peer.expect(Shutdown)).reason == "server_shutdown"
             await peer.send(ShutdownAck(ok=True, detail=""))
             assert await peer.wait_closed() == 1000
-        assert await server.stop() == 0
+        assert await server.stop(sig=None) == 0
         await server.wait_for_log(r"server_stopped unacked=0")
 
 
@@ -385,7 +380,7 @@ async def test_sigterm_does_not_wait_forever_for_a_silent_peer() -> None:
         server.send_signal(signal.SIGINT)
         assert (await w.expect(Shutdown)).reason == "server_shutdown"
         assert await w.wait_closed() == 1000  # closed at the ack deadline
-        assert await server.stop() == 0
+        assert await server.stop(sig=None) == 0
 
 
 async def test_new_connections_are_refused_while_stopping() -> None:

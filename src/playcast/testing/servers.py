@@ -77,6 +77,29 @@ class ServerProcess:
         async with aiohttp.ClientSession() as http, http.get(f"{self.url}/metrics") as r:
             return await r.text()
 
+    async def assert_consistent(self) -> dict[str, Any]:
+        """No broken invariant, and /metrics agrees with /api/status."""
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{self.url}/api/status?check=1") as r:
+                doc: dict[str, Any] = await r.json()
+            async with http.get(f"{self.url}/metrics") as r:
+                metrics = await r.text()
+        assert doc["violations"] == [], doc["violations"]
+        gauges = _gauges(metrics)
+        assert gauges.get('playcast_connections{role="worker"}', 0) == len(doc["workers"])
+        assert gauges.get('playcast_connections{role="client"}', 0) == len(doc["clients"])
+        for status in ("available", "busy"):
+            listed = sum(1 for w in doc["workers"] if w["status"] == status)
+            counted = sum(
+                v
+                for k, v in gauges.items()
+                if k.startswith("playcast_workers{") and f'status="{status}"' in k
+            )
+            assert listed == counted, (status, listed, counted)
+        in_sessions = sum(v for k, v in gauges.items() if k.startswith("playcast_sessions{"))
+        assert in_sessions == len(doc["sessions"])
+        return doc
+
     async def wait_status(
         self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 30.0
     ) -> dict[str, Any]:
@@ -92,8 +115,9 @@ class ServerProcess:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(sig)
 
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc.returncode is None:
+    async def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal (unless ``sig`` is None: already signalled) and wait for the exit code."""
+        if sig is not None and self.proc.returncode is None:
             self.send_signal(sig)
         async with asyncio.timeout(timeout):
             code = await self.proc.wait()
@@ -128,3 +152,12 @@ async def running_server(*flags: str, **settings: float | str) -> AsyncIterator[
         with contextlib.suppress(Exception):
             await asyncio.wait_for(proc.wait(), 10)
             await asyncio.wait_for(server._reader, 10)
+
+
+def _gauges(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
