@@ -1,0 +1,231 @@
+// The player's page: one play session at a time, from the Play button to the
+// end card. The page's state lives on <body data-state="idle|waiting|
+// connecting|connected|ended"> (and data-reason once ended), so the CSS, the
+// tests and a curious player all read the same thing.
+
+import { InputCapture, ActivityReporter } from "./input.js";
+import { describeEnd, PROGRESS } from "./messages.js";
+import { Peer } from "./peer.js";
+import { Signaling, clientSocketUrl, DEFAULT_GAME } from "./signaling.js";
+import { StatsOverlay } from "./stats.js";
+import { InactivityWarning } from "./warning.js";
+
+const STATS_KEY = "F2";
+const GAME_NAMES = { "com.supercell.clashroyale": "Clash Royale" };
+
+const $ = (selector) => document.querySelector(selector);
+const ui = {
+  body: document.body,
+  video: $("#stream"),
+  play: $("#play"),
+  again: $("#again"),
+  leave: $("#leave"),
+  statsButton: $("#stats-button"),
+  fullscreenButton: $("#fullscreen-button"),
+  statusTitle: $("#status-title"),
+  statusText: $("#status-text"),
+  gameName: $("#game-name"),
+};
+
+const params = new URLSearchParams(window.location.search);
+const game = params.get("game") || DEFAULT_GAME;
+
+/** Show `state` (and `reason` once ended) on <body> and in the status card. */
+function setState(state, reason = null, serverText = "") {
+  ui.body.dataset.state = state;
+  if (reason) ui.body.dataset.reason = reason;
+  else delete ui.body.dataset.reason;
+  const card = state === "ended" ? describeEnd(reason, serverText) : PROGRESS[state];
+  if (card) {
+    ui.statusTitle.textContent = card.title;
+    ui.statusText.textContent = card.text;
+  }
+  if (state === "ended") ui.again.focus({ preventScroll: true });
+}
+
+function setVideo(playing) {
+  ui.body.dataset.video = playing ? "playing" : "none";
+  // Until the first frame, the card says the video is on its way.
+  if (!playing && ui.body.dataset.state === "connected") {
+    ui.statusTitle.textContent = PROGRESS.starting.title;
+    ui.statusText.textContent = PROGRESS.starting.text;
+  }
+}
+
+const isStatsKey = (e) => e.key === STATS_KEY;
+let current = null; // the PlaySession in progress, if any
+
+const stats = new StatsOverlay($("#stats"), () => (current && current.peer ? current.peer : null));
+const warning = new InactivityWarning($("#warning"), $("#warning-seconds"), () => current && current.keepAlive());
+
+/** One attempt at playing: a socket, then a peer connection, until it ends. */
+class PlaySession {
+  constructor() {
+    this.ended = false;
+    this.peer = null;
+    this.channel = null;
+    this.sessionId = null;
+    this.wakeLock = null;
+    this.reporter = new ActivityReporter((msg) => this.sig.send(msg));
+    this.input = new InputCapture(ui.video, (ev) => this.#input(ev), isStatsKey);
+    setState("waiting");
+    this.sig = new Signaling(clientSocketUrl(), {
+      onOpen: () => this.sig.send({ type: "join", game }),
+      onMessage: (msg) => this.#message(msg),
+      onClose: () => this.#end("server_lost"),
+    });
+  }
+
+  #message(msg) {
+    if (msg.type === "shutdown") {
+      this.#end(msg.reason, msg.message);
+      // Acknowledge only after the teardown above, as the protocol asks.
+      this.sig.send({ type: "shutdown_ack", ok: true, detail: "player page closed its session" });
+      this.sig.close();
+      return;
+    }
+    if (this.ended) return;
+    switch (msg.type) {
+      case "assigned":
+        this.sessionId = msg.session_id;
+        ui.body.dataset.worker = msg.worker_id;
+        setState("connecting");
+        this.#createPeer(msg.ice_servers);
+        break;
+      case "rejected":
+        this.#end(msg.reason, msg.message);
+        this.sig.close();
+        break;
+      case "offer":
+        this.#answer(msg.sdp);
+        break;
+      case "ice_candidate":
+        if (this.peer) this.peer.addRemoteCandidate(msg.candidate);
+        break;
+      case "inactivity_warning":
+        warning.show(msg.seconds_left);
+        break;
+      default:
+        console.debug("signaling: ignored", msg.type);
+    }
+  }
+
+  #createPeer(iceServers) {
+    const sid = () => this.sessionId;
+    this.peer = new Peer(iceServers, {
+      onCandidate: (candidate) => this.sig.send({ type: "ice_candidate", session_id: sid(), candidate }),
+      onTrack: (stream) => this.#showVideo(stream),
+      onChannel: (channel) => {
+        if (channel.label === "input") this.channel = channel;
+      },
+      onConnected: () => {
+        this.sig.send({ type: "webrtc_connected", session_id: sid() });
+        if (this.ended) return;
+        setState("connected");
+        setVideo(ui.body.dataset.video === "playing");
+        this.input.enable();
+        this.#keepScreenOn();
+      },
+      // The server answers with a shutdown (handshake_failed or worker_failed).
+      onFailed: (reason) => this.sig.send({ type: "webrtc_failed", session_id: sid(), reason }),
+    });
+  }
+
+  async #answer(sdp) {
+    if (!this.peer) return;
+    const answer = await this.peer.acceptOffer(sdp);
+    if (answer && !this.ended) this.sig.send({ type: "answer", session_id: this.sessionId, sdp: answer });
+  }
+
+  #showVideo(stream) {
+    const video = ui.video;
+    if (video.srcObject !== stream) video.srcObject = stream;
+    video.play().catch((err) => {
+      if (err.name !== "AbortError") console.warn("video.play:", err); // AbortError: ended meanwhile
+    });
+    const firstFrame = () => {
+      if (!this.ended) setVideo(true);
+    };
+    if ("requestVideoFrameCallback" in video) video.requestVideoFrameCallback(firstFrame);
+    else video.addEventListener("playing", firstFrame, { once: true });
+  }
+
+  #input(event) {
+    const ch = this.channel;
+    if (ch && ch.readyState === "open") ch.send(JSON.stringify(event));
+    this.reporter.report(event);
+    warning.hide();
+  }
+
+  /** The player answered the inactivity warning. */
+  keepAlive() {
+    if (!this.ended) this.reporter.report({ type: "keepalive" });
+  }
+
+  async #keepScreenOn() {
+    try {
+      if ("wakeLock" in navigator) this.wakeLock = await navigator.wakeLock.request("screen");
+    } catch {
+      /* not allowed (hidden tab, no user gesture): the screen may dim, nothing worse */
+    }
+  }
+
+  /** The player pressed Leave, or is closing the tab. */
+  leave() {
+    if (this.ended) return;
+    this.sig.send({ type: "leave" });
+    this.#end("client_left");
+    this.sig.close();
+  }
+
+  #end(reason, serverText = "") {
+    if (this.ended) return;
+    this.ended = true;
+    this.input.disable();
+    this.reporter.stop();
+    if (this.peer) this.peer.close();
+    if (this.wakeLock) this.wakeLock.release().catch(() => {});
+    warning.hide();
+    stats.toggle(false);
+    ui.video.srcObject = null;
+    setVideo(false);
+    setState("ended", reason, serverText);
+  }
+}
+
+function start() {
+  if (current && !current.ended) return;
+  current = new PlaySession();
+  window.playcast.session = current;
+}
+
+function toggleStats() {
+  const shown = stats.toggle();
+  ui.statsButton.setAttribute("aria-pressed", String(shown));
+}
+
+function toggleFullscreen() {
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  else document.documentElement.requestFullscreen({ navigationUI: "hide" }).catch(() => {});
+}
+
+ui.gameName.textContent = GAME_NAMES[game] || game;
+ui.play.addEventListener("click", start);
+ui.again.addEventListener("click", start);
+ui.leave.addEventListener("click", () => current && current.leave());
+ui.statsButton.addEventListener("click", toggleStats);
+if (document.fullscreenEnabled) ui.fullscreenButton.addEventListener("click", toggleFullscreen);
+else ui.fullscreenButton.hidden = true; // iPhone Safari: no element fullscreen
+window.addEventListener("keydown", (e) => {
+  if (isStatsKey(e) && !e.repeat) {
+    e.preventDefault();
+    toggleStats();
+  }
+});
+// Closing the tab frees the game machine now rather than at the heartbeat timeout.
+window.addEventListener("pagehide", () => current && current.leave());
+
+// For tests, benchmarks and the console: read-only handles on the live objects.
+window.playcast = { session: null, stats, start };
+
+if (params.get("autoplay") === "1") start();

@@ -1,0 +1,154 @@
+"""Playing in headless Chromium against a real server and a real synthetic worker.
+
+What the player sees is read back from the decoded video through a canvas:
+every touch-down makes the synthetic game draw a pure white disc at the touch
+point, a colour the scene itself never uses.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from browser_support import (
+    DESKTOP,
+    PHONE,
+    RECORDER_JS,
+    WAIT_MS,
+    Players,
+    is_white,
+    picture_to_page,
+    play,
+    sent_on_channel,
+    sent_on_socket,
+    system,
+    wait_white,
+)
+
+from playcast.inputs import Key, Touch, decode_input
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+
+STATES_JS = """
+window.__states = [];
+new MutationObserver(() => {
+  const s = document.body.dataset.state;
+  if (window.__states[window.__states.length - 1] !== s) window.__states.push(s);
+}).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-state'] });
+"""
+
+
+async def test_full_play_desktop_click_draws_disc_where_clicked(players: Players) -> None:
+    async with system(players, workers=1) as (server, _):
+        page = await players.open(server.url, viewport=DESKTOP, init_script=STATES_JS)
+        assert await page.is_visible("#play")
+        await play(page)
+        assert await page.evaluate("window.__states") == ["waiting", "connecting", "connected"]
+        size = await page.evaluate(
+            "(v => [v.videoWidth, v.videoHeight])(document.querySelector('#stream'))"
+        )
+        assert size == [720, 1280]
+        # Low-delay receive: the jitter buffer target was set to 0.
+        targets = await page.evaluate(
+            "window.playcast.session.peer.pc.getReceivers().map(r => r.jitterBufferTarget)"
+        )
+        assert targets == [0]
+
+        # The desktop viewport letterboxes the portrait picture: the click must
+        # land in picture coordinates, bars excluded.
+        x, y = 0.25, 0.7
+        assert not await is_white(page, x, y)
+        await page.mouse.click(*await picture_to_page(page, x, y))
+        await wait_white(page, [(x, y)])
+        assert not await is_white(page, 0.75, 0.3), "a disc away from the click"
+
+
+async def test_phone_touch_and_multitouch_draw_discs(players: Players) -> None:
+    async with system(players, workers=1) as (server, _):
+        page = await players.open(server.url, viewport=PHONE, touch=True)
+        await play(page)
+
+        x, y = 0.6, 0.35
+        await page.touchscreen.tap(*await picture_to_page(page, x, y))
+        await wait_white(page, [(x, y)])
+
+        # Two fingers down at once: two discs in the same frame.
+        a, b = (0.2, 0.8), (0.8, 0.55)
+        points = [await picture_to_page(page, *a), await picture_to_page(page, *b)]
+        cdp = await page.context.new_cdp_session(page)
+        touch_points = [{"x": px, "y": py, "id": i} for i, (px, py) in enumerate(points)]
+        await cdp.send(
+            "Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": touch_points}
+        )
+        await wait_white(page, [a, b])
+        await cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+async def test_inputs_on_the_data_channel_are_what_the_worker_decodes(players: Players) -> None:
+    async with system(players, workers=1) as (server, _):
+        page = await players.open(server.url, viewport=DESKTOP, init_script=RECORDER_JS)
+        await play(page)
+
+        # A click on the letterbox bar is not on the game: nothing is sent.
+        await page.mouse.click(20, DESKTOP["height"] / 2)
+        # A drag inside the picture: down, moves, up, all in picture coordinates.
+        sx, sy = await picture_to_page(page, 0.5, 0.5)
+        ex, ey = await picture_to_page(page, 0.9, 0.1)
+        await page.mouse.move(sx, sy)
+        await page.mouse.down()
+        await page.mouse.move(ex, ey, steps=20)
+        await page.mouse.up()
+        await page.keyboard.press("a")
+        # The last report to the server is the last input (the key's up).
+        await page.wait_for_function(
+            """() => { const r = window.__sent.socket.map(m => JSON.parse(m.data))
+                .filter(m => m.type === 'input');
+                return r.length && r[r.length - 1].event.type === 'key'
+                    && r[r.length - 1].event.action === 'up'; }""",
+            timeout=WAIT_MS,
+        )
+
+        events = [decode_input(m) for m in await sent_on_channel(page)]
+        touches = [e for e in events if isinstance(e, Touch)]
+        keys = [e for e in events if isinstance(e, Key)]
+        assert touches[0].action == "down"
+        assert touches[-1].action == "up"
+        assert {t.action for t in touches[1:-1]} == {"move"}
+        assert len(touches) >= 3
+        assert {t.id for t in touches} == {0}
+        first, last = touches[0], touches[-1]
+        assert (first.x, first.y) == pytest.approx((0.5, 0.5), abs=0.01)
+        assert (last.x, last.y) == pytest.approx((0.9, 0.1), abs=0.01)
+        assert [(k.action, k.key) for k in keys] == [("down", "a"), ("up", "a")]
+
+        # The server hears about it too, coalesced: far fewer messages than events.
+        reports = [m for m in await sent_on_socket(page) if m["type"] == "input"]
+        assert 1 <= len(reports) < len(events)
+        gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(reports)]
+        assert all(g >= 200 for g in gaps), gaps
+
+
+async def test_stats_overlay_shows_figures_from_getstats(players: Players) -> None:
+    async with system(players, workers=1) as (server, _):
+        page = await players.open(server.url, viewport=DESKTOP, init_script=RECORDER_JS)
+        await play(page)
+        assert await page.is_hidden("#stats")
+        await page.keyboard.press("F2")
+        await page.wait_for_function(
+            """() => [...document.querySelectorAll('#stats [data-stat]')]
+                .every(el => el.textContent !== '\\u2013')""",
+            timeout=WAIT_MS,
+        )
+        cells = await page.evaluate(
+            "Object.fromEntries([...document.querySelectorAll('#stats [data-stat]')]"
+            ".map(el => [el.dataset.stat, el.textContent]))"
+        )
+        assert cells["resolution"] == "720\u00d71280"
+        assert cells["codec"] == "H264"
+        assert float(cells["fps"]) > 0
+        assert cells["bitrate"].endswith("bit/s")
+        assert cells["rtt"].endswith(" ms")
+        await page.click("#stats-button")
+        assert await page.is_hidden("#stats")
+        # F2 is the page's own key: the game never saw it.
+        assert not [m for m in await sent_on_channel(page) if "F2" in m]
