@@ -246,3 +246,18 @@ async def test_malformed_input_is_dropped_and_the_session_goes_on(rig: Rig) -> N
         await peer.input({"type": "key", "action": "down", "key": "Escape"})
         status = await rig.server.status()
         assert [w["status"] for w in status["workers"]] == ["busy"]
+
+
+@pytest.mark.parametrize("settings", [{**SERVER, "heartbeat_timeout": 2.0}])
+async def test_player_peer_connection_vanishes(rig: Rig) -> None:
+    """The player's WebRTC side dies but its socket lives on: the server cannot
+    know, so after waiting a heartbeat timeout for it the worker leaves itself."""
+    async with TestPeer.join(rig.server.url) as peer:
+        viewer = await peer.wait_connected()
+        await viewer.close()
+        i, _ = await rig.worker.wait_for_log(r"session \S+: the player's", after=rig.mark)
+        await rig.worker.wait_for_log(r"no shutdown from the server", after=i)
+        _, new_id = await rig.worker.wait_registered(after=i)
+        assert new_id != rig.worker_id
+        await asyncio.wait_for(peer.shutdown_event.wait(), TIMEOUT)
+        assert peer.shutdown is not None and peer.shutdown.reason == "worker_failed"

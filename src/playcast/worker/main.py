@@ -246,19 +246,18 @@ class Session:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        problems = []
+        ok, notes = True, []
         try:
             async with asyncio.timeout(10):
                 await self.pc.close()
         except Exception as exc:
-            problems.append(f"closing the peer connection failed: {exc!r}")
+            ok = False
+            notes.append(f"closing the peer connection failed: {exc!r}")
         await self.track.aclose()
         if self.gone.done():
-            problems.append(f"session had already ended: {self.gone.result()}")
+            notes.append(f"it had already ended: {self.gone.result()}")
         detail = f"session {self.id} closed ({self.inputs_ok} inputs, {self.inputs_bad} malformed)"
-        if problems:
-            return not any("failed" in p for p in problems), detail + "; " + "; ".join(problems)
-        return True, detail
+        return ok, "; ".join([detail, *notes])
 
 
 # --- one connection to the server -----------------------------------------

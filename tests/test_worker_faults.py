@@ -1,0 +1,111 @@
+"""A backend that breaks: the worker in-process (so the test can break its
+backend), against a real server process and the real test peer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from playcast.backends.base import BackendError, Health, VideoPacket
+from playcast.backends.synthetic import SyntheticBackend
+from playcast.testing.peer import TestPeer
+from playcast.testing.servers import ServerProcess, running_server
+from playcast.worker.main import Worker, WorkerSettings
+
+TIMEOUT = 60
+
+
+class BreakableBackend(SyntheticBackend):
+    """The synthetic game, with a plug a test can pull (video or health)."""
+
+    def __init__(self) -> None:
+        super().__init__(width=320, height=568, fps=30)
+        self.break_video = False
+        self.healthy = True
+        self.sick_checks = 0
+        self.checked_sick = asyncio.Event()
+
+    async def packets(self) -> AsyncIterator[VideoPacket]:
+        async for packet in super().packets():
+            if self.break_video:
+                raise BackendError("device unplugged")
+            yield packet
+
+    async def health(self) -> Health:
+        if self.healthy:
+            return await super().health()
+        self.sick_checks += 1
+        if self.sick_checks >= 3:
+            self.checked_sick.set()
+        return Health(False, "device offline")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ServerProcess]:
+    async with running_server(heartbeat_interval=0.2, heartbeat_timeout=5.0) as s:
+        yield s
+
+
+@contextlib.asynccontextmanager
+async def worker_in_process(
+    server: ServerProcess, backend: BreakableBackend
+) -> AsyncIterator[Worker]:
+    settings = WorkerSettings(
+        server=server.ws_base,
+        restart_delay=0.05,
+        backoff_base=0.05,
+        backoff_cap=0.2,
+        health_interval=0.1,
+    )
+    worker = Worker(settings, backend)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop.set()
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+async def registered_ids(server: ServerProcess, after: int = 0) -> tuple[int, str]:
+    m = await server.wait_for_log(r"worker_registered worker=(\S+)", after=after)
+    return server.lines.index(m.string), m.group(1)
+
+
+async def test_backend_failure_mid_session_ends_it_and_the_worker_starts_over(
+    server: ServerProcess,
+) -> None:
+    backend = BreakableBackend()
+    async with asyncio.timeout(TIMEOUT), worker_in_process(server, backend):
+        line, first_id = await registered_ids(server)
+        async with TestPeer.join(server.url) as peer:
+            await peer.wait_connected()
+            await peer.touch(0.5, 0.5)
+            await peer.wait_mark(0.5, 0.5)
+            backend.break_video = True
+            # The worker drops out; the server tells the player its worker failed.
+            await peer.shutdown_event.wait()
+            assert peer.shutdown is not None and peer.shutdown.reason == "worker_failed"
+        backend.break_video = False
+        _, second_id = await registered_ids(server, after=line + 1)
+        assert second_id != first_id
+        assert backend.resets == 1
+
+
+async def test_unhealthy_backend_leaves_the_pool_until_it_recovers(
+    server: ServerProcess,
+) -> None:
+    backend = BreakableBackend()
+    async with asyncio.timeout(TIMEOUT), worker_in_process(server, backend) as worker:
+        line, first_id = await registered_ids(server)
+        backend.healthy = False
+        await server.wait_for_log(rf"worker_disconnected .*worker={first_id}")
+        # Several failed checks in a row, and no registration meanwhile.
+        await backend.checked_sick.wait()
+        status = await server.status()
+        assert status["workers"] == [] and worker.registrations == 1
+        backend.healthy = True
+        _, second_id = await registered_ids(server, after=line + 1)
+        assert second_id != first_id
