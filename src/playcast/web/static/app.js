@@ -67,7 +67,8 @@ class PlaySession {
     this.sessionId = null;
     this.wakeLock = null;
     this.reporter = new ActivityReporter((msg) => this.sig.send(msg));
-    this.input = new InputCapture(ui.video, (ev) => this.#input(ev), isStatsKey);
+    const emit = (event, byPlayer) => this.#input(event, byPlayer);
+    this.input = new InputCapture(ui.video, emit, isStatsKey);
     setState("waiting");
     this.sig = new Signaling(clientSocketUrl(), {
       onOpen: () => this.sig.send({ type: "join", game }),
@@ -150,9 +151,10 @@ class PlaySession {
     else video.addEventListener("playing", firstFrame, { once: true });
   }
 
-  #input(event) {
+  #input(event, byPlayer) {
     const ch = this.channel;
     if (ch && ch.readyState === "open") ch.send(JSON.stringify(event));
+    if (!byPlayer) return; // a release on blur is not the player being there
     this.reporter.report(event);
     warning.hide();
   }
@@ -186,7 +188,7 @@ class PlaySession {
     if (this.peer) this.peer.close();
     if (this.wakeLock) this.wakeLock.release().catch(() => {});
     warning.hide();
-    stats.toggle(false);
+    showStats(false);
     ui.video.srcObject = null;
     setVideo(false);
     setState("ended", reason, serverText);
@@ -199,8 +201,8 @@ function start() {
   window.playcast.session = current;
 }
 
-function toggleStats() {
-  const shown = stats.toggle();
+function showStats(show) {
+  const shown = stats.toggle(show);
   ui.statsButton.setAttribute("aria-pressed", String(shown));
 }
 
@@ -213,13 +215,13 @@ ui.gameName.textContent = GAME_NAMES[game] || game;
 ui.play.addEventListener("click", start);
 ui.again.addEventListener("click", start);
 ui.leave.addEventListener("click", () => current && current.leave());
-ui.statsButton.addEventListener("click", toggleStats);
+ui.statsButton.addEventListener("click", () => showStats());
 if (document.fullscreenEnabled) ui.fullscreenButton.addEventListener("click", toggleFullscreen);
 else ui.fullscreenButton.hidden = true; // iPhone Safari: no element fullscreen
 window.addEventListener("keydown", (e) => {
   if (isStatsKey(e) && !e.repeat) {
     e.preventDefault();
-    toggleStats();
+    showStats();
   }
 });
 // Closing the tab frees the game machine now rather than at the heartbeat timeout.

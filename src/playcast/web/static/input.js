@@ -32,7 +32,7 @@ const round5 = (v) => Math.round(v * 1e5) / 1e5;
 export class InputCapture {
   /**
    * @param {HTMLVideoElement} video the surface that takes pointer input
-   * @param {(event: object) => void} emit called with each input event
+   * @param {(event: object, byPlayer: boolean) => void} emit called with each input event
    * @param {(ev: KeyboardEvent) => boolean} isLocalKey keys the page keeps (e.g. the stats toggle)
    */
   constructor(video, emit, isLocalKey) {
@@ -71,11 +71,16 @@ export class InputCapture {
     this.controller = null;
   }
 
-  /** Lift every finger and key, so the game never sees one stuck down. */
+  /**
+   * Lift every finger and key, so the game never sees one stuck down. These
+   * are not the player's doing, so they are marked as such (no activity report).
+   */
   releaseAll() {
-    for (const id of this.slots.values()) this.emit({ type: "touch", action: "cancel", id, x: 0, y: 0 });
+    for (const id of this.slots.values()) {
+      this.emit({ type: "touch", action: "cancel", id, x: 0, y: 0 }, false);
+    }
     this.slots.clear();
-    for (const key of this.keys) this.emit({ type: "key", action: "up", key });
+    for (const key of this.keys) this.emit({ type: "key", action: "up", key }, false);
     this.keys.clear();
   }
 
@@ -83,6 +88,11 @@ export class InputCapture {
     const r = pictureRect(this.video);
     if (!r) return null;
     return { x: (e.clientX - r.left) / r.width, y: (e.clientY - r.top) / r.height };
+  }
+
+  /** A point off the picture (a finger that slid onto a bar) sticks to its edge. */
+  #clamped(p) {
+    return { x: round5(clamp01(p.x)), y: round5(clamp01(p.y)) };
   }
 
   #freeSlot() {
@@ -106,7 +116,7 @@ export class InputCapture {
     } catch {
       /* synthetic or already-gone pointer */
     }
-    this.emit({ type: "touch", action: "down", id, x: round5(p.x), y: round5(p.y) });
+    this.emit({ type: "touch", action: "down", id, x: round5(p.x), y: round5(p.y) }, true);
   }
 
   #move(e) {
@@ -114,15 +124,14 @@ export class InputCapture {
     if (id === undefined) return; // hover, or a pointer that started on a bar
     const p = this.#point(e);
     if (!p) return;
-    this.emit({ type: "touch", action: "move", id, x: round5(clamp01(p.x)), y: round5(clamp01(p.y)) });
+    this.emit({ type: "touch", action: "move", id, ...this.#clamped(p) }, true);
   }
 
   #end(e, action) {
     const id = this.slots.get(e.pointerId);
     if (id === undefined) return;
     this.slots.delete(e.pointerId);
-    const p = this.#point(e) || { x: 0, y: 0 };
-    this.emit({ type: "touch", action, id, x: round5(clamp01(p.x)), y: round5(clamp01(p.y)) });
+    this.emit({ type: "touch", action, id, ...this.#clamped(this.#point(e) || { x: 0, y: 0 }) }, true);
   }
 
   #key(e, action) {
@@ -142,7 +151,7 @@ export class InputCapture {
     }
     // Space, arrows and Tab would scroll or move focus; the game gets them instead.
     if (!/^F\d+$/.test(key)) e.preventDefault();
-    this.emit({ type: "key", action, key });
+    this.emit({ type: "key", action, key }, true);
   }
 }
 

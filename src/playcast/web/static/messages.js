@@ -50,7 +50,8 @@ const UNKNOWN = {
 export function describeEnd(reason, serverText) {
   const known = REASONS[reason];
   if (known) return known;
-  return serverText ? { title: UNKNOWN.title, text: `${serverText} Press Play again to start a new game.` } : UNKNOWN;
+  if (!serverText) return UNKNOWN;
+  return { title: UNKNOWN.title, text: `${serverText} Press Play again to start a new game.` };
 }
 
 /** What the status card says while a session is being set up. */

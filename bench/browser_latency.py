@@ -1,0 +1,276 @@
+"""Player-side speed, measured in headless Chromium on the real page.
+
+Starts a real server and one real synthetic worker (720x1280, 30 fps by
+default) and opens the player page in Debian's chromium. Every time is taken
+inside the page, on the page's own clock, so Playwright's round trips never
+count:
+
+- Play to first frame: the click event's timeStamp on #play to the
+  expectedDisplayTime of the first frame requestVideoFrameCallback reports,
+  over several sessions, each on a freshly restarted worker.
+- Tap to photon: a pointerdown's timeStamp on the video to the
+  expectedDisplayTime of the first frame (requestVideoFrameCallback) whose
+  pixels show the white disc at the tap point, read back through a canvas;
+  p50/p95 over N taps. Two splits of the same taps: ``present``, up to the
+  frame's handing to the compositor (presentationTime), and ``receive``, up to
+  its last packet's arrival (receiveTime): what comes before the browser's
+  jitter buffer, decoder and renderer.
+
+    .venv/bin/python bench/browser_latency.py            # full: 10 sessions, 100 taps
+    .venv/bin/python bench/browser_latency.py --quick    # CI: well under 40 s
+    .venv/bin/python bench/browser_latency.py --check    # exit 1 when a target is missed
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from playwright.async_api import Browser, Page, async_playwright
+
+from playcast.testing.servers import ServerProcess, running_server
+from playcast.testing.workers import WorkerProcess, running_worker
+
+TARGETS = {
+    "first_frame_ms": 400.0,
+    "tap_p50_ms": 25.0,
+    "tap_p95_ms": 50.0,
+}
+
+CHROMIUM = os.environ.get("PLAYCAST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+# Installed before the page's own scripts. It records the Play click, the
+# first frame, and, for each armed probe, the first frame that is white at
+# the probe's point. The white threshold: the disc is RGB 255, the scene never
+# brighter than about 215 in its darkest channel.
+PROBE_JS = """
+window.__bench = { playAt: null, first: null, probe: null };
+document.addEventListener('click', (e) => {
+  if (e.target.closest && e.target.closest('#play')) window.__bench.playAt = e.timeStamp;
+}, true);
+document.addEventListener('pointerdown', (e) => {
+  const p = window.__bench.probe;
+  if (p && p.tapAt === null && e.target.id === 'stream') p.tapAt = e.timeStamp;
+}, true);
+const canvas = document.createElement('canvas');
+canvas.width = canvas.height = 5;
+const g = canvas.getContext('2d', { willReadFrequently: true });
+function white(v, x, y) {
+  g.drawImage(v, Math.round(x * (v.videoWidth - 1)) - 2, Math.round(y * (v.videoHeight - 1)) - 2,
+              5, 5, 0, 0, 5, 5);
+  const d = g.getImageData(0, 0, 5, 5).data;
+  let lo = 255;
+  for (let c = 0; c < 3; c++) {
+    let sum = 0;
+    for (let i = c; i < d.length; i += 4) sum += d[i];
+    lo = Math.min(lo, sum / 25);
+  }
+  return lo >= 235;
+}
+function onFrame(now, meta) {
+  const b = window.__bench, v = document.querySelector('#stream');
+  if (b.first === null) b.first = meta;
+  const p = b.probe;
+  if (p && p.tapAt !== null && p.seen === null && white(v, p.x, p.y)) p.seen = meta;
+  v.requestVideoFrameCallback(onFrame);
+}
+document.addEventListener('DOMContentLoaded', () => {
+  document.querySelector('#stream').requestVideoFrameCallback(onFrame);
+});
+"""
+
+
+@dataclass
+class Results:
+    width: int
+    height: int
+    fps_target: int
+    first_frame_ms: list[float] = field(default_factory=list)
+    tap_ms: list[float] = field(default_factory=list)
+    tap_present_ms: list[float] = field(default_factory=list)
+    tap_receive_ms: list[float] = field(default_factory=list)
+    stats: dict[str, str] = field(default_factory=dict)
+    # The browser's very first session (codec and script caches cold): shown, not in the median.
+    cold_first_frame_ms: float = float("nan")
+
+    def summary(self) -> dict[str, float]:
+        taps = sorted(self.tap_ms)
+        present = sorted(self.tap_present_ms)
+        receive = sorted(self.tap_receive_ms)
+        return {
+            "first_frame_ms": statistics.median(self.first_frame_ms),
+            "first_frame_max_ms": max(self.first_frame_ms),
+            "first_frame_cold_ms": self.cold_first_frame_ms,
+            "tap_p50_ms": _percentile(taps, 50),
+            "tap_p95_ms": _percentile(taps, 95),
+            "tap_max_ms": taps[-1],
+            "tap_present_p50_ms": _percentile(present, 50),
+            "tap_present_p95_ms": _percentile(present, 95),
+            "tap_receive_p50_ms": _percentile(receive, 50) if receive else float("nan"),
+            "tap_receive_p95_ms": _percentile(receive, 95) if receive else float("nan"),
+        }
+
+
+def _percentile(sorted_values: list[float], p: float) -> float:
+    k = (len(sorted_values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def _tap_points(n: int, rng: random.Random) -> list[tuple[float, float]]:
+    """Spots on a grid, in shuffled order: a spot comes back only after 96 others,
+    long after its disc (shown about 0.6 s) is gone."""
+    cells = [(0.1 + 0.8 * (i % 8) / 7, 0.12 + 0.76 * (i // 8) / 11) for i in range(96)]
+    rng.shuffle(cells)
+    return [cells[i % len(cells)] for i in range(n)]
+
+
+async def _picture_to_page(page: Page, x: float, y: float) -> tuple[float, float]:
+    left, top, width, height, vw, vh = await page.evaluate(
+        """() => { const v = document.querySelector('#stream'); const r = v.getBoundingClientRect();
+            return [r.left, r.top, r.width, r.height, v.videoWidth, v.videoHeight]; }"""
+    )
+    scale = min(width / vw, height / vh)
+    pw, ph = vw * scale, vh * scale
+    return left + (width - pw) / 2 + x * pw, top + (height - ph) / 2 + y * ph
+
+
+async def _session(
+    browser: Browser,
+    server: ServerProcess,
+    res: Results,
+    taps: list[tuple[float, float]],
+    rng: random.Random,
+) -> None:
+    """One player: Play to first frame, then ``taps`` taps, then Leave."""
+    context = await browser.new_context(viewport={"width": res.width, "height": res.height})
+    try:
+        await context.add_init_script(PROBE_JS)
+        page = await context.new_page()
+        await page.goto(server.url)
+        await page.click("#play")
+        await page.wait_for_function("window.__bench.first !== null", timeout=60_000)
+        first: dict[str, Any] = await page.evaluate(
+            "({ at: window.__bench.playAt, frame: window.__bench.first })"
+        )
+        res.first_frame_ms.append(first["frame"]["expectedDisplayTime"] - first["at"])
+        if taps:
+            await page.wait_for_function(
+                "document.body.dataset.state === 'connected'", timeout=60_000
+            )
+            await page.keyboard.press("F2")  # the stats overlay: read once at the end
+        for x, y in taps:
+            # A random phase against the frame clock, as a real player's would be.
+            await asyncio.sleep(rng.uniform(0.04, 0.09))
+            await page.evaluate(
+                "([x, y]) => { window.__bench.probe = { x, y, tapAt: null, seen: null }; }",
+                [x, y],
+            )
+            await page.mouse.click(*await _picture_to_page(page, x, y))
+            await page.wait_for_function("window.__bench.probe.seen !== null", timeout=10_000)
+            probe: dict[str, Any] = await page.evaluate("window.__bench.probe")
+            seen = probe["seen"]
+            res.tap_ms.append(seen["expectedDisplayTime"] - probe["tapAt"])
+            res.tap_present_ms.append(seen["presentationTime"] - probe["tapAt"])
+            if seen.get("receiveTime"):
+                res.tap_receive_ms.append(seen["receiveTime"] - probe["tapAt"])
+        if taps:
+            res.stats = await page.evaluate("window.playcast.stats.latest || {}")
+        await page.click("#leave")
+        await page.wait_for_function("document.body.dataset.state === 'ended'")
+    finally:
+        await context.close()
+
+
+async def bench(args: argparse.Namespace) -> Results:
+    rng = random.Random(1)
+    res = Results(args.width, args.height, args.fps)
+    size = ("--width", str(args.width), "--height", str(args.height), "--fps", str(args.fps))
+    async with (
+        running_server(heartbeat_interval=1.0, heartbeat_timeout=10.0) as server,
+        running_worker(server.ws_base, *size) as worker,
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            mark, _ = await worker.wait_registered(timeout=60)
+            # The first session warms the browser up; reported on its own.
+            cold = Results(args.width, args.height, args.fps)
+            await _session(browser, server, cold, [], rng)
+            res.cold_first_frame_ms = cold.first_frame_ms[0]
+            mark = await _next_registration(worker, mark)
+            for n in range(args.joins):
+                last = n == args.joins - 1
+                await _session(
+                    browser, server, res, _tap_points(args.taps, rng) if last else [], rng
+                )
+                mark = await _next_registration(worker, mark)
+        finally:
+            await browser.close()
+    return res
+
+
+async def _next_registration(worker: WorkerProcess, mark: int) -> int:
+    """Wait for the worker to restart and register again after a session."""
+    mark, _ = await worker.wait_registered(after=mark + 1, timeout=60)
+    return mark
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer sessions and taps (CI)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--width", type=int, default=720)
+    parser.add_argument("--height", type=int, default=1280)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    args.joins = 3 if args.quick else 10
+    args.taps = 30 if args.quick else 100
+    started = time.monotonic()
+    res = asyncio.run(bench(args))
+    summary = res.summary()
+    print(f"browser latency, {res.width}x{res.height} @ {res.fps_target} fps, loopback, chromium")
+    print(f"  sessions: {len(res.first_frame_ms)}, taps: {len(res.tap_ms)}")
+    missed = []
+    for key, value in summary.items():
+        target = TARGETS.get(key)
+        verdict = ""
+        if target is not None:
+            ok = value <= target
+            verdict = f"  (target <= {target:g}: {'ok' if ok else 'MISSED'})"
+            if not ok:
+                missed.append(key)
+        print(f"  {key:<20} {value:8.1f}{verdict}")
+    if res.stats:
+        print("  stats overlay: " + ", ".join(f"{k} {v}" for k, v in res.stats.items()))
+    print(f"  took {time.monotonic() - started:.1f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"summary": summary, "raw": asdict(res)}, f, indent=2)
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
