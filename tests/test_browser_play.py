@@ -65,8 +65,13 @@ async def test_full_play_desktop_click_draws_disc_where_clicked(players: Players
 
 async def test_phone_touch_and_multitouch_draw_discs(players: Players) -> None:
     async with system(players, workers=1) as (server, _):
-        page = await players.open(server.url, viewport=PHONE, touch=True)
+        page = await players.open(server.url, viewport=PHONE, touch=True, init_script=RECORDER_JS)
         await play(page)
+        # Portrait picture on a taller phone: full width, bars above and below.
+        box = await page.evaluate(
+            "(r => [r.width, r.height])(document.querySelector('#stream').getBoundingClientRect())"
+        )
+        assert box == [PHONE["width"], PHONE["height"]]
 
         x, y = 0.6, 0.35
         await page.touchscreen.tap(*await picture_to_page(page, x, y))
@@ -82,6 +87,40 @@ async def test_phone_touch_and_multitouch_draw_discs(players: Players) -> None:
         )
         await wait_white(page, [a, b])
         await cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        await page.wait_for_function(
+            "window.__sent.channel.filter(m => m.data.includes('\"up\"')).length >= 3",
+            timeout=WAIT_MS,
+        )
+        downs = [e for e in map(decode_input, await sent_on_channel(page)) if e.action == "down"]
+        assert isinstance(downs[-1], Touch) and isinstance(downs[-2], Touch)
+        assert {downs[-1].id, downs[-2].id} == {0, 1}, "two fingers, two ids"
+
+
+async def test_losing_focus_lifts_fingers_and_keys_without_counting_as_activity(
+    players: Players,
+) -> None:
+    async with system(players, workers=1) as (server, _):
+        page = await players.open(server.url, viewport=DESKTOP, init_script=RECORDER_JS)
+        await play(page)
+        await page.mouse.move(*await picture_to_page(page, 0.5, 0.5))
+        await page.mouse.down()
+        await page.keyboard.down("b")
+        # Both were reported; wait until no report is pending either.
+        idle = "(r => r.timer === 0 && r.pending === null)(window.playcast.session.reporter)"
+        await page.wait_for_function(
+            f"window.__sent.channel.length >= 2 && {idle}", timeout=WAIT_MS
+        )
+        reports = len([m for m in await sent_on_socket(page) if m["type"] == "input"])
+        await page.evaluate("window.dispatchEvent(new Event('blur'))")
+
+        released = [decode_input(m) for m in (await sent_on_channel(page))[2:]]
+        assert released == [
+            Touch(action="cancel", id=0, x=0.0, y=0.0),
+            Key(action="up", key="b"),
+        ]
+        # Not the player's doing: nothing reported, nothing scheduled to be.
+        assert await page.evaluate(idle)
+        assert len([m for m in await sent_on_socket(page) if m["type"] == "input"]) == reports
 
 
 async def test_inputs_on_the_data_channel_are_what_the_worker_decodes(players: Players) -> None:
