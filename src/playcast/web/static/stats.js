@@ -6,20 +6,17 @@ const POLL_MS = 1000;
 /** One reading from an RTCStatsReport: the inbound video, its codec and the ICE pair. */
 export function readStats(report) {
   let video = null;
-  let pair = null;
+  let pairId = null;
+  let nominated = null;
   const byId = new Map();
   report.forEach((s) => {
     byId.set(s.id, s);
     if (s.type === "inbound-rtp" && s.kind === "video") video = s;
-    if (s.type === "transport" && s.selectedCandidatePairId) pair = s.selectedCandidatePairId;
-  });
-  if (typeof pair === "string") pair = byId.get(pair) || null;
-  if (!pair) {
+    if (s.type === "transport" && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
     // Older reports mark the pair itself instead of naming it on the transport.
-    report.forEach((s) => {
-      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s;
-    });
-  }
+    if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") nominated = s;
+  });
+  const pair = (pairId && byId.get(pairId)) || nominated;
   const codec = video && video.codecId ? byId.get(video.codecId) : null;
   return {
     at: video ? video.timestamp : performance.now(),
