@@ -125,16 +125,18 @@ async def test_leave_frees_the_worker_which_registers_again(players: Players) ->
         page = await players.open(server.url)
         await play(page)
         old_id = await page.evaluate("document.body.dataset.worker")
-        registrations = worker.count(r"registered worker_id=")
+        mark = len(worker.lines)
         await page.click("#leave")
         await wait_ended(page, "client_left")
         await server.wait_for_log(r"client_left client=\S+ session=\S+")
+        # The same process restarts and registers again, as a new worker.
+        _, new_id = await worker.wait_registered(after=mark, timeout=60)
+        assert new_id != old_id
         doc = await server.wait_status(
-            lambda d: any(w["status"] == "available" and w["id"] != old_id for w in d["workers"]),
+            lambda d: any(w["id"] == new_id and w["status"] == "available" for w in d["workers"]),
             timeout=60,
         )
         assert old_id not in {w["id"] for w in doc["workers"]}
-        assert worker.count(r"registered worker_id=") == registrations + 1
 
 
 async def test_two_players_get_two_workers_and_a_third_is_rejected(players: Players) -> None:
