@@ -261,3 +261,17 @@ async def test_player_peer_connection_vanishes(rig: Rig) -> None:
         assert new_id != rig.worker_id
         await asyncio.wait_for(peer.shutdown_event.wait(), TIMEOUT)
         assert peer.shutdown is not None and peer.shutdown.reason == "worker_failed"
+
+
+async def test_worker_token_is_presented_and_a_wrong_one_is_refused() -> None:
+    async with (
+        asyncio.timeout(TIMEOUT * 2),
+        running_server("--worker-token", "s3cret", **SERVER) as server,
+    ):
+        async with running_worker(server.ws_base, "--worker-token", "wrong") as wrong:
+            await wrong.wait_for_log(r"server refused this worker \(401\)")
+            await wrong.wait_for_log(r"restarting in .*server unreachable")
+            assert wrong.count("registered worker_id") == 0
+        async with running_worker(server.ws_base, "--worker-token", "s3cret") as right:
+            _, worker_id = await right.wait_registered()
+            await server.wait_status(lambda d: [w["id"] for w in d["workers"]] == [worker_id])

@@ -55,6 +55,8 @@ class WorkerSettings:
     health_interval: float = 5.0
     addr: str | None = None
     port: int | None = None
+    # The server's PLAYCAST_WORKER_TOKEN, when it requires one.
+    token: str | None = None
 
     @property
     def url(self) -> str:
@@ -96,6 +98,12 @@ class Outcome(enum.Enum):
 Send = Callable[[t.Message], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class SessionEnd:
+    reason: str
+    backend_failed: bool  # the worker's own fault, not the player's
+
+
 class Session:
     """One player's peer connection: video out, input in, then torn down."""
 
@@ -114,9 +122,9 @@ class Session:
         self.track = BackendVideoTrack(backend, on_failure=self._backend_failed)
         self.connected = False  # our peer connection reached "connected"
         self.reported = False  # webrtc_connected or webrtc_failed was sent
-        # Set with a reason when the session ends without the server's word:
-        # the player's peer connection died, or the backend did.
-        self.gone: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        # Set when the session ends without the server's word: the player's
+        # peer connection died, or the backend did.
+        self.gone: asyncio.Future[SessionEnd] = asyncio.get_running_loop().create_future()
         self._closing = False
         self._handshake: asyncio.Queue[t.Answer | t.IceCandidate] = asyncio.Queue()
         self._inputs: asyncio.Queue[str | bytes] = asyncio.Queue()
@@ -191,19 +199,19 @@ class Session:
                 await self._send(t.WebrtcConnected(session_id=self.id))
         elif state in ("failed", "closed"):
             if self.connected:
-                self._end(f"the player's peer connection {state}")
+                self._end(f"the player's peer connection {state}", backend_failed=False)
             else:
                 await self._report_failed(f"peer connection {state}")
 
     def _on_channel_close(self, channel: RTCDataChannel) -> None:
         if not self._closing and self.connected:
-            self._end("the player's input channel closed")
+            self._end("the player's input channel closed", backend_failed=False)
 
     def _backend_failed(self, reason: str) -> None:
         if self._closing:
             return
         if self.connected:
-            self._end(reason)
+            self._end(reason, backend_failed=True)
         else:
             task = asyncio.create_task(self._report_failed(reason))
             self._tasks.append(task)
@@ -214,10 +222,10 @@ class Session:
         self.reported = True
         await self._send(t.WebrtcFailed(session_id=self.id, reason=reason[:500]))
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: str, *, backend_failed: bool) -> None:
         if not self.gone.done():
             log.warning("session %s: %s", self.id, reason)
-            self.gone.set_result(reason)
+            self.gone.set_result(SessionEnd(reason, backend_failed))
 
     async def _run_inputs(self) -> None:
         while True:
@@ -255,7 +263,7 @@ class Session:
             notes.append(f"closing the peer connection failed: {exc!r}")
         await self.track.aclose()
         if self.gone.done():
-            notes.append(f"it had already ended: {self.gone.result()}")
+            notes.append(f"it had already ended: {self.gone.result().reason}")
         detail = f"session {self.id} closed ({self.inputs_ok} inputs, {self.inputs_bad} malformed)"
         return ok, "; ".join([detail, *notes])
 
@@ -307,11 +315,9 @@ class Link:
         self.session: Session | None = None
         self.had_session = False
         self.closed_session: tuple[bool, str] | None = None
-        # The grace for the server's shutdown after our player vanished: the
-        # server notices a dead client within its heartbeat timeout.
-        self.client_gone_at: float | None = None
         self._inbox: asyncio.Queue[_Event] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._timers: list[asyncio.TimerHandle] = []
 
     async def send(self, msg: t.Message) -> None:
         try:
@@ -335,6 +341,8 @@ class Link:
         finally:
             if self.session is not None:
                 await self._end_session()
+            for timer in self._timers:
+                timer.cancel()
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
@@ -375,8 +383,6 @@ class Link:
         grace_until: float | None = None
         while True:
             deadline = self.last_ping + self.heartbeat_timeout
-            if self.client_gone_at is not None:
-                deadline = min(deadline, self.client_gone_at + self.heartbeat_timeout)
             if grace_until is not None:
                 deadline = grace_until
             try:
@@ -396,9 +402,6 @@ class Link:
         while True:
             ev = await self._next()
             if ev is None:
-                if self.client_gone_at is not None and self.worker_id is not None:
-                    log.warning("no shutdown from the server after the player vanished")
-                    return Outcome.RESTART
                 what = "registered" if self.worker_id is None else "ping"
                 log.warning("server silent: no %s for %.1f s", what, self.heartbeat_timeout)
                 return Outcome.LOST
@@ -411,12 +414,23 @@ class Link:
                 if ev.kind == "unhealthy":
                     log.error("backend unhealthy, leaving the pool: %s", ev.detail)
                     return Outcome.UNHEALTHY
-                if ev.kind == "session_gone" and self.session is not None:
+                if ev.kind == "backend_failed":
                     await self._end_session()
-                    if self.worker_id is not None:
-                        self.client_gone_at = self.loop.time()
-                    if ev.detail.startswith("backend"):
-                        return Outcome.RESTART  # our fault: the server hears it as worker_failed
+                    return Outcome.RESTART  # our fault: the server hears it as worker_failed
+                if ev.kind == "player_gone":
+                    await self._end_session()
+                    # The server notices a dead client within its heartbeat
+                    # timeout and sends shutdown; past that, it never will.
+                    self._timers.append(
+                        self.loop.call_later(
+                            self.heartbeat_timeout,
+                            self._inbox.put_nowait,
+                            _Note("player_gone_unconfirmed", ev.detail),
+                        )
+                    )
+                if ev.kind == "player_gone_unconfirmed":
+                    log.warning("no shutdown from the server after the player vanished")
+                    return Outcome.RESTART
                 continue
             outcome = await self._handle(ev.msg)
             if outcome is not None:
@@ -469,9 +483,11 @@ class Link:
                 log.warning("unexpected %s from the server ignored", type(msg).__name__)
         return None
 
-    def _on_session_gone(self, fut: asyncio.Future[str]) -> None:
+    def _on_session_gone(self, fut: asyncio.Future[SessionEnd]) -> None:
         if not fut.cancelled():
-            self._inbox.put_nowait(_Note("session_gone", fut.result()))
+            end = fut.result()
+            kind = "backend_failed" if end.backend_failed else "player_gone"
+            self._inbox.put_nowait(_Note(kind, end.reason))
 
     async def _end_session(self) -> tuple[bool, str]:
         session, self.session = self.session, None
@@ -536,16 +552,25 @@ class Worker:
             log.error("backend unhealthy, not registering: %s", health.detail)
             return Outcome.UNHEALTHY, False
         async with aiohttp.ClientSession() as http:
+            token = self.settings.token
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
             try:
                 # Bounded: a frozen server still accepts TCP but never upgrades.
                 async with asyncio.timeout(self.settings.register_timeout):
                     ws = await http.ws_connect(
                         self.settings.url,
+                        headers=headers,
                         heartbeat=None,
                         autoping=True,
                         max_msg_size=t.MAX_FRAME_BYTES,
                         timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                     )
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in (401, 403):
+                    log.error("server refused this worker (%s): check --worker-token", exc.status)
+                else:
+                    log.warning("cannot reach %s: %s", self.settings.url, exc)
+                return Outcome.UNREACHABLE, False
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning("cannot reach %s: %s", self.settings.url, exc)
                 return Outcome.UNREACHABLE, False
@@ -561,46 +586,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = WorkerSettings()
     add_flag(parser, "--server", default=d.server, help="signaling server base address")
     add_flag(parser, "--game", default=d.game, help="the game this worker serves")
-    add_flag(
-        parser, "--backend", default="synthetic", choices=sorted(BACKENDS), help="game backend"
-    )
-    add_flag(
-        parser,
-        "--backoff-base",
-        type=float,
-        default=d.backoff_base,
-        help="first reconnect delay ceiling, s",
-    )
-    add_flag(
-        parser, "--backoff-cap", type=float, default=d.backoff_cap, help="reconnect delay cap, s"
-    )
-    add_flag(
-        parser,
-        "--restart-delay",
-        type=float,
-        default=d.restart_delay,
-        help="pause between sessions, s",
-    )
-    add_flag(
-        parser,
-        "--register-timeout",
-        type=float,
-        default=d.register_timeout,
-        help="wait for registered, s",
-    )
-    add_flag(
-        parser,
-        "--health-interval",
-        type=float,
-        default=d.health_interval,
-        help="backend health poll, s",
-    )
-    add_flag(
-        parser,
-        "--advertise-addr",
-        default=None,
-        help="addr to report in register (default: socket)",
-    )
+    add_flag(parser, "--backend", default="synthetic", choices=sorted(BACKENDS), help="backend")
+    for flag, default, help_text in (
+        ("--backoff-base", d.backoff_base, "first reconnect delay ceiling, s"),
+        ("--backoff-cap", d.backoff_cap, "reconnect delay cap, s"),
+        ("--restart-delay", d.restart_delay, "pause offline between sessions, s"),
+        ("--register-timeout", d.register_timeout, "wait for connect and registered, s"),
+        ("--health-interval", d.health_interval, "backend health poll while idle, s"),
+    ):
+        add_flag(parser, flag, type=float, default=default, help=help_text)
+    add_flag(parser, "--worker-token", help="shared secret the server asks workers for")
+    add_flag(parser, "--advertise-addr", help="addr to report in register (default: socket's)")
     add_flag(parser, "--log-level", default="info", help="debug, info, warning")
     add_flag(parser, "--log-format", default="text", choices=["text", "json"], help="log format")
     add_backend_arguments(parser)
@@ -616,6 +612,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         register_timeout=args.register_timeout,
         health_interval=args.health_interval,
         addr=args.advertise_addr,
+        token=args.worker_token or None,
     )
 
 
