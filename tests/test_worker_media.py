@@ -10,12 +10,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import HeaderExtensions, RtpPacket, unpack_header_extensions
 
 from playcast.backends.synthetic import SyntheticBackend
 from playcast.testing.peer import MarkerJitterBuffer, Viewer
 from playcast.worker.main import Backoff
-from playcast.worker.media import BackendVideoTrack, forward_keyframe_requests, prefer_h264
+from playcast.worker.media import (
+    PLAYOUT_DELAY_URI,
+    BackendVideoTrack,
+    PlayoutDelayExtensionsMap,
+    forward_keyframe_requests,
+    prefer_h264,
+    send_playout_delay,
+)
 
 
 class WatchedBackend(SyntheticBackend):
@@ -28,8 +35,11 @@ class WatchedBackend(SyntheticBackend):
         self.asked.set()
 
 
+Link = tuple[WatchedBackend, RTCPeerConnection, Viewer, PlayoutDelayExtensionsMap]
+
+
 @pytest.fixture
-async def link() -> AsyncIterator[tuple[WatchedBackend, RTCPeerConnection, Viewer]]:
+async def link() -> AsyncIterator[Link]:
     backend = WatchedBackend()
     await backend.start()
     failures: list[str] = []
@@ -38,12 +48,13 @@ async def link() -> AsyncIterator[tuple[WatchedBackend, RTCPeerConnection, Viewe
     transceiver = pc.addTransceiver(track, direction="sendonly")
     prefer_h264(transceiver)
     forward_keyframe_requests(transceiver.sender, backend)
+    extensions = send_playout_delay(transceiver.sender, 0)
     pc.createDataChannel("input", ordered=True)
     await pc.setLocalDescription(await pc.createOffer())
     viewer = Viewer([])
     answer, _ = await viewer.answer(pc.localDescription.sdp, trickle=False)
     await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-    yield backend, pc, viewer
+    yield backend, pc, viewer, extensions
     await viewer.close()
     await pc.close()
     await track.aclose()
@@ -51,19 +62,15 @@ async def link() -> AsyncIterator[tuple[WatchedBackend, RTCPeerConnection, Viewe
     assert not failures
 
 
-async def test_offer_carries_h264_only(
-    link: tuple[WatchedBackend, RTCPeerConnection, Viewer],
-) -> None:
-    _, pc, _ = link
+async def test_offer_carries_h264_only(link: Link) -> None:
+    _, pc, _, _ = link
     video = pc.localDescription.sdp.split("m=video", 1)[1].split("m=", 1)[0]
     codecs = set(re.findall(r"a=rtpmap:\d+ ([\w-]+)/", video))
     assert codecs == {"H264", "rtx"}
 
 
-async def test_a_viewers_pli_reaches_the_backend_and_brings_a_keyframe(
-    link: tuple[WatchedBackend, RTCPeerConnection, Viewer],
-) -> None:
-    backend, _, viewer = link
+async def test_a_viewers_pli_reaches_the_backend_and_brings_a_keyframe(link: Link) -> None:
+    backend, _, viewer, _ = link
     async with asyncio.timeout(30):
         await viewer.first_frame.wait()
         assert not backend.asked.is_set()
@@ -75,6 +82,24 @@ async def test_a_viewers_pli_reaches_the_backend_and_brings_a_keyframe(
         key = await viewer.wait_frame(lambda f: f.frame.key_frame)
     assert key.index > later - 1
     assert backend.keyframe_requests == 1
+
+
+async def test_playout_delay_is_offered_and_sent_once_agreed(link: Link) -> None:
+    _, pc, viewer, extensions = link
+    assert PLAYOUT_DELAY_URI in pc.localDescription.sdp
+    async with asyncio.timeout(30):
+        await viewer.first_frame.wait()
+    # The viewer (aiortc in this process, so it knows the URI) agreed to it.
+    assert extensions.id and PLAYOUT_DELAY_URI in viewer.pc.localDescription.sdp
+    profile, packed = extensions.set(HeaderExtensions(mid="0", abs_send_time=1))
+    sent = dict(unpack_header_extensions(profile, packed))
+    assert sent[extensions.id] == b"\x00\x00\x00"  # min = max = 0
+    assert len(sent) == 3  # aiortc's own extensions are still there
+
+
+def test_playout_delay_value_is_two_12_bit_fields_in_10_ms_units() -> None:
+    assert PlayoutDelayExtensionsMap(100).value == bytes([0x00, 0xA0, 0x0A])
+    assert PlayoutDelayExtensionsMap(10**6).value == b"\xff\xff\xff"
 
 
 def _packet(seq: int, ts: int, marker: bool, data: bytes) -> RtpPacket:

@@ -34,7 +34,12 @@ from playcast.inputs import BadInput, Key, Touch, decode_input
 from playcast.logs import setup_logging
 from playcast.signaling import types as t
 from playcast.worker.backends import BACKENDS, add_backend_arguments, create_backend
-from playcast.worker.media import BackendVideoTrack, forward_keyframe_requests, prefer_h264
+from playcast.worker.media import (
+    BackendVideoTrack,
+    forward_keyframe_requests,
+    prefer_h264,
+    send_playout_delay,
+)
 
 log = logging.getLogger("playcast.worker")
 
@@ -57,6 +62,9 @@ class WorkerSettings:
     port: int | None = None
     # The server's PLAYCAST_WORKER_TOKEN, when it requires one.
     token: str | None = None
+    # Asked of the browser with the playout-delay RTP extension: 0 shows each
+    # frame the moment it is decoded; None does not send the extension.
+    playout_delay_ms: int | None = 0
 
     @property
     def url(self) -> str:
@@ -107,8 +115,15 @@ class SessionEnd:
 class Session:
     """One player's peer connection: video out, input in, then torn down."""
 
-    def __init__(self, start: t.SessionStart, backend: GameBackend, send: Send) -> None:
+    def __init__(
+        self,
+        start: t.SessionStart,
+        backend: GameBackend,
+        send: Send,
+        playout_delay_ms: int | None = None,
+    ) -> None:
         self.id = start.session_id
+        self._playout_delay_ms = playout_delay_ms
         self.client_id = start.client_id
         self._backend = backend
         self._send = send
@@ -168,6 +183,8 @@ class Session:
         transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
         prefer_h264(transceiver)
         forward_keyframe_requests(transceiver.sender, self._backend)
+        if self._playout_delay_ms is not None:
+            send_playout_delay(transceiver.sender, self._playout_delay_ms)
         channel = self.pc.createDataChannel("input", ordered=True)
         channel.on("message", self._inputs.put_nowait)
         channel.on("close", lambda: self._on_channel_close(channel))
@@ -461,7 +478,7 @@ class Link:
                     return None
                 log.info("session_start session=%s client=%s", msg.session_id, msg.client_id)
                 self.had_session = True
-                self.session = Session(msg, self.backend, self.send)
+                self.session = Session(msg, self.backend, self.send, self.settings.playout_delay_ms)
                 self.session.gone.add_done_callback(self._on_session_gone)
                 self.session.start()
             case t.Answer() | t.IceCandidate():
@@ -595,6 +612,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--health-interval", d.health_interval, "backend health poll while idle, s"),
     ):
         add_flag(parser, flag, type=float, default=default, help=help_text)
+    add_flag(
+        parser,
+        "--playout-delay",
+        type=int,
+        default=d.playout_delay_ms,
+        help="ms the browser may hold a frame (RTP playout-delay); negative: not sent",
+    )
     add_flag(parser, "--worker-token", help="shared secret the server asks workers for")
     add_flag(parser, "--advertise-addr", help="addr to report in register (default: socket's)")
     add_flag(parser, "--log-level", default="info", help="debug, info, warning")
@@ -613,6 +637,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         health_interval=args.health_interval,
         addr=args.advertise_addr,
         token=args.worker_token or None,
+        playout_delay_ms=args.playout_delay if args.playout_delay >= 0 else None,
     )
 
 
