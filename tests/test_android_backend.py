@@ -290,25 +290,45 @@ async def test_failures_end_the_stream_and_reset_recovers(
     assert not device.running_servers()
 
 
-async def test_wrong_server_version_is_reported(jar: Path, device: FakeDevice) -> None:
-    b = AndroidBackend(settings(jar, scrcpy_version="3.3.1"))
-    with pytest.raises(BackendError, match="does not match"):
-        await asyncio.wait_for(b.start(), T)
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"scrcpy_version": "3.3.1"}, "does not match"),
+        ({"game": "com.example.none"}, "not installed"),
+        ({"serial": "R5CT1234"}, "missing"),
+    ],
+)
+async def test_an_unusable_device_is_unhealthy_until_reset_works(
+    jar: Path, device: FakeDevice, change: dict[str, str], error: str
+) -> None:
+    # start() does not give up on a device: the worker retries it with reset()
+    b = AndroidBackend(settings(jar, **change))
+    await asyncio.wait_for(b.start(), T)
+    health = await b.health()
+    assert not health.ok and error in health.detail
+    with pytest.raises(BackendError, match=error):
+        await asyncio.wait_for(b.reset(), T)
+    assert not device.running_servers()
     await b.stop()
 
 
-async def test_missing_game_and_missing_jar(jar: Path, device: FakeDevice) -> None:
-    with pytest.raises(BackendError, match="not installed"):
-        await asyncio.wait_for(AndroidBackend(settings(jar, game="com.example.none")).start(), T)
+async def test_settings_no_retry_can_fix_fail_start(jar: Path, device: FakeDevice) -> None:
     with pytest.raises(BackendError, match="not found"):
         await asyncio.wait_for(AndroidBackend(settings(jar.with_name("nope"))).start(), T)
+    with pytest.raises(BackendError, match="unsafe"):
+        await AndroidBackend(settings(jar, codec_options="a=1;reboot")).start()
+    assert device.commands == []
 
 
-async def test_unknown_serial_is_a_backend_error(jar: Path, device: FakeDevice) -> None:
-    b = AndroidBackend(settings(jar, serial="R5CT1234"))
-    with pytest.raises(BackendError, match="missing"):
-        await asyncio.wait_for(b.start(), T)
+async def test_device_that_comes_online_later(jar: Path, device: FakeDevice) -> None:
+    device.go_offline()
+    b = AndroidBackend(settings(jar))
+    await asyncio.wait_for(b.start(), T)
     assert not (await b.health()).ok
+    device.go_online()
+    await asyncio.wait_for(b.reset(), T)
+    assert (await b.health()).ok
+    await b.stop()
 
 
 async def test_stop_is_idempotent_and_ends_the_consumer(

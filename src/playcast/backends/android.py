@@ -129,10 +129,27 @@ class AndroidBackend(GameBackend):
     # --- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
+        """Bring the game up; a device that is not usable yet is not fatal.
+
+        Only a setting no retry can fix raises. A phone that is offline, still
+        booting or without the game shows in ``health()``, and the worker's
+        ``reset()`` retries (with backoff) bring it in once it works.
+        """
         self._stopped = False
-        async with self._lock, _adb_errors():
-            await self._ensure_link()
-            await self._relaunch()
+        jar = Path(self.settings.scrcpy_server)
+        if not await asyncio.to_thread(jar.is_file):
+            raise BackendError(f"scrcpy server file {jar} not found")
+        try:
+            server_command(self._server_options())
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+        try:
+            async with self._lock, _adb_errors():
+                await self._ensure_link()
+                await self._relaunch()
+        except BackendError as exc:
+            self._failure = str(exc)
+            log.error("device not usable yet (will retry on reset): %s", exc)
 
     async def reset(self) -> None:
         async with self._lock, _adb_errors():
@@ -291,15 +308,7 @@ class AndroidBackend(GameBackend):
         await self._adb.push(jar, DEVICE_SERVER_PATH)
         if not await self._adb.is_installed(s.game):
             raise BackendError(f"{s.game} is not installed on the device")
-        opts = ServerOptions(
-            scid=secrets.randbits(31),
-            version=s.scrcpy_version,
-            max_size=s.max_size,
-            video_bit_rate=s.video_bit_rate,
-            max_fps=s.max_fps,
-            keyframe_interval=s.keyframe_interval,
-            extra_codec_options=s.codec_options,
-        )
+        opts = self._server_options()
         try:
             command = server_command(opts)
         except ValueError as exc:
@@ -329,6 +338,18 @@ class AndroidBackend(GameBackend):
             raise BackendError("stopped")
         log.info("connected to %s, video %dx%d", link.device_name, *self._size)
         return link
+
+    def _server_options(self) -> ServerOptions:
+        s = self.settings
+        return ServerOptions(
+            scid=secrets.randbits(31),
+            version=s.scrcpy_version,
+            max_size=s.max_size,
+            video_bit_rate=s.video_bit_rate,
+            max_fps=s.max_fps,
+            keyframe_interval=s.keyframe_interval,
+            extra_codec_options=s.codec_options,
+        )
 
     async def _open_sockets(
         self, port: int, proc: asyncio.subprocess.Process, output: deque[str]

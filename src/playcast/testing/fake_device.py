@@ -92,7 +92,7 @@ def compute_video_size(width: int, height: int, max_size: int) -> tuple[int, int
 class SentPacket:
     header: bytes
     payload: bytes
-    sent_at: float  # time.monotonic() right after the write
+    sent_at: float  # time.monotonic() as it is handed to the socket
 
     @property
     def config(self) -> bool:
@@ -289,8 +289,9 @@ class _Server:
         keyframe: bool,
     ) -> None:
         header = encode_packet_header(pts_us, len(payload), config=config, keyframe=keyframe)
+        sent_at = time.monotonic()  # before the write: the reader may run first
         video.write(header + payload)
-        self.device.sent.append(SentPacket(header, payload, time.monotonic()))
+        self.device.sent.append(SentPacket(header, payload, sent_at))
         self.device.notify()
         await video.drain()
 
@@ -456,9 +457,13 @@ class FakeDevice:
         self.forwards.clear()
         if self._adb_server is not None:
             self._adb_server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        # Killed servers end their app_process commands; wait, then insist.
+        handlers = list(self._handlers)
+        if handlers:
+            _, pending = await asyncio.wait(handlers, timeout=5.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def __aenter__(self) -> FakeDevice:
         return await self.start()
@@ -563,6 +568,10 @@ class FakeDevice:
             reply.exit(code)
             await writer.drain()
         except (OSError, ValueError, KeyError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # The top of a connection callback: asyncio 3.11 would log a cancelled
+            # callback task as an error, so end it quietly.
             pass
         finally:
             self._handlers.discard(task)
