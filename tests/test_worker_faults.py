@@ -27,6 +27,15 @@ class BreakableBackend(SyntheticBackend):
         self.healthy = True
         self.sick_checks = 0
         self.checked_sick = asyncio.Event()
+        self.failed_starts_left = 0
+        self.start_attempts = 0
+
+    async def start(self) -> None:
+        self.start_attempts += 1
+        if self.failed_starts_left:
+            self.failed_starts_left -= 1
+            raise BackendError("no device yet")
+        await super().start()
 
     async def packets(self) -> AsyncIterator[VideoPacket]:
         async for packet in super().packets():
@@ -109,3 +118,11 @@ async def test_unhealthy_backend_leaves_the_pool_until_it_recovers(
         backend.healthy = True
         _, second_id = await registered_ids(server, after=line + 1)
         assert second_id != first_id
+
+
+async def test_a_backend_that_cannot_start_is_retried_until_it_can(server: ServerProcess) -> None:
+    backend = BreakableBackend()
+    backend.failed_starts_left = 2
+    async with asyncio.timeout(TIMEOUT), worker_in_process(server, backend):
+        await registered_ids(server)
+        assert backend.start_attempts == 3

@@ -536,13 +536,23 @@ class Worker:
         self.backoff.reset()
 
     async def run(self) -> None:
+        started = False
         try:
-            await self.backend.start()
             while not self.stop.is_set():
-                outcome, had_session = await self._one_life()
+                if not started:
+                    # A device may be missing at boot: keep trying, with backoff.
+                    try:
+                        await self.backend.start()
+                        started = True
+                    except BackendError as exc:
+                        log.error("backend did not start: %s", exc)
+                if started:
+                    outcome, had_session = await self._one_life()
+                else:
+                    outcome, had_session = Outcome.UNHEALTHY, False
                 if outcome is Outcome.STOPPING:
                     break
-                if had_session or outcome is Outcome.UNHEALTHY:
+                if started and (had_session or outcome is Outcome.UNHEALTHY):
                     await self._reset_backend()
                 delay = (
                     self.settings.restart_delay
