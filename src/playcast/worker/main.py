@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc import RTCSessionDescription as Sdp
 from aiortc.sdp import candidate_from_sdp
 
-from playcast.backends.base import BackendError, GameBackend
+from playcast.backends.base import BackendError, GameBackend, Health
 from playcast.envflags import add_flag
 from playcast.inputs import BadInput, Key, Touch, decode_input
 from playcast.logs import setup_logging
@@ -187,7 +187,7 @@ class Session:
             send_playout_delay(transceiver.sender, self._playout_delay_ms)
         channel = self.pc.createDataChannel("input", ordered=True)
         channel.on("message", self._inputs.put_nowait)
-        channel.on("close", lambda: self._on_channel_close(channel))
+        channel.on("close", self._on_channel_close)
         self.pc.on("connectionstatechange", self._on_state)
         # aiortc gathers every local candidate before the offer is made, so
         # they all travel in its SDP; the null candidate says there are no more.
@@ -220,7 +220,7 @@ class Session:
             else:
                 await self._report_failed(f"peer connection {state}")
 
-    def _on_channel_close(self, channel: RTCDataChannel) -> None:
+    def _on_channel_close(self) -> None:
         if not self._closing and self.connected:
             self._end("the player's input channel closed", backend_failed=False)
 
@@ -261,6 +261,10 @@ class Session:
             except BackendError as exc:
                 self._backend_failed(f"input failed: {exc}")
                 return
+            except Exception:
+                # One bad event must not end the player's input for good.
+                log.exception("session %s: input %r failed, dropped", self.id, event)
+                continue
             self.inputs_ok += 1
 
     async def close(self) -> tuple[bool, str]:
@@ -390,7 +394,10 @@ class Link:
             await asyncio.sleep(self.settings.health_interval)
             if self.session is not None:
                 continue  # a session's own failures end it; health is for idle time
-            health = await self.backend.health()
+            try:
+                health = await self.backend.health()
+            except Exception as exc:
+                health = Health(False, f"health check failed: {exc!r}")
             if not health.ok:
                 self._inbox.put_nowait(_Note("unhealthy", health.detail))
                 return
@@ -574,7 +581,10 @@ class Worker:
             log.error("game reset failed: %s", exc)
 
     async def _one_life(self) -> tuple[Outcome, bool]:
-        health = await self.backend.health()
+        try:
+            health = await self.backend.health()
+        except Exception as exc:
+            health = Health(False, f"health check failed: {exc!r}")
         if not health.ok:
             log.error("backend unhealthy, not registering: %s", health.detail)
             return Outcome.UNHEALTHY, False
