@@ -19,6 +19,7 @@ from playcast.backends.scrcpy import (
     SCRCPY_VERSION,
     ControlType,
     config_picture_size,
+    has_sps,
 )
 from playcast.testing.fake_device import FAKE_ADB, FakeDevice
 
@@ -146,7 +147,10 @@ async def test_periodic_keyframes_carry_parameter_sets(jar: Path, device: FakeDe
         # the device sent the later IDR without SPS/PPS; we put them in front
         later = keyframes[1].data
         assert config_picture_size(later) == (360, 640)
-        assert sum(p.config for p in device.sent) < sum(p.keyframe for p in device.sent) + 1
+        original = [p.payload for p in device.sent if p.keyframe and later.endswith(p.payload)]
+        assert original and not has_sps(original[0])
+        configs = [p.payload for p in device.sent if p.config]
+        assert later == configs[-1] + original[0]  # the encoder session's config
         await it.aclose()
     finally:
         await b.stop()
@@ -259,7 +263,7 @@ async def test_reset_relaunches_and_waits_for_the_foreground(jar: Path, device: 
 async def test_failures_end_the_stream_and_reset_recovers(
     jar: Path, device: FakeDevice, failure: str
 ) -> None:
-    b = AndroidBackend(settings(jar, stall_timeout=1.0))
+    b = AndroidBackend(settings(jar, stall_timeout=2.0))
     await asyncio.wait_for(b.start(), T)
     try:
         it = aiter(b.packets())
