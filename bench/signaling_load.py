@@ -906,6 +906,23 @@ class Server:
         return [line for line in lines if bad.search(line)][:10]
 
 
+def listen_overflows() -> int:
+    """TcpExt ListenOverflows: connections dropped because an accept queue was full.
+
+    Machine-wide (Linux), so another program's overflows count too; a non-zero
+    delta during a run means SYNs were dropped and clients retried after 1 s.
+    """
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:"):
+            fields = dict(zip(head.split()[1:], values.split()[1:], strict=False))
+            return int(fields.get("ListenOverflows", 0))
+    return 0
+
+
 def metric_sum(metrics: dict[str, float], name: str, **labels: str) -> float:
     total = 0.0
     for key, value in metrics.items():
@@ -1019,11 +1036,13 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         begin, end = t0 + args.warmup, t0 + args.warmup + args.duration
         time.sleep(max(0.0, begin - now()))
         (u0, s0), gcpu0, w0 = server.cpu_split(), gens.cpu(), now()
+        overflows0, load0 = listen_overflows(), os.getloadavg()[0]
         rss_max = 0
         while now() < end:
             rss_max = max(rss_max, server.rss())
             time.sleep(min(0.25, max(0.0, end - now())))
         (u1, s1), gcpu1, w1 = server.cpu_split(), gens.cpu(), now()
+        overflows1, load1 = listen_overflows(), os.getloadavg()[0]
         results = gens.recv("result", SESSION_TIMEOUT + 60.0)
         metrics = server.metrics()
         peak = server.peak_rss()
@@ -1065,6 +1084,8 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         "e2e_p99_ms": round(pct(e2e_ms, 99), 2),
         "max_start_lag_ms": round(max(r["max_start_lag_ms"] for r in results), 2),
         "server_cpu_ms_per_setup": round(cpu_ms / in_window, 3) if in_window else None,
+        "listen_overflows": overflows1 - overflows0,
+        "load_average": [round(load0, 2), round(load1, 2)],
         "server_user_ms_per_setup": round((u1 - u0) * per, 3),
         "server_system_ms_per_setup": round((s1 - s0) * per, 3),
         "server_cpu_cores": round((cpu1 - cpu0) / window, 3),
@@ -1122,12 +1143,14 @@ def run_hold(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         time.sleep(2.0)  # settle: every connection on its ping slot
         gens.send(("hold",))
         cpu0, gcpu0, w0 = server.cpu(), gens.cpu(), now()
+        load0 = os.getloadavg()[0]
         end = w0 + args.duration
         rss_samples = []
         while now() < end:
             time.sleep(min(1.0, max(0.0, end - now())))
             rss_samples.append(server.rss())
         cpu1, gcpu1, w1 = server.cpu(), gens.cpu(), now()
+        load1 = os.getloadavg()[0]
         rss_held = server.rss()
         gens.send(("report",))
         results = gens.recv("result", 60.0)
@@ -1162,6 +1185,7 @@ def run_hold(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         "heartbeat_timeout_s": hb_timeout,
         "window_s": round(window, 2),
         "server_cpu_cores": round((cpu1 - cpu0) / window, 3),
+        "load_average": [round(load0, 2), round(load1, 2)],
         "server_cpu_us_per_ping": round((cpu1 - cpu0) * 1e6 / pings, 1) if pings else None,
         "generator_cpu_cores": round((gcpu1 - gcpu0) / window, 3),
         "pings_answered": pings,
@@ -1233,6 +1257,10 @@ def report_setup(r: dict[str, Any]) -> bool:
     )
     print(f"  server RSS                idle {r['rss_idle_mb']} MB, peak {r['peak_rss_mb']} MB")
     print(
+        f"  machine                   load average {r['load_average'][0]} -> "
+        f"{r['load_average'][1]}; listen-queue overflows {r['listen_overflows']} (machine-wide)"
+    )
+    print(
         f"  server counters           handshakes {r['server_handshakes_total']:.0f}, "
         f"client_left {r['server_client_left']:.0f}, errors sent {r['server_bad_messages']:.0f}, "
         f"rejections {r['server_rejections']:.0f}, "
@@ -1277,7 +1305,8 @@ def report_hold(r: dict[str, Any]) -> bool:
     print(
         f"  server CPU                {r['server_cpu_cores']:.3f} cores "
         f"({r['server_cpu_us_per_ping']} us per ping answered); "
-        f"generators {r['generator_cpu_cores']:.2f} cores"
+        f"generators {r['generator_cpu_cores']:.2f} cores; "
+        f"load average {r['load_average'][0]} -> {r['load_average'][1]}"
     )
     kb = r["rss_per_connection_kb"]
     print(
