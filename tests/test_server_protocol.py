@@ -77,6 +77,11 @@ async def test_http_endpoints() -> None:
                 assert name in text
         async with http.get(f"{server.url}/") as r:
             assert r.status == 200 and "<html" in (await r.text()).lower()
+            assert r.headers["Cache-Control"] == "no-cache"
+        async with http.get(f"{server.url}/static/app.js") as r:
+            assert r.status == 200 and r.headers["Cache-Control"] == "no-cache"
+        async with http.get(f"{server.url}/static/../../signaling/main.py") as r:
+            assert r.status in (403, 404)
 
 
 async def test_registration_and_status_fields() -> None:

@@ -205,6 +205,13 @@ async def _sweep_ctx(app: web.Application) -> Any:
         await task
 
 
+async def _no_stale_page(request: web.Request, response: web.StreamResponse) -> None:
+    # The page's modules must never outlive an upgrade next to a new index.html:
+    # the browser revalidates them (cheap: 304 by ETag/Last-Modified).
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-cache"
+
+
 def make_app(settings: Settings, hub: Hub | None = None) -> web.Application:
     app = web.Application()
     app[HUB_KEY] = hub or Hub(settings)
@@ -215,6 +222,7 @@ def make_app(settings: Settings, hub: Hub | None = None) -> web.Application:
     app.router.add_get("/api/status", status)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR)
+    app.on_response_prepare.append(_no_stale_page)
     app.cleanup_ctx.append(_sweep_ctx)
     return app
 
