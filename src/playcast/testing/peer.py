@@ -115,6 +115,7 @@ class Viewer:
             tuple[Callable[[DecodedFrame], bool], asyncio.Future[DecodedFrame]]
         ] = []
         self._reader: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
 
         @self.pc.on("connectionstatechange")
         def _on_state() -> None:
@@ -208,6 +209,14 @@ class Viewer:
         self.channel.send(event if isinstance(event, str) else json.dumps(event))
 
     async def close(self) -> None:
+        # One close, shared and shielded: a caller cancelled halfway (the
+        # reader task, when the player leaves mid-shutdown) must not leave
+        # aiortc's close half done for the next caller to wait on forever.
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         await self.pc.close()
         if self._reader is not None:
             self._reader.cancel()

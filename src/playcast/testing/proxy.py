@@ -52,6 +52,9 @@ class BlackholeProxy:
             if not self.dropping:  # dropped bytes are simply lost, as on a dead link
                 writer.write(data)
                 await writer.drain()
+        if self.dropping:
+            # A close is news too: on a dead link it never arrives.
+            await asyncio.Event().wait()
 
     async def close(self) -> None:
         if self._server is not None:
