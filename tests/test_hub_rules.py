@@ -339,3 +339,26 @@ def test_frames_after_a_rejection_or_close_are_ignored() -> None:
     rig.send(client, "junk")
     assert len(conn.sent) == 1  # just the rejection
     rig.assert_consistent()
+
+
+def test_shutdown_ack_before_register_or_join_is_not_registered() -> None:
+    rig = Rig()
+    wconn, cconn = FakeConn(), FakeConn()
+    worker = rig.hub.open_worker(wconn)
+    client = rig.hub.open_client(cconn)
+    rig.send(worker, ShutdownAck(ok=True, detail=""))
+    rig.send(client, ShutdownAck(ok=True, detail=""))
+    for conn in (wconn, cconn):
+        (err,) = conn.sent
+        assert isinstance(err, Error) and err.code == "not_registered"
+
+
+def test_input_while_shutting_down_is_accepted_silently() -> None:
+    rig = Rig()
+    _worker, _wconn, client, cconn, _sid = connected_pair(rig)
+    rig.hub.shutdown_all()
+    cconn.take()
+    rig.send(client, Input(event={"type": "touch"}))
+    assert cconn.sent == []
+    rig.send(client, ShutdownAck(ok=True, detail=""))
+    assert cconn.closed is not None

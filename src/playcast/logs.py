@@ -36,6 +36,11 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
         formatter.converter = time.gmtime
         formatter.datefmt = "%Y-%m-%dT%H:%M:%S"
         handler.setFormatter(formatter)
+    # Nothing in either format uses the thread or process: not gathering them
+    # saves a measurable share of the server's CPU per session.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

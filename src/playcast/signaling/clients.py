@@ -18,6 +18,7 @@ from playcast.signaling.types import (
     Message,
     Rejected,
     SessionStart,
+    ShutdownAck,
     WebrtcConnected,
     WebrtcFailed,
 )
@@ -47,6 +48,8 @@ def handle(hub: Hub, client: Client, msg: Message) -> None:
         leave(hub, client)
     elif isinstance(msg, Join):
         hub.error(client, "unexpected_message", "already joined")
+    elif isinstance(msg, ShutdownAck):
+        hub.error(client, "unexpected_message", "shutdown_ack without a shutdown")
     else:
         tag = type(msg).__struct_config__.tag
         hub.error(client, "unexpected_message", f"'{tag}' is not a client message")

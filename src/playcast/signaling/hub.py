@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from playcast.signaling import clients, workers
-from playcast.signaling.events import CLOSE_NORMAL, CLOSE_POLICY, REASON_TEXT, event
+from playcast.signaling.events import CLOSE_NORMAL, CLOSE_POLICY, REASON_TEXT, event, step
 from playcast.signaling.metrics import Metrics
 from playcast.signaling.types import (
     BadMessage,
@@ -26,6 +26,7 @@ from playcast.signaling.types import (
     ErrorCode,
     IceCandidate,
     InactivityWarning,
+    Input,
     Message,
     Peer,
     Ping,
@@ -143,12 +144,12 @@ class Hub:
         if peer.id in self.closing:
             if isinstance(msg, ShutdownAck):
                 self._acked(peer, msg)
-            else:
+            elif not (isinstance(msg, Input) and isinstance(peer, Client) and peer.joined):
+                # Input is accepted in every state after join, even now: the
+                # player may still be tapping while its session winds down.
                 self.error(peer, "unexpected_message", f"'{_type(msg)}' after shutdown")
             return
-        if isinstance(msg, ShutdownAck):
-            self.error(peer, "unexpected_message", "shutdown_ack without a shutdown")
-        elif isinstance(peer, Worker):
+        if isinstance(peer, Worker):
             workers.handle(self, peer, msg)
         elif isinstance(peer, Client):
             clients.handle(self, peer, msg)
@@ -189,7 +190,11 @@ class Hub:
         other = self.partner(session, peer)
         if other is not None:
             other.ws.send(msg)
-        event(f"{_role(peer)}_ice_candidate", end=msg.candidate is None, **_ids(peer))
+        if isinstance(peer, Worker):
+            session.worker_candidates += 1
+        else:
+            session.client_candidates += 1
+        step(f"{_role(peer)}_ice_candidate", end=msg.candidate is None, **_ids(peer))
 
     def report_connected(self, peer: Worker | Client, msg: WebrtcConnected) -> None:
         session = self.session_of(peer, msg.session_id)
@@ -218,6 +223,7 @@ class Hub:
                 worker=session.worker_id,
                 client=session.client_id,
                 handshake_ms=round((now - session.started_at) * 1000),
+                candidates=f"{session.worker_candidates}/{session.client_candidates}",
             )
 
     def report_failed(self, peer: Worker | Client, msg: WebrtcFailed) -> None:
@@ -272,6 +278,7 @@ class Hub:
             client=session.client_id,
             worker_reason=worker_reason,
             client_reason=client_reason,
+            candidates=f"{session.worker_candidates}/{session.client_candidates}",
         )
         worker = self.workers.get(session.worker_id)
         if worker is not None and worker.session_id == session.id:

@@ -296,6 +296,8 @@ class Session:
     worker_connected: bool = False
     client_connected: bool = False
     connected_at: float | None = None
+    worker_candidates: int = 0
+    client_candidates: int = 0
 
 
 @dataclass(frozen=True, slots=True)

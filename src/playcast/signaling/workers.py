@@ -11,6 +11,7 @@ from playcast.signaling.types import (
     Offer,
     Register,
     Registered,
+    ShutdownAck,
     WebrtcConnected,
     WebrtcFailed,
     Worker,
@@ -37,6 +38,8 @@ def handle(hub: Hub, worker: Worker, msg: Message) -> None:
         hub.report_failed(worker, msg)
     elif isinstance(msg, Register):
         hub.error(worker, "unexpected_message", "already registered")
+    elif isinstance(msg, ShutdownAck):
+        hub.error(worker, "unexpected_message", "shutdown_ack without a shutdown")
     else:
         tag = type(msg).__struct_config__.tag
         hub.error(worker, "unexpected_message", f"'{tag}' is not a worker message")
