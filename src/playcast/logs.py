@@ -38,6 +38,7 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
         handler.setFormatter(formatter)
     # Nothing in either format uses the thread or process: not gathering them
     # saves a measurable share of the server's CPU per session.
+    logging._srcfile = None  # no caller lookup per record (the logging HOWTO's advice)
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

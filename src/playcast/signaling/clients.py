@@ -62,7 +62,13 @@ def join(hub: Hub, client: Client, msg: Join) -> None:
     worker = workers.take_available(hub, msg.game)
     if worker is None:
         hub.metrics.rejections.labels("no_worker_available").inc()
-        event("client_rejected", client=client.id, game=msg.game, reason="no_worker_available")
+        event(
+            "client_rejected",
+            client=client.id,
+            game=msg.game,
+            reason="no_worker_available",
+            remote=":".join(map(str, client.ws.remote)),
+        )
         client.ws.send(Rejected(reason="no_worker_available", message=NO_WORKER_TEXT))
         hub.forget(client)
         client.ws.close(CLOSE_NORMAL, "no worker available")
@@ -73,7 +79,14 @@ def join(hub: Hub, client: Client, msg: Join) -> None:
     client.ws.send(
         Assigned(session_id=session.id, client_id=client.id, worker_id=worker.id, ice_servers=ice)
     )
-    event("client_assigned", session=session.id, client=client.id, worker=worker.id, game=msg.game)
+    event(
+        "client_assigned",
+        session=session.id,
+        client=client.id,
+        worker=worker.id,
+        game=msg.game,
+        remote=":".join(map(str, client.ws.remote)),
+    )
 
 
 def answer(hub: Hub, client: Client, msg: Answer) -> None:

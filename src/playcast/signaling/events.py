@@ -35,9 +35,10 @@ def event(name: str, **fields: Any) -> None:
 
 
 def step(name: str, **fields: Any) -> None:
-    """A single ICE candidate: logged at debug (a session has eight or more;
-    at info they cost a tenth of the server's CPU per session). Their counts
-    are logged at info with the session's connected and ended events."""
+    """Detail logged at debug: each ICE candidate (a session has eight or
+    more; at info they cost a tenth of the server's CPU per session; their
+    counts are logged with the session's connected and ended events) and each
+    socket opening (its registered, assigned or rejected line follows)."""
     if log.isEnabledFor(logging.DEBUG):
         text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
         log.debug("%s %s", name, text, extra={"event": name, "fields": fields})

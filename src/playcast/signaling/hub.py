@@ -107,7 +107,8 @@ class Hub:
             slot=self._cursor,  # the next slot to run: first ping within a tick
         )
         self._slots[peer.slot][peer.id] = peer
-        event(f"{_role(peer)}_connected", **{_role(peer): peer.id}, remote=_fmt_remote(ws))
+        # At debug: the registered/assigned/rejected line that follows says it all.
+        step(f"{_role(peer)}_connected", **{_role(peer): peer.id}, remote=_fmt_remote(ws))
         return peer
 
     def on_close(self, peer: Peer, code: int | None = None) -> None:

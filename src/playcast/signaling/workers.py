@@ -27,7 +27,13 @@ def handle(hub: Hub, worker: Worker, msg: Message) -> None:
             hub.error(worker, "not_registered", "a worker's first message must be 'register'")
             return
         register(hub, worker, msg)
-        event("worker_registered", worker=worker.id, game=worker.game, addr=worker.addr)
+        event(
+            "worker_registered",
+            worker=worker.id,
+            game=worker.game,
+            addr=f"{worker.addr}:{worker.port}",
+            remote=":".join(map(str, worker.ws.remote)),
+        )
     elif isinstance(msg, Offer):
         offer(hub, worker, msg)
     elif isinstance(msg, IceCandidate):
