@@ -6,23 +6,23 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 
+from playcast.testing.processes import LoggedProcess
 
-class ServerProcess:
+
+class ServerProcess(LoggedProcess):
     """A running ``playcast server`` child process on a free port."""
 
+    label = "server"
+
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
+        super().__init__(proc)
         self.port = 0
-        self.lines: list[str] = []
-        self._changed = asyncio.Condition()
-        self._reader = asyncio.create_task(self._read())
 
     @property
     def url(self) -> str:
@@ -35,38 +35,11 @@ class ServerProcess:
     def ws_url(self, role: str) -> str:
         return f"{self.ws_base}/ws/{role}"
 
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            if os.environ.get("PLAYCAST_TEST_ECHO"):
-                print("server:", line, file=sys.stderr)
-            async with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-        async with self._changed:
-            self._changed.notify_all()
-
     async def wait_for_log(
         self, pattern: str, *, after: int = 0, timeout: float = 30.0
     ) -> re.Match[str]:
         """The first log line from index ``after`` on matching ``pattern``."""
-        regex = re.compile(pattern)
-        found: list[re.Match[str]] = []
-
-        def check() -> bool:
-            for line in self.lines[after:]:
-                m = regex.search(line)
-                if m:
-                    found.append(m)
-                    return True
-            if self._reader.done():
-                raise RuntimeError(f"server exited before logging {pattern!r}")
-            return False
-
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(check)
-        return found[0]
+        return (await self.find_line(pattern, after=after, timeout=timeout))[1]
 
     async def status(self) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http, http.get(f"{self.url}/api/status") as r:
@@ -111,19 +84,6 @@ class ServerProcess:
                     return doc
                 await asyncio.sleep(0.02)
 
-    def send_signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(sig)
-
-    async def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 30.0) -> int:
-        """Signal (unless ``sig`` is None: already signalled) and wait for the exit code."""
-        if sig is not None and self.proc.returncode is None:
-            self.send_signal(sig)
-        async with asyncio.timeout(timeout):
-            code = await self.proc.wait()
-            await self._reader
-        return code
-
 
 @contextlib.asynccontextmanager
 async def running_server(*flags: str, **settings: float | str) -> AsyncIterator[ServerProcess]:
@@ -147,11 +107,7 @@ async def running_server(*flags: str, **settings: float | str) -> AsyncIterator[
         server.port = int(m.group(1))
         yield server
     finally:
-        if proc.returncode is None:
-            proc.kill()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(proc.wait(), 10)
-            await asyncio.wait_for(server._reader, 10)
+        await server.reap()
 
 
 def _gauges(text: str) -> dict[str, float]:

@@ -6,67 +6,33 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
 
 import psutil  # type: ignore[import-untyped]
 
+from playcast.testing.processes import LoggedProcess
+
 # Small enough that restarts and reconnects take tens of milliseconds in tests.
 FAST_RESTART = ("--restart-delay", "0.05", "--backoff-base", "0.05", "--backoff-cap", "0.5")
 
 
-class WorkerProcess:
+class WorkerProcess(LoggedProcess):
     """A running ``playcast worker``; ``lines`` is everything it has logged."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._changed = asyncio.Condition()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            if os.environ.get("PLAYCAST_TEST_ECHO"):
-                print("worker:", line, file=sys.stderr)
-            async with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-        async with self._changed:
-            self._changed.notify_all()
+    label = "worker"
 
     async def wait_for_log(
         self, pattern: str, *, after: int = 0, timeout: float = 30.0
     ) -> tuple[int, re.Match[str]]:
         """The first line from index ``after`` on matching ``pattern``, and its index."""
-        regex = re.compile(pattern)
-        found: list[tuple[int, re.Match[str]]] = []
-
-        def check() -> bool:
-            for i in range(after, len(self.lines)):
-                m = regex.search(self.lines[i])
-                if m:
-                    found.append((i, m))
-                    return True
-            if self._reader.done():
-                raise RuntimeError(f"worker exited before logging {pattern!r}")
-            return False
-
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(check)
-        return found[0]
+        return await self.find_line(pattern, after=after, timeout=timeout)
 
     async def wait_registered(self, *, after: int = 0, timeout: float = 30.0) -> tuple[int, str]:
         """Index of the next ``registered`` line from ``after`` on, and the worker id."""
         i, m = await self.wait_for_log(r"registered worker_id=(\S+)", after=after, timeout=timeout)
         return i, m.group(1)
-
-    def count(self, pattern: str) -> int:
-        regex = re.compile(pattern)
-        return sum(1 for line in self.lines if regex.search(line))
 
     def unread_bytes_from(self, port: int) -> int:
         """Bytes the kernel holds for this worker on its TCP link to ``port``.
@@ -99,18 +65,6 @@ class WorkerProcess:
                     return
                 await asyncio.sleep(0.01)  # kernel state: nothing to await but a poll
 
-    def send_signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(sig)
-
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc.returncode is None:
-            self.send_signal(sig)
-        async with asyncio.timeout(timeout):
-            code = await self.proc.wait()
-            await self._reader
-        return code
-
 
 @contextlib.asynccontextmanager
 async def running_worker(server: str, *flags: str) -> AsyncIterator[WorkerProcess]:
@@ -126,12 +80,7 @@ async def running_worker(server: str, *flags: str) -> AsyncIterator[WorkerProces
     try:
         yield worker
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
-            proc.kill()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(proc.wait(), 10)
-            await asyncio.wait_for(worker._reader, 10)
+        await worker.reap()
 
 
 def free_port() -> int:
