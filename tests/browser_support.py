@@ -88,6 +88,8 @@ async def browser() -> AsyncIterator[Browser]:
     """One headless Chromium for the whole module: launching costs about a second."""
     missing = chromium_missing()
     if missing:
+        if os.environ.get("CI"):  # CI installs it: a missing browser is a failure there
+            pytest.fail(missing)
         pytest.skip(missing)
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

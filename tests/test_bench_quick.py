@@ -1,0 +1,37 @@
+"""Each benchmark's short version, so CI proves they run and measure.
+
+Speed targets are judged by the full runs on a quiet machine (docs/performance.md);
+here a benchmark fails only when something it drives fails.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    ("script", "expect"),
+    [
+        ("signaling_load.py", "setup latency"),
+        ("worker_latency.py", "touch"),
+        pytest.param("browser_latency.py", "tap", marks=pytest.mark.browser),
+        ("android_latency.py", "touch"),
+    ],
+)
+def test_quick_benchmark_runs(script: str, expect: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert expect in output, output[-4000:]
