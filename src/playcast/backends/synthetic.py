@@ -111,6 +111,7 @@ class SyntheticBackend(GameBackend):
         encoder = H264Encoder(self._settings)
         queue: asyncio.Queue[VideoPacket] = asyncio.Queue()
         producer = asyncio.create_task(self._produce(token, encoder, executor, queue))
+        get: asyncio.Future[VideoPacket] | None = None
         try:
             while True:
                 get = asyncio.ensure_future(queue.get())
@@ -124,6 +125,8 @@ class SyntheticBackend(GameBackend):
                     raise BackendError(self._failure)
                 return  # stopped or reset
         finally:
+            if get is not None:
+                get.cancel()  # cancelled or closed while waiting: no orphan task
             if self._consumer is token:
                 self._consumer = None
             producer.cancel()
