@@ -128,7 +128,7 @@ async def test_leave_frees_the_worker_which_registers_again(players: Players) ->
         mark = len(worker.lines)
         await page.click("#leave")
         await wait_ended(page, "client_left")
-        await server.wait_for_log(r"client_left client=\S+ session=\S+")
+        await server.wait_for_log(r"session_ended session=\S+ .*worker_reason=client_left")
         # The same process restarts and registers again, as a new worker.
         _, new_id = await worker.wait_registered(after=mark, timeout=60)
         assert new_id != old_id

@@ -61,7 +61,7 @@ def join(hub: Hub, client: Client, msg: Join) -> None:
     client.last_input = hub.clock()
     worker = workers.take_available(hub, msg.game)
     if worker is None:
-        hub.metrics.rejections.labels("no_worker_available").inc()
+        hub.metrics.count(hub.metrics.rejections, "no_worker_available")
         event(
             "client_rejected",
             client=client.id,
@@ -105,8 +105,9 @@ def answer(hub: Hub, client: Client, msg: Answer) -> None:
 
 def leave(hub: Hub, client: Client) -> None:
     session = hub.sessions.get(client.session_id or "")
-    event("client_left", client=client.id, session=client.session_id)
     hub.forget(client)
     client.ws.close(CLOSE_NORMAL, "left")
     if session is not None:
-        hub.end_session(session, "client_left", None)
+        hub.end_session(session, "client_left", None)  # logged as session_ended
+    else:
+        event("client_left", client=client.id)

@@ -30,8 +30,8 @@ NO_WORKER_TEXT: Final = "All game machines are busy right now. Please try again 
 def event(name: str, **fields: Any) -> None:
     """One log line per lifecycle event: ids as key=value, and as JSON fields."""
     if log.isEnabledFor(logging.INFO):
-        text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-        log.info("%s %s", name, text, extra={"event": name, "fields": fields})
+        text = " ".join([name, *(f"{k}={v}" for k, v in fields.items() if v is not None)])
+        log.info(text, extra={"event": name, "fields": fields})
 
 
 def step(name: str, **fields: Any) -> None:
@@ -40,5 +40,5 @@ def step(name: str, **fields: Any) -> None:
     counts are logged with the session's connected and ended events) and each
     socket opening (its registered, assigned or rejected line follows)."""
     if log.isEnabledFor(logging.DEBUG):
-        text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-        log.debug("%s %s", name, text, extra={"event": name, "fields": fields})
+        text = " ".join([name, *(f"{k}={v}" for k, v in fields.items() if v is not None)])
+        log.debug(text, extra={"event": name, "fields": fields})

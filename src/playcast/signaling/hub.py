@@ -157,7 +157,7 @@ class Hub:
 
     def error(self, peer: Peer, code: ErrorCode, message: str) -> None:
         """Answer a message we cannot accept; a peer that keeps erring is a flood."""
-        self.metrics.bad_messages.labels(code).inc()
+        self.metrics.count(self.metrics.bad_messages, code)
         if not peer.errors.take(self.clock()):
             self._flooded(peer, "error rate")
             return
@@ -208,8 +208,12 @@ class Hub:
             session.worker_connected = True
         else:
             session.client_connected = True
-        event(f"{_role(peer)}_webrtc_connected", **_ids(peer))
-        if session.phase != "connected" and session.worker_connected and session.client_connected:
+        completes = (
+            session.phase != "connected" and session.worker_connected and session.client_connected
+        )
+        if not completes:  # else session_connected below says it, with both sides
+            event(f"{_role(peer)}_webrtc_connected", **_ids(peer))
+        if completes:
             now = self.clock()
             session.phase = "connected"
             session.connected_at = now
@@ -258,7 +262,7 @@ class Hub:
         client.worker_id = worker.id
         client.session_id = session.id
         client.connection_state = "connecting"
-        self.metrics.sessions_started.labels(client.game).inc()
+        self.metrics.count(self.metrics.sessions_started, client.game)
         return session
 
     def end_session(
@@ -271,7 +275,7 @@ class Hub:
         self.sessions.pop(session.id, None)
         self._handshaking.pop(session.id, None)
         reason = client_reason or worker_reason or "client_failed"
-        self.metrics.sessions_ended.labels(reason).inc()
+        self.metrics.count(self.metrics.sessions_ended, reason)
         event(
             "session_ended",
             session=session.id,
@@ -308,7 +312,7 @@ class Hub:
 
     def _acked(self, peer: Peer, ack: ShutdownAck) -> None:
         del self.closing[peer.id]
-        self.metrics.shutdown_acks.labels("ok" if ack.ok else "not_ok").inc()
+        self.metrics.count(self.metrics.shutdown_acks, "ok" if ack.ok else "not_ok")
         event(
             f"{_role(peer)}_shutdown_ack",
             reason=peer.shutdown_reason,
@@ -337,7 +341,7 @@ class Hub:
     def _flooded(self, peer: Peer, what: str) -> None:
         if not self._is_live(peer) and peer.id not in self.closing:
             return
-        self.metrics.rate_limit_closes.labels(_role(peer)).inc()
+        self.metrics.count(self.metrics.rate_limit_closes, _role(peer))
         event(f"{_role(peer)}_flood_closed", limit=what, **_ids(peer))
         self.closing.pop(peer.id, None)
         self._lose(peer, code=CLOSE_POLICY)
@@ -346,7 +350,7 @@ class Hub:
         """Called by the socket layer when a peer's send queue overflows."""
         if not self._is_live(peer) and peer.id not in self.closing:
             return
-        self.metrics.slow_closes.labels(_role(peer)).inc()
+        self.metrics.count(self.metrics.slow_closes, _role(peer))
         event(f"{_role(peer)}_slow_closed", **_ids(peer))
         self.closing.pop(peer.id, None)
         self._lose(peer, code=CLOSE_POLICY)
@@ -379,7 +383,7 @@ class Hub:
         ping = Ping(ts=now)
         for peer in list(slot.values()):
             if now - peer.last_ping > s.heartbeat_timeout:
-                self.metrics.heartbeat_timeouts.labels(_role(peer)).inc()
+                self.metrics.count(self.metrics.heartbeat_timeouts, _role(peer))
                 event(f"{_role(peer)}_heartbeat_timeout", **_ids(peer))
                 self._lose(peer, "heartbeat_timeout", CLOSE_NORMAL)
                 continue
@@ -397,7 +401,7 @@ class Hub:
         for peer in list(self.closing.values()):
             if peer.closing_deadline is not None and now >= peer.closing_deadline:
                 del self.closing[peer.id]
-                self.metrics.shutdown_acks.labels("missing").inc()
+                self.metrics.count(self.metrics.shutdown_acks, "missing")
                 event(f"{_role(peer)}_shutdown_no_ack", reason=peer.shutdown_reason, **_ids(peer))
                 peer.ws.close(CLOSE_NORMAL, "no shutdown_ack")
 

@@ -227,7 +227,8 @@ async def drain(hub: Hub) -> None:
 async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> int:
     hub = Hub(settings)
     app = make_app(settings, hub)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    # No access log: every WebSocket would cost a line; lifecycle events say more.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
     # aiohttp's default accept backlog (128) overflows when hundreds of peers
     # connect in the same moment; a dropped SYN costs its peer a 1 s retry.
@@ -241,6 +242,11 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Stopping already, and bounded by the ack timeout: a second signal (a
+        # supervisor's, an impatient user's) must not turn exit 0 into a kill.
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
     await drain(hub)
     event("server_stopped", unacked=len(hub.closing))
     await runner.cleanup()

@@ -98,7 +98,16 @@ class Metrics:
             registry=r,
         )
         self._hub: Hub | None = None
+        self._children: dict[tuple[int, str], Counter] = {}
         r.register(_HubCollector(lambda: self._hub))
+
+    def count(self, counter: Counter, label: str) -> None:
+        """``counter.labels(label).inc()``, with the child looked up once."""
+        key = (id(counter), label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(label)
+        child.inc()
 
     def attach(self, hub: Hub) -> None:
         self._hub = hub

@@ -56,7 +56,7 @@ def register(hub: Hub, worker: Worker, msg: Register) -> None:
     worker.game = msg.game
     worker.addr = msg.addr or host
     worker.port = msg.port if msg.port is not None else port
-    hub.metrics.registrations.labels(worker.game).inc()
+    hub.metrics.count(hub.metrics.registrations, worker.game)
     worker.ws.send(
         Registered(
             worker_id=worker.id,
