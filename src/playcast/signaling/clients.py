@@ -37,7 +37,7 @@ def handle(hub: Hub, client: Client, msg: Message) -> None:
         client.last_input = hub.clock()
         client.warned = False
     elif isinstance(msg, Answer):
-        answer(hub, client, msg)
+        hub.relay_sdp(client, msg, "awaiting_answer", then="negotiating")
     elif isinstance(msg, IceCandidate):
         hub.relay_candidate(client, msg)
     elif isinstance(msg, WebrtcConnected):
@@ -87,20 +87,6 @@ def join(hub: Hub, client: Client, msg: Join) -> None:
         game=msg.game,
         remote=":".join(map(str, client.ws.remote)),
     )
-
-
-def answer(hub: Hub, client: Client, msg: Answer) -> None:
-    session = hub.session_of(client, msg.session_id)
-    if session is None:
-        return
-    if session.phase != "awaiting_answer":
-        hub.error(client, "unexpected_message", f"answer not expected in phase {session.phase}")
-        return
-    session.phase = "negotiating"
-    worker = hub.partner(session, client)
-    if worker is not None:
-        worker.ws.send(msg)
-    event("answer", session=session.id, client=client.id, worker=session.worker_id)
 
 
 def leave(hub: Hub, client: Client) -> None:

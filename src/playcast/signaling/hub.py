@@ -19,6 +19,7 @@ from playcast.signaling import clients, workers
 from playcast.signaling.events import CLOSE_NORMAL, CLOSE_POLICY, REASON_TEXT, event, step
 from playcast.signaling.metrics import Metrics
 from playcast.signaling.types import (
+    Answer,
     BadMessage,
     Client,
     Connection,
@@ -28,11 +29,13 @@ from playcast.signaling.types import (
     InactivityWarning,
     Input,
     Message,
+    Offer,
     Peer,
     Ping,
     Pong,
     RateLimit,
     Session,
+    SessionPhase,
     Settings,
     Shutdown,
     ShutdownAck,
@@ -180,6 +183,27 @@ class Hub:
         if isinstance(peer, Worker):
             return self.clients.get(session.client_id)
         return self.workers.get(session.worker_id)
+
+    def relay_sdp(
+        self,
+        peer: Worker | Client,
+        msg: Offer | Answer,
+        expected: SessionPhase,
+        then: SessionPhase,
+    ) -> None:
+        """The offer or the answer: valid once, in ``expected``; moves to ``then``."""
+        session = self.session_of(peer, msg.session_id)
+        if session is None:
+            return
+        name = "offer" if isinstance(msg, Offer) else "answer"
+        if session.phase != expected:
+            self.error(peer, "unexpected_message", f"{name} not expected in phase {session.phase}")
+            return
+        session.phase = then
+        other = self.partner(session, peer)
+        if other is not None:
+            other.ws.send(msg)
+        event(name, session=session.id, worker=session.worker_id, client=session.client_id)
 
     def relay_candidate(self, peer: Worker | Client, msg: IceCandidate) -> None:
         session = self.session_of(peer, msg.session_id)

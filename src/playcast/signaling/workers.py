@@ -35,7 +35,7 @@ def handle(hub: Hub, worker: Worker, msg: Message) -> None:
             remote=":".join(map(str, worker.ws.remote)),
         )
     elif isinstance(msg, Offer):
-        offer(hub, worker, msg)
+        hub.relay_sdp(worker, msg, "awaiting_offer", then="awaiting_answer")
     elif isinstance(msg, IceCandidate):
         hub.relay_candidate(worker, msg)
     elif isinstance(msg, WebrtcConnected):
@@ -82,17 +82,3 @@ def take_available(hub: Hub, game: str) -> Worker | None:
     worker_id = next(iter(queue))
     del queue[worker_id]
     return hub.workers[worker_id]
-
-
-def offer(hub: Hub, worker: Worker, msg: Offer) -> None:
-    session = hub.session_of(worker, msg.session_id)
-    if session is None:
-        return
-    if session.phase != "awaiting_offer":
-        hub.error(worker, "unexpected_message", f"offer not expected in phase {session.phase}")
-        return
-    session.phase = "awaiting_answer"
-    client = hub.partner(session, worker)
-    if client is not None:
-        client.ws.send(msg)
-    event("offer", session=session.id, worker=worker.id, client=session.client_id)
