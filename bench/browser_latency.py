@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import shutil
 import statistics
 import sys
 import time
@@ -37,6 +35,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, async_playwright
 
+from playcast.testing.browser import CHROMIUM, CHROMIUM_ARGS
 from playcast.testing.servers import ServerProcess, running_server
 from playcast.testing.workers import WorkerProcess, running_worker
 
@@ -46,17 +45,6 @@ TARGETS = {
     "tap_p95_ms": 50.0,
 }
 
-CHROMIUM = os.environ.get("PLAYCAST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 # Installed before the page's own scripts. It records the Play click, the
 # first frame, and, for each armed probe, the first frame that is white at

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,10 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
 
+from playcast.testing.browser import CHROMIUM, CHROMIUM_ARGS
 from playcast.testing.servers import ServerProcess, running_server
 from playcast.testing.workers import WorkerProcess, running_worker
 
-CHROMIUM = os.environ.get("PLAYCAST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 ARTIFACTS = Path(os.environ.get("PLAYCAST_TEST_ARTIFACTS", "test-artifacts"))
 
 DESKTOP: ViewportSize = {

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -56,6 +58,23 @@ async def handshake(worker: ScriptedPeer, client: ScriptedPeer) -> str:
     await worker.send(WebrtcConnected(session_id=sid))
     await client.send(WebrtcConnected(session_id=sid))
     return sid
+
+
+@contextlib.asynccontextmanager
+async def in_session(
+    *, worker_pongs: bool = True, client_pongs: bool = True, **settings: float
+) -> AsyncIterator[tuple[ServerProcess, ScriptedPeer, ScriptedPeer, str]]:
+    """A real server, a registered worker and a joined client through the handshake."""
+    async with (
+        running_server(**{**FAST, **settings}) as server,
+        connect(server.ws_url("worker"), auto_pong=worker_pongs) as w,
+        connect(server.ws_url("client"), auto_pong=client_pongs) as c,
+    ):
+        await w.send(Register(game=GAME))
+        await w.expect(Registered)
+        await c.send(Join())
+        sid = await handshake(w, c)
+        yield server, w, c, sid
 
 
 async def test_http_endpoints() -> None:
@@ -184,15 +203,7 @@ async def test_client_disconnect_is_client_failed() -> None:
 
 
 async def test_silent_worker_times_out_and_its_client_is_told() -> None:
-    async with (
-        running_server(**FAST) as server,
-        connect(server.ws_url("worker"), auto_pong=False) as w,
-        connect(server.ws_url("client")) as c,
-    ):
-        await w.send(Register(game=GAME))
-        await w.expect(Registered)
-        await c.send(Join())
-        await handshake(w, c)
+    async with in_session(worker_pongs=False) as (server, w, c, _):
         assert (await w.expect(Shutdown)).reason == "heartbeat_timeout"
         assert w.pings >= 3  # it was pinged, and said nothing
         assert await w.wait_closed() == 1000
@@ -201,30 +212,13 @@ async def test_silent_worker_times_out_and_its_client_is_told() -> None:
 
 
 async def test_silent_client_times_out_and_its_worker_is_told() -> None:
-    async with (
-        running_server(**FAST) as server,
-        connect(server.ws_url("worker")) as w,
-        connect(server.ws_url("client"), auto_pong=False) as c,
-    ):
-        await w.send(Register(game=GAME))
-        await w.expect(Registered)
-        await c.send(Join())
-        await handshake(w, c)
+    async with in_session(client_pongs=False) as (_, w, c, _):
         assert (await c.expect(Shutdown)).reason == "heartbeat_timeout"
         assert (await w.expect(Shutdown)).reason == "client_failed"
 
 
 async def test_inactivity_warning_then_timeout_for_both() -> None:
-    settings = {**FAST, "inactivity_timeout": 1.5, "inactivity_warning": 1.0}
-    async with (
-        running_server(**settings) as server,
-        connect(server.ws_url("worker")) as w,
-        connect(server.ws_url("client")) as c,
-    ):
-        await w.send(Register(game=GAME))
-        await w.expect(Registered)
-        await c.send(Join())
-        await handshake(w, c)
+    async with in_session(inactivity_timeout=1.5, inactivity_warning=1.0) as (_, w, c, _):
         warning = await c.expect(InactivityWarning)
         assert 0 < warning.seconds_left <= 1.0
         assert (await c.expect(Shutdown)).reason == "inactivity_timeout"
@@ -232,16 +226,7 @@ async def test_inactivity_warning_then_timeout_for_both() -> None:
 
 
 async def test_input_keeps_the_session_alive() -> None:
-    settings = {**FAST, "inactivity_timeout": 1.0, "inactivity_warning": 0}
-    async with (
-        running_server(**settings) as server,
-        connect(server.ws_url("worker")) as w,
-        connect(server.ws_url("client")) as c,
-    ):
-        await w.send(Register(game=GAME))
-        await w.expect(Registered)
-        await c.send(Join())
-        await handshake(w, c)
+    async with in_session(inactivity_timeout=1.0, inactivity_warning=0) as (server, w, c, _):
         # Input steadily for three timeouts' worth of pings: never ended.
         while c.pings < 20:
             await c.send(Input(event={"type": "key"}))
@@ -311,15 +296,7 @@ async def test_error_codes_keep_the_socket_open() -> None:
 
 
 async def test_frame_over_64_kib_is_refused_with_1009() -> None:
-    async with (
-        running_server(**FAST) as server,
-        connect(server.ws_url("worker")) as w,
-        connect(server.ws_url("client")) as c,
-    ):
-        await w.send(Register(game=GAME))
-        await w.expect(Registered)
-        await c.send(Join())
-        sid = await handshake(w, c)
+    async with in_session() as (server, w, c, sid):
         await w.send_raw(json.dumps({"type": "offer", "session_id": sid, "sdp": "x" * 65536}))
         assert await w.wait_closed() == 1009
         assert (await c.expect(Shutdown)).reason == "worker_failed"
