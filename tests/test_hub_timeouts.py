@@ -283,3 +283,23 @@ def test_slow_consumer_is_closed_and_its_partner_told() -> None:
     assert cconn.closed is not None and cconn.closed[0] == 1008
     assert reasons(wconn) == ["client_failed"]
     rig.assert_consistent()
+
+
+def test_on_drained_fires_once_the_last_peer_acks_or_times_out() -> None:
+    rig = Rig(shutdown_ack_timeout=2.0)
+    _worker, _wconn, client, _cconn, _ = connected_pair(rig)
+    fired: list[int] = []
+    rig.hub.on_drained = lambda: fired.append(len(rig.hub.closing))
+    rig.hub.shutdown_all()
+    rig.send(client, ShutdownAck(ok=True, detail=""))
+    assert fired == []  # the worker has not answered yet
+    rig.advance(2.5)  # ... and never will: closed at its deadline
+    assert fired == [0]
+
+
+def test_on_drained_fires_at_once_with_nobody_connected() -> None:
+    rig = Rig()
+    fired: list[bool] = []
+    rig.hub.on_drained = lambda: fired.append(True)
+    rig.hub.shutdown_all()
+    assert fired == [True]

@@ -21,6 +21,7 @@ from playcast.signaling.types import (
     ShutdownAck,
     WebrtcConnected,
     WebrtcFailed,
+    message_type,
 )
 
 if TYPE_CHECKING:
@@ -51,8 +52,7 @@ def handle(hub: Hub, client: Client, msg: Message) -> None:
     elif isinstance(msg, ShutdownAck):
         hub.error(client, "unexpected_message", "shutdown_ack without a shutdown")
     else:
-        tag = type(msg).__struct_config__.tag
-        hub.error(client, "unexpected_message", f"'{tag}' is not a client message")
+        hub.error(client, "unexpected_message", f"'{message_type(msg)}' is not a client message")
 
 
 def join(hub: Hub, client: Client, msg: Join) -> None:

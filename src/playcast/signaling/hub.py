@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
+
 from playcast.signaling import clients, workers
 from playcast.signaling.events import CLOSE_NORMAL, CLOSE_POLICY, REASON_TEXT, event, step
 from playcast.signaling.metrics import Metrics
@@ -28,7 +30,6 @@ from playcast.signaling.types import (
     IceCandidate,
     InactivityWarning,
     Input,
-    Message,
     Offer,
     Peer,
     Ping,
@@ -44,6 +45,7 @@ from playcast.signaling.types import (
     WebrtcFailed,
     Worker,
     decode,
+    message_type,
 )
 
 # Heartbeat work is spread over this many ticks per interval: each tick pings
@@ -85,6 +87,8 @@ class Hub:
         self._slots: list[dict[str, Peer]] = [{} for _ in range(SLOTS)]
         self._cursor = 0
         self.stopping = False
+        # Called once every peer told server_shutdown has acked or been closed.
+        self.on_drained: Callable[[], None] | None = None
 
     # --- connections -----------------------------------------------------
 
@@ -116,7 +120,7 @@ class Hub:
 
     def on_close(self, peer: Peer, code: int | None = None) -> None:
         """The socket is gone (closed by the peer, or by us); ``code`` for the log."""
-        if self.closing.pop(peer.id, None) is not None:
+        if self._release(peer):
             return
         if not self._is_live(peer):
             return
@@ -151,7 +155,7 @@ class Hub:
             elif not (isinstance(msg, Input) and isinstance(peer, Client) and peer.joined):
                 # Input is accepted in every state after join, even now: the
                 # player may still be tapping while its session winds down.
-                self.error(peer, "unexpected_message", f"'{_type(msg)}' after shutdown")
+                self.error(peer, "unexpected_message", f"'{message_type(msg)}' after shutdown")
             return
         if isinstance(peer, Worker):
             workers.handle(self, peer, msg)
@@ -240,7 +244,6 @@ class Hub:
         if completes:
             now = self.clock()
             session.phase = "connected"
-            session.connected_at = now
             self._handshaking.pop(session.id, None)
             client = self.clients.get(session.client_id)
             if client is not None:
@@ -333,9 +336,19 @@ class Hub:
             self.end_session(session, "server_shutdown", "server_shutdown")
         for peer in [*self.workers.values(), *self.clients.values()]:
             self.shut_down(peer, "server_shutdown")
+        if not self.closing and self.on_drained is not None:
+            self.on_drained()
+
+    def _release(self, peer: Peer) -> bool:
+        """Done waiting for ``peer``'s ack; True if it was being waited for."""
+        if self.closing.pop(peer.id, None) is None:
+            return False
+        if self.stopping and not self.closing and self.on_drained is not None:
+            self.on_drained()
+        return True
 
     def _acked(self, peer: Peer, ack: ShutdownAck) -> None:
-        del self.closing[peer.id]
+        self._release(peer)
         self.metrics.count(self.metrics.shutdown_acks, "ok" if ack.ok else "not_ok")
         event(
             f"{_role(peer)}_shutdown_ack",
@@ -363,20 +376,19 @@ class Hub:
                 self.end_session(session, "client_failed", None)
 
     def _flooded(self, peer: Peer, what: str) -> None:
-        if not self._is_live(peer) and peer.id not in self.closing:
-            return
-        self.metrics.count(self.metrics.rate_limit_closes, _role(peer))
-        event(f"{_role(peer)}_flood_closed", limit=what, **_ids(peer))
-        self.closing.pop(peer.id, None)
-        self._lose(peer, code=CLOSE_POLICY)
+        self._close_abusive(peer, self.metrics.rate_limit_closes, "flood_closed", limit=what)
 
     def slow_consumer(self, peer: Peer) -> None:
-        """Called by the socket layer when a peer's send queue overflows."""
+        """Called by the socket layer when a peer's unsent data passes the limit."""
+        self._close_abusive(peer, self.metrics.slow_closes, "slow_closed")
+
+    def _close_abusive(self, peer: Peer, counter: Counter, name: str, **fields: Any) -> None:
+        """Close with 1008 and fail its partner, whatever state the peer was in."""
         if not self._is_live(peer) and peer.id not in self.closing:
             return
-        self.metrics.count(self.metrics.slow_closes, _role(peer))
-        event(f"{_role(peer)}_slow_closed", **_ids(peer))
-        self.closing.pop(peer.id, None)
+        self.metrics.count(counter, _role(peer))
+        event(f"{_role(peer)}_{name}", **fields, **_ids(peer))
+        self._release(peer)
         self._lose(peer, code=CLOSE_POLICY)
 
     def forget(self, peer: Peer) -> None:
@@ -424,7 +436,7 @@ class Hub:
                 self.end_session(session, "handshake_timeout", "handshake_timeout")
         for peer in list(self.closing.values()):
             if peer.closing_deadline is not None and now >= peer.closing_deadline:
-                del self.closing[peer.id]
+                self._release(peer)
                 self.metrics.count(self.metrics.shutdown_acks, "missing")
                 event(f"{_role(peer)}_shutdown_no_ack", reason=peer.shutdown_reason, **_ids(peer))
                 peer.ws.close(CLOSE_NORMAL, "no shutdown_ack")
@@ -528,10 +540,6 @@ class Hub:
 
 def _role(peer: Peer) -> str:
     return "worker" if isinstance(peer, Worker) else "client"
-
-
-def _type(msg: Message) -> str:
-    return type(msg).__struct_config__.tag  # type: ignore[return-value]
 
 
 def _ids(peer: Peer) -> dict[str, str | None]:

@@ -195,6 +195,12 @@ def decode(frame: str | bytes) -> Message:
         raise BadMessage(str(exc)) from None
 
 
+def message_type(msg: Message) -> str:
+    """A message's ``type`` on the wire."""
+    tag: str = type(msg).__struct_config__.tag  # type: ignore[assignment]
+    return tag
+
+
 def encode(msg: Message) -> bytes:
     return _encoder.encode(msg)
 
@@ -295,7 +301,6 @@ class Session:
     phase: SessionPhase = "awaiting_offer"
     worker_connected: bool = False
     client_connected: bool = False
-    connected_at: float | None = None
     worker_candidates: int = 0
     client_candidates: int = 0
 

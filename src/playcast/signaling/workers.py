@@ -15,6 +15,7 @@ from playcast.signaling.types import (
     WebrtcConnected,
     WebrtcFailed,
     Worker,
+    message_type,
 )
 
 if TYPE_CHECKING:
@@ -47,8 +48,7 @@ def handle(hub: Hub, worker: Worker, msg: Message) -> None:
     elif isinstance(msg, ShutdownAck):
         hub.error(worker, "unexpected_message", "shutdown_ack without a shutdown")
     else:
-        tag = type(msg).__struct_config__.tag
-        hub.error(worker, "unexpected_message", f"'{tag}' is not a worker message")
+        hub.error(worker, "unexpected_message", f"'{message_type(msg)}' is not a worker message")
 
 
 def register(hub: Hub, worker: Worker, msg: Register) -> None:
