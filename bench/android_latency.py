@@ -42,13 +42,13 @@ from aiortc.codecs import h264
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from av.frame import Frame
+from playcast_testing.fake_device import FAKE_ADB, FakeDevice
+from playcast_testing.peer import Viewer
 
 from playcast.backends.android import AndroidBackend, AndroidSettings
 from playcast.backends.base import GameBackend
 from playcast.backends.scrcpy import SCRCPY_VERSION
 from playcast.inputs import Touch, decode_input
-from playcast.testing.fake_device import FAKE_ADB, FakeDevice
-from playcast.testing.peer import Viewer
 from playcast.worker.media import BackendVideoTrack, forward_keyframe_requests, prefer_h264
 
 TARGETS = {"video_p50_ms": 2.0, "video_p95_ms": 2.0, "touch_p50_ms": 2.0, "touch_p95_ms": 2.0}

@@ -33,11 +33,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from playcast_testing.browser import CHROMIUM, CHROMIUM_ARGS
+from playcast_testing.servers import ServerProcess, running_server
+from playcast_testing.workers import WorkerProcess, running_worker
 from playwright.async_api import Browser, Page, async_playwright
-
-from playcast.testing.browser import CHROMIUM, CHROMIUM_ARGS
-from playcast.testing.servers import ServerProcess, running_server
-from playcast.testing.workers import WorkerProcess, running_worker
 
 TARGETS = {
     "first_frame_ms": 400.0,

@@ -66,12 +66,12 @@ from typing import Any
 
 import aiohttp
 import psutil  # type: ignore[import-untyped]
+from playcast_testing.peer import HandshakeMode, PeerOptions, TestPeer
+from playcast_testing.scripted import ScriptedPeer, connect
+from playcast_testing.servers import ServerProcess, running_server
+from playcast_testing.workers import WorkerProcess, running_worker
 
-from playcast.signaling import types as t
-from playcast.testing.peer import HandshakeMode, PeerOptions, TestPeer
-from playcast.testing.scripted import ScriptedPeer, connect
-from playcast.testing.servers import ServerProcess, running_server
-from playcast.testing.workers import WorkerProcess, running_worker
+from playcast import protocol as t
 
 MB = 1024 * 1024
 

@@ -25,10 +25,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import psutil
-
-from playcast.testing.peer import PeerOptions, TestPeer, Viewer
-from playcast.testing.servers import running_server
-from playcast.testing.workers import running_worker
+from playcast_testing.peer import PeerOptions, TestPeer, Viewer
+from playcast_testing.servers import running_server
+from playcast_testing.workers import running_worker
 
 TARGETS = {
     "first_frame_ms": 300.0,

@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from playcast_testing.browser import CHROMIUM, CHROMIUM_ARGS
+from playcast_testing.servers import ServerProcess, running_server
+from playcast_testing.workers import WorkerProcess, running_worker
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
-
-from playcast.testing.browser import CHROMIUM, CHROMIUM_ARGS
-from playcast.testing.servers import ServerProcess, running_server
-from playcast.testing.workers import WorkerProcess, running_worker
 
 ARTIFACTS = Path(os.environ.get("PLAYCAST_TEST_ARTIFACTS", "test-artifacts"))
 

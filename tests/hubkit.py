@@ -7,21 +7,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from playcast.signaling.hub import Hub
-from playcast.signaling.types import (
+from playcast.protocol import (
     Answer,
-    Client,
     Join,
     Message,
     Offer,
     Ping,
     Pong,
     Register,
-    Settings,
     WebrtcConnected,
-    Worker,
     encode_str,
 )
+from playcast.signaling.hub import Hub
+from playcast.signaling.settings import Settings
+from playcast.signaling.types import Client, Worker
 
 T = TypeVar("T")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 import pytest
+from playcast_testing.fake_device import FAKE_ADB, FakeDevice
 
 from playcast.backends.android import AndroidBackend, AndroidSettings
 from playcast.backends.base import BackendError, VideoPacket
@@ -21,7 +22,6 @@ from playcast.backends.scrcpy import (
     config_picture_size,
     has_sps,
 )
-from playcast.testing.fake_device import FAKE_ADB, FakeDevice
 
 GAME = "com.supercell.clashroyale"
 T = 20.0  # generous: a loaded 2-core machine

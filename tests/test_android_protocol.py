@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from playcast_testing.fake_device import compute_video_size
 
 from playcast.backends.scrcpy import KeyAction as K
 from playcast.backends.scrcpy import MotionAction as M
@@ -38,7 +39,6 @@ from playcast.backends.scrcpy import (
     to_fixed_point_16,
     to_video_point,
 )
-from playcast.testing.fake_device import compute_video_size
 
 
 def test_inject_keycode_matches_scrcpy_test_vector() -> None:

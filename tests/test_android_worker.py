@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from aiortc.codecs import h264
 from aiortc.jitterbuffer import JitterFrame
+from playcast_testing.fake_device import FAKE_ADB, FakeDevice, SentPacket
+from playcast_testing.peer import TestPeer
+from playcast_testing.servers import ServerProcess, running_server
+from playcast_testing.workers import WorkerProcess, running_worker
 
 from playcast.backends.scrcpy import SCRCPY_VERSION, config_picture_size, has_sps
-from playcast.testing.fake_device import FAKE_ADB, FakeDevice, SentPacket
-from playcast.testing.peer import TestPeer
-from playcast.testing.servers import ServerProcess, running_server
-from playcast.testing.workers import WorkerProcess, running_worker
 
 GAME = "com.supercell.clashroyale"
 TIMEOUT = 60.0

@@ -25,18 +25,11 @@ from browser_support import (
     wait_playing,
     wait_state,
 )
+from playcast_testing import scripted
+from playcast_testing.workers import running_worker
 from playwright.async_api import Page
 
-from playcast.signaling.types import (
-    Offer,
-    Register,
-    Registered,
-    SessionStart,
-    Shutdown,
-    ShutdownAck,
-)
-from playcast.testing import scripted
-from playcast.testing.workers import running_worker
+from playcast.protocol import Offer, Register, Registered, SessionStart, Shutdown, ShutdownAck
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 

@@ -12,10 +12,10 @@ import re
 import signal
 from collections.abc import AsyncIterator
 
-from playcast.testing.peer import TestPeer
-from playcast.testing.proxy import blackhole_proxy
-from playcast.testing.servers import running_server
-from playcast.testing.workers import WorkerProcess, free_port, running_worker
+from playcast_testing.peer import TestPeer
+from playcast_testing.proxy import blackhole_proxy
+from playcast_testing.servers import running_server
+from playcast_testing.workers import WorkerProcess, free_port, running_worker
 
 TIMEOUT = 90
 BACKOFF_CAP = 0.5  # running_worker's FAST_RESTART

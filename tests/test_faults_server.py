@@ -10,8 +10,10 @@ import socket
 import struct
 
 import psutil
+from playcast_testing.scripted import connect
+from playcast_testing.servers import running_server
 
-from playcast.signaling.types import (
+from playcast.protocol import (
     Assigned,
     Candidate,
     IceCandidate,
@@ -22,8 +24,6 @@ from playcast.signaling.types import (
     SessionStart,
     Shutdown,
 )
-from playcast.testing.scripted import connect
-from playcast.testing.servers import running_server
 
 GAME = "com.supercell.clashroyale"
 
@@ -128,7 +128,7 @@ async def test_a_junk_flood_is_closed_while_other_sessions_carry_on() -> None:
 
 
 async def test_a_silently_dead_link_is_detected_within_the_heartbeat_timeout() -> None:
-    from playcast.testing.proxy import blackhole_proxy
+    from playcast_testing.proxy import blackhole_proxy
 
     timeout = 1.0
     async with (

@@ -13,15 +13,8 @@ from hubkit import FakeConn, Rig
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from playcast.signaling.types import (
-    Answer,
-    Assigned,
-    Client,
-    IceCandidate,
-    Offer,
-    SessionStart,
-    Worker,
-)
+from playcast.protocol import Answer, Assigned, IceCandidate, Offer, SessionStart
+from playcast.signaling.types import Client, Worker
 
 GAMES = ["com.supercell.clashroyale", "com.example.other"]
 

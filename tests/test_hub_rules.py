@@ -7,7 +7,7 @@ import json
 import pytest
 from hubkit import FakeConn, Rig, connected_pair
 
-from playcast.signaling.types import (
+from playcast.protocol import (
     Answer,
     Assigned,
     Candidate,
@@ -100,7 +100,7 @@ def test_client_is_paired_with_the_longest_available_worker_of_its_game() -> Non
 
 
 def test_session_start_carries_ice_servers() -> None:
-    from playcast.signaling.types import IceServer
+    from playcast.protocol import IceServer
 
     ice = (IceServer(urls=["turn:turn.example.org:3478"], username="u", credential="p"),)
     rig = Rig(ice_servers=ice)
@@ -169,7 +169,7 @@ def test_relay_wire_format_keeps_the_browser_field_names() -> None:
     }
     rig.send(worker, Offer(session_id=sid or "", sdp="o"))
     rig.send(worker, json.dumps(raw))
-    from playcast.signaling.types import encode
+    from playcast.protocol import encode
 
     assert json.loads(encode(cconn.last())) == raw
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from hubkit import FakeConn, Rig, connected_pair
 
-from playcast.signaling.hub import SLOTS
-from playcast.signaling.types import (
+from playcast.protocol import (
     Answer,
     InactivityWarning,
     Input,
@@ -19,6 +18,7 @@ from playcast.signaling.types import (
     WebrtcConnected,
     WebrtcFailed,
 )
+from playcast.signaling.hub import SLOTS
 
 
 def reasons(conn: FakeConn) -> list[str]:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from playcast_testing.scripted import ScriptedPeer
+from playcast_testing.servers import running_server
 
+from playcast.protocol import Assigned, Join, Register, Registered, SessionStart
 from playcast.signaling.ice import turn_rest_credentials
-from playcast.signaling.types import Assigned, Join, Register, Registered, SessionStart
-from playcast.testing.scripted import ScriptedPeer
-from playcast.testing.servers import running_server
 
 GAME = "com.supercell.clashroyale"
 

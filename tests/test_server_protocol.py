@@ -13,8 +13,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from playcast_testing.scripted import ScriptedPeer, connect
+from playcast_testing.servers import ServerProcess, running_server
 
-from playcast.signaling.types import (
+from playcast.protocol import (
     Answer,
     Assigned,
     Candidate,
@@ -35,8 +37,6 @@ from playcast.signaling.types import (
     WebrtcConnected,
     WebrtcFailed,
 )
-from playcast.testing.scripted import ScriptedPeer, connect
-from playcast.testing.servers import ServerProcess, running_server
 
 GAME = "com.supercell.clashroyale"
 FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0, "shutdown_ack_timeout": 1.0}

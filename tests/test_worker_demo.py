@@ -9,9 +9,8 @@ import sys
 
 import aiohttp
 import psutil
-
-from playcast.testing.peer import TestPeer
-from playcast.testing.workers import free_port
+from playcast_testing.peer import TestPeer
+from playcast_testing.workers import free_port
 
 
 async def test_demo_starts_server_and_two_workers_and_stops_them_all() -> None:

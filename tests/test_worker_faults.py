@@ -8,11 +8,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from playcast_testing.peer import TestPeer
+from playcast_testing.servers import ServerProcess, running_server
 
 from playcast.backends.base import BackendError, Health, VideoPacket
 from playcast.backends.synthetic import SyntheticBackend
-from playcast.testing.peer import TestPeer
-from playcast.testing.servers import ServerProcess, running_server
 from playcast.worker.main import Worker, WorkerSettings
 
 TIMEOUT = 60

@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
-
-from playcast.testing.peer import PeerOptions, TestPeer
-from playcast.testing.servers import ServerProcess, running_server
-from playcast.testing.workers import WorkerProcess, free_port, running_worker
+from playcast_testing.peer import PeerOptions, TestPeer
+from playcast_testing.servers import ServerProcess, running_server
+from playcast_testing.workers import WorkerProcess, free_port, running_worker
 
 TIMEOUT = 60
 

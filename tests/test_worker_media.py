@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import HeaderExtensions, RtpPacket, unpack_header_extensions
+from playcast_testing.peer import MarkerJitterBuffer, Viewer
 
 from playcast.backends.synthetic import SyntheticBackend
-from playcast.testing.peer import MarkerJitterBuffer, Viewer
 from playcast.worker.main import Backoff
 from playcast.worker.media import (
     PLAYOUT_DELAY_URI,

@@ -6,7 +6,7 @@ bottom right, so they survive any scaling between device and browser.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, cast
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -28,7 +28,7 @@ class Key(msgspec.Struct, tag_field="type", tag="key", kw_only=True):
 
 InputEvent = Touch | Key
 
-_decoder = msgspec.json.Decoder(InputEvent)
+_decoder: msgspec.json.Decoder[InputEvent] = msgspec.json.Decoder(InputEvent)
 
 
 class BadInput(ValueError):
@@ -37,6 +37,7 @@ class BadInput(ValueError):
 
 def decode_input(data: str | bytes) -> InputEvent:
     try:
-        return cast(InputEvent, _decoder.decode(data))
+        event: InputEvent = _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise BadInput(str(exc)) from None
+    return event

@@ -51,10 +51,10 @@ from playcast.backends.scrcpy import (
     to_video_point,
 )
 from playcast.envflags import add_flag
+from playcast.protocol import DEFAULT_GAME
 
 log = logging.getLogger("playcast.android")
 
-DEFAULT_GAME: Final = "com.supercell.clashroyale"
 # Frames waiting for a slow consumer before we drop them and restart from a
 # keyframe: queueing more only adds latency.
 MAX_QUEUED: Final = 30

@@ -21,7 +21,7 @@ from playcast.backends.arena import ArenaScene, Mark, Plane
 from playcast.backends.base import BackendError, GameBackend, Health, VideoPacket
 from playcast.backends.h264 import EncodedPicture, EncoderSettings, H264Encoder
 from playcast.envflags import add_flag
-from playcast.signaling.types import DEFAULT_GAME
+from playcast.protocol import DEFAULT_GAME
 
 log = logging.getLogger(__name__)
 

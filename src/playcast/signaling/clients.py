@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from playcast.signaling import workers
-from playcast.signaling.events import CLOSE_NORMAL, NO_WORKER_TEXT, event
-from playcast.signaling.ice import ice_servers_for
-from playcast.signaling.types import (
+from playcast.protocol import (
     Answer,
     Assigned,
-    Client,
     IceCandidate,
     Input,
     Join,
@@ -23,6 +19,10 @@ from playcast.signaling.types import (
     WebrtcFailed,
     message_type,
 )
+from playcast.signaling import workers
+from playcast.signaling.events import CLOSE_NORMAL, NO_WORKER_TEXT, event
+from playcast.signaling.ice import ice_servers_for
+from playcast.signaling.types import Client
 
 if TYPE_CHECKING:
     from playcast.signaling.hub import Hub

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from playcast.signaling.types import ShutdownReason
+from playcast.protocol import ShutdownReason
 
 log = logging.getLogger("playcast.signaling")
 

@@ -17,35 +17,37 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter
 
-from playcast.signaling import clients, workers
-from playcast.signaling.events import CLOSE_NORMAL, CLOSE_POLICY, REASON_TEXT, event, step
-from playcast.signaling.metrics import Metrics
-from playcast.signaling.types import (
+from playcast.protocol import (
     Answer,
     BadMessage,
-    Client,
-    Connection,
     Error,
     ErrorCode,
     IceCandidate,
     InactivityWarning,
     Input,
     Offer,
-    Peer,
     Ping,
     Pong,
-    RateLimit,
-    Session,
-    SessionPhase,
-    Settings,
     Shutdown,
     ShutdownAck,
     ShutdownReason,
     WebrtcConnected,
     WebrtcFailed,
-    Worker,
     decode,
     message_type,
+)
+from playcast.signaling import clients, workers
+from playcast.signaling.events import CLOSE_NORMAL, CLOSE_POLICY, REASON_TEXT, event, step
+from playcast.signaling.metrics import Metrics
+from playcast.signaling.settings import Settings
+from playcast.signaling.types import (
+    Client,
+    Connection,
+    Peer,
+    RateLimit,
+    Session,
+    SessionPhase,
+    Worker,
 )
 
 # Heartbeat work is spread over this many ticks per interval: each tick pings

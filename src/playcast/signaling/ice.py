@@ -11,7 +11,8 @@ import base64
 import hashlib
 import hmac
 
-from playcast.signaling.types import IceServer, Settings
+from playcast.protocol import IceServer
+from playcast.signaling.settings import Settings
 
 
 def turn_rest_credentials(secret: str, name: str, expires_at: int) -> tuple[str, str]:

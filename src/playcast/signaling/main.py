@@ -25,16 +25,11 @@ from aiohttp import WSMsgType, web
 
 from playcast.envflags import add_flag, env_list
 from playcast.logs import setup_logging
+from playcast.protocol import MAX_FRAME_BYTES, IceServer, Message, encode
 from playcast.signaling.events import CLOSE_NORMAL, event
 from playcast.signaling.hub import Hub
-from playcast.signaling.types import (
-    MAX_FRAME_BYTES,
-    IceServer,
-    Message,
-    Peer,
-    Settings,
-    encode,
-)
+from playcast.signaling.settings import Settings
+from playcast.signaling.types import Peer
 
 log = logging.getLogger("playcast.signaling")
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from playcast.signaling.events import event
-from playcast.signaling.types import (
+from playcast.protocol import (
     IceCandidate,
     Message,
     Offer,
@@ -14,9 +13,10 @@ from playcast.signaling.types import (
     ShutdownAck,
     WebrtcConnected,
     WebrtcFailed,
-    Worker,
     message_type,
 )
+from playcast.signaling.events import event
+from playcast.signaling.types import Worker
 
 if TYPE_CHECKING:
     from playcast.signaling.hub import Hub

@@ -28,11 +28,11 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc import RTCSessionDescription as Sdp
 from aiortc.sdp import candidate_from_sdp
 
+from playcast import protocol as t
 from playcast.backends.base import BackendError, GameBackend, Health
 from playcast.envflags import add_flag
 from playcast.inputs import BadInput, Key, Touch, decode_input
 from playcast.logs import setup_logging
-from playcast.signaling import types as t
 from playcast.worker.backends import BACKENDS, add_backend_arguments, create_backend
 from playcast.worker.media import (
     BackendVideoTrack,

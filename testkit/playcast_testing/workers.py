@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import psutil  # type: ignore[import-untyped]
 
-from playcast.testing.processes import LoggedProcess
+from playcast_testing.processes import LoggedProcess
 
 # Small enough that restarts and reconnects take tens of milliseconds in tests.
 FAST_RESTART = ("--restart-delay", "0.05", "--backoff-base", "0.05", "--backoff-cap", "0.5")

@@ -38,7 +38,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
 
-from playcast.signaling import types as t
+from playcast import protocol as t
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from playcast.signaling.types import Message, Ping, Pong, decode, encode_str
+from playcast.protocol import Message, Ping, Pong, decode, encode_str
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from playcast.testing.processes import LoggedProcess
+from playcast_testing.processes import LoggedProcess
 
 
 class ServerProcess(LoggedProcess):

@@ -54,9 +54,9 @@ from playcast.backends.scrcpy import (
     encode_packet_header,
     iter_nals,
 )
+from playcast.protocol import DEFAULT_GAME
 
 FAKE_ADB: Final = Path(__file__).resolve().parents[3] / "tests" / "fake_adb" / "adb"
-DEFAULT_GAME: Final = "com.supercell.clashroyale"
 LAUNCHER: Final = "com.android.launcher3/.uioverrides.QuickstepLauncher"
 START_CODE: Final = b"\x00\x00\x00\x01"
 

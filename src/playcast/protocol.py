@@ -1,0 +1,206 @@
+"""The wire contract (PROTOCOL.md v1) as typed messages: the one catalogue.
+
+Every message is a msgspec Struct tagged by its ``type`` field, so one decoder
+turns a frame into exactly one of them or fails with a precise reason. The
+server, the worker, the test peers and docs/protocol.md all speak through these
+definitions; nothing here knows about sockets or server state.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+DEFAULT_GAME: Final = "com.supercell.clashroyale"
+MAX_FRAME_BYTES: Final = 64 * 1024
+
+ShutdownReason = Literal[
+    "inactivity_timeout",
+    "heartbeat_timeout",
+    "worker_failed",
+    "client_failed",
+    "client_left",
+    "handshake_failed",
+    "handshake_timeout",
+    "server_shutdown",
+]
+ErrorCode = Literal["bad_message", "not_registered", "unexpected_message"]
+
+
+class _Msg(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
+    """Base of every message: JSON object with a string ``type``."""
+
+
+class IceServer(msgspec.Struct, omit_defaults=True):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class Candidate(msgspec.Struct, omit_defaults=True):
+    candidate: str
+    sdp_mid: str | None = msgspec.field(default=None, name="sdpMid")
+    sdp_mline_index: int | None = msgspec.field(default=None, name="sdpMLineIndex")
+
+
+# --- both directions --------------------------------------------------------
+
+
+class Ping(_Msg, tag="ping"):
+    ts: float
+
+
+class Pong(_Msg, tag="pong"):
+    ts: float
+
+
+class Error(_Msg, tag="error"):
+    code: ErrorCode
+    message: str
+
+
+class Shutdown(_Msg, tag="shutdown"):
+    reason: ShutdownReason
+    message: str
+
+
+class ShutdownAck(_Msg, tag="shutdown_ack"):
+    ok: bool
+    detail: str
+
+
+# --- worker -----------------------------------------------------------------
+
+
+GameName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Id = Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class Register(_Msg, tag="register"):
+    game: GameName
+    addr: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
+
+
+class Registered(_Msg, tag="registered"):
+    worker_id: str
+    heartbeat_interval: float
+    heartbeat_timeout: float
+
+
+class SessionStart(_Msg, tag="session_start"):
+    session_id: str
+    client_id: str
+    ice_servers: list[IceServer]
+
+
+# --- client -----------------------------------------------------------------
+
+
+class Join(_Msg, tag="join"):
+    game: GameName = DEFAULT_GAME
+
+
+class Assigned(_Msg, tag="assigned"):
+    session_id: str
+    client_id: str
+    worker_id: str
+    ice_servers: list[IceServer]
+
+
+class Rejected(_Msg, tag="rejected"):
+    reason: Literal["no_worker_available"]
+    message: str
+
+
+class Input(_Msg, tag="input"):
+    event: dict[str, Any]
+
+
+class InactivityWarning(_Msg, tag="inactivity_warning"):
+    seconds_left: float
+
+
+class Leave(_Msg, tag="leave"):
+    pass
+
+
+# --- handshake (relayed inside one session) ---------------------------------
+
+
+class Offer(_Msg, tag="offer"):
+    session_id: Id
+    sdp: str
+
+
+class Answer(_Msg, tag="answer"):
+    session_id: Id
+    sdp: str
+
+
+class IceCandidate(_Msg, tag="ice_candidate"):
+    session_id: Id
+    candidate: Candidate | None
+
+
+class WebrtcConnected(_Msg, tag="webrtc_connected"):
+    session_id: Id
+
+
+class WebrtcFailed(_Msg, tag="webrtc_failed"):
+    session_id: Id
+    reason: str
+
+
+Message = (
+    Ping
+    | Pong
+    | Error
+    | Shutdown
+    | ShutdownAck
+    | Register
+    | Registered
+    | SessionStart
+    | Join
+    | Assigned
+    | Rejected
+    | Input
+    | InactivityWarning
+    | Leave
+    | Offer
+    | Answer
+    | IceCandidate
+    | WebrtcConnected
+    | WebrtcFailed
+)
+HandshakeMessage = Offer | Answer | IceCandidate | WebrtcConnected | WebrtcFailed
+
+_decoder: Final[msgspec.json.Decoder[Message]] = msgspec.json.Decoder(Message)
+_encoder: Final = msgspec.json.Encoder()
+
+
+class BadMessage(ValueError):
+    """A frame that is not a valid protocol message; ``str()`` says why."""
+
+
+def decode(frame: str | bytes) -> Message:
+    try:
+        msg: Message = _decoder.decode(frame)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        raise BadMessage(str(exc)) from None
+    return msg
+
+
+def message_type(msg: Message) -> str:
+    """A message's ``type`` on the wire."""
+    tag: str = type(msg).__struct_config__.tag  # type: ignore[assignment]
+    return tag
+
+
+def encode(msg: Message) -> bytes:
+    return _encoder.encode(msg)
+
+
+def encode_str(msg: Message) -> str:
+    return _encoder.encode(msg).decode()

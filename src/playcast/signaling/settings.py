@@ -1,0 +1,37 @@
+"""The signaling server's settings: every flag of ``playcast server``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from playcast.protocol import IceServer
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 15.0
+    inactivity_timeout: float = 120.0
+    inactivity_warning: float = 20.0
+    handshake_timeout: float = 20.0
+    shutdown_ack_timeout: float = 5.0
+    # Empty: host candidates are enough on a LAN or loopback; internet
+    # deployments pass --ice-server (STUN/TURN), see docs/deploy.md.
+    ice_servers: tuple[IceServer, ...] = ()
+    # Flood limits: far above any honest peer (a browser coalesces input to a
+    # few messages a second), far below what would hurt other sessions.
+    max_message_rate: float = 100.0
+    max_message_burst: float = 400.0
+    max_error_rate: float = 5.0
+    max_error_burst: float = 50.0
+    # A peer whose unsent messages pass this many bytes is not reading: it is
+    # closed rather than allowed to grow the server's memory.
+    max_send_queue_bytes: int = 1 << 20
+    # TURN REST: per-session credentials from a secret shared with coturn.
+    turn_secret: str | None = None
+    turn_urls: tuple[str, ...] = ()
+    turn_ttl: float = 6 * 3600.0
+    # Workers must present this (Authorization: Bearer) to connect; None: open.
+    worker_token: str | None = None
