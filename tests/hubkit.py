@@ -18,9 +18,9 @@ from playcast.protocol import (
     WebrtcConnected,
     encode_str,
 )
-from playcast.signaling.hub import Hub
+from playcast.signaling.hub import Hub, drain_effects
 from playcast.signaling.settings import Settings
-from playcast.signaling.types import Client, Worker
+from playcast.signaling.types import Client, Peer, Worker
 
 T = TypeVar("T")
 
@@ -35,9 +35,22 @@ class FakeClock:
 
 @dataclass(eq=False)
 class FakeConn:
+    """A socket as the socket layer sees it: ``write`` and ``close``.
+
+    ``slow_at``: the n-th write (1-based) and every one after it report the
+    peer as not reading, as a full transport buffer would.
+    """
+
     remote: tuple[str, int] = ("10.0.0.9", 5555)
     sent: list[Message] = field(default_factory=list)
     closed: tuple[int, str] | None = None
+    slow_at: int | None = None
+    writes: int = 0
+
+    def write(self, msg: Message) -> bool:
+        self.send(msg)
+        self.writes += 1
+        return self.slow_at is not None and self.writes >= self.slow_at
 
     def send(self, msg: Message) -> None:
         assert self.closed is None, f"send after close: {msg!r}"
@@ -69,6 +82,7 @@ class Rig:
             "inactivity_warning": 10.0,
             "handshake_timeout": 20.0,
             "shutdown_ack_timeout": 2.0,
+            "games": ("com.supercell.clashroyale", "com.example.other"),
         }
         base.update(settings)
         self.clock = FakeClock()
@@ -77,18 +91,58 @@ class Rig:
             Settings(**base), clock=self.clock, id_factory=lambda p: f"{p}{next(counter)}"
         )
 
-    def send(self, peer: Worker | Client, msg: Message | str) -> None:
-        self.hub.on_message(peer, msg if isinstance(msg, str) else encode_str(msg))
+    # Each entry point runs one step of the hub, then carries out its
+    # effects exactly as the socket layer does (hub.drain_effects).
 
-    def worker(self, game: str = "com.supercell.clashroyale") -> tuple[Worker, FakeConn]:
-        conn = FakeConn()
+    def flush(self) -> None:
+        drain_effects(self.hub, _write, _close)
+
+    def send(self, peer: Peer, msg: Message | str) -> None:
+        self.on_message(peer, msg if isinstance(msg, str) else encode_str(msg))
+
+    def on_message(self, peer: Peer, frame: str | bytes) -> None:
+        self.hub.on_message(peer, frame)
+        self.flush()
+
+    def open_worker(self, conn: FakeConn) -> Worker:
         worker = self.hub.open_worker(conn)
+        self.flush()
+        return worker
+
+    def open_client(self, conn: FakeConn) -> Client:
+        client = self.hub.open_client(conn)
+        self.flush()
+        return client
+
+    def on_close(self, peer: Peer, code: int | None = None) -> None:
+        self.hub.on_close(peer, code)
+        self.flush()
+
+    def tick(self) -> None:
+        self.hub.tick()
+        self.flush()
+
+    def shutdown_all(self) -> None:
+        self.hub.shutdown_all()
+        self.flush()
+
+    def slow_consumer(self, peer: Peer) -> None:
+        self.hub.slow_consumer(peer)
+        self.flush()
+
+    def worker(
+        self, game: str = "com.supercell.clashroyale", conn: FakeConn | None = None
+    ) -> tuple[Worker, FakeConn]:
+        conn = conn or FakeConn()
+        worker = self.open_worker(conn)
         self.send(worker, Register(game=game))
         return worker, conn
 
-    def client(self, game: str | None = None) -> tuple[Client, FakeConn]:
-        conn = FakeConn()
-        client = self.hub.open_client(conn)
+    def client(
+        self, game: str | None = None, conn: FakeConn | None = None
+    ) -> tuple[Client, FakeConn]:
+        conn = conn or FakeConn()
+        client = self.open_client(conn)
         self.send(client, Join() if game is None else Join(game=game))
         return client, conn
 
@@ -99,7 +153,7 @@ class Rig:
         steps = max(1, round(seconds / self.hub.tick_interval))
         for _ in range(steps):
             self.clock.now += self.hub.tick_interval
-            self.hub.tick()
+            self.tick()
             for peer, conn in pong:
                 for msg in conn.take():
                     if isinstance(msg, Ping):
@@ -125,3 +179,15 @@ def connected_pair(rig: Rig) -> tuple[Worker, FakeConn, Client, FakeConn, str]:
     wconn.take()
     cconn.take()
     return worker, wconn, client, cconn, sid
+
+
+def _write(peer: Peer, msg: Message) -> bool:
+    conn = peer.ws
+    assert isinstance(conn, FakeConn)
+    return conn.write(msg)
+
+
+def _close(peer: Peer, code: int, reason: str) -> None:
+    conn = peer.ws
+    assert isinstance(conn, FakeConn)
+    conn.close(code, reason)

@@ -113,12 +113,12 @@ def test_any_sequence_keeps_the_hub_consistent(steps: list[tuple[str, Any]]) -> 
     for op, arg in steps:
         if op == "open_worker":
             conn = FakeConn()
-            peers.append((hub.open_worker(conn), conn))
+            peers.append((rig.open_worker(conn), conn))
             if arg:
                 rig.send(peers[-1][0], json.dumps({"type": "register", "game": GAMES[0]}))
         elif op == "open_client":
             conn = FakeConn()
-            peers.append((hub.open_client(conn), conn))
+            peers.append((rig.open_client(conn), conn))
             if arg:
                 rig.send(peers[-1][0], '{"type": "join"}')
         elif op == "send" and peers:
@@ -131,7 +131,7 @@ def test_any_sequence_keeps_the_hub_consistent(steps: list[tuple[str, Any]]) -> 
         elif op == "close" and peers:
             peer, conn = peers[arg % len(peers)]
             conn.closed = conn.closed or (1006, "")
-            hub.on_close(peer)
+            rig.on_close(peer)
         elif op == "tick":
             rig.advance(arg)
         elif op == "tick_live":  # everyone still open answers its pings
@@ -148,6 +148,6 @@ def test_any_sequence_keeps_the_hub_consistent(steps: list[tuple[str, Any]]) -> 
                     )
         rig.assert_consistent()
     event(f"sessions started: {min(3, len(set().union(*own.values())) if own else 0)}")
-    hub.shutdown_all()
+    rig.shutdown_all()
     rig.advance(2.0)
     assert not hub.workers and not hub.clients and not hub.sessions and not hub.closing

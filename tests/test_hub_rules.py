@@ -46,7 +46,7 @@ def test_register_makes_an_available_worker() -> None:
 def test_register_addr_and_port_override_the_socket() -> None:
     rig = Rig()
     conn = FakeConn()
-    worker = rig.hub.open_worker(conn)
+    worker = rig.open_worker(conn)
     rig.send(worker, Register(game=GAME, addr="192.0.2.7", port=9000))
     assert (worker.addr, worker.port) == ("192.0.2.7", 9000)
 
@@ -54,7 +54,7 @@ def test_register_addr_and_port_override_the_socket() -> None:
 def test_worker_first_message_must_be_register_and_socket_stays_open() -> None:
     rig = Rig()
     conn = FakeConn()
-    worker = rig.hub.open_worker(conn)
+    worker = rig.open_worker(conn)
     rig.send(worker, Offer(session_id="s1", sdp="v=0"))
     assert conn.sent == [Error(code="not_registered", message=conn.only(Error)[0].message)]
     assert conn.closed is None
@@ -66,8 +66,8 @@ def test_worker_first_message_must_be_register_and_socket_stays_open() -> None:
 def test_pong_is_accepted_before_register_and_join() -> None:
     rig = Rig()
     wconn, cconn = FakeConn(), FakeConn()
-    worker = rig.hub.open_worker(wconn)
-    client = rig.hub.open_client(cconn)
+    worker = rig.open_worker(wconn)
+    client = rig.open_client(cconn)
     rig.send(worker, Pong(ts=1.0))
     rig.send(client, Pong(ts=1.0))
     assert wconn.sent == [] and cconn.sent == []
@@ -76,7 +76,7 @@ def test_pong_is_accepted_before_register_and_join() -> None:
 def test_client_first_message_must_be_join() -> None:
     rig = Rig()
     conn = FakeConn()
-    client = rig.hub.open_client(conn)
+    client = rig.open_client(conn)
     rig.send(client, Input(event={"type": "touch"}))
     (err,) = conn.sent
     assert isinstance(err, Error) and err.code == "not_registered"
@@ -268,7 +268,7 @@ def test_messages_of_the_other_role_or_state_are_unexpected(role: str, msg: obje
 def test_malformed_frames_are_bad_messages_and_the_socket_stays(frame: str) -> None:
     rig = Rig()
     conn = FakeConn()
-    worker = rig.hub.open_worker(conn)
+    worker = rig.open_worker(conn)
     rig.send(worker, frame)
     (err,) = conn.sent
     assert isinstance(err, Error) and err.code == "bad_message"
@@ -279,8 +279,8 @@ def test_malformed_frames_are_bad_messages_and_the_socket_stays(frame: str) -> N
 def test_binary_frames_are_bad_messages() -> None:
     rig = Rig()
     conn = FakeConn()
-    client = rig.hub.open_client(conn)
-    rig.hub.on_message(client, b'{"type":"join"}')
+    client = rig.open_client(conn)
+    rig.on_message(client, b'{"type":"join"}')
     (err,) = conn.sent
     assert isinstance(err, Error) and err.code == "bad_message"
 
@@ -288,7 +288,7 @@ def test_binary_frames_are_bad_messages() -> None:
 def test_unknown_extra_fields_are_ignored_for_forward_compatibility() -> None:
     rig = Rig()
     conn = FakeConn()
-    worker = rig.hub.open_worker(conn)
+    worker = rig.open_worker(conn)
     rig.send(worker, json.dumps({"type": "register", "game": GAME, "gpu": "none"}))
     assert isinstance(conn.last(), Registered)
 
@@ -344,8 +344,8 @@ def test_frames_after_a_rejection_or_close_are_ignored() -> None:
 def test_shutdown_ack_before_register_or_join_is_not_registered() -> None:
     rig = Rig()
     wconn, cconn = FakeConn(), FakeConn()
-    worker = rig.hub.open_worker(wconn)
-    client = rig.hub.open_client(cconn)
+    worker = rig.open_worker(wconn)
+    client = rig.open_client(cconn)
     rig.send(worker, ShutdownAck(ok=True, detail=""))
     rig.send(client, ShutdownAck(ok=True, detail=""))
     for conn in (wconn, cconn):
@@ -356,7 +356,7 @@ def test_shutdown_ack_before_register_or_join_is_not_registered() -> None:
 def test_input_while_shutting_down_is_accepted_silently() -> None:
     rig = Rig()
     _worker, _wconn, client, cconn, _sid = connected_pair(rig)
-    rig.hub.shutdown_all()
+    rig.shutdown_all()
     cconn.take()
     rig.send(client, Input(event={"type": "touch"}))
     assert cconn.sent == []

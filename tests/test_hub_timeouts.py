@@ -18,7 +18,7 @@ from playcast.protocol import (
     WebrtcConnected,
     WebrtcFailed,
 )
-from playcast.signaling.hub import SLOTS
+from playcast.signaling.state import SLOTS
 
 
 def reasons(conn: FakeConn) -> list[str]:
@@ -30,18 +30,18 @@ def test_pings_reach_every_connection_once_per_interval_spread_over_ticks() -> N
     conns = [FakeConn() for _ in range(50)]
     for i, conn in enumerate(conns):
         if i % 2:
-            rig.hub.open_worker(conn)
+            rig.open_worker(conn)
         else:
-            rig.hub.open_client(conn)
+            rig.open_client(conn)
         if i % 5 == 0:  # connections arrive between ticks too
             rig.clock.now += rig.hub.tick_interval
-            rig.hub.tick()
+            rig.tick()
     for conn in conns:
         conn.take()
     per_tick, total = [], 0
     for _ in range(SLOTS):
         rig.clock.now += rig.hub.tick_interval
-        rig.hub.tick()
+        rig.tick()
         now_total = sum(len(c.only(Ping)) for c in conns)
         per_tick.append(now_total - total)
         total = now_total
@@ -52,9 +52,9 @@ def test_pings_reach_every_connection_once_per_interval_spread_over_ticks() -> N
 def test_a_new_connection_is_pinged_within_a_tick() -> None:
     rig = Rig()
     conn = FakeConn()
-    rig.hub.open_worker(conn)
+    rig.open_worker(conn)
     rig.clock.now += rig.hub.tick_interval
-    rig.hub.tick()
+    rig.tick()
     assert len(conn.only(Ping)) == 1
 
 
@@ -115,7 +115,7 @@ def test_any_message_refreshes_last_ping() -> None:
 def test_worker_disconnect_is_worker_failed_for_its_client() -> None:
     rig = Rig()
     worker, _wconn, _client, cconn, _ = connected_pair(rig)
-    rig.hub.on_close(worker)
+    rig.on_close(worker)
     assert reasons(cconn) == ["worker_failed"]
     rig.assert_consistent()
 
@@ -123,7 +123,7 @@ def test_worker_disconnect_is_worker_failed_for_its_client() -> None:
 def test_client_disconnect_is_client_failed_for_its_worker() -> None:
     rig = Rig()
     worker, wconn, client, _cconn, _ = connected_pair(rig)
-    rig.hub.on_close(client)
+    rig.on_close(client)
     assert reasons(wconn) == ["client_failed"]
     assert worker.id not in rig.hub.workers  # shut down, never back in the pool
     rig.assert_consistent()
@@ -235,10 +235,10 @@ def test_server_shutdown_reaches_everyone_idle_included() -> None:
     _worker, wconn, _client, cconn, _ = connected_pair(rig)
     _idle, iconn = rig.worker()
     waiting_conn = FakeConn()
-    rig.hub.open_client(waiting_conn)  # connected, never joined
+    rig.open_client(waiting_conn)  # connected, never joined
     registering_conn = FakeConn()
-    rig.hub.open_worker(registering_conn)
-    rig.hub.shutdown_all()
+    rig.open_worker(registering_conn)
+    rig.shutdown_all()
     for conn in (wconn, cconn, iconn, waiting_conn, registering_conn):
         assert reasons(conn) == ["server_shutdown"]
     assert not rig.hub.workers and not rig.hub.clients and not rig.hub.sessions
@@ -279,27 +279,24 @@ def test_error_flood_closes_with_1008() -> None:
 def test_slow_consumer_is_closed_and_its_partner_told() -> None:
     rig = Rig()
     _worker, wconn, client, cconn, _ = connected_pair(rig)
-    rig.hub.slow_consumer(client)
+    rig.slow_consumer(client)
     assert cconn.closed is not None and cconn.closed[0] == 1008
     assert reasons(wconn) == ["client_failed"]
     rig.assert_consistent()
 
 
-def test_on_drained_fires_once_the_last_peer_acks_or_times_out() -> None:
+def test_drained_once_the_last_peer_acks_or_times_out() -> None:
     rig = Rig(shutdown_ack_timeout=2.0)
     _worker, _wconn, client, _cconn, _ = connected_pair(rig)
-    fired: list[int] = []
-    rig.hub.on_drained = lambda: fired.append(len(rig.hub.closing))
-    rig.hub.shutdown_all()
+    assert not rig.hub.drained
+    rig.shutdown_all()
     rig.send(client, ShutdownAck(ok=True, detail=""))
-    assert fired == []  # the worker has not answered yet
+    assert not rig.hub.drained  # the worker has not answered yet
     rig.advance(2.5)  # ... and never will: closed at its deadline
-    assert fired == [0]
+    assert rig.hub.drained
 
 
-def test_on_drained_fires_at_once_with_nobody_connected() -> None:
+def test_drained_at_once_with_nobody_connected() -> None:
     rig = Rig()
-    fired: list[bool] = []
-    rig.hub.on_drained = lambda: fired.append(True)
-    rig.hub.shutdown_all()
-    assert fired == [True]
+    rig.shutdown_all()
+    assert rig.hub.drained

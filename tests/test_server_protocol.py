@@ -86,6 +86,7 @@ async def test_http_endpoints() -> None:
                 "workers": [],
                 "clients": [],
                 "sessions": [],
+                "games": ["com.supercell.clashroyale"],
                 "closing": 0,
                 "stopping": False,
             }

@@ -25,7 +25,8 @@ ShutdownReason = Literal[
     "handshake_timeout",
     "server_shutdown",
 ]
-ErrorCode = Literal["bad_message", "not_registered", "unexpected_message"]
+ErrorCode = Literal["bad_message", "not_registered", "unexpected_message", "unknown_game"]
+RejectReason = Literal["no_worker_available", "unknown_game"]
 
 
 class _Msg(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
@@ -110,7 +111,7 @@ class Assigned(_Msg, tag="assigned"):
 
 
 class Rejected(_Msg, tag="rejected"):
-    reason: Literal["no_worker_available"]
+    reason: RejectReason
     message: str
 
 

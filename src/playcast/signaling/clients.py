@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from playcast.protocol import (
     Answer,
     Assigned,
@@ -13,71 +11,66 @@ from playcast.protocol import (
     Leave,
     Message,
     Rejected,
+    RejectReason,
     SessionStart,
     ShutdownAck,
     WebrtcConnected,
     WebrtcFailed,
     message_type,
 )
-from playcast.signaling import workers
-from playcast.signaling.events import CLOSE_NORMAL, NO_WORKER_TEXT, event
+from playcast.signaling import handshake, sessions
+from playcast.signaling.closing import forget
+from playcast.signaling.events import CLOSE_NORMAL, REJECT_TEXT, event
 from playcast.signaling.ice import ice_servers_for
+from playcast.signaling.peers import error
+from playcast.signaling.state import State, fmt_remote
 from playcast.signaling.types import Client
 
-if TYPE_CHECKING:
-    from playcast.signaling.hub import Hub
 
-
-def handle(hub: Hub, client: Client, msg: Message) -> None:
+def handle(state: State, client: Client, msg: Message) -> None:
     if not client.joined:
         if not isinstance(msg, Join):
-            hub.error(client, "not_registered", "a client's first message must be 'join'")
+            error(state, client, "not_registered", "a client's first message must be 'join'")
             return
-        join(hub, client, msg)
+        join(state, client, msg)
     elif isinstance(msg, Input):
-        client.last_input = hub.clock()
+        client.last_input = state.clock()
         client.warned = False
     elif isinstance(msg, Answer):
-        hub.relay_sdp(client, msg, "awaiting_answer", then="negotiating")
+        handshake.relay_sdp(state, client, msg, "awaiting_answer", then="negotiating")
     elif isinstance(msg, IceCandidate):
-        hub.relay_candidate(client, msg)
+        handshake.relay_candidate(state, client, msg)
     elif isinstance(msg, WebrtcConnected):
-        hub.report_connected(client, msg)
+        handshake.report_connected(state, client, msg)
     elif isinstance(msg, WebrtcFailed):
-        hub.report_failed(client, msg)
+        handshake.report_failed(state, client, msg)
     elif isinstance(msg, Leave):
-        leave(hub, client)
+        leave(state, client)
     elif isinstance(msg, Join):
-        hub.error(client, "unexpected_message", "already joined")
+        error(state, client, "unexpected_message", "already joined")
     elif isinstance(msg, ShutdownAck):
-        hub.error(client, "unexpected_message", "shutdown_ack without a shutdown")
+        error(state, client, "unexpected_message", "shutdown_ack without a shutdown")
     else:
-        hub.error(client, "unexpected_message", f"'{message_type(msg)}' is not a client message")
+        error(state, client, "unexpected_message", f"'{message_type(msg)}' is not a client message")
 
 
-def join(hub: Hub, client: Client, msg: Join) -> None:
+def join(state: State, client: Client, msg: Join) -> None:
     client.joined = True
-    client.game = msg.game
-    client.last_input = hub.clock()
-    worker = workers.take_available(hub, msg.game)
-    if worker is None:
-        hub.metrics.count(hub.metrics.rejections, "no_worker_available")
-        event(
-            "client_rejected",
-            client=client.id,
-            game=msg.game,
-            reason="no_worker_available",
-            remote=":".join(map(str, client.ws.remote)),
-        )
-        client.ws.send(Rejected(reason="no_worker_available", message=NO_WORKER_TEXT))
-        hub.forget(client)
-        client.ws.close(CLOSE_NORMAL, "no worker available")
+    client.last_input = state.clock()
+    if not state.pool.allows(msg.game):
+        reject(state, client, "unknown_game", msg.game)
         return
-    session = hub.start_session(worker, client)
-    ice = ice_servers_for(hub.settings, session.id, hub.wall_clock())
-    worker.ws.send(SessionStart(session_id=session.id, client_id=client.id, ice_servers=ice))
-    client.ws.send(
-        Assigned(session_id=session.id, client_id=client.id, worker_id=worker.id, ice_servers=ice)
+    client.game = msg.game
+    worker = state.pool.take(msg.game)
+    if worker is None:
+        reject(state, client, "no_worker_available", msg.game)
+        return
+    session = sessions.start(state, worker, client)
+    ice = ice_servers_for(state.settings, session.id, state.wall_clock())
+    state.send(worker, SessionStart(session_id=session.id, client_id=client.id, ice_servers=ice))
+    state.send(
+        client,
+        Assigned(session_id=session.id, client_id=client.id, worker_id=worker.id, ice_servers=ice),
     )
     event(
         "client_assigned",
@@ -85,15 +78,29 @@ def join(hub: Hub, client: Client, msg: Join) -> None:
         client=client.id,
         worker=worker.id,
         game=msg.game,
-        remote=":".join(map(str, client.ws.remote)),
+        remote=fmt_remote(client),
     )
 
 
-def leave(hub: Hub, client: Client) -> None:
-    session = hub.sessions.get(client.session_id or "")
-    hub.forget(client)
-    client.ws.close(CLOSE_NORMAL, "left")
+def reject(state: State, client: Client, reason: RejectReason, game: str) -> None:
+    state.metrics.count(state.metrics.rejections, reason)
+    event(
+        "client_rejected",
+        client=client.id,
+        game=repr(game) if reason == "unknown_game" else game,
+        reason=reason,
+        remote=fmt_remote(client),
+    )
+    state.send(client, Rejected(reason=reason, message=REJECT_TEXT[reason]))
+    forget(state, client)
+    state.close(client, CLOSE_NORMAL, reason.replace("_", " "))
+
+
+def leave(state: State, client: Client) -> None:
+    session = state.sessions.get(client.session_id or "")
+    forget(state, client)
+    state.close(client, CLOSE_NORMAL, "left")
     if session is not None:
-        hub.end_session(session, "client_left", None)  # logged as session_ended
+        sessions.end(state, session, "client_left", None)  # logged as session_ended
     else:
         event("client_left", client=client.id)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from playcast.protocol import ShutdownReason
+from playcast.protocol import RejectReason, ShutdownReason
 
 log = logging.getLogger("playcast.signaling")
 
-# RFC 6455 close codes: 1000 normal, 1008 policy violation (flood, slow reader).
+# RFC 6455 close codes: 1000 normal, 1008 policy violation (flood, slow reader,
+# no hello), 1011 an internal error of the server's.
 CLOSE_NORMAL: Final = 1000
 CLOSE_POLICY: Final = 1008
+CLOSE_INTERNAL: Final = 1011
 
 REASON_TEXT: Final[dict[ShutdownReason, str]] = {
     "inactivity_timeout": "No input from the player for too long.",
@@ -24,7 +26,10 @@ REASON_TEXT: Final[dict[ShutdownReason, str]] = {
     "server_shutdown": "The server is shutting down.",
 }
 
-NO_WORKER_TEXT: Final = "All game machines are busy right now. Please try again in a minute."
+REJECT_TEXT: Final[dict[RejectReason, str]] = {
+    "no_worker_available": "All game machines are busy right now. Please try again in a minute.",
+    "unknown_game": "This server does not host that game.",
+}
 
 
 def event(name: str, **fields: Any) -> None:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import signal
@@ -18,7 +19,7 @@ import struct
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -27,13 +28,12 @@ from playcast.envflags import add_flag, env_list
 from playcast.logs import setup_logging
 from playcast.protocol import MAX_FRAME_BYTES, IceServer, Message, encode
 from playcast.signaling.events import CLOSE_NORMAL, event
-from playcast.signaling.hub import Hub
+from playcast.signaling.hub import Hub, drain_effects
 from playcast.signaling.settings import Settings
 from playcast.signaling.types import Peer
 
 log = logging.getLogger("playcast.signaling")
 
-HUB_KEY = web.AppKey("hub", Hub)
 CLOSE_TIMEOUT = 5.0
 _HEAD1 = struct.Struct("!BB").pack
 _HEAD2 = struct.Struct("!BBH").pack
@@ -42,35 +42,35 @@ STATIC_DIR = Path(str(resources.files("playcast") / "web" / "static"))
 
 
 class WsConnection:
-    """``types.Connection`` over an aiohttp WebSocket, writing frames directly.
+    """A peer's socket: ``types.Connection`` for the core, written directly.
 
-    ``send`` writes a whole frame (a server frame is unmasked: a 2 to 10 byte
-    header and the JSON) to the transport at once, so the core never awaits a
-    peer and no task is started per message; writes of one connection keep
-    their order. A peer whose unsent bytes pass ``max_send_queue_bytes`` is not
-    reading: it is closed rather than allowed to grow the server's memory.
+    ``write`` puts a whole frame (a server frame is unmasked: a 2 to 10 byte
+    header and the JSON) on the transport at once, so nothing awaits a peer
+    and no task is started per message; writes of one connection keep their
+    order. It reports a peer whose unsent bytes pass the limit: the pump then
+    closes it as a slow consumer, as a step of its own.
     """
 
-    __slots__ = ("_closing", "hub", "peer", "remote", "transport", "ws")
+    __slots__ = ("_closing", "limit", "remote", "transport", "ws")
 
     def __init__(
         self,
         ws: web.WebSocketResponse,
         remote: tuple[str, int],
-        hub: Hub,
         transport: asyncio.Transport | None,
+        limit: int,
     ) -> None:
         self.ws = ws
         self.remote = remote
         self.transport = transport
-        self.hub = hub
-        self.peer: Peer | None = None
+        self.limit = limit
         self._closing = False
 
-    def send(self, msg: Message) -> None:
+    def write(self, msg: Message) -> bool:
+        """Send ``msg``; True when the peer is not reading (past the limit)."""
         transport = self.transport
         if self._closing or transport is None or transport.is_closing() or self.ws.closed:
-            return
+            return False
         data = encode(msg)
         n = len(data)
         if n < 126:
@@ -80,11 +80,7 @@ class WsConnection:
         else:
             head = _HEAD3(0x81, 127, n)
         transport.write(head + data)
-        if (
-            transport.get_write_buffer_size() > self.hub.settings.max_send_queue_bytes
-            and self.peer is not None
-        ):
-            self.hub.slow_consumer(self.peer)
+        return transport.get_write_buffer_size() > self.limit
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         if not self._closing:
@@ -101,36 +97,92 @@ class WsConnection:
                 self.transport.abort()  # the peer is gone; on_close will follow
 
 
+def _write(peer: Peer, msg: Message) -> bool:
+    return cast(WsConnection, peer.ws).write(msg)
+
+
+def _close(peer: Peer, code: int, reason: str) -> None:
+    cast(WsConnection, peer.ws).close(code, reason)
+
+
+class Pump:
+    """Runs a step of the core, then carries out its effects: the only caller
+    of the hub's entry points, so every step is followed by its I/O."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.drained = asyncio.Event()
+        self.per_ip: dict[str, int] = {}
+
+    def flush(self) -> None:
+        drain_effects(self.hub, _write, _close)
+        if self.hub.drained:
+            self.drained.set()
+
+    def tick(self) -> None:
+        try:
+            self.hub.tick()
+        finally:
+            self.flush()
+
+    def shutdown_all(self) -> None:
+        self.hub.shutdown_all()
+        self.flush()
+
+
+PUMP_KEY = web.AppKey("pump", Pump)
+
+
 def _token_ok(request: web.Request, expected: str) -> bool:
     header = request.headers.get("Authorization", "")
     given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def _remote(request: web.Request) -> tuple[str, int]:
+    peername = request.transport.get_extra_info("peername") if request.transport else None
+    return (str(peername[0]), int(peername[1])) if peername else ("", 0)
+
+
 async def _serve_socket(request: web.Request, role: str) -> web.StreamResponse:
-    hub = request.app[HUB_KEY]
+    pump = request.app[PUMP_KEY]
+    hub = pump.hub
     if hub.stopping:
         raise web.HTTPServiceUnavailable(text="server is shutting down")
     token = hub.settings.worker_token
     if role == "worker" and token and not _token_ok(request, token):
         event("worker_refused", remote=request.remote, why="bad or missing worker token")
         raise web.HTTPUnauthorized(text="worker token required")
-    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, compress=False)
-    await ws.prepare(request)
-    peername = request.transport.get_extra_info("peername") if request.transport else None
-    remote = (str(peername[0]), int(peername[1])) if peername else ("", 0)
-    conn = WsConnection(ws, remote, hub, request.transport)
-    peer: Peer = hub.open_worker(conn) if role == "worker" else hub.open_client(conn)
-    conn.peer = peer
+    remote = _remote(request)
+    cap = hub.settings.max_connections_per_ip
+    if cap and pump.per_ip.get(remote[0], 0) >= cap:
+        hub.metrics.count(hub.metrics.per_ip_refusals, role)
+        event(f"{role}_refused", remote=remote[0], why="too many connections from this address")
+        raise web.HTTPTooManyRequests(text="too many connections from your address")
+    pump.per_ip[remote[0]] = pump.per_ip.get(remote[0], 0) + 1
     try:
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
-                hub.on_message(peer, msg.data)
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, compress=False)
+        await ws.prepare(request)
+        conn = WsConnection(ws, remote, request.transport, hub.settings.max_send_queue_bytes)
+        peer: Peer = hub.open_worker(conn) if role == "worker" else hub.open_client(conn)
+        pump.flush()
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                    hub.on_message(peer, msg.data)
+                    pump.flush()
+        finally:
+            if ws.exception() is not None:  # e.g. a frame over the limit, refused with 1009
+                event(f"{role}_socket_error", peer=peer.id, error=repr(str(ws.exception())))
+            hub.on_close(peer, ws.close_code)
+            pump.flush()
+        return ws
     finally:
-        if ws.exception() is not None:  # e.g. a frame over the limit, refused with 1009
-            event(f"{role}_socket_error", peer=peer.id, error=repr(str(ws.exception())))
-        hub.on_close(peer, ws.close_code)
-    return ws
+        left = pump.per_ip[remote[0]] - 1
+        if left:
+            pump.per_ip[remote[0]] = left
+        else:
+            del pump.per_ip[remote[0]]
 
 
 async def worker_socket(request: web.Request) -> web.StreamResponse:
@@ -141,14 +193,27 @@ async def client_socket(request: web.Request) -> web.StreamResponse:
     return await _serve_socket(request, "client")
 
 
+def _may_observe(request: web.Request, settings: Settings) -> bool:
+    """/api/status and /metrics: loopback, or the bearer of --status-token."""
+    if settings.status_token and _token_ok(request, settings.status_token):
+        return True
+    host = _remote(request)[0]
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def healthz(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    hub = request.app[PUMP_KEY].hub
     body = {"ok": not hub.stopping, "workers": len(hub.workers), "clients": len(hub.clients)}
     return web.json_response(body, status=503 if hub.stopping else 200)
 
 
 async def status(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
+    hub = request.app[PUMP_KEY].hub
+    if not _may_observe(request, hub.settings):
+        raise web.HTTPForbidden(text="loopback or --status-token only")
     doc = hub.snapshot()
     if request.query.get("check"):  # for tests and operators: any broken invariant, in words
         doc["violations"] = list(hub.check_invariants())
@@ -156,7 +221,10 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[HUB_KEY].metrics.render()
+    hub = request.app[PUMP_KEY].hub
+    if not _may_observe(request, hub.settings):
+        raise web.HTTPForbidden(text="loopback or --status-token only")
+    body = hub.metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
@@ -164,24 +232,28 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-async def _sweep(hub: Hub) -> None:
+async def _sweep(pump: Pump) -> None:
     # A fixed schedule: sleeping a whole interval after each tick would stretch
     # the heartbeat by the ticks' own run time (1 s became 1.3 to 1.5 s at
     # 10,000 connections). A late tick runs at once and is never skipped.
+    # Each peer's checks are contained in the core; this guard is for a bug
+    # in the sweep itself, which must not stop every heartbeat.
     loop = asyncio.get_running_loop()
+    interval = pump.hub.tick_interval
     due = loop.time()
     while True:
-        due += hub.tick_interval
+        due += interval
         await asyncio.sleep(max(0.0, due - loop.time()))
-        due = max(due, loop.time() - hub.tick_interval)
+        due = max(due, loop.time() - interval)
         try:
-            hub.tick()
-        except Exception:  # a bug in one tick must not stop all heartbeats
+            pump.tick()
+        except Exception:
             log.exception("sweep failed")
+            pump.hub.metrics.count(pump.hub.metrics.internal_errors, "sweep_loop")
 
 
 async def _sweep_ctx(app: web.Application) -> Any:
-    task = asyncio.create_task(_sweep(app[HUB_KEY]))
+    task = asyncio.create_task(_sweep(app[PUMP_KEY]))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -197,7 +269,7 @@ async def _no_stale_page(request: web.Request, response: web.StreamResponse) -> 
 
 def make_app(settings: Settings, hub: Hub | None = None) -> web.Application:
     app = web.Application()
-    app[HUB_KEY] = hub or Hub(settings)
+    app[PUMP_KEY] = Pump(hub or Hub(settings))
     app.router.add_get("/ws/worker", worker_socket)
     app.router.add_get("/ws/client", client_socket)
     app.router.add_get("/healthz", healthz)
@@ -210,23 +282,22 @@ def make_app(settings: Settings, hub: Hub | None = None) -> web.Application:
     return app
 
 
-async def drain(hub: Hub) -> None:
+async def drain(pump: Pump) -> None:
     """Shut everyone down and wait for their acks (bounded by the ack timeout).
 
     Acks arrive on the socket tasks and the sweep closes the silent peers at
-    their deadline; the hub says when the last one is done.
+    their deadline; the pump says when the last one is done.
     """
-    drained = asyncio.Event()
-    hub.on_drained = drained.set
-    hub.shutdown_all()
+    pump.shutdown_all()
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(hub.settings.shutdown_ack_timeout + 1.0):
-            await drained.wait()
+        async with asyncio.timeout(pump.hub.settings.shutdown_ack_timeout + 1.0):
+            await pump.drained.wait()
 
 
 async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> int:
     hub = Hub(settings)
     app = make_app(settings, hub)
+    pump = app[PUMP_KEY]
     # No access log: every WebSocket would cost a line; lifecycle events say more.
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
@@ -247,7 +318,7 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
         # supervisor's, an impatient user's) must not turn exit 0 into a kill.
         loop.remove_signal_handler(sig)
         signal.signal(sig, signal.SIG_IGN)
-    await drain(hub)
+    await drain(pump)
     event("server_stopped", unacked=len(hub.closing))
     await runner.cleanup()
     return 0
@@ -283,6 +354,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("inactivity_warning", "warn the client this many seconds before (0: off)"),
         ("handshake_timeout", "seconds for the WebRTC handshake to complete"),
         ("shutdown_ack_timeout", "seconds to wait for shutdown_ack"),
+        ("hello_timeout", "seconds a new socket has to send register or join"),
     ):
         flag = "--" + name.replace("_", "-")
         add_flag(parser, flag, type=float, default=getattr(d, name), help=help_text)
@@ -290,6 +362,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("max_message_rate", float, "messages a second a peer may send before it is a flood"),
         ("max_message_burst", float, "messages a peer may send at once"),
         ("max_send_queue_bytes", int, "unsent bytes to a peer before it is closed as not reading"),
+        ("max_connections_per_ip", int, "open sockets per remote address (0: no cap)"),
     ):
         flag = "--" + name.replace("_", "-")
         add_flag(parser, flag, type=kind, default=getattr(d, name), help=help_text)
@@ -312,7 +385,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(parser, "--turn-secret", help="coturn static-auth-secret for TURN REST credentials")
     add_flag(parser, "--turn-ttl", type=float, default=d.turn_ttl, help="TURN credential lifetime")
+    add_flag(
+        parser,
+        "--games",
+        default=",".join(d.games),
+        help="comma-separated games this server hosts; others are refused (unknown_game)",
+    )
     add_flag(parser, "--worker-token", help="shared secret workers must present (off if unset)")
+    add_flag(
+        parser,
+        "--status-token",
+        help="bearer token that opens /api/status and /metrics beyond loopback (off if unset)",
+    )
     add_flag(parser, "--tls-cert", help="PEM certificate: serve HTTPS and WSS")
     add_flag(parser, "--tls-key", help="PEM private key for --tls-cert")
     add_flag(parser, "--log-level", default="info", help="debug, info, warning")
@@ -329,6 +413,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         inactivity_warning=args.inactivity_warning,
         handshake_timeout=args.handshake_timeout,
         shutdown_ack_timeout=args.shutdown_ack_timeout,
+        hello_timeout=args.hello_timeout,
+        games=tuple(g.strip() for g in args.games.split(",") if g.strip()),
+        max_connections_per_ip=args.max_connections_per_ip,
+        status_token=args.status_token or None,
         ice_servers=tuple(args.ice_server),
         max_message_rate=args.max_message_rate,
         max_message_burst=args.max_message_burst,
@@ -345,6 +433,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if settings.heartbeat_interval <= 0 or settings.heartbeat_timeout <= 0:
         raise SystemExit("heartbeat interval and timeout must be positive")
+    if not settings.games:
+        raise SystemExit("--games needs at least one game")
     ssl_context = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -352,7 +442,7 @@ def run(args: argparse.Namespace) -> int:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
     shown = msgspec.to_builtins(settings)
-    for secret in ("turn_secret", "worker_token"):
+    for secret in ("turn_secret", "worker_token", "status_token"):
         shown[secret] = "***" if shown[secret] else None
     log.info("settings %s", json.dumps(shown))
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -7,46 +7,44 @@ hand, so ``/metrics`` can never disagree with ``/api/status``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from playcast.signaling.hub import Hub
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """The gauges' values, read from the core's state at scrape time."""
+
+    connections: dict[str, int]
+    workers: dict[tuple[str, str], int]  # (status, game) -> count
+    sessions: dict[str, int]  # phase -> count
 
 
-class _HubCollector(Collector):
-    def __init__(self, hub: Callable[[], Hub | None]) -> None:
-        self._hub = hub
+class _StateCollector(Collector):
+    def __init__(self, read: Callable[[], Readings | None]) -> None:
+        self._read = read
 
     def collect(self) -> Iterator[Metric]:
-        hub = self._hub()
-        if hub is None:
+        readings = self._read()
+        if readings is None:
             return
         conns = GaugeMetricFamily(
             "playcast_connections", "Open WebSocket connections by role", labels=["role"]
         )
-        conns.add_metric(["worker"], len(hub.workers))
-        conns.add_metric(["client"], len(hub.clients))
-        conns.add_metric(["closing"], len(hub.closing))
+        for name, n in readings.connections.items():
+            conns.add_metric([name], n)
         yield conns
         workers = GaugeMetricFamily(
             "playcast_workers", "Workers by status and game", labels=["status", "game"]
         )
-        counts: dict[tuple[str, str], int] = {}
-        for w in hub.workers.values():
-            key = (w.status, w.game)
-            counts[key] = counts.get(key, 0) + 1
-        for (status, game), n in sorted(counts.items()):
+        for (status, game), n in sorted(readings.workers.items()):
             workers.add_metric([status, game], n)
         yield workers
         sessions = GaugeMetricFamily("playcast_sessions", "Sessions by phase", labels=["phase"])
-        phases: dict[str, int] = {}
-        for s in hub.sessions.values():
-            phases[s.phase] = phases.get(s.phase, 0) + 1
-        for phase, n in sorted(phases.items()):
+        for phase, n in sorted(readings.sessions.items()):
             sessions.add_metric([phase], n)
         yield sessions
 
@@ -97,9 +95,33 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
-        self._hub: Hub | None = None
+        self.per_ip_refusals = Counter(
+            "playcast_per_ip_refusals",
+            "Connections refused at the upgrade: too many from one address",
+            ["role"],
+            registry=r,
+        )
+        self.hello_timeouts = Counter(
+            "playcast_hello_timeouts",
+            "Connections closed for sending no register or join in time",
+            ["role"],
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "playcast_internal_errors",
+            "Bugs met while handling a peer (contained to that peer), by where",
+            ["where"],
+            registry=r,
+        )
+        self.internal_closes = Counter(
+            "playcast_internal_error_closes",
+            "Connections closed with 1011 after an internal error",
+            ["role"],
+            registry=r,
+        )
+        self._read: Callable[[], Readings] | None = None
         self._children: dict[tuple[int, str], Counter] = {}
-        r.register(_HubCollector(lambda: self._hub))
+        r.register(_StateCollector(lambda: self._read() if self._read else None))
 
     def count(self, counter: Counter, label: str) -> None:
         """``counter.labels(label).inc()``, with the child looked up once."""
@@ -109,8 +131,8 @@ class Metrics:
             child = self._children[key] = counter.labels(label)
         child.inc()
 
-    def attach(self, hub: Hub) -> None:
-        self._hub = hub
+    def attach(self, read: Callable[[], Readings]) -> None:
+        self._read = read
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from playcast.protocol import IceServer
+from playcast.protocol import DEFAULT_GAME, IceServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +17,17 @@ class Settings:
     inactivity_warning: float = 20.0
     handshake_timeout: float = 20.0
     shutdown_ack_timeout: float = 5.0
+    # A socket must say register or join within this (a socket that never
+    # says who it is would otherwise hold a slot forever).
+    hello_timeout: float = 10.0
+    # The games this server hosts: anything else is refused before it can
+    # create state (queues, metric label children).
+    games: tuple[str, ...] = (DEFAULT_GAME,)
+    # Open sockets per remote address; 0: no cap.
+    max_connections_per_ip: int = 0
+    # /api/status and /metrics answer loopback, and requests carrying this
+    # bearer token; None: loopback only.
+    status_token: str | None = None
     # Empty: host candidates are enough on a LAN or loopback; internet
     # deployments pass --ice-server (STUN/TURN), see docs/deploy.md.
     ice_servers: tuple[IceServer, ...] = ()

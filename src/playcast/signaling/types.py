@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from playcast.protocol import DEFAULT_GAME, Message, ShutdownReason
+from playcast.protocol import DEFAULT_GAME, ShutdownReason
 
 # "registering" until the first register message; the seed's two states after.
 WorkerStatus = Literal["registering", "available", "busy"]
@@ -19,20 +19,16 @@ Role = Literal["worker", "client"]
 
 
 class Connection(Protocol):
-    """What the protocol core needs from a socket; the I/O layer implements it.
+    """What the core knows of a socket: only where it comes from.
 
-    Both calls return at once: sends are queued, and ``close`` flushes what is
-    queued before closing, so the core never waits on a peer.
+    The core never writes: its sends and closes are effects that the socket
+    layer carries out (``hub.drain_effects``), through its own connection type.
     """
 
     @property
     def remote(self) -> tuple[str, int]:
         """The socket's peer address and port."""
         ...
-
-    def send(self, msg: Message) -> None: ...
-
-    def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
 class RateLimit:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from playcast.protocol import (
+    Error,
     IceCandidate,
     Message,
     Offer,
@@ -15,70 +14,70 @@ from playcast.protocol import (
     WebrtcFailed,
     message_type,
 )
-from playcast.signaling.events import event
+from playcast.signaling import handshake
+from playcast.signaling.closing import forget
+from playcast.signaling.events import CLOSE_POLICY, event
+from playcast.signaling.peers import error
+from playcast.signaling.state import State, fmt_remote
 from playcast.signaling.types import Worker
 
-if TYPE_CHECKING:
-    from playcast.signaling.hub import Hub
 
-
-def handle(hub: Hub, worker: Worker, msg: Message) -> None:
+def handle(state: State, worker: Worker, msg: Message) -> None:
     if worker.status == "registering":
         if not isinstance(msg, Register):
-            hub.error(worker, "not_registered", "a worker's first message must be 'register'")
+            error(state, worker, "not_registered", "a worker's first message must be 'register'")
             return
-        register(hub, worker, msg)
-        event(
-            "worker_registered",
-            worker=worker.id,
-            game=worker.game,
-            addr=f"{worker.addr}:{worker.port}",
-            remote=":".join(map(str, worker.ws.remote)),
-        )
+        register(state, worker, msg)
     elif isinstance(msg, Offer):
-        hub.relay_sdp(worker, msg, "awaiting_offer", then="awaiting_answer")
+        handshake.relay_sdp(state, worker, msg, "awaiting_offer", then="awaiting_answer")
     elif isinstance(msg, IceCandidate):
-        hub.relay_candidate(worker, msg)
+        handshake.relay_candidate(state, worker, msg)
     elif isinstance(msg, WebrtcConnected):
-        hub.report_connected(worker, msg)
+        handshake.report_connected(state, worker, msg)
     elif isinstance(msg, WebrtcFailed):
-        hub.report_failed(worker, msg)
+        handshake.report_failed(state, worker, msg)
     elif isinstance(msg, Register):
-        hub.error(worker, "unexpected_message", "already registered")
+        error(state, worker, "unexpected_message", "already registered")
     elif isinstance(msg, ShutdownAck):
-        hub.error(worker, "unexpected_message", "shutdown_ack without a shutdown")
+        error(state, worker, "unexpected_message", "shutdown_ack without a shutdown")
     else:
-        hub.error(worker, "unexpected_message", f"'{message_type(msg)}' is not a worker message")
+        error(state, worker, "unexpected_message", f"'{message_type(msg)}' is not a worker message")
 
 
-def register(hub: Hub, worker: Worker, msg: Register) -> None:
+def register(state: State, worker: Worker, msg: Register) -> None:
+    if not state.pool.allows(msg.game):
+        state.metrics.count(state.metrics.bad_messages, "unknown_game")
+        event("worker_refused", worker=worker.id, game=repr(msg.game), why="unknown game")
+        text = f"this server serves {', '.join(sorted(state.pool.queues))}, not {msg.game!r}"
+        state.send(worker, Error(code="unknown_game", message=text))
+        forget(state, worker)
+        state.close(worker, CLOSE_POLICY, "unknown game")
+        return
     host, port = worker.ws.remote
     worker.game = msg.game
     worker.addr = msg.addr or host
     worker.port = msg.port if msg.port is not None else port
-    hub.metrics.count(hub.metrics.registrations, worker.game)
-    worker.ws.send(
+    state.metrics.count(state.metrics.registrations, worker.game)
+    state.send(
+        worker,
         Registered(
             worker_id=worker.id,
-            heartbeat_interval=hub.settings.heartbeat_interval,
-            heartbeat_timeout=hub.settings.heartbeat_timeout,
-        )
+            heartbeat_interval=state.settings.heartbeat_interval,
+            heartbeat_timeout=state.settings.heartbeat_timeout,
+        ),
     )
-    make_available(hub, worker)
+    make_available(state, worker)
+    event(
+        "worker_registered",
+        worker=worker.id,
+        game=worker.game,
+        addr=f"{worker.addr}:{worker.port}",
+        remote=fmt_remote(worker),
+    )
 
 
-def make_available(hub: Hub, worker: Worker) -> None:
+def make_available(state: State, worker: Worker) -> None:
     worker.status = "available"
     worker.client_id = None
     worker.session_id = None
-    hub.available.setdefault(worker.game, {})[worker.id] = None
-
-
-def take_available(hub: Hub, game: str) -> Worker | None:
-    """The worker for ``game`` that has been available longest, now busy."""
-    queue = hub.available.get(game)
-    if not queue:
-        return None
-    worker_id = next(iter(queue))
-    del queue[worker_id]
-    return hub.workers[worker_id]
+    state.pool.add(worker)

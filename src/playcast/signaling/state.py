@@ -1,0 +1,126 @@
+"""What the protocol core holds: the records, the clock, and the effects it owes.
+
+The core never touches a socket. A rule changes this state and appends its
+effects (send ``msg`` to a peer, close a peer's socket) to ``effects``; the
+socket layer takes them after each step (``take_effects``) and carries them
+out, in order. A slow consumer found while writing is fed back as the next
+step, never run in the middle of one (the ``websockets`` sans-I/O model).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+
+from playcast.protocol import Message
+from playcast.signaling.metrics import Metrics, Readings
+from playcast.signaling.pool import Pool
+from playcast.signaling.settings import Settings
+from playcast.signaling.types import Client, Peer, Session, Worker
+
+# Heartbeat work is spread over this many ticks per interval: each tick pings
+# and checks one slot, so pings never go out in one burst.
+SLOTS = 10
+
+# (peer, message, 0, "") is a send; (peer, None, code, reason) a close.
+Effect = tuple[Peer, Message | None, int, str]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+class State:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        id_factory: Callable[[str], str] = new_id,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.wall_clock = wall_clock  # only for credentials that expire at a real time
+        self.metrics = metrics or Metrics()
+        self.metrics.attach(self.readings)
+        self.new_id = id_factory
+        self.workers: dict[str, Worker] = {}
+        self.clients: dict[str, Client] = {}
+        self.sessions: dict[str, Session] = {}
+        self.pool = Pool(settings.games)
+        # Peers told to shut down and not yet closed, by id.
+        self.closing: dict[str, Peer] = {}
+        self.handshaking: dict[str, Session] = {}
+        self.slots: list[dict[str, Peer]] = [{} for _ in range(SLOTS)]
+        self.cursor = 0
+        self.stopping = False
+        self.effects: list[Effect] = []
+
+    # --- effects ---------------------------------------------------------
+
+    def send(self, peer: Peer, msg: Message) -> None:
+        self.effects.append((peer, msg, 0, ""))
+
+    def close(self, peer: Peer, code: int, reason: str) -> None:
+        self.effects.append((peer, None, code, reason))
+
+    def take_effects(self) -> list[Effect]:
+        effects, self.effects = self.effects, []
+        return effects
+
+    # --- queries ---------------------------------------------------------
+
+    @property
+    def available(self) -> dict[str, dict[str, Worker]]:
+        """game -> available workers, longest-waiting first."""
+        return self.pool.queues
+
+    @property
+    def drained(self) -> bool:
+        """Stopping, and every peer told so has acked or been closed."""
+        return self.stopping and not self.closing
+
+    def is_live(self, peer: Peer) -> bool:
+        if isinstance(peer, Worker):
+            return self.workers.get(peer.id) is peer
+        return self.clients.get(peer.id) is peer
+
+    def readings(self) -> Readings:
+        """What the scrape-time gauges show: read, never kept in step by hand."""
+        workers: dict[tuple[str, str], int] = {}
+        for w in self.workers.values():
+            key = (w.status, w.game)
+            workers[key] = workers.get(key, 0) + 1
+        phases: dict[str, int] = {}
+        for s in self.sessions.values():
+            phases[s.phase] = phases.get(s.phase, 0) + 1
+        return Readings(
+            connections={
+                "worker": len(self.workers),
+                "client": len(self.clients),
+                "closing": len(self.closing),
+            },
+            workers=workers,
+            sessions=phases,
+        )
+
+
+def role(peer: Peer) -> str:
+    return "worker" if isinstance(peer, Worker) else "client"
+
+
+def ids(peer: Peer) -> dict[str, str | None]:
+    """The ids a log line about ``peer`` carries."""
+    if isinstance(peer, Worker):
+        return {"worker": peer.id, "client": peer.client_id, "session": peer.session_id}
+    if isinstance(peer, Client):
+        return {"client": peer.id, "worker": peer.worker_id, "session": peer.session_id}
+    return {"peer": peer.id}
+
+
+def fmt_remote(peer: Peer) -> str:
+    host, port = peer.ws.remote
+    return f"{host}:{port}"
