@@ -84,7 +84,8 @@ _args: dict[str, st.SearchStrategy[Any]] = {
     # sessions actually form and the handshake rules get exercised.
     "open_worker": st.booleans(),
     "open_client": st.booleans(),
-    "send": st.tuples(st.integers(0, 6), frames()),
+    # The flag: name another live session's id instead of one's own.
+    "send": st.tuples(st.integers(0, 6), frames(), st.booleans()),
     "close": st.integers(0, 6),
     "tick": st.floats(0.01, 3.0),
     "tick_live": st.floats(0.01, 3.0),
@@ -122,11 +123,15 @@ def test_any_sequence_keeps_the_hub_consistent(steps: list[tuple[str, Any]]) -> 
             if arg:
                 rig.send(peers[-1][0], '{"type": "join"}')
         elif op == "send" and peers:
-            index, frame = arg
+            index, frame, stranger = arg
             peer, conn = peers[index % len(peers)]
             # Closed sockets too: frames in flight still arrive after a close,
             # and FakeConn fails the test if the hub answers one.
             sid = next(iter(own.get(id(conn), {"SID"})), "SID")
+            others = sorted(set(rig.hub.sessions) - own.get(id(conn), set()))
+            if stranger and others:
+                sid = others[index % len(others)]
+                event("named a stranger's session")
             rig.send(peer, frame.replace('"SID"', json.dumps(sid)))
         elif op == "close" and peers:
             peer, conn = peers[arg % len(peers)]

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_hub_properties import frames
 
@@ -65,3 +65,70 @@ async def _play(url: str, script: list[tuple[str, str]]) -> dict[str, Any]:
 def test_random_frames_at_both_endpoints(server_url: str, script: list[tuple[str, str]]) -> None:
     doc = asyncio.run(_play(server_url, script))
     assert doc["violations"] == []
+
+
+HANDSHAKE = st.sampled_from(["offer", "answer", "ice_candidate", "webrtc_connected"])
+
+
+async def _relay(url: str, script: list[tuple[int, str, int]]) -> list[tuple[str, list[Any]]]:
+    """Two live sessions; each step: peer P sends a handshake message naming
+    session S (its own or the stranger's). Returns what each peer received."""
+    from playcast_testing.scripted import ScriptedPeer
+
+    from playcast.protocol import Error, Join, Register, Registered
+
+    async with aiohttp.ClientSession() as http:
+        peers: list[ScriptedPeer] = []
+        sids: list[str] = []
+        for _ in range(2):
+            w = ScriptedPeer(await http.ws_connect(f"{url}/ws/worker"))
+            await w.send(Register(game="com.supercell.clashroyale"))
+            await w.expect(Registered)
+            c = ScriptedPeer(await http.ws_connect(f"{url}/ws/client"))
+            await c.send(Join())
+            assigned = await c.recv()
+            sids.append(getattr(assigned, "session_id", "none"))
+            await w.recv()  # session_start
+            peers += [w, c]
+        for who, kind, which in script:
+            body: dict[str, Any] = {"type": kind, "session_id": sids[which]}
+            if kind in ("offer", "answer"):
+                body["sdp"] = "v=0"
+            elif kind == "ice_candidate":
+                body["candidate"] = {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"}
+            with contextlib.suppress(ConnectionError):
+                await peers[who].send_raw(body)
+        received: list[tuple[str, list[Any]]] = []
+        # Two sync rounds: after the second, everything relayed to a peer
+        # was written before its own sync answer, so it has been read.
+        for rnd in range(2):
+            for i, peer in enumerate(peers):
+                if peer.ws.closed:
+                    continue
+                await peer.send_raw({"type": f"sync-{rnd}-{i}"})
+                got: list[Any] = []
+                while True:
+                    msg = await peer.recv(timeout=10)
+                    if isinstance(msg, Error) and f"sync-{rnd}-{i}" in msg.message:
+                        break
+                    got.append(msg)
+                received.append((sids[i // 2], got))
+        for peer in peers:
+            await peer.close()
+        return received
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(0, 3), HANDSHAKE, st.integers(0, 1)), min_size=1, max_size=25)
+)
+def test_relaying_never_crosses_sessions_over_real_sockets(
+    server_url: str, script: list[tuple[int, str, int]]
+) -> None:
+    received = asyncio.run(_relay(server_url, script))
+    relayed = sum(len(m) for _, m in received)
+    event("relayed something" if relayed else "relayed nothing")
+    for own_sid, messages in received:
+        for msg in messages:
+            sid = getattr(msg, "session_id", own_sid)
+            assert sid == own_sid, f"a peer of {own_sid} got {msg!r}"

@@ -38,6 +38,8 @@ def tick(state: State) -> None:
     state.cursor = (state.cursor + 1) % SLOTS
     ping = Ping(ts=now)
     for peer in list(slot.values()):
+        if slot.get(peer.id) is not peer:
+            continue  # dropped by an earlier peer's check in this tick (its partner)
         try:
             if _check_peer(state, peer, now):
                 state.send(peer, ping)
