@@ -26,7 +26,18 @@ ShutdownReason = Literal[
     "server_shutdown",
 ]
 ErrorCode = Literal["bad_message", "not_registered", "unexpected_message", "unknown_game"]
-RejectReason = Literal["no_worker_available", "unknown_game"]
+RejectReason = Literal["no_worker_available", "unknown_game", "unsupported_browser"]
+# What went wrong when a peer reports webrtc_failed (optional, for the truth
+# told to the player and the operator): "negotiation" (no media line both
+# sides accept, an SDP the other side refused), "ice" (no network path),
+# "media" (the game or the decoder failed), "unsupported" (no WebRTC at all),
+# "internal" (a bug).
+FailureKind = Literal["negotiation", "ice", "media", "unsupported", "internal"]
+# Video codecs as WebRTC names them (RTCRtpCodec mimeType without "video/").
+Codec = Annotated[str, msgspec.Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9-]+$")]
+CodecList = Annotated[list[Codec], msgspec.Meta(max_length=16)]
+# A peer that names no codecs is taken to speak H.264 only (protocol v1).
+DEFAULT_CODECS: Final = ("H264",)
 
 
 class _Msg(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
@@ -64,6 +75,8 @@ class Error(_Msg, tag="error"):
 class Shutdown(_Msg, tag="shutdown"):
     reason: ShutdownReason
     message: str
+    # For handshake_failed: the kind of failure reported, when known.
+    detail: FailureKind | None = None
 
 
 class ShutdownAck(_Msg, tag="shutdown_ack"):
@@ -82,6 +95,8 @@ class Register(_Msg, tag="register"):
     game: GameName
     addr: Annotated[str, msgspec.Meta(max_length=255)] | None = None
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
+    # What the worker can send, in its order of preference; None: H.264.
+    codecs: CodecList | None = None
 
 
 class Registered(_Msg, tag="registered"):
@@ -94,6 +109,8 @@ class SessionStart(_Msg, tag="session_start"):
     session_id: str
     client_id: str
     ice_servers: list[IceServer]
+    # The codec pairing chose: the worker's first that the player can decode.
+    codec: str | None = None
 
 
 # --- client -----------------------------------------------------------------
@@ -101,6 +118,8 @@ class SessionStart(_Msg, tag="session_start"):
 
 class Join(_Msg, tag="join"):
     game: GameName = DEFAULT_GAME
+    # What the browser can decode; None: H.264.
+    codecs: CodecList | None = None
 
 
 class Assigned(_Msg, tag="assigned"):
@@ -108,6 +127,7 @@ class Assigned(_Msg, tag="assigned"):
     client_id: str
     worker_id: str
     ice_servers: list[IceServer]
+    codec: str | None = None
 
 
 class Rejected(_Msg, tag="rejected"):
@@ -152,6 +172,7 @@ class WebrtcConnected(_Msg, tag="webrtc_connected"):
 class WebrtcFailed(_Msg, tag="webrtc_failed"):
     session_id: Id
     reason: str
+    kind: FailureKind | None = None
 
 
 Message = (

@@ -25,6 +25,7 @@ from playcast.signaling.ice import ice_servers_for
 from playcast.signaling.peers import error
 from playcast.signaling.state import State, fmt_remote
 from playcast.signaling.types import Client
+from playcast.signaling.workers import codec_names
 
 
 def handle(state: State, client: Client, msg: Message) -> None:
@@ -61,16 +62,33 @@ def join(state: State, client: Client, msg: Join) -> None:
         reject(state, client, "unknown_game", msg.game)
         return
     client.game = msg.game
-    worker = state.pool.take(msg.game)
-    if worker is None:
-        reject(state, client, "no_worker_available", msg.game)
+    client.codecs = codec_names(msg.codecs)
+    taken = state.pool.take(msg.game, client.codecs)
+    if taken is None:
+        if state.pool.codecs[msg.game] and not state.pool.serves(msg.game, client.codecs):
+            # Workers exist, and none of them, free or busy, sends what this
+            # browser decodes: waiting would not help, and no worker is taken.
+            reject(state, client, "unsupported_browser", msg.game)
+        else:
+            reject(state, client, "no_worker_available", msg.game)
         return
+    worker, codec = taken
     session = sessions.start(state, worker, client)
+    session.codec = codec
     ice = ice_servers_for(state.settings, session.id, state.wall_clock())
-    state.send(worker, SessionStart(session_id=session.id, client_id=client.id, ice_servers=ice))
+    state.send(
+        worker,
+        SessionStart(session_id=session.id, client_id=client.id, ice_servers=ice, codec=codec),
+    )
     state.send(
         client,
-        Assigned(session_id=session.id, client_id=client.id, worker_id=worker.id, ice_servers=ice),
+        Assigned(
+            session_id=session.id,
+            client_id=client.id,
+            worker_id=worker.id,
+            ice_servers=ice,
+            codec=codec,
+        ),
     )
     event(
         "client_assigned",
@@ -78,6 +96,7 @@ def join(state: State, client: Client, msg: Join) -> None:
         client=client.id,
         worker=worker.id,
         game=msg.game,
+        codec=codec,
         remote=fmt_remote(client),
     )
 
@@ -89,6 +108,7 @@ def reject(state: State, client: Client, reason: RejectReason, game: str) -> Non
         client=client.id,
         game=repr(game) if reason == "unknown_game" else game,
         reason=reason,
+        codecs=",".join(client.codecs) if reason == "unsupported_browser" else None,
         remote=fmt_remote(client),
     )
     state.send(client, Rejected(reason=reason, message=REJECT_TEXT[reason]))

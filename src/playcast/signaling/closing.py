@@ -7,7 +7,7 @@ or relayed to again) and waits in ``closing`` for its ``shutdown_ack`` until
 
 from __future__ import annotations
 
-from playcast.protocol import Shutdown, ShutdownAck, ShutdownReason
+from playcast.protocol import FailureKind, Shutdown, ShutdownAck, ShutdownReason
 from playcast.signaling.events import CLOSE_NORMAL, REASON_TEXT, event
 from playcast.signaling.state import State, ids, role
 from playcast.signaling.types import Client, Peer, Worker
@@ -19,17 +19,21 @@ def forget(state: State, peer: Peer) -> None:
     if isinstance(peer, Worker):
         if state.workers.pop(peer.id, None) is not None:
             state.pool.remove(peer)
+            if peer.status != "registering":
+                state.pool.unregister(peer)
     elif isinstance(peer, Client):
         state.clients.pop(peer.id, None)
 
 
-def shut_down(state: State, peer: Peer, reason: ShutdownReason) -> None:
+def shut_down(
+    state: State, peer: Peer, reason: ShutdownReason, detail: FailureKind | None = None
+) -> None:
     """Ask a peer to shut down; its socket closes on ack or at the deadline."""
     forget(state, peer)
     peer.closing_deadline = state.clock() + state.settings.shutdown_ack_timeout
     peer.shutdown_reason = reason
     state.closing[peer.id] = peer
-    state.send(peer, Shutdown(reason=reason, message=REASON_TEXT[reason]))
+    state.send(peer, Shutdown(reason=reason, message=REASON_TEXT[reason], detail=detail))
     event(f"{role(peer)}_shutdown", reason=reason, **ids(peer))
 
 

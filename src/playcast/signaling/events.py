@@ -29,6 +29,7 @@ REASON_TEXT: Final[dict[ShutdownReason, str]] = {
 REJECT_TEXT: Final[dict[RejectReason, str]] = {
     "no_worker_available": "All game machines are busy right now. Please try again in a minute.",
     "unknown_game": "This server does not host that game.",
+    "unsupported_browser": "This browser cannot decode the video any game machine here sends.",
 }
 
 

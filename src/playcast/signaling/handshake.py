@@ -109,9 +109,11 @@ def report_failed(state: State, peer: Worker | Client, msg: WebrtcFailed) -> Non
     session = session_of(state, peer, msg.session_id)
     if session is None:
         return
-    event(f"{role(peer)}_webrtc_failed", detail=repr(msg.reason), **ids(peer))
+    kind = msg.kind or "unknown"
+    state.metrics.count(state.metrics.webrtc_failures, role(peer), kind)
+    event(f"{role(peer)}_webrtc_failed", kind=kind, detail=repr(msg.reason), **ids(peer))
     if session.phase != "connected":
-        sessions.end(state, session, "handshake_failed", "handshake_failed")
+        sessions.end(state, session, "handshake_failed", "handshake_failed", msg.kind)
     else:
         # The media path died after the handshake: each side is told its
         # partner is gone, the same as if the partner had disconnected.

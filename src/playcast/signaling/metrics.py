@@ -101,6 +101,12 @@ class Metrics:
             ["role"],
             registry=r,
         )
+        self.webrtc_failures = Counter(
+            "playcast_webrtc_failures",
+            "webrtc_failed reports, by the reporting role and the kind of failure",
+            ["role", "kind"],
+            registry=r,
+        )
         self.hello_timeouts = Counter(
             "playcast_hello_timeouts",
             "Connections closed for sending no register or join in time",
@@ -120,15 +126,15 @@ class Metrics:
             registry=r,
         )
         self._read: Callable[[], Readings] | None = None
-        self._children: dict[tuple[int, str], Counter] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
         r.register(_StateCollector(lambda: self._read() if self._read else None))
 
-    def count(self, counter: Counter, label: str) -> None:
-        """``counter.labels(label).inc()``, with the child looked up once."""
-        key = (id(counter), label)
+    def count(self, counter: Counter, *labels: str) -> None:
+        """``counter.labels(*labels).inc()``, with the child looked up once."""
+        key = (id(counter), labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = counter.labels(label)
+            child = self._children[key] = counter.labels(*labels)
         child.inc()
 
     def attach(self, read: Callable[[], Readings]) -> None:

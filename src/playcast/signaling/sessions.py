@@ -7,7 +7,7 @@ session), so the members are always told, and the worker is never left busy.
 
 from __future__ import annotations
 
-from playcast.protocol import Shutdown, ShutdownReason
+from playcast.protocol import FailureKind, Shutdown, ShutdownReason
 from playcast.signaling.closing import forget, shut_down
 from playcast.signaling.events import REASON_TEXT, event
 from playcast.signaling.state import State
@@ -40,8 +40,10 @@ def end(
     session: Session,
     worker_reason: ShutdownReason | None,
     client_reason: ShutdownReason | None,
+    detail: FailureKind | None = None,
 ) -> None:
-    """End a session; each member still here is shut down with its reason."""
+    """End a session; each member still here is shut down with its reason
+    (and ``detail``, what is known of a failure)."""
     state.sessions.pop(session.id, None)
     state.handshaking.pop(session.id, None)
     reason = client_reason or worker_reason or "client_failed"
@@ -57,10 +59,10 @@ def end(
     )
     worker = state.workers.get(session.worker_id)
     if worker is not None and worker.session_id == session.id:
-        shut_down(state, worker, worker_reason or "client_failed")
+        shut_down(state, worker, worker_reason or "client_failed", detail)
     client = state.clients.get(session.client_id)
     if client is not None and client.session_id == session.id:
-        shut_down(state, client, client_reason or "worker_failed")
+        shut_down(state, client, client_reason or "worker_failed", detail)
 
 
 def fail(state: State, peer: Peer, reason: ShutdownReason | None = None, code: int = 0) -> None:

@@ -20,6 +20,7 @@ def snapshot(state: State) -> dict[str, Any]:
                 "status": w.status,
                 "client_id": w.client_id,
                 "game": w.game,
+                "codecs": list(w.codecs),
                 "session_id": w.session_id,
                 "last_ping_age": round(now - w.last_ping, 3),
                 "connected_for": round(now - w.opened_at, 3),
@@ -44,6 +45,7 @@ def snapshot(state: State) -> dict[str, Any]:
                 "worker_id": s.worker_id,
                 "client_id": s.client_id,
                 "game": s.game,
+                "codec": s.codec,
                 "phase": s.phase,
                 "age": round(now - s.started_at, 3),
             }

@@ -73,6 +73,7 @@ class Worker(Peer):
     client_id: str | None = None
     game: str = ""
     session_id: str | None = None
+    codecs: tuple[str, ...] = ()
 
     role: Role = "worker"
 
@@ -86,6 +87,7 @@ class Client(Peer):
     session_id: str | None = None
     last_input: float = 0.0
     warned: bool = False
+    codecs: tuple[str, ...] = ()
 
     role: Role = "client"
 
@@ -105,3 +107,4 @@ class Session:
     client_connected: bool = False
     worker_candidates: int = 0
     client_candidates: int = 0
+    codec: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from playcast.protocol import (
+    DEFAULT_CODECS,
     Error,
     IceCandidate,
     Message,
@@ -55,6 +56,8 @@ def register(state: State, worker: Worker, msg: Register) -> None:
         return
     host, port = worker.ws.remote
     worker.game = msg.game
+    worker.codecs = codec_names(msg.codecs)
+    state.pool.register(worker)
     worker.addr = msg.addr or host
     worker.port = msg.port if msg.port is not None else port
     state.metrics.count(state.metrics.registrations, worker.game)
@@ -71,9 +74,17 @@ def register(state: State, worker: Worker, msg: Register) -> None:
         "worker_registered",
         worker=worker.id,
         game=worker.game,
+        codecs=",".join(worker.codecs),
         addr=f"{worker.addr}:{worker.port}",
         remote=fmt_remote(worker),
     )
+
+
+def codec_names(codecs: list[str] | None) -> tuple[str, ...]:
+    """Upper-case, without repeats, in the given order; none named: H.264."""
+    if not codecs:
+        return DEFAULT_CODECS
+    return tuple(dict.fromkeys(c.upper() for c in codecs))
 
 
 def make_available(state: State, worker: Worker) -> None:
