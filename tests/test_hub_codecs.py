@@ -101,7 +101,8 @@ def test_a_leaving_worker_takes_its_codecs_with_it() -> None:
     vp8, _ = worker(rig, ["VP8"])
     worker(rig, ["H264"])
     rig.on_close(vp8)
-    assert rig.hub.pool.codecs[GAME] == {"H264": 1}
+    assert rig.hub.memory is not None
+    assert rig.hub.memory.games[GAME].codecs == {"H264": 1}
     _, cconn = client(rig, ["VP8"])
     rejected = cconn.sent[0]
     assert isinstance(rejected, Rejected) and rejected.reason == "unsupported_browser"

@@ -26,7 +26,13 @@ ShutdownReason = Literal[
     "server_shutdown",
 ]
 ErrorCode = Literal["bad_message", "not_registered", "unexpected_message", "unknown_game"]
-RejectReason = Literal["no_worker_available", "unknown_game", "unsupported_browser"]
+RejectReason = Literal[
+    "no_worker_available",
+    "unknown_game",
+    "unsupported_browser",
+    "queue_timeout",
+    "service_unavailable",
+]
 # What went wrong when a peer reports webrtc_failed (optional, for the truth
 # told to the player and the operator): "negotiation" (no media line both
 # sides accept, an SDP the other side refused), "ice" (no network path),
@@ -135,6 +141,13 @@ class Rejected(_Msg, tag="rejected"):
     message: str
 
 
+class Queued(_Msg, tag="queued"):
+    """No worker is free: the client waits in line (opt-in, --queue-limit)."""
+
+    position: int  # 1 is next
+    game: str
+
+
 class Input(_Msg, tag="input"):
     event: dict[str, Any]
 
@@ -187,6 +200,7 @@ Message = (
     | Join
     | Assigned
     | Rejected
+    | Queued
     | Input
     | InactivityWarning
     | Leave

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from playcast.protocol import (
     Answer,
-    Assigned,
     IceCandidate,
     Input,
     Join,
     Leave,
     Message,
-    Rejected,
-    RejectReason,
-    SessionStart,
     ShutdownAck,
     WebrtcConnected,
     WebrtcFailed,
@@ -20,10 +16,11 @@ from playcast.protocol import (
 )
 from playcast.signaling import handshake, sessions
 from playcast.signaling.closing import forget
-from playcast.signaling.events import CLOSE_NORMAL, REJECT_TEXT, event
-from playcast.signaling.ice import ice_servers_for
+from playcast.signaling.events import CLOSE_NORMAL, event
+from playcast.signaling.pairing import reject
 from playcast.signaling.peers import error
-from playcast.signaling.state import State, fmt_remote
+from playcast.signaling.shared import ClientEntry, Pair
+from playcast.signaling.state import State
 from playcast.signaling.types import Client
 from playcast.signaling.workers import codec_names
 
@@ -58,67 +55,21 @@ def handle(state: State, client: Client, msg: Message) -> None:
 def join(state: State, client: Client, msg: Join) -> None:
     client.joined = True
     client.last_input = state.clock()
-    if not state.pool.allows(msg.game):
+    if msg.game not in state.games:
         reject(state, client, "unknown_game", msg.game)
         return
     client.game = msg.game
     client.codecs = codec_names(msg.codecs)
-    taken = state.pool.take(msg.game, client.codecs)
-    if taken is None:
-        if state.pool.codecs[msg.game] and not state.pool.serves(msg.game, client.codecs):
-            # Workers exist, and none of them, free or busy, sends what this
-            # browser decodes: waiting would not help, and no worker is taken.
-            reject(state, client, "unsupported_browser", msg.game)
-        else:
-            reject(state, client, "no_worker_available", msg.game)
+    if state.isolated:
+        reject(state, client, "service_unavailable", msg.game)
         return
-    worker, codec = taken
-    session = sessions.start(state, worker, client)
-    session.codec = codec
-    ice = ice_servers_for(state.settings, session.id, state.wall_clock())
-    state.send(
-        worker,
-        SessionStart(session_id=session.id, client_id=client.id, ice_servers=ice, codec=codec),
-    )
-    state.send(
-        client,
-        Assigned(
-            session_id=session.id,
-            client_id=client.id,
-            worker_id=worker.id,
-            ice_servers=ice,
-            codec=codec,
-        ),
-    )
-    event(
-        "client_assigned",
-        session=session.id,
-        client=client.id,
-        worker=worker.id,
-        game=msg.game,
-        codec=codec,
-        remote=fmt_remote(client),
-    )
-
-
-def reject(state: State, client: Client, reason: RejectReason, game: str) -> None:
-    state.metrics.count(state.metrics.rejections, reason)
-    event(
-        "client_rejected",
-        client=client.id,
-        game=repr(game) if reason == "unknown_game" else game,
-        reason=reason,
-        codecs=",".join(client.codecs) if reason == "unsupported_browser" else None,
-        remote=fmt_remote(client),
-    )
-    state.send(client, Rejected(reason=reason, message=REJECT_TEXT[reason]))
-    forget(state, client)
-    state.close(client, CLOSE_NORMAL, reason.replace("_", " "))
+    entry = ClientEntry(client.id, state.node, client.game, client.codecs)
+    state.request(Pair(entry, state.new_id("s"), state.settings.queue_limit, state.wall_clock()))
 
 
 def leave(state: State, client: Client) -> None:
     session = state.sessions.get(client.session_id or "")
-    forget(state, client)
+    forget(state, client)  # out of the line too, if it was waiting
     state.close(client, CLOSE_NORMAL, "left")
     if session is not None:
         sessions.end(state, session, "client_left", None)  # logged as session_ended

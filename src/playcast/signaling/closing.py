@@ -9,20 +9,24 @@ from __future__ import annotations
 
 from playcast.protocol import FailureKind, Shutdown, ShutdownAck, ShutdownReason
 from playcast.signaling.events import CLOSE_NORMAL, REASON_TEXT, event
+from playcast.signaling.shared import LeaveLine, Withdraw
 from playcast.signaling.state import State, ids, role
 from playcast.signaling.types import Client, Peer, Worker
 
 
 def forget(state: State, peer: Peer) -> None:
-    """Drop ``peer`` from every live set (the pool, its heartbeat slot)."""
+    """Drop ``peer`` from every live set (its heartbeat slot; the shared
+    directory, pool and waiting line)."""
     state.slots[peer.slot].pop(peer.id, None)
     if isinstance(peer, Worker):
-        if state.workers.pop(peer.id, None) is not None:
-            state.pool.remove(peer)
-            if peer.status != "registering":
-                state.pool.unregister(peer)
+        # Published at register: the shared directory and pool must let go.
+        if state.workers.pop(peer.id, None) is not None and peer.status != "registering":
+            state.request(Withdraw(peer.id))
     elif isinstance(peer, Client):
-        state.clients.pop(peer.id, None)
+        was_live = state.clients.pop(peer.id, None) is not None
+        if was_live and peer.queued_at:
+            state.waiting.pop(peer.id, None)
+            state.request(LeaveLine(peer.id, peer.game))
 
 
 def shut_down(

@@ -30,6 +30,8 @@ REJECT_TEXT: Final[dict[RejectReason, str]] = {
     "no_worker_available": "All game machines are busy right now. Please try again in a minute.",
     "unknown_game": "This server does not host that game.",
     "unsupported_browser": "This browser cannot decode the video any game machine here sends.",
+    "queue_timeout": "You waited in line too long without a free game machine.",
+    "service_unavailable": "The service is having trouble right now. Please try again soon.",
 }
 
 

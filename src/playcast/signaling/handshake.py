@@ -6,10 +6,20 @@ session's other member; what is out of place is answered with an error.
 
 from __future__ import annotations
 
-from playcast.protocol import Answer, IceCandidate, Offer, WebrtcConnected, WebrtcFailed
+from playcast.protocol import (
+    Answer,
+    IceCandidate,
+    Message,
+    Offer,
+    WebrtcConnected,
+    WebrtcFailed,
+    encode_str,
+)
 from playcast.signaling import sessions
+from playcast.signaling.bus import Connected, Relay, Up
 from playcast.signaling.events import event, step
 from playcast.signaling.peers import error
+from playcast.signaling.shared import MarkConnected
 from playcast.signaling.state import State, ids, role
 from playcast.signaling.types import Client, Session, SessionPhase, Worker
 
@@ -26,10 +36,35 @@ def session_of(state: State, peer: Worker | Client, session_id: str) -> Session 
     return session
 
 
-def partner(state: State, session: Session, peer: Worker | Client) -> Worker | Client | None:
-    if isinstance(peer, Worker):
-        return state.clients.get(session.client_id)
-    return state.workers.get(session.worker_id)
+def deliver(state: State, session: Session, sender: Worker | Client, msg: Message) -> None:
+    """Relay ``msg`` to the sender's partner, on this node or through its own."""
+    if isinstance(sender, Worker):
+        node, partner_id = session.client_node, session.client_id
+        partner: Worker | Client | None = sessions.local_client(state, session)
+    else:
+        node, partner_id = session.worker_node, session.worker_id
+        partner = sessions.local_worker(state, session)
+    if node != state.node:
+        if node not in state.gone_nodes:
+            state.tell(node, Relay(session_id=session.id, to=partner_id, frame=encode_str(msg)))
+    elif partner is not None:
+        state.send(partner, msg)
+
+
+def relayed(state: State, session: Session, to: str, msg: Message) -> None:
+    """A handshake step relayed from the partner's node: the same phase
+    change as on the sender's copy, then to the local member ``to``."""
+    if isinstance(msg, Offer) and session.phase == "awaiting_offer":
+        session.phase = "awaiting_answer"
+    elif isinstance(msg, Answer) and session.phase == "awaiting_answer":
+        session.phase = "negotiating"
+    member: Worker | Client | None = (
+        sessions.local_worker(state, session)
+        if session.worker_id == to
+        else sessions.local_client(state, session)
+    )
+    if member is not None and member.id == to:
+        state.send(member, msg)
 
 
 def relay_sdp(
@@ -48,9 +83,7 @@ def relay_sdp(
         error(state, peer, "unexpected_message", f"{name} not expected in phase {session.phase}")
         return
     session.phase = then
-    other = partner(state, session, peer)
-    if other is not None:
-        state.send(other, msg)
+    deliver(state, session, peer, msg)
     event(name, session=session.id, worker=session.worker_id, client=session.client_id)
 
 
@@ -61,9 +94,7 @@ def relay_candidate(state: State, peer: Worker | Client, msg: IceCandidate) -> N
     if session.phase == "awaiting_offer":
         error(state, peer, "unexpected_message", "ice_candidate before the offer")
         return
-    other = partner(state, session, peer)
-    if other is not None:
-        state.send(other, msg)
+    deliver(state, session, peer, msg)
     if isinstance(peer, Worker):
         session.worker_candidates += 1
     else:
@@ -82,18 +113,29 @@ def report_connected(state: State, peer: Worker | Client, msg: WebrtcConnected) 
         session.worker_connected = True
     else:
         session.client_connected = True
-    completes = (
-        session.phase != "connected" and session.worker_connected and session.client_connected
-    )
-    if not completes:  # else session_connected below says it, with both sides
+    if not session.owner:  # the client's node decides when the handshake is over
         event(f"{role(peer)}_webrtc_connected", **ids(peer))
+        if session.client_node not in state.gone_nodes:
+            state.tell(session.client_node, Connected(session_id=session.id))
         return
+    if not complete(state, session):  # else session_connected says it, with both sides
+        event(f"{role(peer)}_webrtc_connected", **ids(peer))
+
+
+def complete(state: State, session: Session) -> bool:
+    """On the owner: end the handshake once both sides have connected."""
+    if session.phase == "connected" or not (session.worker_connected and session.client_connected):
+        return False
     now = state.clock()
     session.phase = "connected"
     state.handshaking.pop(session.id, None)
-    client = state.clients.get(session.client_id)
+    client = sessions.local_client(state, session)
     if client is not None:
         client.connection_state = "connected"
+    if session.worker_node != state.node and session.worker_node not in state.gone_nodes:
+        state.tell(session.worker_node, Up(session_id=session.id))
+    if state.memory is None:  # a lone server's status reads its own sessions
+        state.request(MarkConnected(session.id))
     state.metrics.handshake_seconds.observe(now - session.started_at)
     event(
         "session_connected",
@@ -103,6 +145,7 @@ def report_connected(state: State, peer: Worker | Client, msg: WebrtcConnected) 
         handshake_ms=round((now - session.started_at) * 1000),
         candidates=f"{session.worker_candidates}/{session.client_candidates}",
     )
+    return True
 
 
 def report_failed(state: State, peer: Worker | Client, msg: WebrtcFailed) -> None:

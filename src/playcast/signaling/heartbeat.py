@@ -14,6 +14,7 @@ from playcast.protocol import InactivityWarning, Ping
 from playcast.signaling import sessions
 from playcast.signaling.closing import expire_acks, forget
 from playcast.signaling.events import CLOSE_NORMAL, CLOSE_POLICY, event
+from playcast.signaling.pairing import expire_waits
 from playcast.signaling.peers import crashed
 from playcast.signaling.state import SLOTS, State, ids, role
 from playcast.signaling.types import Client, Peer, Worker
@@ -72,8 +73,11 @@ def _check_peer(state: State, peer: Peer, now: float) -> bool:
         forget(state, peer)
         state.close(peer, CLOSE_POLICY, "no register or join in time")
         return False
-    if isinstance(peer, Client) and peer.session_id is not None:
-        return not _check_inactivity(state, peer, now)
+    if isinstance(peer, Client):
+        if peer.session_id is not None:
+            return not _check_inactivity(state, peer, now)
+        if peer.queued_at:
+            return not expire_waits(state, peer, now)
     return True
 
 

@@ -20,9 +20,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from playcast.protocol import BadMessage, Input, Message, Pong, ShutdownAck, decode, message_type
-from playcast.signaling import clients, heartbeat, peers, sessions, status, workers
+from playcast.signaling import clients, heartbeat, nodes, pairing, peers, sessions, status, workers
+from playcast.signaling.bus import BusMessage
 from playcast.signaling.closing import acked, release, shut_down
 from playcast.signaling.events import event, step
+from playcast.signaling.shared import Op, Outcome
 from playcast.signaling.state import State, fmt_remote, ids, role
 from playcast.signaling.types import Client, Connection, Peer, RateLimit, Worker
 
@@ -36,12 +38,14 @@ class Hub(State):
         worker = self._open(Worker, "w", ws)
         self.workers[worker.id] = worker
         self._greet(worker)
+        self._settle()
         return worker
 
     def open_client(self, ws: Connection) -> Client:
         client = self._open(Client, "c", ws)
         self.clients[client.id] = client
         self._greet(client)
+        self._settle()
         return client
 
     def _open(self, kind: type[P], prefix: str, ws: Connection) -> P:
@@ -72,6 +76,7 @@ class Hub(State):
             sessions.fail(self, peer)
         except Exception:
             peers.crashed(self, peer, "close")
+        self._settle()
 
     # --- inbound ---------------------------------------------------------
 
@@ -82,6 +87,7 @@ class Hub(State):
             self._on_message(peer, frame)
         except Exception:
             peers.crashed(self, peer, "message")
+        self._settle()
 
     def _on_message(self, peer: Peer, frame: str | bytes) -> None:
         now = self.clock()
@@ -119,6 +125,44 @@ class Hub(State):
     def slow_consumer(self, peer: Peer) -> None:
         """The socket layer found ``peer``'s unsent data past the limit."""
         peers.slow_consumer(self, peer)
+        self._settle()
+
+    # --- the rest of the cluster -----------------------------------------
+
+    def on_outcome(self, op: Op, outcome: Outcome | None) -> None:
+        """The shared state's answer to ``op`` (None: it could not be asked)."""
+        pairing.settle(self, op, outcome)
+        self._settle()
+
+    def on_bus(self, msg: BusMessage) -> None:
+        """Another node's word about a session shared with it."""
+        try:
+            nodes.on_bus(self, msg)
+        except Exception:
+            peers.log.exception("internal error handling %r", msg)
+            self.metrics.count(self.metrics.internal_errors, "bus")
+        self._settle()
+
+    def node_down(self, node: str) -> None:
+        nodes.node_down(self, node)
+        self._settle()
+
+    def cut_off(self) -> None:
+        nodes.cut_off(self)
+        self._settle()
+
+    def reconnected(self) -> None:
+        nodes.reconnected(self)
+
+    def _settle(self) -> None:
+        """A lone server answers its own shared-state requests, each as the
+        step after the one that asked (a cluster's come back as on_outcome)."""
+        memory = self.memory
+        if memory is None:
+            return
+        while self.requests:
+            for op in self.take_requests():
+                pairing.settle(self, op, memory.execute(op))
 
     # --- timers and stopping ---------------------------------------------
 
@@ -129,15 +173,24 @@ class Hub(State):
     def tick(self) -> None:
         """Run every ``tick_interval``: one slot's pings and checks, and deadlines."""
         heartbeat.tick(self)
+        self._settle()
 
     def shutdown_all(self) -> None:
-        """Server stop: everyone, idle or not, is shut down with server_shutdown."""
+        """Server stop: everyone here, idle or not, is shut down with
+        server_shutdown; a partner on another node hears its partner failed."""
         self.stopping = True
         event("server_stopping", workers=len(self.workers), clients=len(self.clients))
         for session in list(self.sessions.values()):
-            sessions.end(self, session, "server_shutdown", "server_shutdown")
+            here = self.node
+            sessions.end(
+                self,
+                session,
+                "server_shutdown" if session.worker_node == here else "client_failed",
+                "server_shutdown" if session.client_node == here else "worker_failed",
+            )
         for peer in [*self.workers.values(), *self.clients.values()]:
             shut_down(self, peer, "server_shutdown")
+        self._settle()
 
     # --- observation -----------------------------------------------------
 

@@ -107,6 +107,12 @@ class Metrics:
             ["role", "kind"],
             registry=r,
         )
+        self.node_events = Counter(
+            "playcast_node_events",
+            "Cluster events: a peer node found dead, this node cut off or back",
+            ["event"],
+            registry=r,
+        )
         self.hello_timeouts = Counter(
             "playcast_hello_timeouts",
             "Connections closed for sending no register or join in time",

@@ -21,6 +21,7 @@ from playcast.signaling.state import State, ids, role
 from playcast.signaling.types import Peer
 
 log = logging.getLogger("playcast.signaling")
+__all__ = ["crashed", "error", "flooded", "log", "slow_consumer"]
 
 
 def error(state: State, peer: Peer, code: ErrorCode, message: str) -> None:

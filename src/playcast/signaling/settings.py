@@ -23,6 +23,16 @@ class Settings:
     # The games this server hosts: anything else is refused before it can
     # create state (queues, metric label children).
     games: tuple[str, ...] = (DEFAULT_GAME,)
+    # The waiting line (opt-in): clients beyond this many waiting are
+    # rejected; 0 keeps the seed's rule (no worker free: rejected at once).
+    queue_limit: int = 0
+    queue_timeout: float = 300.0
+    # Cluster: the Redis URL (None: a lone server, state in memory), this
+    # node's id (None: made up at start), and how long a node that stops
+    # renewing its liveness key is taken for alive.
+    redis: str | None = None
+    node_id: str | None = None
+    node_ttl: float = 2.0
     # Open sockets per remote address; 0: no cap.
     max_connections_per_ip: int = 0
     # /api/status and /metrics answer loopback, and requests carrying this

@@ -5,6 +5,11 @@ effects (send ``msg`` to a peer, close a peer's socket) to ``effects``; the
 socket layer takes them after each step (``take_effects``) and carries them
 out, in order. A slow consumer found while writing is fed back as the next
 step, never run in the middle of one (the ``websockets`` sans-I/O model).
+
+What the nodes of a cluster share is asked for the same way: an operation
+on the shared state (``requests``) whose outcome comes back as a step, and a
+message for another node (``tells``). A lone server keeps the shared state
+in memory (``memory``) and settles its requests at the end of each step.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import time
 from collections.abc import Callable
 
 from playcast.protocol import Message
+from playcast.signaling.bus import BusMessage
 from playcast.signaling.metrics import Metrics, Readings
-from playcast.signaling.pool import Pool
 from playcast.signaling.settings import Settings
+from playcast.signaling.shared import MemoryShared, Op, WorkerEntry
 from playcast.signaling.types import Client, Peer, Session, Worker
 
 # Heartbeat work is spread over this many ticks per interval: each tick pings
@@ -47,10 +53,21 @@ class State:
         self.metrics = metrics or Metrics()
         self.metrics.attach(self.readings)
         self.new_id = id_factory
+        self.node = settings.node_id or id_factory("n")
+        self.games = frozenset(settings.games)
+        # A lone server's shared state; None in a cluster (Redis holds it).
+        self.memory: MemoryShared | None = (
+            MemoryShared(settings.games) if settings.redis is None else None
+        )
         self.workers: dict[str, Worker] = {}
         self.clients: dict[str, Client] = {}
         self.sessions: dict[str, Session] = {}
-        self.pool = Pool(settings.games)
+        # Clients waiting in line on this node, by id.
+        self.waiting: dict[str, Client] = {}
+        # Cut off from the shared state: no new sessions, no registrations.
+        self.isolated = False
+        # Nodes known dead: nothing more is told to them.
+        self.gone_nodes: set[str] = set()
         # Peers told to shut down and not yet closed, by id.
         self.closing: dict[str, Peer] = {}
         self.handshaking: dict[str, Session] = {}
@@ -58,6 +75,8 @@ class State:
         self.cursor = 0
         self.stopping = False
         self.effects: list[Effect] = []
+        self.requests: list[Op] = []
+        self.tells: list[tuple[str, BusMessage]] = []
 
     # --- effects ---------------------------------------------------------
 
@@ -67,16 +86,32 @@ class State:
     def close(self, peer: Peer, code: int, reason: str) -> None:
         self.effects.append((peer, None, code, reason))
 
+    def request(self, op: Op) -> None:
+        self.requests.append(op)
+
+    def tell(self, node: str, msg: BusMessage) -> None:
+        self.tells.append((node, msg))
+
     def take_effects(self) -> list[Effect]:
         effects, self.effects = self.effects, []
         return effects
 
+    def take_requests(self) -> list[Op]:
+        requests, self.requests = self.requests, []
+        return requests
+
+    def take_tells(self) -> list[tuple[str, BusMessage]]:
+        tells, self.tells = self.tells, []
+        return tells
+
     # --- queries ---------------------------------------------------------
 
     @property
-    def available(self) -> dict[str, dict[str, Worker]]:
-        """game -> available workers, longest-waiting first."""
-        return self.pool.queues
+    def available(self) -> dict[str, dict[str, WorkerEntry]]:
+        """A lone server's pools: game -> available workers, longest-waiting first."""
+        if self.memory is None:
+            return {}
+        return {name: game.pool for name, game in self.memory.games.items()}
 
     @property
     def drained(self) -> bool:
@@ -102,6 +137,7 @@ class State:
                 "worker": len(self.workers),
                 "client": len(self.clients),
                 "closing": len(self.closing),
+                "waiting": len(self.waiting),
             },
             workers=workers,
             sessions=phases,

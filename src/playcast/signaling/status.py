@@ -20,6 +20,7 @@ def snapshot(state: State) -> dict[str, Any]:
                 "status": w.status,
                 "client_id": w.client_id,
                 "game": w.game,
+                "node": state.node,
                 "codecs": list(w.codecs),
                 "session_id": w.session_id,
                 "last_ping_age": round(now - w.last_ping, 3),
@@ -33,6 +34,8 @@ def snapshot(state: State) -> dict[str, Any]:
                 "worker_id": c.worker_id,
                 "game": c.game,
                 "connection_state": c.connection_state,
+                "node": state.node,
+                "position": c.position or None,
                 "session_id": c.session_id,
                 "last_ping_age": round(now - c.last_ping, 3),
                 "idle_for": round(now - (c.last_input if c.joined else c.opened_at), 3),
@@ -47,45 +50,67 @@ def snapshot(state: State) -> dict[str, Any]:
                 "game": s.game,
                 "codec": s.codec,
                 "phase": s.phase,
+                "worker_node": s.worker_node,
+                "client_node": s.client_node,
                 "age": round(now - s.started_at, 3),
             }
             for s in state.sessions.values()
         ],
-        "games": sorted(state.pool.queues),
+        "games": sorted(state.games),
+        "node": state.node,
         "closing": len(state.closing),
         "stopping": state.stopping,
     }
 
 
 def check_invariants(state: State) -> Iterator[str]:
-    """Every broken invariant, in words (the tests assert there are none)."""
+    """Every broken invariant of this node, in words (the tests assert there
+    are none). A session member on another node is that node's to check."""
+    here = state.node
+    pool = state.available
     for w in state.workers.values():
-        in_queue = w in state.pool
+        in_pool = w.id in pool.get(w.game, {})
         if w.status == "busy":
             s = state.sessions.get(w.session_id or "")
-            if s is None or s.worker_id != w.id or w.client_id not in state.clients:
-                yield f"worker {w.id} busy without a live client/session"
-            if in_queue:
-                yield f"busy worker {w.id} is in the available queue"
+            if s is None or s.worker_id != w.id:
+                yield f"worker {w.id} busy without a session"
+            elif s.client_node == here and w.client_id not in state.clients:
+                yield f"worker {w.id} busy with a client that is gone"
+            if in_pool:
+                yield f"busy worker {w.id} is in the available pool"
         elif w.status == "available":
             if w.client_id or w.session_id:
                 yield f"available worker {w.id} points at a client/session"
-            if not in_queue:
-                yield f"available worker {w.id} is not in the queue"
+            if state.memory is not None and not in_pool:
+                yield f"available worker {w.id} is not in the pool"
     for c in state.clients.values():
         if c.worker_id is not None:
-            partner = state.workers.get(c.worker_id)
-            if partner is None or partner.client_id != c.id:
-                yield f"client {c.id} points at gone worker {c.worker_id}"
+            s = state.sessions.get(c.session_id or "")
+            if s is None:
+                yield f"client {c.id} points at worker {c.worker_id} without a session"
+            elif s.worker_node == here:
+                partner = state.workers.get(c.worker_id)
+                if partner is None or partner.client_id != c.id:
+                    yield f"client {c.id} points at gone worker {c.worker_id}"
+        if c.queued_at and c.id not in state.waiting:
+            yield f"client {c.id} waits in no line"
     for s in state.sessions.values():
-        if s.worker_id not in state.workers or s.client_id not in state.clients:
-            yield f"session {s.id} has a member that is gone"
-    for game, queue in state.pool.queues.items():
-        for wid, queued in queue.items():
-            if state.workers.get(wid) is not queued or queued.status != "available":
-                yield f"queue for {game} holds {wid}, which is not available"
-            elif queued.game != game:
-                yield f"queue for {game} holds {wid}, a worker for {queued.game}"
+        if s.worker_node == here and s.worker_id not in state.workers:
+            yield f"session {s.id} has a worker that is gone"
+        if s.client_node == here and s.client_id not in state.clients:
+            yield f"session {s.id} has a client that is gone"
+        if here not in (s.worker_node, s.client_node):
+            yield f"session {s.id} has no member here"
+    for game, queue in pool.items():
+        for wid, entry in queue.items():
+            worker = state.workers.get(wid) if entry.node == here else None
+            if entry.node == here and (worker is None or worker.status != "available"):
+                yield f"pool for {game} holds {wid}, which is not available"
+            elif entry.game != game:
+                yield f"pool for {game} holds {wid}, a worker for {entry.game}"
+    for cid in state.waiting:
+        if cid not in state.clients:
+            yield f"waiting client {cid} is gone"
     for pid in state.closing:
         if pid in state.workers or pid in state.clients:
             yield f"closing peer {pid} is still in a live set"

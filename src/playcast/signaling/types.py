@@ -88,6 +88,10 @@ class Client(Peer):
     last_input: float = 0.0
     warned: bool = False
     codecs: tuple[str, ...] = ()
+    # In the waiting line (--queue-limit): since when, and the position it
+    # was last told; 0 when not waiting.
+    queued_at: float = 0.0
+    position: int = 0
 
     role: Role = "client"
 
@@ -108,3 +112,9 @@ class Session:
     worker_candidates: int = 0
     client_candidates: int = 0
     codec: str | None = None
+    # Where each member's socket is (a node id); this node's copy of a session
+    # whose partner is elsewhere. The owner (the client's node) runs the
+    # session's deadlines, so each fires once in a cluster.
+    worker_node: str = ""
+    client_node: str = ""
+    owner: bool = True

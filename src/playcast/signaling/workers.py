@@ -19,6 +19,7 @@ from playcast.signaling import handshake
 from playcast.signaling.closing import forget
 from playcast.signaling.events import CLOSE_POLICY, event
 from playcast.signaling.peers import error
+from playcast.signaling.shared import Publish, WorkerEntry
 from playcast.signaling.state import State, fmt_remote
 from playcast.signaling.types import Worker
 
@@ -46,10 +47,10 @@ def handle(state: State, worker: Worker, msg: Message) -> None:
 
 
 def register(state: State, worker: Worker, msg: Register) -> None:
-    if not state.pool.allows(msg.game):
+    if msg.game not in state.games:
         state.metrics.count(state.metrics.bad_messages, "unknown_game")
         event("worker_refused", worker=worker.id, game=repr(msg.game), why="unknown game")
-        text = f"this server serves {', '.join(sorted(state.pool.queues))}, not {msg.game!r}"
+        text = f"this server serves {', '.join(sorted(state.games))}, not {msg.game!r}"
         state.send(worker, Error(code="unknown_game", message=text))
         forget(state, worker)
         state.close(worker, CLOSE_POLICY, "unknown game")
@@ -57,7 +58,6 @@ def register(state: State, worker: Worker, msg: Register) -> None:
     host, port = worker.ws.remote
     worker.game = msg.game
     worker.codecs = codec_names(msg.codecs)
-    state.pool.register(worker)
     worker.addr = msg.addr or host
     worker.port = msg.port if msg.port is not None else port
     state.metrics.count(state.metrics.registrations, worker.game)
@@ -69,7 +69,18 @@ def register(state: State, worker: Worker, msg: Register) -> None:
             heartbeat_timeout=state.settings.heartbeat_timeout,
         ),
     )
-    make_available(state, worker)
+    # Available here at once; in the shared pool once the shared state has
+    # listed it (or it is paired at once with a client waiting in line).
+    worker.status = "available"
+    state.request(
+        Publish(
+            WorkerEntry(
+                worker.id, state.node, worker.game, worker.codecs, worker.addr, worker.port
+            ),
+            state.new_id("s"),
+            state.wall_clock(),
+        )
+    )
     event(
         "worker_registered",
         worker=worker.id,
@@ -85,10 +96,3 @@ def codec_names(codecs: list[str] | None) -> tuple[str, ...]:
     if not codecs:
         return DEFAULT_CODECS
     return tuple(dict.fromkeys(c.upper() for c in codecs))
-
-
-def make_available(state: State, worker: Worker) -> None:
-    worker.status = "available"
-    worker.client_id = None
-    worker.session_id = None
-    state.pool.add(worker)

@@ -1,0 +1,87 @@
+"""What one node tells another about a session they share.
+
+A session's two members may sit on different nodes; each node keeps its own
+copy of the session and the node of the partner. These messages keep the
+copies in step, travel through the cluster (a Redis stream per node) in the
+order they were told, and are applied by ``hub.on_bus``. The client's node
+owns the session's deadlines (handshake, inactivity), so each fires once.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+from playcast.protocol import FailureKind, IceServer, ShutdownReason
+
+
+class _Bus(msgspec.Struct, tag_field="op", omit_defaults=True, kw_only=True):
+    session_id: str = ""
+
+
+class Start(_Bus, tag="start"):
+    """To the worker's node: the worker was paired with ``client_id``."""
+
+    worker_id: str
+    client_id: str
+    client_node: str
+    codec: str
+    ice_servers: list[IceServer]
+
+
+class Assign(_Bus, tag="assign"):
+    """To the client's node: its client was paired with ``worker_id`` (a
+    worker that became available found the client waiting in line)."""
+
+    worker_id: str
+    worker_node: str
+    client_id: str
+    codec: str
+    ice_servers: list[IceServer]
+
+
+class Relay(_Bus, tag="relay"):
+    """A handshake message for the local member ``to``; ``frame`` is its JSON."""
+
+    to: str
+    frame: str
+
+
+class Connected(_Bus, tag="connected"):
+    """To the owner: the worker reported webrtc_connected."""
+
+
+class Up(_Bus, tag="up"):
+    """To the worker's node: both sides are connected, the handshake is over."""
+
+
+class End(_Bus, tag="end"):
+    """The session is over: shut your member down with ``reason``."""
+
+    reason: ShutdownReason
+    detail: FailureKind | None = None
+
+
+class Line(_Bus, tag="line"):
+    """A game's waiting line changed: its clients, in order, and their nodes."""
+
+    game: str
+    clients: list[str]
+    nodes: list[str]
+
+
+BusMessage = Start | Assign | Relay | Connected | Up | End | Line
+Role = Literal["worker", "client"]
+
+_decoder: Final[msgspec.json.Decoder[BusMessage]] = msgspec.json.Decoder(BusMessage)
+_encoder: Final = msgspec.json.Encoder()
+
+
+def encode(msg: BusMessage) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes | str) -> BusMessage:
+    msg: BusMessage = _decoder.decode(data)
+    return msg

@@ -1,0 +1,153 @@
+"""What comes from the rest of the cluster: another node's word about a
+shared session (``bus``), a node found dead, this node cut off.
+
+A dead node's sessions end for their members here with the seed's reasons
+(``worker_failed`` to a player whose worker's node died, ``client_failed``
+to a worker whose player's node died). A node cut off from the shared state
+does the same for its own members, since the other nodes are doing it for
+theirs, and turns its idle workers away so they register where they can be
+found.
+"""
+
+from __future__ import annotations
+
+from playcast.protocol import Assigned, BadMessage, SessionStart, decode
+from playcast.signaling import handshake, pairing, sessions
+from playcast.signaling.bus import Assign, BusMessage, Connected, End, Line, Relay, Start, Up
+from playcast.signaling.closing import shut_down
+from playcast.signaling.events import event
+from playcast.signaling.shared import EndSession, SessionEntry
+from playcast.signaling.state import State
+
+
+def on_bus(state: State, msg: BusMessage) -> None:
+    if isinstance(msg, Line):
+        pairing.update_positions(state, msg.game, msg.clients)
+    elif isinstance(msg, Start):
+        _start(state, msg)
+    elif isinstance(msg, Assign):
+        _assign(state, msg)
+    else:
+        session = state.sessions.get(msg.session_id)
+        if session is None:
+            return  # ended here meanwhile: the partner's node is told by our own End
+        if isinstance(msg, Relay):
+            try:
+                frame = decode(msg.frame)
+            except BadMessage:
+                return
+            handshake.relayed(state, session, msg.to, frame)
+        elif isinstance(msg, Connected):
+            session.worker_connected = True
+            handshake.complete(state, session)
+        elif isinstance(msg, Up):
+            session.phase = "connected"
+        elif isinstance(msg, End):
+            sessions.end(state, session, msg.reason, msg.reason, msg.detail, origin=False)
+
+
+def _start(state: State, msg: Start) -> None:
+    worker = state.workers.get(msg.worker_id)
+    if worker is None or worker.session_id is not None:
+        # Gone between its listing and this word: the player hears it failed.
+        state.request(EndSession(msg.session_id))
+        state.tell(msg.client_node, End(session_id=msg.session_id, reason="worker_failed"))
+        return
+    entry = SessionEntry(
+        msg.session_id,
+        worker.id,
+        state.node,
+        msg.client_id,
+        msg.client_node,
+        worker.game,
+        msg.codec,
+        state.wall_clock(),
+    )
+    sessions.open_session(state, entry)
+    state.send(
+        worker,
+        SessionStart(
+            session_id=msg.session_id,
+            client_id=msg.client_id,
+            ice_servers=msg.ice_servers,
+            codec=msg.codec,
+        ),
+    )
+
+
+def _assign(state: State, msg: Assign) -> None:
+    client = state.clients.get(msg.client_id)
+    if client is None or client.session_id is not None:
+        state.request(EndSession(msg.session_id))
+        state.tell(msg.worker_node, End(session_id=msg.session_id, reason="client_failed"))
+        return
+    entry = SessionEntry(
+        msg.session_id,
+        msg.worker_id,
+        msg.worker_node,
+        client.id,
+        state.node,
+        client.game,
+        msg.codec,
+        state.wall_clock(),
+    )
+    sessions.open_session(state, entry)
+    state.send(
+        client,
+        Assigned(
+            session_id=msg.session_id,
+            client_id=client.id,
+            worker_id=msg.worker_id,
+            ice_servers=msg.ice_servers,
+            codec=msg.codec,
+        ),
+    )
+
+
+def node_down(state: State, node: str) -> None:
+    """``node`` is dead: end every session that had a member there."""
+    if node == state.node or node in state.gone_nodes:
+        return
+    state.gone_nodes.add(node)
+    ended = 0
+    for session in list(state.sessions.values()):
+        if session.worker_node == node:
+            sessions.end(state, session, None, "worker_failed")
+            ended += 1
+        elif session.client_node == node:
+            sessions.end(state, session, "client_failed", None)
+            ended += 1
+    state.metrics.count(state.metrics.node_events, "peer_down")
+    event("node_down", node=node, sessions_ended=ended)
+
+
+def cut_off(state: State) -> None:
+    """This node lost the shared state for longer than a node may: the others
+    now hold it dead. Its sessions with a member elsewhere end; its idle
+    workers go, to register where players can find them; joins are refused
+    until it is back."""
+    if state.isolated:
+        return
+    state.isolated = True
+    ended = 0
+    for session in list(state.sessions.values()):
+        if session.worker_node != state.node:
+            sessions.end(state, session, None, "worker_failed")
+            ended += 1
+        elif session.client_node != state.node:
+            sessions.end(state, session, "client_failed", None)
+            ended += 1
+    idle = [w for w in state.workers.values() if w.status == "available"]
+    for worker in idle:
+        shut_down(state, worker, "server_shutdown")
+    for client in list(state.waiting.values()):
+        pairing.reject(state, client, "service_unavailable", client.game)
+    state.metrics.count(state.metrics.node_events, "cut_off")
+    event("node_cut_off", sessions_ended=ended, workers_sent_away=len(idle))
+
+
+def reconnected(state: State) -> None:
+    if state.isolated:
+        state.isolated = False
+        state.metrics.count(state.metrics.node_events, "reconnected")
+        event("node_reconnected")

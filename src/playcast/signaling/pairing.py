@@ -1,0 +1,214 @@
+"""Pairing and the waiting line: what the shared state answers, applied here.
+
+A ``join`` asks the shared state for a worker (``shared.Pair``); a worker
+that registers offers itself (``shared.Publish``). The outcome comes back as
+its own step (``settle``): a session to open, a place in line, a refusal.
+Either side of a new session may be on another node: it is told through the
+cluster (``bus.Start`` / ``bus.Assign``).
+"""
+
+from __future__ import annotations
+
+from playcast.protocol import Assigned, Queued, Rejected, RejectReason, SessionStart
+from playcast.signaling import sessions
+from playcast.signaling.bus import Assign, End, Line, Start
+from playcast.signaling.closing import forget, shut_down
+from playcast.signaling.events import CLOSE_NORMAL, REJECT_TEXT, event
+from playcast.signaling.ice import ice_servers_for
+from playcast.signaling.shared import (
+    ClientEntry,
+    Done,
+    EndSession,
+    LeaveLine,
+    Listed,
+    Op,
+    Outcome,
+    Pair,
+    Paired,
+    Publish,
+    Refused,
+)
+from playcast.signaling.shared import (
+    Queued as InLine,
+)
+from playcast.signaling.state import State, fmt_remote
+from playcast.signaling.types import Client
+
+
+def settle(state: State, op: Op, outcome: Outcome | None) -> None:
+    """Apply the shared state's answer to ``op``; None: it could not be asked."""
+    if isinstance(op, Pair):
+        _client_paired(state, op, outcome)
+    elif isinstance(op, Publish):
+        _worker_published(state, op, outcome)
+    elif isinstance(outcome, Done) and outcome.line is not None:
+        announce_line(state, outcome.game, outcome.line)
+
+
+def _client_paired(state: State, op: Pair, outcome: Outcome | None) -> None:
+    client = state.clients.get(op.client.id)
+    if isinstance(outcome, Paired):
+        if client is None or client.session_id is not None:
+            _orphaned(state, outcome, "client")  # it left while being paired
+        else:
+            begin(state, outcome)
+    elif isinstance(outcome, InLine):
+        if client is None:
+            state.request(LeaveLine(op.client.id, op.client.game))
+            return
+        client.queued_at = state.clock()
+        state.waiting[client.id] = client
+        event("client_queued", client=client.id, game=op.client.game, line=len(outcome.line))
+        announce_line(state, op.client.game, outcome.line)
+    elif client is not None:
+        reason: RejectReason = (
+            outcome.reason if isinstance(outcome, Refused) else "service_unavailable"
+        )
+        reject(state, client, reason, op.client.game)
+
+
+def _worker_published(state: State, op: Publish, outcome: Outcome | None) -> None:
+    worker = state.workers.get(op.worker.id)
+    if isinstance(outcome, Paired):
+        if worker is None or worker.session_id is not None:
+            _orphaned(state, outcome, "worker")
+        else:
+            begin(state, outcome)
+    elif isinstance(outcome, Listed):
+        pass
+    elif worker is not None:
+        # Not listed (the shared state is out of reach): not available
+        # anywhere, so it must go and come back through the load balancer.
+        shut_down(state, worker, "server_shutdown")
+
+
+def _orphaned(state: State, paired: Paired, gone: str) -> None:
+    """Paired with a member that vanished meanwhile: end it for the other."""
+    entry = paired.session
+    state.request(EndSession(entry.id))
+    if gone == "client":
+        node, reason, member = entry.worker_node, "client_failed", entry.worker
+    else:
+        node, reason, member = entry.client_node, "worker_failed", entry.client
+    event("pairing_orphaned", session=entry.id, gone=gone)
+    if node == state.node:
+        # The survivor is here and was never told: it goes back as it came.
+        if gone == "client" and member in state.workers:
+            state.request(Publish(paired.worker, state.new_id("s"), state.wall_clock()))
+        elif gone == "worker" and member in state.clients:
+            state.request(
+                Pair(
+                    paired.client, state.new_id("s"), state.settings.queue_limit, state.wall_clock()
+                )
+            )
+    elif node not in state.gone_nodes:
+        state.tell(node, End(session_id=entry.id, reason=reason))  # type: ignore[arg-type]
+    if paired.line is not None:
+        announce_line(state, entry.game, paired.line)
+
+
+def begin(state: State, paired: Paired) -> None:
+    """A session was paired: open it here and tell each member, near or far."""
+    entry = paired.session
+    session = sessions.open_session(state, entry)
+    ice = ice_servers_for(state.settings, entry.id, state.wall_clock())
+    worker = sessions.local_worker(state, session)
+    if worker is not None:
+        state.send(
+            worker,
+            SessionStart(
+                session_id=entry.id, client_id=entry.client, ice_servers=ice, codec=entry.codec
+            ),
+        )
+    elif entry.worker_node != state.node:
+        state.tell(
+            entry.worker_node,
+            Start(
+                session_id=entry.id,
+                worker_id=entry.worker,
+                client_id=entry.client,
+                client_node=entry.client_node,
+                codec=entry.codec,
+                ice_servers=ice,
+            ),
+        )
+    client = sessions.local_client(state, session)
+    if client is not None:
+        state.send(
+            client,
+            Assigned(
+                session_id=entry.id,
+                client_id=entry.client,
+                worker_id=entry.worker,
+                ice_servers=ice,
+                codec=entry.codec,
+            ),
+        )
+    elif entry.client_node != state.node:
+        state.tell(
+            entry.client_node,
+            Assign(
+                session_id=entry.id,
+                worker_id=entry.worker,
+                worker_node=entry.worker_node,
+                client_id=entry.client,
+                codec=entry.codec,
+                ice_servers=ice,
+            ),
+        )
+    event(
+        "client_assigned",
+        session=entry.id,
+        client=entry.client,
+        worker=entry.worker,
+        game=entry.game,
+        codec=entry.codec,
+        nodes=None
+        if entry.worker_node == entry.client_node
+        else f"{entry.worker_node}/{entry.client_node}",
+        remote=fmt_remote(client) if client is not None else None,
+    )
+    if paired.line is not None:
+        announce_line(state, entry.game, paired.line)
+
+
+def announce_line(state: State, game: str, line: tuple[ClientEntry, ...]) -> None:
+    """Tell every waiting client its new place: here directly, elsewhere
+    through its node."""
+    clients = [c.id for c in line]
+    nodes = [c.node for c in line]
+    update_positions(state, game, clients)
+    for node in dict.fromkeys(nodes):
+        if node != state.node and node not in state.gone_nodes:
+            state.tell(node, Line(game=game, clients=clients, nodes=nodes))
+
+
+def update_positions(state: State, game: str, clients: list[str]) -> None:
+    for index, client_id in enumerate(clients):
+        client = state.waiting.get(client_id)
+        if client is not None and client.position != index + 1:
+            client.position = index + 1
+            state.send(client, Queued(position=index + 1, game=game))
+
+
+def expire_waits(state: State, client: Client, now: float) -> bool:
+    """True when ``client`` waited in line too long and was turned away."""
+    if not client.queued_at or now - client.queued_at <= state.settings.queue_timeout:
+        return False
+    reject(state, client, "queue_timeout", client.game)
+    return True
+
+
+def reject(state: State, client: Client, reason: RejectReason, game: str) -> None:
+    state.metrics.count(state.metrics.rejections, reason)
+    event(
+        "client_rejected",
+        client=client.id,
+        game=repr(game) if reason == "unknown_game" else game,
+        reason=reason,
+        codecs=",".join(client.codecs) if reason == "unsupported_browser" else None,
+        remote=fmt_remote(client),
+    )
+    state.send(client, Rejected(reason=reason, message=REJECT_TEXT[reason]))
+    forget(state, client)
+    state.close(client, CLOSE_NORMAL, reason.replace("_", " "))
