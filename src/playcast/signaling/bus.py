@@ -63,6 +63,13 @@ class End(_Bus, tag="end"):
     detail: FailureKind | None = None
 
 
+class Again(_Bus, tag="again"):
+    """A pairing fell through (the partner vanished before it was told):
+    offer the worker again, or look for a worker again for the client."""
+
+    member: str
+
+
 class Line(_Bus, tag="line"):
     """A game's waiting line changed: its clients, in order, and their nodes."""
 
@@ -71,7 +78,7 @@ class Line(_Bus, tag="line"):
     nodes: list[str]
 
 
-BusMessage = Start | Assign | Relay | Connected | Up | End | Line
+BusMessage = Start | Assign | Relay | Connected | Up | End | Again | Line
 Role = Literal["worker", "client"]
 
 _decoder: Final[msgspec.json.Decoder[BusMessage]] = msgspec.json.Decoder(BusMessage)

@@ -24,7 +24,7 @@ from playcast.signaling import clients, heartbeat, nodes, pairing, peers, sessio
 from playcast.signaling.bus import BusMessage
 from playcast.signaling.closing import acked, release, shut_down
 from playcast.signaling.events import event, step
-from playcast.signaling.shared import Op, Outcome
+from playcast.signaling.shared import ClientEntry, Op, Outcome
 from playcast.signaling.state import State, fmt_remote, ids, role
 from playcast.signaling.types import Client, Connection, Peer, RateLimit, Worker
 
@@ -143,8 +143,12 @@ class Hub(State):
             self.metrics.count(self.metrics.internal_errors, "bus")
         self._settle()
 
-    def node_down(self, node: str) -> None:
+    def node_down(self, node: str, lines: dict[str, tuple[ClientEntry, ...]] | None = None) -> None:
+        """``node`` is dead. ``lines``: the waiting lines its death changed,
+        for the node that cleaned its shared state up to announce."""
         nodes.node_down(self, node)
+        for game, line in (lines or {}).items():
+            pairing.announce_line(self, game, line)
         self._settle()
 
     def cut_off(self) -> None:

@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from playcast.protocol import Assigned, BadMessage, SessionStart, decode
 from playcast.signaling import handshake, pairing, sessions
-from playcast.signaling.bus import Assign, BusMessage, Connected, End, Line, Relay, Start, Up
+from playcast.signaling.bus import (
+    Again,
+    Assign,
+    BusMessage,
+    Connected,
+    End,
+    Line,
+    Relay,
+    Start,
+    Up,
+)
 from playcast.signaling.closing import shut_down
 from playcast.signaling.events import event
 from playcast.signaling.shared import EndSession, SessionEntry
@@ -27,6 +37,8 @@ def on_bus(state: State, msg: BusMessage) -> None:
         _start(state, msg)
     elif isinstance(msg, Assign):
         _assign(state, msg)
+    elif isinstance(msg, Again):
+        pairing.offer_again(state, msg.member)
     else:
         session = state.sessions.get(msg.session_id)
         if session is None:
@@ -48,8 +60,8 @@ def on_bus(state: State, msg: BusMessage) -> None:
 
 def _start(state: State, msg: Start) -> None:
     worker = state.workers.get(msg.worker_id)
-    if worker is None or worker.session_id is not None:
-        # Gone between its listing and this word: the player hears it failed.
+    if worker is None or not pairing.free_worker(state, worker.id):
+        # Gone between its listing and this word: the player looks again.
         state.request(EndSession(msg.session_id))
         state.tell(msg.client_node, End(session_id=msg.session_id, reason="worker_failed"))
         return
@@ -77,7 +89,8 @@ def _start(state: State, msg: Start) -> None:
 
 def _assign(state: State, msg: Assign) -> None:
     client = state.clients.get(msg.client_id)
-    if client is None or client.session_id is not None:
+    if client is None or not pairing.free_client(state, client.id):
+        # Gone before this word: its worker, already told, hears it failed.
         state.request(EndSession(msg.session_id))
         state.tell(msg.worker_node, End(session_id=msg.session_id, reason="client_failed"))
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from playcast.protocol import Assigned, Queued, Rejected, RejectReason, SessionStart
 from playcast.signaling import sessions
-from playcast.signaling.bus import Assign, End, Line, Start
+from playcast.signaling.bus import Again, Assign, Line, Start
 from playcast.signaling.closing import forget, shut_down
 from playcast.signaling.events import CLOSE_NORMAL, REJECT_TEXT, event
 from playcast.signaling.ice import ice_servers_for
@@ -20,13 +20,13 @@ from playcast.signaling.shared import (
     Done,
     EndSession,
     LeaveLine,
-    Listed,
     Op,
     Outcome,
     Pair,
     Paired,
     Publish,
     Refused,
+    WorkerEntry,
 )
 from playcast.signaling.shared import (
     Queued as InLine,
@@ -48,10 +48,7 @@ def settle(state: State, op: Op, outcome: Outcome | None) -> None:
 def _client_paired(state: State, op: Pair, outcome: Outcome | None) -> None:
     client = state.clients.get(op.client.id)
     if isinstance(outcome, Paired):
-        if client is None or client.session_id is not None:
-            _orphaned(state, outcome, "client")  # it left while being paired
-        else:
-            begin(state, outcome)
+        begin(state, outcome)
     elif isinstance(outcome, InLine):
         if client is None:
             state.request(LeaveLine(op.client.id, op.client.game))
@@ -70,39 +67,55 @@ def _client_paired(state: State, op: Pair, outcome: Outcome | None) -> None:
 def _worker_published(state: State, op: Publish, outcome: Outcome | None) -> None:
     worker = state.workers.get(op.worker.id)
     if isinstance(outcome, Paired):
-        if worker is None or worker.session_id is not None:
-            _orphaned(state, outcome, "worker")
-        else:
-            begin(state, outcome)
-    elif isinstance(outcome, Listed):
-        pass
-    elif worker is not None:
+        begin(state, outcome)
+    elif outcome is None and worker is not None:
         # Not listed (the shared state is out of reach): not available
         # anywhere, so it must go and come back through the load balancer.
         shut_down(state, worker, "server_shutdown")
 
 
+def free_worker(state: State, worker_id: str) -> bool:
+    worker = state.workers.get(worker_id)
+    return worker is not None and worker.status == "available" and worker.session_id is None
+
+
+def free_client(state: State, client_id: str) -> bool:
+    client = state.clients.get(client_id)
+    return client is not None and client.joined and client.session_id is None
+
+
+def offer_again(state: State, member: str) -> None:
+    """A pairing fell through for ``member`` (here): worker or client, it
+    goes back as it came, to the pool or to look again."""
+    if free_worker(state, member):
+        worker = state.workers[member]
+        entry = WorkerEntry(
+            worker.id, state.node, worker.game, worker.codecs, worker.addr, worker.port
+        )
+        state.request(Publish(entry, state.new_id("s"), state.wall_clock()))
+    elif free_client(state, member):
+        client = state.clients[member]
+        if client.queued_at:
+            client.queued_at = 0.0
+            state.waiting.pop(client.id, None)
+        entry_c = ClientEntry(client.id, state.node, client.game, client.codecs)
+        limit = state.settings.queue_limit
+        state.request(Pair(entry_c, state.new_id("s"), limit, state.wall_clock()))
+
+
 def _orphaned(state: State, paired: Paired, gone: str) -> None:
-    """Paired with a member that vanished meanwhile: end it for the other."""
+    """Paired with a member that vanished meanwhile: the other goes back."""
     entry = paired.session
     state.request(EndSession(entry.id))
     if gone == "client":
-        node, reason, member = entry.worker_node, "client_failed", entry.worker
+        node, member = entry.worker_node, entry.worker
     else:
-        node, reason, member = entry.client_node, "worker_failed", entry.client
+        node, member = entry.client_node, entry.client
     event("pairing_orphaned", session=entry.id, gone=gone)
     if node == state.node:
-        # The survivor is here and was never told: it goes back as it came.
-        if gone == "client" and member in state.workers:
-            state.request(Publish(paired.worker, state.new_id("s"), state.wall_clock()))
-        elif gone == "worker" and member in state.clients:
-            state.request(
-                Pair(
-                    paired.client, state.new_id("s"), state.settings.queue_limit, state.wall_clock()
-                )
-            )
+        offer_again(state, member)
     elif node not in state.gone_nodes:
-        state.tell(node, End(session_id=entry.id, reason=reason))  # type: ignore[arg-type]
+        state.tell(node, Again(member=member))
     if paired.line is not None:
         announce_line(state, entry.game, paired.line)
 
@@ -110,6 +123,13 @@ def _orphaned(state: State, paired: Paired, gone: str) -> None:
 def begin(state: State, paired: Paired) -> None:
     """A session was paired: open it here and tell each member, near or far."""
     entry = paired.session
+    here = state.node
+    if entry.worker_node == here and not free_worker(state, entry.worker):
+        _orphaned(state, paired, "worker")
+        return
+    if entry.client_node == here and not free_client(state, entry.client):
+        _orphaned(state, paired, "client")
+        return
     session = sessions.open_session(state, entry)
     ice = ice_servers_for(state.settings, entry.id, state.wall_clock())
     worker = sessions.local_worker(state, session)

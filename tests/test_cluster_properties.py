@@ -1,0 +1,106 @@
+"""Random sequences against three nodes sharing one state, their work
+interleaved at random: the invariants hold on every node and cluster-wide,
+no worker is in two sessions, and nobody gets a stranger's message."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from clusterkit import GAME, Cluster, FakeConn
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from test_hub_properties import frames
+
+from playcast.protocol import Answer, Assigned, IceCandidate, Offer, SessionStart
+from playcast.signaling.types import Client, Worker
+
+NODES = ("A", "B", "C")
+
+ops = st.one_of(
+    st.tuples(st.just("open_worker"), st.sampled_from(NODES)),
+    st.tuples(st.just("open_client"), st.sampled_from(NODES)),
+    st.tuples(st.just("send"), st.tuples(st.integers(0, 9), frames(), st.booleans())),
+    st.tuples(st.just("close"), st.integers(0, 9)),
+    st.tuples(st.just("step"), st.lists(st.sampled_from(NODES), min_size=1, max_size=8)),
+    st.tuples(st.just("tick"), st.floats(0.1, 3.0)),
+    st.tuples(st.just("kill"), st.sampled_from(NODES)),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ops, min_size=10, max_size=60), st.integers(0, 4))
+def test_any_interleaving_keeps_the_cluster_consistent(
+    steps: list[tuple[str, Any]], queue_limit: int
+) -> None:
+    cluster = Cluster(
+        heartbeat_timeout=4.0,
+        handshake_timeout=3.0,
+        inactivity_timeout=6.0,
+        shutdown_ack_timeout=1.0,
+        queue_limit=queue_limit,
+        max_message_burst=30.0,
+        max_error_burst=20.0,
+    )
+    peers: list[tuple[str, Worker | Client, FakeConn]] = []
+    own: dict[int, set[str]] = {}
+    killed = False
+    for op, arg in steps:
+        if op == "open_worker" and arg in cluster.hubs:
+            conn = FakeConn()
+            peers.append((arg, cluster.hubs[arg].open_worker(conn), conn))
+            cluster.hubs[arg].on_message(
+                peers[-1][1], json.dumps({"type": "register", "game": GAME})
+            )
+        elif op == "open_client" and arg in cluster.hubs:
+            conn = FakeConn()
+            peers.append((arg, cluster.hubs[arg].open_client(conn), conn))
+            cluster.hubs[arg].on_message(peers[-1][1], '{"type":"join"}')
+        elif op == "send" and peers:
+            index, frame, stranger = arg
+            node, peer, conn = peers[index % len(peers)]
+            if node not in cluster.hubs:
+                continue
+            mine = own.get(id(conn), set())
+            sid = next(iter(mine), "SID")
+            live = sorted({s for h in cluster.hubs.values() for s in h.sessions} - mine)
+            if stranger and live:
+                sid = live[index % len(live)]
+            cluster.hubs[node].on_message(peer, frame.replace('"SID"', json.dumps(sid)))
+        elif op == "close" and peers:
+            node, peer, conn = peers[arg % len(peers)]
+            if node in cluster.hubs:
+                conn.closed = conn.closed or (1006, "")
+                cluster.hubs[node].on_close(peer)
+        elif op == "step":
+            for node in arg:
+                cluster.pending()
+                cluster.step(node)
+        elif op == "tick":
+            cluster.advance(arg, pong=[(n, p, c) for n, p, c in peers if c.closed is None])
+        elif op == "kill" and not killed and len(cluster.hubs) > 1 and arg in cluster.hubs:
+            killed = True
+            cluster.kill(arg)
+            peers = [(n, p, c) for n, p, c in peers if n != arg]
+        for node in cluster.hubs:  # each step's effects, as the socket layer does
+            cluster.collect(node)
+        for _, _, conn in peers:
+            for msg in conn.sent:
+                if isinstance(msg, SessionStart | Assigned):
+                    own.setdefault(id(conn), set()).add(msg.session_id)
+            for msg in conn.sent:
+                if isinstance(msg, Offer | Answer | IceCandidate):
+                    event("relayed")
+                    assert msg.session_id in own.get(id(conn), set()), f"stranger's {msg!r}"
+    cluster.settle()
+    cluster.assert_consistent()
+    sessions = len({s for h in cluster.hubs.values() for s in h.sessions})
+    event(f"live sessions at the end: {min(sessions, 3)}")
+    for hub in cluster.hubs.values():
+        hub.shutdown_all()
+    cluster.settle()
+    cluster.advance(2.0)
+    for name, hub in cluster.hubs.items():
+        assert not hub.workers and not hub.clients and not hub.sessions, name
+    assert not cluster.shared.sessions and not cluster.shared.workers
+    assert all(not g.pool and not g.line for g in cluster.shared.games.values())
