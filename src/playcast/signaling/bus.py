@@ -78,7 +78,13 @@ class Line(_Bus, tag="line"):
     nodes: list[str]
 
 
-BusMessage = Start | Assign | Relay | Connected | Up | End | Again | Line
+class Snap(_Bus, tag="snap"):
+    """For /api/status: push your snapshot onto the list ``reply``."""
+
+    reply: str
+
+
+BusMessage = Start | Assign | Relay | Connected | Up | End | Again | Line | Snap
 Role = Literal["worker", "client"]
 
 _decoder: Final[msgspec.json.Decoder[BusMessage]] = msgspec.json.Decoder(BusMessage)

@@ -23,10 +23,12 @@ from typing import Any, cast
 
 import msgspec
 from aiohttp import WSMsgType, web
+from redis.exceptions import RedisError
 
 from playcast.envflags import add_flag, env_list
 from playcast.logs import setup_logging
 from playcast.protocol import MAX_FRAME_BYTES, IceServer, Message, encode
+from playcast.signaling.cluster import ClusterLink
 from playcast.signaling.events import CLOSE_NORMAL, event
 from playcast.signaling.hub import Hub, drain_effects
 from playcast.signaling.settings import Settings
@@ -113,11 +115,21 @@ class Pump:
         self.hub = hub
         self.drained = asyncio.Event()
         self.per_ip: dict[str, int] = {}
+        # In a cluster: where the core's shared-state requests and messages
+        # for other nodes go (a lone server settles its own in memory).
+        self.cluster: ClusterLink | None = None
 
     def flush(self) -> None:
         drain_effects(self.hub, _write, _close)
+        if self.cluster is not None:
+            self.cluster.submit()
         if self.hub.drained:
             self.drained.set()
+
+    @property
+    def serving(self) -> bool:
+        """Taking new peers: not stopping, and (in a cluster) reaching Redis."""
+        return not self.hub.stopping and (self.cluster is None or self.cluster.serving)
 
     def tick(self) -> None:
         try:
@@ -149,6 +161,10 @@ async def _serve_socket(request: web.Request, role: str) -> web.StreamResponse:
     hub = pump.hub
     if hub.stopping:
         raise web.HTTPServiceUnavailable(text="server is shutting down")
+    if role == "worker" and not pump.serving:
+        # A worker here would not be found by players on other nodes: it
+        # backs off and comes back through the load balancer.
+        raise web.HTTPServiceUnavailable(text="this node cannot reach the cluster")
     token = hub.settings.worker_token
     if role == "worker" and token and not _token_ok(request, token):
         event("worker_refused", remote=request.remote, why="bad or missing worker token")
@@ -205,15 +221,25 @@ def _may_observe(request: web.Request, settings: Settings) -> bool:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    hub = request.app[PUMP_KEY].hub
-    body = {"ok": not hub.stopping, "workers": len(hub.workers), "clients": len(hub.clients)}
-    return web.json_response(body, status=503 if hub.stopping else 200)
+    pump = request.app[PUMP_KEY]
+    hub = pump.hub
+    ok = pump.serving
+    body = {"ok": ok, "workers": len(hub.workers), "clients": len(hub.clients), "node": hub.node}
+    if pump.cluster is not None:
+        body["redis"] = pump.cluster.reachable
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def status(request: web.Request) -> web.Response:
-    hub = request.app[PUMP_KEY].hub
+    pump = request.app[PUMP_KEY]
+    hub = pump.hub
     if not _may_observe(request, hub.settings):
         raise web.HTTPForbidden(text="loopback or --status-token only")
+    if pump.cluster is not None and request.query.get("scope") != "node":
+        try:
+            return web.json_response(await pump.cluster.status(bool(request.query.get("check"))))
+        except (RedisError, OSError) as exc:
+            raise web.HTTPServiceUnavailable(text=f"cluster status needs Redis: {exc!r}") from None
     doc = hub.snapshot()
     if request.query.get("check"):  # for tests and operators: any broken invariant, in words
         doc["violations"] = list(hub.check_invariants())
@@ -224,7 +250,7 @@ async def metrics(request: web.Request) -> web.Response:
     hub = request.app[PUMP_KEY].hub
     if not _may_observe(request, hub.settings):
         raise web.HTTPForbidden(text="loopback or --status-token only")
-    body = hub.metrics.render()
+    body = hub.metrics.render(hub.node if hub.settings.redis else None)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
@@ -298,6 +324,9 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
     hub = Hub(settings)
     app = make_app(settings, hub)
     pump = app[PUMP_KEY]
+    if settings.redis:
+        pump.cluster = ClusterLink(hub, pump.flush, settings.redis)
+        pump.cluster.start()
     # No access log: every WebSocket would cost a line; lifecycle events say more.
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
@@ -307,7 +336,13 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
     await site.start()
     port = _bound_port(site, settings.port)
     scheme = "https" if ssl_context else "http"
-    event("server_listening", url=f"{scheme}://{settings.host}:{port}/", port=port)
+    event(
+        "server_listening",
+        url=f"{scheme}://{settings.host}:{port}/",
+        port=port,
+        node=hub.node,
+        redis=_redacted(settings.redis),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -319,9 +354,19 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
         loop.remove_signal_handler(sig)
         signal.signal(sig, signal.SIG_IGN)
     await drain(pump)
+    if pump.cluster is not None:
+        await pump.cluster.stop()
     event("server_stopped", unacked=len(hub.closing))
     await runner.cleanup()
     return 0
+
+
+def _redacted(url: str | None) -> str | None:
+    """A Redis URL for the log, without its password."""
+    if url is None:
+        return None
+    head, sep, tail = url.rpartition("@")
+    return f"{head.split('://')[0]}://***@{tail}" if sep else url
 
 
 def _bound_port(site: web.TCPSite, fallback: int) -> int:
@@ -385,6 +430,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(parser, "--turn-secret", help="coturn static-auth-secret for TURN REST credentials")
     add_flag(parser, "--turn-ttl", type=float, default=d.turn_ttl, help="TURN credential lifetime")
+    add_flag(parser, "--redis", help="join a cluster: redis://HOST:PORT/DB (off: a lone server)")
+    add_flag(parser, "--node-id", help="this node's id in the cluster (default: made up at start)")
+    add_flag(
+        parser,
+        "--node-ttl",
+        type=float,
+        default=d.node_ttl,
+        help="seconds a node that stops renewing its liveness is taken for alive",
+    )
+    add_flag(
+        parser,
+        "--queue-limit",
+        type=int,
+        default=d.queue_limit,
+        help="clients that may wait in line for a worker (0: reject at once)",
+    )
+    add_flag(
+        parser,
+        "--queue-timeout",
+        type=float,
+        default=d.queue_timeout,
+        help="seconds a client may wait in line",
+    )
     add_flag(
         parser,
         "--games",
@@ -417,6 +485,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         games=tuple(g.strip() for g in args.games.split(",") if g.strip()),
         max_connections_per_ip=args.max_connections_per_ip,
         status_token=args.status_token or None,
+        redis=args.redis or None,
+        node_id=args.node_id or None,
+        node_ttl=args.node_ttl,
+        queue_limit=args.queue_limit,
+        queue_timeout=args.queue_timeout,
         ice_servers=tuple(args.ice_server),
         max_message_rate=args.max_message_rate,
         max_message_burst=args.max_message_burst,
@@ -444,6 +517,7 @@ def run(args: argparse.Namespace) -> int:
     shown = msgspec.to_builtins(settings)
     for secret in ("turn_secret", "worker_token", "status_token"):
         shown[secret] = "***" if shown[secret] else None
+    shown["redis"] = _redacted(settings.redis)
     log.info("settings %s", json.dumps(shown))
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(serve(settings, ssl_context))

@@ -146,5 +146,22 @@ class Metrics:
     def attach(self, read: Callable[[], Readings]) -> None:
         self._read = read
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, node: str | None = None) -> bytes:
+        """The exposition; in a cluster every sample carries ``node``."""
+        if node is None:
+            return generate_latest(self.registry)
+        return generate_latest(_Labelled(self.registry, node))
+
+
+class _Labelled:
+    """A registry's metrics with one more label on every sample."""
+
+    def __init__(self, registry: CollectorRegistry, node: str) -> None:
+        self._registry, self._node = registry, node
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for s in family.samples:
+                out.add_sample(s.name, {**s.labels, "node": self._node}, s.value, s.timestamp)
+            yield out

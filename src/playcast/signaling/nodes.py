@@ -21,6 +21,7 @@ from playcast.signaling.bus import (
     End,
     Line,
     Relay,
+    Snap,
     Start,
     Up,
 )
@@ -31,6 +32,8 @@ from playcast.signaling.state import State
 
 
 def on_bus(state: State, msg: BusMessage) -> None:
+    if isinstance(msg, Snap):
+        return  # answered by the cluster layer, which reads the status
     if isinstance(msg, Line):
         pairing.update_positions(state, msg.game, msg.clients)
     elif isinstance(msg, Start):

@@ -9,7 +9,14 @@ cluster (``bus.Start`` / ``bus.Assign``).
 
 from __future__ import annotations
 
-from playcast.protocol import Assigned, Queued, Rejected, RejectReason, SessionStart
+from playcast.protocol import (
+    Assigned,
+    Queued,
+    Registered,
+    Rejected,
+    RejectReason,
+    SessionStart,
+)
 from playcast.signaling import sessions
 from playcast.signaling.bus import Again, Assign, Line, Start
 from playcast.signaling.closing import forget, shut_down
@@ -66,6 +73,16 @@ def _client_paired(state: State, op: Pair, outcome: Outcome | None) -> None:
 
 def _worker_published(state: State, op: Publish, outcome: Outcome | None) -> None:
     worker = state.workers.get(op.worker.id)
+    if worker is not None and not worker.registered and outcome is not None:
+        worker.registered = True
+        state.send(
+            worker,
+            Registered(
+                worker_id=worker.id,
+                heartbeat_interval=state.settings.heartbeat_interval,
+                heartbeat_timeout=state.settings.heartbeat_timeout,
+            ),
+        )
     if isinstance(outcome, Paired):
         begin(state, outcome)
     elif outcome is None and worker is not None:

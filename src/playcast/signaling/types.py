@@ -74,6 +74,7 @@ class Worker(Peer):
     game: str = ""
     session_id: str | None = None
     codecs: tuple[str, ...] = ()
+    registered: bool = False  # told "registered" (once listed in the shared pool)
 
     role: Role = "worker"
 

@@ -9,7 +9,6 @@ from playcast.protocol import (
     Message,
     Offer,
     Register,
-    Registered,
     ShutdownAck,
     WebrtcConnected,
     WebrtcFailed,
@@ -61,16 +60,9 @@ def register(state: State, worker: Worker, msg: Register) -> None:
     worker.addr = msg.addr or host
     worker.port = msg.port if msg.port is not None else port
     state.metrics.count(state.metrics.registrations, worker.game)
-    state.send(
-        worker,
-        Registered(
-            worker_id=worker.id,
-            heartbeat_interval=state.settings.heartbeat_interval,
-            heartbeat_timeout=state.settings.heartbeat_timeout,
-        ),
-    )
     # Available here at once; in the shared pool once the shared state has
-    # listed it (or it is paired at once with a client waiting in line).
+    # listed it (or paired it at once with a client waiting in line), and
+    # only then told ``registered``: a player may be paired with it from then.
     worker.status = "available"
     state.request(
         Publish(

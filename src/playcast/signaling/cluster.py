@@ -1,0 +1,366 @@
+"""This node's side of a cluster: the I/O that joins the core to Redis.
+
+Three loops, each thin:
+- the **outbound** loop carries out, in order and pipelined, what the core
+  asked of the shared state (scripts in ``redis_shared``) and told other
+  nodes (an entry on their stream), and feeds each outcome back as a step;
+- the **bus** loop reads this node's stream and feeds each message to the
+  core;
+- the **liveness** loop renews this node's key, finds nodes whose key has
+  expired (and cleans up after them, once, cluster-wide), and notices when
+  this node is cut off from Redis for longer than a node may be.
+
+A short Redis outage (under ``node_ttl``) loses nothing: what could not be
+written is retried in order. A longer one cuts the node off (``hub.cut_off``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import secrets
+import time
+from collections import deque
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from playcast.signaling import bus
+from playcast.signaling.events import event
+from playcast.signaling.hub import Hub
+from playcast.signaling.redis_shared import RedisShared, outcome_of
+from playcast.signaling.shared import Op, Pair, Publish
+
+log = logging.getLogger("playcast.signaling")
+
+# Outbound items: an operation on the shared state, or (node, message).
+Item = Op | tuple[str, bus.BusMessage]
+BATCH = 512
+BUS_BLOCK = 0.5  # seconds an XREAD waits for news
+STREAM_MAXLEN = 10_000
+
+
+class ClusterLink:
+    def __init__(self, hub: Hub, flush: Any, url: str) -> None:
+        self.hub = hub
+        self.flush = flush  # the pump's: carry out the core's effects after a step
+        self.node = hub.node
+        self.ttl = hub.settings.node_ttl
+        timeout = max(0.5, self.ttl)
+        self.redis: Redis = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        # The bus reader blocks in XREAD: its socket may wait that much longer.
+        self.reader: Redis = Redis.from_url(
+            url, socket_timeout=timeout + BUS_BLOCK, socket_connect_timeout=timeout
+        )
+        self.shared = RedisShared(self.redis)
+        self.outbound: deque[Item] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set whenever the outbound queue empties
+        self.reachable = False  # the last exchange with Redis worked
+        self.last_ok = time.monotonic()
+        self.known: set[str] = set()
+        self._announced = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.commands = 0  # Redis commands sent (pipelined ones counted one by one)
+
+    # --- from the pump -----------------------------------------------------
+
+    def submit(self) -> None:
+        """Take what the last step asked of the cluster, in order."""
+        hub = self.hub
+        if hub.requests:
+            self.outbound.extend(hub.take_requests())
+        if hub.tells:
+            self.outbound.extend(hub.take_tells())
+        if self.outbound:
+            self._wake.set()
+
+    # --- lifetime ------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._liveness(), name="cluster-liveness"),
+            asyncio.create_task(self._outbound(), name="cluster-outbound"),
+            asyncio.create_task(self._bus(), name="cluster-bus"),
+        ]
+
+    async def stop(self) -> None:
+        """Leave the cluster in order: what is queued is written, then this
+        node's records go (its peers have been drained already)."""
+        if self.outbound and self.reachable:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._idle.wait()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await task
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await self.shared.forget_node(self.node, force=True)
+        await self.redis.aclose()
+        await self.reader.aclose()
+
+    # --- the loops -------------------------------------------------------------
+
+    async def _outbound(self) -> None:
+        backoff = 0.05
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._idle.clear()
+            while self.outbound:
+                batch = [self.outbound.popleft() for _ in range(min(BATCH, len(self.outbound)))]
+                try:
+                    results = await self._write(batch)
+                except (RedisError, OSError) as exc:
+                    self._unreachable(exc)
+                    self._requeue(batch)
+                    await asyncio.sleep(backoff)
+                    backoff = min(1.0, backoff * 2)
+                    continue
+                backoff = 0.05
+                self._reached()
+                for item, result in zip(batch, results, strict=True):
+                    if not isinstance(item, tuple):
+                        outcome = None
+                        if isinstance(result, Exception):
+                            log.error("shared-state op %r failed: %r", item, result)
+                        else:
+                            outcome = outcome_of(item, result)
+                        self.hub.on_outcome(item, outcome)
+                self.flush()
+            self._idle.set()
+
+    async def _write(self, batch: list[Item]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in batch:
+                if isinstance(item, tuple):
+                    node, msg = item
+                    pipe.xadd(
+                        f"pc:bus:{node}",
+                        {"m": bus.encode(msg)},
+                        maxlen=STREAM_MAXLEN,
+                        approximate=True,
+                    )
+                else:
+                    await self.shared.call(item, client=pipe)
+            self.commands += len(batch)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            return results
+
+    def _requeue(self, batch: list[Item]) -> None:
+        """Back at the head, in order; but a join or a registration is not
+        kept waiting on an outage: it is refused now (outcome None)."""
+        keep: list[Item] = []
+        for item in batch:
+            if isinstance(item, Pair | Publish):
+                self.hub.on_outcome(item, None)
+            elif not self.hub.isolated:
+                keep.append(item)
+        self.outbound.extendleft(reversed(keep))
+        self.flush()
+
+    async def _bus(self) -> None:
+        key = f"pc:bus:{self.node}"
+        last = "0-0"
+        block_ms = int(BUS_BLOCK * 1000)
+        while True:
+            try:
+                response: Any = await self.reader.xread({key: last}, block=block_ms, count=BATCH)
+            except (RedisError, OSError) as exc:
+                self._unreachable(exc)
+                await asyncio.sleep(0.1)
+                continue
+            for _stream, entries in response or []:
+                for entry_id, fields in entries:
+                    last = _text(entry_id)
+                    try:
+                        msg = bus.decode(fields[b"m"])
+                    except Exception:
+                        log.exception("unreadable bus message dropped")
+                        continue
+                    if isinstance(msg, bus.Snap):
+                        asyncio.get_running_loop().create_task(self._answer_snap(msg.reply))
+                        continue
+                    self.hub.on_bus(msg)
+                self.flush()
+
+    async def _liveness(self) -> None:
+        period = self.ttl / 4
+        info = json.dumps({"started": time.time()})
+        while True:
+            try:
+                dropped = await self.shared.beat(self.node, self.ttl, info)
+                self._reached()
+                if dropped and self._announced:
+                    # The others found this node dead (a pause longer than the
+                    # TTL, or Redis lost its data): what it shared is gone.
+                    log.warning("this node was dropped from the cluster; rejoining")
+                    self.hub.cut_off()
+                if self.hub.isolated:
+                    self.hub.reconnected()
+                self._announced = True
+                self.flush()
+                await self._find_dead()
+            except (RedisError, OSError) as exc:
+                self._unreachable(exc)
+            await asyncio.sleep(period * random.uniform(0.8, 1.0))
+
+    async def _find_dead(self) -> None:
+        members = {_text(m) for m in await self.redis.smembers("pc:nodes")}
+        partners = {s.worker_node for s in self.hub.sessions.values()} | {
+            s.client_node for s in self.hub.sessions.values()
+        }
+        candidates = sorted((self.known | members | partners) - {self.node})
+        if not candidates:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for node in candidates:
+                pipe.exists(f"pc:node:{node}")
+            alive = await pipe.execute()
+        self.known = {n for n, up in zip(candidates, alive, strict=True) if up}
+        for node, up in zip(candidates, alive, strict=True):
+            if up or node in self.hub.gone_nodes:
+                continue
+            lines = await self.shared.forget_node(node)
+            event("node_found_dead", node=node, cleaned_here=lines is not None)
+            self.hub.node_down(node, lines)
+            self.flush()
+
+    # --- reachability --------------------------------------------------------
+
+    def _reached(self) -> None:
+        self.last_ok = time.monotonic()
+        if not self.reachable:
+            self.reachable = True
+            self.hub.metrics.count(self.hub.metrics.node_events, "redis_reachable")
+            event("redis_reachable", node=self.node)
+
+    def _unreachable(self, exc: BaseException) -> None:
+        if self.reachable:
+            self.reachable = False
+            self.hub.metrics.count(self.hub.metrics.node_events, "redis_unreachable")
+            log.warning("redis unreachable: %r", exc)
+        if time.monotonic() - self.last_ok > self.ttl and not self.hub.isolated:
+            self.hub.cut_off()
+            self.outbound = deque(i for i in self.outbound if isinstance(i, Pair | Publish))
+            self.flush()
+
+    @property
+    def serving(self) -> bool:
+        return self.reachable and not self.hub.isolated
+
+    # --- the whole cluster's status --------------------------------------------
+
+    async def _answer_snap(self, reply: str) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            doc = self.hub.snapshot()
+            doc["violations"] = list(self.hub.check_invariants())
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(reply, json.dumps(doc))
+                pipe.expire(reply, 10)
+                await pipe.execute()
+
+    async def status(self, check: bool) -> dict[str, Any]:
+        """Every live node's snapshot, merged; with ``check``, the invariants
+        of each node and of the shared state, cluster-wide."""
+        nodes = sorted(_text(m) for m in await self.redis.smembers("pc:nodes"))
+        others = [n for n in nodes if n != self.node]
+        reply = f"pc:reply:{secrets.token_hex(8)}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for node in others:
+                pipe.xadd(
+                    f"pc:bus:{node}",
+                    {"m": bus.encode(bus.Snap(reply=reply))},
+                    maxlen=STREAM_MAXLEN,
+                    approximate=True,
+                )
+            await pipe.execute()
+        mine = self.hub.snapshot()
+        mine["violations"] = list(self.hub.check_invariants())
+        docs = [mine]
+        deadline = time.monotonic() + 1.0
+        while len(docs) < len(others) + 1:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            got = await self.redis.blpop([reply], timeout=max(0.01, left))
+            if got is None:
+                break
+            docs.append(json.loads(got[1]))
+        await self.redis.delete(reply)
+        merged = _merge(docs)
+        merged["nodes"] = [
+            {"id": d["node"], "workers": len(d["workers"]), "clients": len(d["clients"])}
+            for d in docs
+        ]
+        missing = sorted(set(others) - {d["node"] for d in docs})
+        if missing:
+            merged["unanswered_nodes"] = missing
+        if check:
+            merged["violations"] = [
+                f"{d['node']}: {v}" for d in docs for v in d.get("violations", [])
+            ] + await self._check_shared(docs)
+        return merged
+
+    async def _check_shared(self, docs: list[dict[str, Any]]) -> list[str]:
+        """The invariants only the shared state can tell."""
+        out: list[str] = []
+        live_workers = {w["id"]: w for d in docs for w in d["workers"]}
+        live_clients = {c["id"] for d in docs for c in d["clients"]}
+        in_session: dict[str, str] = {}
+        async for key in self.redis.scan_iter(match="pc:s:*", count=500):
+            s = {_text(k): _text(v) for k, v in (await self.redis.hgetall(key)).items()}
+            sid = _text(key)[5:]
+            if not s:
+                continue
+            if s["worker"] in in_session:
+                out.append(
+                    f"worker {s['worker']} in two sessions: {in_session[s['worker']]}, {sid}"
+                )
+            in_session[s["worker"]] = sid
+            if s["worker"] not in live_workers or s["client"] not in live_clients:
+                out.append(f"session {sid} has a member that is gone")
+        async for key in self.redis.scan_iter(match="pc:w:*", count=500):
+            wid = _text(key)[5:]
+            if wid not in live_workers:
+                out.append(f"ghost in the directory: worker {wid}")
+        async for key in self.redis.scan_iter(match="pc:pool:*", count=500):
+            for raw in await self.redis.zrange(key, 0, -1):
+                wid = _text(raw)
+                w = live_workers.get(wid)
+                if wid in in_session or (w is not None and w["status"] == "busy"):
+                    out.append(f"worker {wid} both available and busy")
+                elif w is None:
+                    out.append(f"pool holds {wid}, which is gone")
+        return out
+
+
+def _merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    sessions: dict[str, dict[str, Any]] = {}
+    for d in docs:
+        for s in d["sessions"]:
+            # Each session is on one or two nodes; the owner's copy (the
+            # client's node) has the deadlines and the final phase.
+            if s["id"] not in sessions or s["client_node"] == d["node"]:
+                sessions[s["id"]] = s
+    return {
+        "workers": [w for d in docs for w in d["workers"]],
+        "clients": [c for d in docs for c in d["clients"]],
+        "sessions": list(sessions.values()),
+        "games": docs[0]["games"],
+        "closing": sum(d["closing"] for d in docs),
+        "stopping": any(d["stopping"] for d in docs),
+        "node": docs[0]["node"],
+    }
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

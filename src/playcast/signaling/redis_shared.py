@@ -1,0 +1,334 @@
+"""The shared state in Redis: each operation of ``shared.py`` is one Lua
+script, so it is atomic: no two nodes can ever hand out one worker.
+
+The scripts follow ``MemoryShared`` rule for rule (``tests/test_shared_contract.py``
+runs both through the same cases). Keys, all under ``pc:``:
+
+| key | type | holds |
+| --- | --- | --- |
+| ``pc:w:{worker}`` | hash | a registered worker: node, game, codecs, addr, port, busy |
+| ``pc:pool:{game}`` | sorted set | available workers, scored by when they became available |
+| ``pc:line:{game}`` | sorted set | waiting clients, scored by when they joined the line |
+| ``pc:c:{client}`` | hash | a waiting client: node, game, codecs |
+| ``pc:codecs:{game}`` | hash | codec -> registered workers of the game that send it |
+| ``pc:s:{session}`` | hash | a session: members, their nodes, game, codec, start, phase |
+| ``pc:nw:{node}``, ``pc:ns:{node}``, ``pc:nc:{node}`` | sets | a node's workers, sessions and |
+| | | waiting clients, for its cleanup |
+| ``pc:node:{node}`` | string, expires | the node is alive (renewed well within its TTL) |
+| ``pc:nodes`` | set | the nodes announced and not yet cleaned up |
+| ``pc:bus:{node}`` | stream | what other nodes tell it (``bus.py``) |
+| ``pc:seq`` | counter | the order of arrival, cluster-wide |
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from playcast.signaling.shared import (
+    ClientEntry,
+    Done,
+    EndSession,
+    LeaveLine,
+    Listed,
+    MarkConnected,
+    Op,
+    Outcome,
+    Pair,
+    Paired,
+    Publish,
+    Queued,
+    Refused,
+    SessionEntry,
+    Withdraw,
+    WorkerEntry,
+)
+
+_LIB = r"""
+local function split(s)
+  local out = {}
+  for part in string.gmatch(s or '', '[^,]+') do out[#out + 1] = part end
+  return out
+end
+local function first_shared(worker_codecs, client_codecs)
+  local wanted = {}
+  for _, c in ipairs(split(client_codecs)) do wanted[c] = true end
+  for _, c in ipairs(split(worker_codecs)) do if wanted[c] then return c end end
+  return nil
+end
+local function alive(node)
+  return redis.call('EXISTS', 'pc:node:' .. node) == 1
+end
+local function line_of(game)
+  local out = {}
+  for _, cid in ipairs(redis.call('ZRANGE', 'pc:line:' .. game, 0, -1)) do
+    local c = redis.call('HMGET', 'pc:c:' .. cid, 'node', 'codecs')
+    out[#out + 1] = {cid, c[1] or '', c[2] or ''}
+  end
+  return out
+end
+local function start(sid, wid, wnode, cid, cnode, game, codec, now)
+  redis.call('HSET', 'pc:s:' .. sid, 'worker', wid, 'worker_node', wnode, 'client', cid,
+    'client_node', cnode, 'game', game, 'codec', codec, 'started_at', now,
+    'phase', 'awaiting_offer')
+  redis.call('SADD', 'pc:ns:' .. wnode, sid)
+  redis.call('SADD', 'pc:ns:' .. cnode, sid)
+  redis.call('HSET', 'pc:w:' .. wid, 'busy', '1')
+end
+local function drop_client(cid)
+  local c = redis.call('HMGET', 'pc:c:' .. cid, 'node', 'game')
+  if c[2] then redis.call('ZREM', 'pc:line:' .. c[2], cid) end
+  if c[1] then redis.call('SREM', 'pc:nc:' .. c[1], cid) end
+  redis.call('DEL', 'pc:c:' .. cid)
+  return c[2]
+end
+local function withdraw(wid)
+  local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'game', 'codecs')
+  if not w[2] then return end
+  redis.call('DEL', 'pc:w:' .. wid)
+  redis.call('ZREM', 'pc:pool:' .. w[2], wid)
+  redis.call('SREM', 'pc:nw:' .. w[1], wid)
+  for _, c in ipairs(split(w[3])) do
+    if redis.call('HINCRBY', 'pc:codecs:' .. w[2], c, -1) <= 0 then
+      redis.call('HDEL', 'pc:codecs:' .. w[2], c)
+    end
+  end
+end
+local function end_session(sid)
+  local s = redis.call('HMGET', 'pc:s:' .. sid, 'worker_node', 'client_node')
+  redis.call('DEL', 'pc:s:' .. sid)
+  if s[1] then redis.call('SREM', 'pc:ns:' .. s[1], sid) end
+  if s[2] then redis.call('SREM', 'pc:ns:' .. s[2], sid) end
+end
+"""
+
+_PUBLISH = (
+    _LIB
+    + r"""
+local wid, node, game, codecs, addr, port, sid, now =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if redis.call('EXISTS', 'pc:w:' .. wid) == 0 then
+  for _, c in ipairs(split(codecs)) do redis.call('HINCRBY', 'pc:codecs:' .. game, c, 1) end
+end
+redis.call('HSET', 'pc:w:' .. wid, 'node', node, 'game', game, 'codecs', codecs,
+  'addr', addr, 'port', port, 'busy', '0')
+redis.call('SADD', 'pc:nw:' .. node, wid)
+for _, cid in ipairs(redis.call('ZRANGE', 'pc:line:' .. game, 0, -1)) do
+  local c = redis.call('HMGET', 'pc:c:' .. cid, 'node', 'codecs')
+  if not c[1] or not alive(c[1]) then
+    drop_client(cid)
+  else
+    local codec = first_shared(codecs, c[2])
+    if codec then
+      drop_client(cid)
+      start(sid, wid, node, cid, c[1], game, codec, now)
+      return cjson.encode({'paired', cid, c[1], c[2], codec, line_of(game)})
+    end
+  end
+end
+redis.call('ZADD', 'pc:pool:' .. game, redis.call('INCR', 'pc:seq'), wid)
+return cjson.encode({'listed'})
+"""
+)
+
+_PAIR = (
+    _LIB
+    + r"""
+local cid, node, game, codecs, sid, limit, now =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+for _, wid in ipairs(redis.call('ZRANGE', 'pc:pool:' .. game, 0, -1)) do
+  local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'codecs', 'addr', 'port')
+  if not w[1] or not alive(w[1]) then
+    redis.call('ZREM', 'pc:pool:' .. game, wid)
+  else
+    local codec = first_shared(w[2], codecs)
+    if codec then
+      redis.call('ZREM', 'pc:pool:' .. game, wid)
+      start(sid, wid, w[1], cid, node, game, codec, now)
+      return cjson.encode({'paired', wid, w[1], w[2], codec, w[3], w[4]})
+    end
+  end
+end
+local counts = redis.call('HKEYS', 'pc:codecs:' .. game)
+if #counts > 0 then
+  local served = false
+  local have = {}
+  for _, c in ipairs(counts) do have[c] = true end
+  for _, c in ipairs(split(codecs)) do if have[c] then served = true end end
+  if not served then return cjson.encode({'refused', 'unsupported_browser'}) end
+end
+if limit > 0 and redis.call('ZCARD', 'pc:line:' .. game) < limit then
+  redis.call('ZADD', 'pc:line:' .. game, redis.call('INCR', 'pc:seq'), cid)
+  redis.call('HSET', 'pc:c:' .. cid, 'node', node, 'game', game, 'codecs', codecs)
+  redis.call('SADD', 'pc:nc:' .. node, cid)
+  return cjson.encode({'queued', line_of(game)})
+end
+return cjson.encode({'refused', 'no_worker_available'})
+"""
+)
+
+_WITHDRAW = (
+    _LIB
+    + r"""
+withdraw(ARGV[1])
+return cjson.encode({'done'})
+"""
+)
+
+_LEAVE_LINE = (
+    _LIB
+    + r"""
+if redis.call('EXISTS', 'pc:c:' .. ARGV[1]) == 0 then return cjson.encode({'done'}) end
+local game = drop_client(ARGV[1])
+return cjson.encode({'done', game, line_of(game)})
+"""
+)
+
+_END = (
+    _LIB
+    + r"""
+end_session(ARGV[1])
+return cjson.encode({'done'})
+"""
+)
+
+_MARK = r"""
+if redis.call('EXISTS', 'pc:s:' .. ARGV[1]) == 1 then
+  redis.call('HSET', 'pc:s:' .. ARGV[1], 'phase', 'connected')
+end
+return cjson.encode({'done'})
+"""
+
+# A dead node's cleanup: claimed by the first node to find it (SREM), so it
+# runs once; returns the lines it changed.
+_FORGET_NODE = (
+    _LIB
+    + r"""
+local node = ARGV[1]
+if redis.call('SREM', 'pc:nodes', node) == 0 and ARGV[2] ~= 'force' then
+  return cjson.encode({'not_mine'})
+end
+for _, wid in ipairs(redis.call('SMEMBERS', 'pc:nw:' .. node)) do withdraw(wid) end
+for _, sid in ipairs(redis.call('SMEMBERS', 'pc:ns:' .. node)) do end_session(sid) end
+local games = {}
+for _, cid in ipairs(redis.call('SMEMBERS', 'pc:nc:' .. node)) do
+  local game = drop_client(cid)
+  if game then games[game] = true end
+end
+redis.call('DEL', 'pc:nw:' .. node, 'pc:ns:' .. node, 'pc:nc:' .. node, 'pc:bus:' .. node,
+  'pc:node:' .. node)
+local lines = {}
+for game, _ in pairs(games) do lines[#lines + 1] = {game, line_of(game)} end
+return cjson.encode({'forgot', lines})
+"""
+)
+
+# Renew this node's liveness; 1 if it had been dropped from the set (found
+# dead by the others, or new).
+_BEAT = r"""
+redis.call('SET', 'pc:node:' .. ARGV[1], ARGV[3], 'PX', ARGV[2])
+return redis.call('SADD', 'pc:nodes', ARGV[1])
+"""
+
+
+class RedisShared:
+    """``shared.Op`` -> ``shared.Outcome`` against Redis, one script each."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        r = redis.register_script
+        self._publish: AsyncScript = r(_PUBLISH)
+        self._pair: AsyncScript = r(_PAIR)
+        self._withdraw: AsyncScript = r(_WITHDRAW)
+        self._leave: AsyncScript = r(_LEAVE_LINE)
+        self._end: AsyncScript = r(_END)
+        self._mark: AsyncScript = r(_MARK)
+        self._forget: AsyncScript = r(_FORGET_NODE)
+        self._beat: AsyncScript = r(_BEAT)
+
+    def call(self, op: Op, client: Any = None) -> Any:
+        """The script call for ``op`` (an awaitable; on a pipeline, queued)."""
+        c = client or self.redis
+        if isinstance(op, Publish):
+            w = op.worker
+            args: list[str | int | float] = [
+                w.id, w.node, w.game, ",".join(w.codecs), w.addr, w.port, op.session_id, op.now
+            ]  # fmt: skip
+            return self._publish(args=args, client=c)
+        if isinstance(op, Pair):
+            cl = op.client
+            args = [
+                cl.id, cl.node, cl.game, ",".join(cl.codecs), op.session_id, op.queue_limit, op.now
+            ]  # fmt: skip
+            return self._pair(args=args, client=c)
+        if isinstance(op, Withdraw):
+            return self._withdraw(args=[op.worker_id], client=c)
+        if isinstance(op, LeaveLine):
+            return self._leave(args=[op.client_id], client=c)
+        if isinstance(op, EndSession):
+            return self._end(args=[op.session_id], client=c)
+        assert isinstance(op, MarkConnected)
+        return self._mark(args=[op.session_id], client=c)
+
+    async def execute(self, op: Op) -> Outcome:
+        return outcome_of(op, await self.call(op))
+
+    async def beat(self, node: str, ttl: float, info: str) -> bool:
+        """Renew liveness; True if this node had been dropped (or is new)."""
+        return bool(await self._beat(args=[node, int(ttl * 1000), info]))
+
+    async def forget_node(
+        self, node: str, *, force: bool = False
+    ) -> dict[str, tuple[ClientEntry, ...]] | None:
+        """Clean a dead node up; None if another node already claimed it."""
+        raw = await self._forget(args=[node, "force" if force else ""])
+        kind, *rest = json.loads(raw)
+        if kind != "forgot":
+            return None
+        lines = rest[0] if rest and isinstance(rest[0], list) else []
+        return {game: _line(game, entries) for game, entries in lines}
+
+
+def outcome_of(op: Op, raw: Any) -> Outcome:
+    """Decode a script's JSON answer into the outcome MemoryShared gives."""
+    kind, *rest = json.loads(raw)
+    if isinstance(op, Publish):
+        if kind == "listed":
+            return Listed()
+        cid, cnode, ccodecs, codec, line = rest
+        w = op.worker
+        client = ClientEntry(cid, cnode, w.game, tuple(_split(ccodecs)))
+        session = SessionEntry(
+            op.session_id, w.id, w.node, cid, cnode, w.game, codec, float(op.now)
+        )
+        return Paired(session, w, client, _line(w.game, line))
+    if isinstance(op, Pair):
+        c = op.client
+        if kind == "paired":
+            wid, wnode, wcodecs, codec, addr, port = rest
+            worker = WorkerEntry(wid, wnode, c.game, tuple(_split(wcodecs)), addr, int(port))
+            session = SessionEntry(op.session_id, wid, wnode, c.id, c.node, c.game, codec, op.now)
+            return Paired(session, worker, c)
+        if kind == "queued":
+            return Queued(_line(c.game, rest[0]))
+        return Refused(rest[0])
+    if isinstance(op, LeaveLine) and len(rest) == 2:
+        game, line = rest
+        return Done(_line(game, line), game)
+    return Done()
+
+
+def _split(text: str) -> list[str]:
+    return [part for part in text.split(",") if part]
+
+
+def _line(game: str, entries: Any) -> tuple[ClientEntry, ...]:
+    # cjson encodes an empty table as {}: no entries.
+    if not isinstance(entries, list):
+        return ()
+    return tuple(
+        ClientEntry(cid, node, game, tuple(_split(codecs))) for cid, node, codecs in entries
+    )

@@ -1,0 +1,367 @@
+"""Three signaling nodes as real processes on one real redis-server.
+
+A worker on one node and its player on another complete the whole protocol;
+every shutdown reason reaches both; 100 players for 10 workers make exactly
+10 pairings; the line keeps arrival order across nodes; and the failure
+table of docs/cluster.md holds: a node killed, a node cut off from Redis,
+Redis killed and started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from playcast_testing.proxy import BlackholeProxy
+from playcast_testing.redis_server import RedisServer, running_redis
+from playcast_testing.scripted import ScriptedPeer, connect
+from playcast_testing.servers import ServerProcess, running_server
+
+from playcast.protocol import (
+    Answer,
+    Assigned,
+    Candidate,
+    IceCandidate,
+    Join,
+    Leave,
+    Offer,
+    Queued,
+    Register,
+    Registered,
+    Rejected,
+    SessionStart,
+    Shutdown,
+    ShutdownAck,
+    WebrtcConnected,
+    WebrtcFailed,
+)
+
+GAME = "com.supercell.clashroyale"
+FAST: dict[str, float | str] = {
+    "heartbeat_interval": 0.2,
+    "heartbeat_timeout": 1.0,
+    "shutdown_ack_timeout": 1.0,
+    "node_ttl": 1.0,
+    "hello_timeout": 30,
+}
+CAND = Candidate(candidate="candidate:1 1 udp 1 127.0.0.1 9 typ host", sdp_mid="0")
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    redis_url: str, names: str = "ABC", **settings: float | str
+) -> AsyncIterator[dict[str, ServerProcess]]:
+    urls = {name: settings.pop(f"redis_{name}", redis_url) for name in names}
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = {}
+        for name in names:
+            nodes[name] = await stack.enter_async_context(
+                running_server(**{**FAST, **settings, "redis": str(urls[name]), "node_id": name})
+            )
+        # Every node has announced itself before the test starts.
+        for node in nodes.values():
+            await node.wait_status(lambda d: len(d.get("nodes", [])) == len(nodes))
+        yield nodes
+
+
+async def register(node: ServerProcess, stack: contextlib.AsyncExitStack) -> ScriptedPeer:
+    worker = await stack.enter_async_context(connect(node.ws_url("worker")))
+    await worker.send(Register(game=GAME))
+    await worker.expect(Registered)
+    return worker
+
+
+async def join(node: ServerProcess, stack: contextlib.AsyncExitStack) -> ScriptedPeer:
+    client = await stack.enter_async_context(connect(node.ws_url("client")))
+    await client.send(Join())
+    return client
+
+
+async def handshake(w: ScriptedPeer, c: ScriptedPeer) -> str:
+    assigned = await c.expect(Assigned)
+    start = await w.expect(SessionStart)
+    sid = assigned.session_id
+    assert start.session_id == sid and start.client_id == assigned.client_id
+    await w.send(Offer(session_id=sid, sdp="offer"))
+    assert await c.expect(Offer) == Offer(session_id=sid, sdp="offer")
+    await w.send(IceCandidate(session_id=sid, candidate=CAND))
+    assert await c.expect(IceCandidate) == IceCandidate(session_id=sid, candidate=CAND)
+    await c.send(Answer(session_id=sid, sdp="answer"))
+    assert await w.expect(Answer) == Answer(session_id=sid, sdp="answer")
+    await c.send(IceCandidate(session_id=sid, candidate=None))
+    assert await w.expect(IceCandidate) == IceCandidate(session_id=sid, candidate=None)
+    await w.send(WebrtcConnected(session_id=sid))
+    await c.send(WebrtcConnected(session_id=sid))
+    return sid
+
+
+async def consistent(nodes: dict[str, ServerProcess]) -> dict[str, Any]:
+    docs = []
+    for node in nodes.values():
+        async with aiohttp.ClientSession() as http, http.get(f"{node.url}/api/status?check=1") as r:
+            doc: dict[str, Any] = await r.json()
+        assert doc["violations"] == [], (node.url, doc["violations"])
+        docs.append(doc)
+    return docs[0]
+
+
+async def test_worker_on_a_player_on_b_the_whole_protocol() -> None:
+    async with (
+        running_redis() as redis,
+        cluster(redis.url) as nodes,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        w = await register(nodes["A"], stack)
+        c = await join(nodes["B"], stack)
+        sid = await handshake(w, c)
+        doc = await nodes["C"].wait_status(
+            lambda d: any(s["phase"] == "connected" for s in d["sessions"])
+        )
+        (session,) = doc["sessions"]
+        assert (session["id"], session["worker_node"], session["client_node"]) == (
+            sid,
+            "A",
+            "B",
+        )
+        assert {n["id"] for n in doc["nodes"]} == {"A", "B", "C"}
+        assert [w_["node"] for w_ in doc["workers"]] == ["A"]
+        await consistent(nodes)
+        await c.send(Leave())
+        shutdown = await w.expect(Shutdown)
+        assert shutdown.reason == "client_left"
+        await w.send(ShutdownAck(ok=True, detail=""))
+        assert await w.wait_closed() == 1000
+        metrics = await nodes["B"].metrics()
+        assert 'playcast_sessions_ended_total{node="B",reason="client_left"} 1.0' in metrics
+
+
+REASONS = [
+    ("leave", "client_left", None),
+    ("worker_closes", None, "worker_failed"),
+    ("client_closes", "client_failed", None),
+    ("webrtc_failed", "handshake_failed", "handshake_failed"),
+    ("handshake_timeout", "handshake_timeout", "handshake_timeout"),
+    ("inactivity", "inactivity_timeout", "inactivity_timeout"),
+    ("worker_silent", "heartbeat_timeout", "worker_failed"),
+    ("client_silent", "client_failed", "heartbeat_timeout"),
+    ("stop_worker_node", "server_shutdown", "worker_failed"),
+]
+
+
+@pytest.mark.parametrize(("case", "to_worker", "to_client"), REASONS, ids=[r[0] for r in REASONS])
+async def test_every_reason_reaches_both_sides_across_nodes(
+    case: str, to_worker: str | None, to_client: str | None
+) -> None:
+    settings: dict[str, float | str] = {
+        "handshake_timeout": 1.5,
+        "inactivity_timeout": 1.5,
+        "inactivity_warning": 0,
+    }
+    async with (
+        running_redis() as redis,
+        cluster(redis.url, "AB", **settings) as nodes,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        w = await stack.enter_async_context(connect(nodes["A"].ws_url("worker")))
+        await w.send(Register(game=GAME))
+        await w.expect(Registered)
+        c = await stack.enter_async_context(connect(nodes["B"].ws_url("client")))
+        await c.send(Join())
+        if case in ("webrtc_failed", "handshake_timeout"):
+            sid = (await c.expect(Assigned)).session_id
+            await w.expect(SessionStart)
+        else:
+            sid = await handshake(w, c)
+        if case == "leave":
+            await c.send(Leave())
+        elif case == "worker_closes":
+            await w.close()
+        elif case == "client_closes":
+            await c.close()
+        elif case == "webrtc_failed":
+            await w.send(WebrtcFailed(session_id=sid, reason="no path", kind="ice"))
+        elif case == "stop_worker_node":
+            nodes["A"].send_signal(signal.SIGTERM)
+        elif case == "worker_silent":
+            w.auto_pong = False  # from now on: silent
+        elif case == "client_silent":
+            c.auto_pong = False
+        for peer, reason in ((w, to_worker), (c, to_client)):
+            if reason is None:
+                continue
+            shutdown = await peer.expect(Shutdown, timeout=10)
+            assert shutdown.reason == reason, (case, shutdown)
+        if case != "stop_worker_node":
+            await nodes["B"].wait_status(lambda d: not d["sessions"])
+            await consistent(nodes)
+
+
+async def test_one_hundred_players_on_three_nodes_for_ten_workers() -> None:
+    async with running_redis() as redis, cluster(redis.url) as nodes:
+        names = list(nodes)
+        async with contextlib.AsyncExitStack() as stack:
+            workers = [await register(nodes[names[i % 3]], stack) for i in range(10)]
+            clients = await asyncio.gather(
+                *(
+                    stack.enter_async_context(connect(nodes[names[i % 3]].ws_url("client")))
+                    for i in range(100)
+                )
+            )
+            await asyncio.gather(*(c.send(Join()) for c in clients))
+            answers = await asyncio.gather(*(c.recv() for c in clients))
+            assigned = [a for a in answers if isinstance(a, Assigned)]
+            rejected = [a for a in answers if isinstance(a, Rejected)]
+            assert len(assigned) == 10 and len(rejected) == 90
+            assert len({a.worker_id for a in assigned}) == 10
+            starts = await asyncio.gather(*(w.expect(SessionStart) for w in workers))
+            assert {s.session_id for s in starts} == {a.session_id for a in assigned}
+            await consistent(nodes)
+
+
+async def test_the_line_keeps_arrival_order_across_nodes() -> None:
+    async with running_redis() as redis, cluster(redis.url, queue_limit=10) as nodes:
+        names = list(nodes)
+        async with contextlib.AsyncExitStack() as stack:
+            first_worker = await register(nodes["A"], stack)
+            first = await join(nodes["B"], stack)
+            await first.expect(Assigned)
+            waiting = []
+            for i in range(6):
+                c = await join(nodes[names[i % 3]], stack)
+                queued = await c.expect(Queued)
+                assert queued.position == i + 1
+                waiting.append(c)
+            order = []
+            for i in range(6):  # a worker frees up six times, on any node
+                await register(nodes[names[(i + 1) % 3]], stack)
+                got = await asyncio.gather(*(_assigned_soon(c) for c in waiting))
+                (index,) = [j for j, a in enumerate(got) if a]
+                order.append(waiting.index(waiting[index]))
+                waiting.pop(index)
+            assert order == [0, 0, 0, 0, 0, 0]  # always the head of the line
+            del first_worker
+
+
+async def _assigned_soon(peer: ScriptedPeer) -> bool:
+    """True if ``peer`` is assigned now; queued updates are read past."""
+    try:
+        while True:
+            msg = await peer.recv(timeout=0.5)
+            if isinstance(msg, Assigned):
+                return True
+    except TimeoutError:
+        return False
+
+
+async def test_a_killed_node_ends_its_sessions_on_the_others() -> None:
+    async with (
+        running_redis() as redis,
+        cluster(redis.url) as nodes,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        w_a = await register(nodes["A"], stack)  # A's worker, B's player
+        c_b = await join(nodes["B"], stack)
+        await handshake(w_a, c_b)
+        w_b = await register(nodes["B"], stack)  # B's worker, A's player
+        c_a = await join(nodes["A"], stack)
+        await handshake(w_b, c_a)
+        idle = await register(nodes["A"], stack)
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time()
+        nodes["A"].send_signal(signal.SIGKILL)
+        assert (await c_b.expect(Shutdown, timeout=10)).reason == "worker_failed"
+        assert (await w_b.expect(Shutdown, timeout=10)).reason == "client_failed"
+        assert loop.time() - killed_at < 3.0
+        del nodes["A"]
+        doc = await nodes["C"].wait_status(lambda d: not d["sessions"] and not d["workers"])
+        assert [n["id"] for n in doc["nodes"]] == ["B", "C"] or len(doc["nodes"]) == 2
+        late = await join(nodes["C"], stack)  # A's idle worker is not handed out
+        assert (await late.expect(Rejected)).reason == "no_worker_available"
+        await consistent(nodes)
+        del idle
+
+
+async def test_a_node_cut_off_from_redis() -> None:
+    async with running_redis() as redis:
+        proxy = BlackholeProxy(redis.port)
+        await proxy.start()
+        try:
+            via = f"redis://127.0.0.1:{proxy.port}/0"
+            async with (
+                cluster(redis.url, redis_B=via) as nodes,
+                contextlib.AsyncExitStack() as stack,
+            ):
+                w_a = await register(nodes["A"], stack)  # A's worker, B's player
+                c_b = await join(nodes["B"], stack)
+                await handshake(w_a, c_b)
+                w_b = await register(nodes["B"], stack)  # all on B
+                c_b2 = await join(nodes["B"], stack)
+                await handshake(w_b, c_b2)
+                proxy.blackhole()
+                assert (await c_b.expect(Shutdown, timeout=10)).reason == "worker_failed"
+                assert (await w_a.expect(Shutdown, timeout=10)).reason == "client_failed"
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"{nodes['B'].url}/healthz") as r,
+                ):
+                    assert r.status == 503
+                refused = await join(nodes["B"], stack)
+                assert (await refused.expect(Rejected)).reason == "service_unavailable"
+                await asyncio.sleep(0)  # B's own session is still served:
+                await c_b2.send(Leave())
+                assert (await w_b.expect(Shutdown)).reason == "client_left"
+                proxy.restore()
+                await _healthy(nodes["B"])
+                await consistent({k: v for k, v in nodes.items() if k != "B"})
+        finally:
+            await proxy.close()
+
+
+async def test_redis_killed_and_started_again() -> None:
+    async with (
+        running_redis() as redis,
+        cluster(redis.url, "AB") as nodes,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        w = await register(nodes["A"], stack)
+        c = await join(nodes["A"], stack)
+        await handshake(w, c)  # a session all on A
+        await redis.kill()
+        for node in nodes.values():
+            await _unhealthy(node)
+        refused = await join(nodes["B"], stack)
+        assert (await refused.expect(Rejected)).reason == "service_unavailable"
+        await c.send(Leave())  # A alone still serves its own session
+        assert (await w.expect(Shutdown)).reason == "client_left"
+        await redis.start()
+        for node in nodes.values():
+            await _healthy(node)
+        w2 = await register(nodes["B"], stack)
+        c2 = await join(nodes["A"], stack)
+        await handshake(w2, c2)
+        await consistent(nodes)
+
+
+async def _healthy(node: ServerProcess) -> None:
+    await _health(node, 200)
+
+
+async def _unhealthy(node: ServerProcess) -> None:
+    await _health(node, 503)
+
+
+async def _health(node: ServerProcess, status: int) -> None:
+    async with asyncio.timeout(15), aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{node.url}/healthz") as r:
+                if r.status == status:
+                    return
+            await asyncio.sleep(0.05)
+
+
+__all__ = ["RedisServer"]

@@ -1,0 +1,117 @@
+"""The shared state's two implementations keep the same rules: every case
+runs on MemoryShared and on RedisShared against a real redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from playcast_testing.redis_server import running_redis
+from redis.asyncio import Redis
+
+from playcast.signaling.redis_shared import RedisShared
+from playcast.signaling.shared import (
+    ClientEntry,
+    Done,
+    EndSession,
+    LeaveLine,
+    Listed,
+    MemoryShared,
+    Op,
+    Outcome,
+    Pair,
+    Paired,
+    Publish,
+    Queued,
+    Refused,
+    Withdraw,
+    WorkerEntry,
+)
+
+GAME = "com.supercell.clashroyale"
+Run = Callable[[Op], Awaitable[Outcome]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def run(request: pytest.FixtureRequest) -> AsyncIterator[Run]:
+    if request.param == "memory":
+        memory = MemoryShared([GAME])
+
+        async def run_memory(op: Op) -> Outcome:
+            return memory.execute(op)
+
+        yield run_memory
+        return
+    async with running_redis() as server:
+        redis = Redis.from_url(server.url)
+        shared = RedisShared(redis)
+        for node in ("A", "B"):
+            await shared.beat(node, 60.0, "{}")
+        yield shared.execute
+        await redis.aclose()
+
+
+def worker(wid: str, *codecs: str, node: str = "A") -> WorkerEntry:
+    return WorkerEntry(wid, node, GAME, codecs or ("H264",), "10.0.0.1", 9)
+
+
+def client(cid: str, *codecs: str, node: str = "B") -> ClientEntry:
+    return ClientEntry(cid, node, GAME, codecs or ("H264",))
+
+
+async def test_longest_available_sharing_a_codec(run: Run) -> None:
+    assert await run(Publish(worker("w1", "H264"), "x1", 1.0)) == Listed()
+    assert await run(Publish(worker("w2", "VP8", "H264"), "x2", 2.0)) == Listed()
+    out = await run(Pair(client("c1", "VP8"), "s1", 0, 3.0))
+    assert isinstance(out, Paired)
+    assert (out.worker.id, out.session.codec, out.session.id) == ("w2", "VP8", "s1")
+    assert (out.session.worker_node, out.session.client_node) == ("A", "B")
+    assert out.worker == worker("w2", "VP8", "H264")
+    out = await run(Pair(client("c2", "H264", "VP8"), "s2", 0, 4.0))
+    assert isinstance(out, Paired) and out.worker.id == "w1" and out.session.codec == "H264"
+    assert await run(Pair(client("c3"), "s3", 0, 5.0)) == Refused("no_worker_available")
+
+
+async def test_unsupported_browser_and_codecs_leaving(run: Run) -> None:
+    await run(Publish(worker("w1", "H264"), "x", 1.0))
+    assert await run(Pair(client("c1", "VP8"), "s1", 5, 2.0)) == Refused("unsupported_browser")
+    await run(Publish(worker("w2", "VP8"), "x", 3.0))
+    await run(Pair(client("c2", "VP8"), "s2", 0, 4.0))  # busy now, still registered
+    assert await run(Pair(client("c3", "VP8"), "s3", 0, 5.0)) == Refused("no_worker_available")
+    assert await run(Withdraw("w2")) == Done()
+    assert await run(Pair(client("c4", "VP8"), "s4", 0, 6.0)) == Refused("unsupported_browser")
+    assert await run(Withdraw("w2")) == Done()  # twice: nothing more happens
+
+
+async def test_the_line_first_come_first_served(run: Run) -> None:
+    await run(Publish(worker("w1"), "x", 1.0))
+    await run(Pair(client("c0"), "s0", 2, 2.0))
+    q1 = await run(Pair(client("c1", node="A"), "s1", 2, 3.0))
+    assert q1 == Queued((client("c1", node="A"),))
+    q2 = await run(Pair(client("c2"), "s2", 2, 4.0))
+    assert q2 == Queued((client("c1", node="A"), client("c2")))
+    assert await run(Pair(client("c3"), "s3", 2, 5.0)) == Refused("no_worker_available")
+    out = await run(Publish(worker("w2"), "s9", 6.0))
+    assert isinstance(out, Paired)
+    assert out.client == client("c1", node="A") and out.session.id == "s9"
+    assert out.line == (client("c2"),)
+    assert await run(LeaveLine("c2", GAME)) == Done((), GAME)
+    assert await run(LeaveLine("c2", GAME)) == Done()
+
+
+async def test_a_vp8_worker_skips_an_h264_only_client_in_line(run: Run) -> None:
+    await run(Publish(worker("w1", "H264", "VP8"), "x", 1.0))
+    await run(Pair(client("c0"), "s0", 3, 2.0))
+    await run(Pair(client("c1", "H264"), "s1", 3, 3.0))
+    await run(Pair(client("c2", "VP8"), "s2", 3, 4.0))
+    out = await run(Publish(worker("w2", "VP8"), "s3", 5.0))
+    assert isinstance(out, Paired) and out.client.id == "c2"
+    assert out.line == (client("c1", "H264"),)
+
+
+async def test_ending_sessions(run: Run) -> None:
+    await run(Publish(worker("w1"), "x", 1.0))
+    out = await run(Pair(client("c1"), "s1", 0, 2.0))
+    assert isinstance(out, Paired)
+    assert await run(EndSession("s1")) == Done()
+    assert await run(EndSession("s1")) == Done()
