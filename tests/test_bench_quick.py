@@ -22,7 +22,11 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("signaling_load.py", "setup latency"),
         ("worker_latency.py", "touch"),
         pytest.param("browser_latency.py", "tap", marks=pytest.mark.browser),
+        # Touch to sound and the audio/video offset, in the same run.
+        pytest.param("browser_latency.py", "sound_p50_ms", marks=pytest.mark.browser),
         ("android_latency.py", "touch"),
+        # The worker's own delay for the phone's Opus, in the same run.
+        ("android_latency.py", "audio  device socket -> RTP packet out"),
     ],
 )
 def test_quick_benchmark_runs(script: str, expect: str) -> None:
