@@ -11,7 +11,10 @@ in a process of its own, as a phone is its own machine. Two delays, both on the 
   of that access unit handed to the worker's DTLS transport (read, parse,
   merge, queue, track, packetize, encrypt, send);
 - touch: the worker's data channel delivering a touch, to the device having
-  parsed the INJECT_TOUCH_EVENT it became (decode, map, encode, socket).
+  parsed the INJECT_TOUCH_EVENT it became (decode, map, encode, socket);
+- audio: an Opus packet written on the device's audio socket, to its RTP
+  packet handed to the worker's DTLS transport (read, queue, track, RTP wrap,
+  encrypt, send: no decoding, no re-encoding).
 
     .venv/bin/python bench/android_latency.py            # full: 20 s of video, 2000 touches
     .venv/bin/python bench/android_latency.py --quick    # CI: well under 30 s
@@ -46,12 +49,26 @@ from playcast_testing.fake_device import FAKE_ADB, FakeDevice
 from playcast_testing.peer import Viewer
 
 from playcast.backends.android import AndroidBackend, AndroidSettings
+from playcast.backends.audio import GameAudio
 from playcast.backends.base import GameBackend
 from playcast.backends.scrcpy import SCRCPY_VERSION
 from playcast.inputs import Touch, decode_input
-from playcast.worker.media import BackendVideoTrack, forward_keyframe_requests, prefer_h264
+from playcast.worker.media import (
+    BackendAudioTrack,
+    BackendVideoTrack,
+    forward_keyframe_requests,
+    prefer_h264,
+    prefer_opus,
+)
 
-TARGETS = {"video_p50_ms": 2.0, "video_p95_ms": 2.0, "touch_p50_ms": 2.0, "touch_p95_ms": 2.0}
+TARGETS = {
+    "video_p50_ms": 2.0,
+    "video_p95_ms": 2.0,
+    "touch_p50_ms": 2.0,
+    "touch_p95_ms": 2.0,
+    "audio_p50_ms": 2.0,
+    "audio_p95_ms": 2.0,
+}
 WARMUP_FRAMES = 10  # connection set-up and the first keyframe are not steady state
 
 
@@ -65,8 +82,9 @@ def phone_process(conn: Connection, fps: int) -> None:
             with contextlib.suppress(TimeoutError):  # a shortfall is reported by the bench
                 await dev.wait_until(lambda: len(dev.touches()) >= touches_expected, 10)
             sent = [(p.header, p.sent_at) for p in dev.sent if not p.config]
+            sound = [(p.header, p.sent_at) for p in dev.sent_audio if not p.config]
             touched = [c.received_at for c in dev.controls if c.touch is not None]
-            conn.send((sent, touched))
+            conn.send((sent, sound, touched))
             await asyncio.to_thread(conn.recv)  # stay up until the worker has let go
 
     asyncio.run(main())
@@ -85,14 +103,36 @@ class TimedTrack(BackendVideoTrack):
         return packet
 
 
+class TimedAudioTrack(BackendAudioTrack):
+    """Remembers the PTS of each Opus packet in the order the sender takes them."""
+
+    def __init__(self, audio: GameAudio) -> None:
+        super().__init__(audio)
+        self.order: deque[int] = deque()
+
+    async def recv(self) -> Any:
+        packet = await super().recv()
+        self.order.append(int(packet.pts or 0))
+        return packet
+
+
 def time_rtp(
-    track_ref: list[TimedTrack], marks: list[tuple[float, int]], on_mark: Callable[[], None]
+    track_ref: list[TimedTrack],
+    marks: list[tuple[float, int]],
+    on_mark: Callable[[], None],
+    audio_ref: list[tuple[TimedAudioTrack, int]],
+    audio_marks: list[tuple[float, int]],
 ) -> None:
-    """Note when the last RTP packet (marker bit) of each access unit leaves."""
+    """Note when the last RTP packet (marker bit) of each access unit leaves,
+    and each Opus packet (one RTP packet each, told apart by payload type)."""
     original: Callable[[RTCDtlsTransport, bytes], Awaitable[None]] = RTCDtlsTransport._send_rtp
 
     async def send_rtp(self: RTCDtlsTransport, data: bytes) -> None:
         await original(self, data)
+        if audio_ref and data[1] & 0x7F == audio_ref[0][1]:
+            if audio_ref[0][0].order:
+                audio_marks.append((time.monotonic(), audio_ref[0][0].order.popleft()))
+            return
         if track_ref and data[1] & 0x80 and track_ref[0].order:
             marks.append((time.monotonic(), track_ref[0].order.popleft()))
             on_mark()
@@ -126,9 +166,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     await backend.start()
 
     marks: list[tuple[float, int]] = []
+    audio_marks: list[tuple[float, int]] = []
     track_ref: list[TimedTrack] = []
+    audio_ref: list[tuple[TimedAudioTrack, int]] = []
     warm = asyncio.Event()
-    time_rtp(track_ref, marks, lambda: None if len(marks) <= WARMUP_FRAMES else warm.set())
+    time_rtp(
+        track_ref,
+        marks,
+        lambda: None if len(marks) <= WARMUP_FRAMES else warm.set(),
+        audio_ref,
+        audio_marks,
+    )
     failures: list[str] = []
     worker_pc = RTCPeerConnection()
     track = TimedTrack(backend, failures.append)
@@ -136,6 +184,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     transceiver = worker_pc.addTransceiver(track, direction="sendonly")
     prefer_h264(transceiver)
     forward_keyframe_requests(transceiver.sender, backend)
+    audio_track = TimedAudioTrack(backend)
+    audio_transceiver = worker_pc.addTransceiver(audio_track, direction="sendonly")
+    prefer_opus(audio_transceiver)
     channel = worker_pc.createDataChannel("input", ordered=True)
     inputs: asyncio.Queue[str | bytes] = asyncio.Queue()
     delivered: list[float] = []
@@ -164,6 +215,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     await worker_pc.setLocalDescription(await worker_pc.createOffer())
     answer, _ = await viewer.answer(worker_pc.localDescription.sdp, trickle=False)
     await worker_pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    audio_ref.append((audio_track, audio_transceiver._codecs[0].payloadType))
     async with asyncio.timeout(30):
         await viewer.connected.wait()
         await viewer.channel_open.wait()
@@ -172,6 +224,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     # Video: let it stream.
     await asyncio.sleep(args.seconds)
     video_marks = list(marks)
+    sound_marks = list(audio_marks)
 
     # Touch: down/up pairs, spaced so each is handled on its own.
     delivered.clear()
@@ -180,12 +233,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         viewer.send_input({"type": "touch", "action": action, "id": 0, "x": 0.5, "y": 0.5})
         await asyncio.sleep(args.touch_gap)
     conn.send(args.touches)  # the phone answers once it has them all (or gives up)
-    sent, touched = await asyncio.to_thread(conn.recv)
+    sent, sound, touched = await asyncio.to_thread(conn.recv)
 
     input_task.cancel()
     await viewer.close()
     await worker_pc.close()
     await track.aclose()
+    await audio_track.aclose()
     await backend.stop()
     conn.send(None)
     phone.join(timeout=30)
@@ -199,10 +253,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         (t - written[pts]) * 1000 for t, pts in video_marks[WARMUP_FRAMES:] if pts in written
     ]
     touch_ms = [(r - t) * 1000 for r, t in zip(touched, delivered, strict=False)]
-    if not video_ms or len(touch_ms) != args.touches or failures:
+    # Device write time of each Opus packet, by its PTS on the 48 kHz clock.
+    spoken: dict[int, float] = {}
+    for header, sent_at in sound:
+        (flags,) = struct.unpack(">Q", header[:8])
+        spoken[(flags & ((1 << 62) - 1)) * 6 // 125] = sent_at
+    audio_ms = [(t - spoken[pts]) * 1000 for t, pts in sound_marks[5:] if pts in spoken]
+    if not video_ms or not audio_ms or len(touch_ms) != args.touches or failures:
         raise SystemExit(
-            f"incomplete run: {len(video_ms)} frames, {len(touch_ms)}/{args.touches} touches, "
-            f"failures {failures}"
+            f"incomplete run: {len(video_ms)} frames, {len(audio_ms)} sound packets, "
+            f"{len(touch_ms)}/{args.touches} touches, failures {failures}"
         )
     return {
         "frames": len(video_ms),
@@ -215,6 +275,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "touch_p95_ms": percentile(touch_ms, 95),
         "touch_max_ms": max(touch_ms),
         "video_mean_ms": statistics.fmean(video_ms),
+        "sound_packets": len(audio_ms),
+        "audio_p50_ms": percentile(audio_ms, 50),
+        "audio_p95_ms": percentile(audio_ms, 95),
+        "audio_max_ms": max(audio_ms),
     }
 
 
@@ -240,6 +304,11 @@ def main() -> int:
         f"  touch  data channel -> control message at device: p50 {result['touch_p50_ms']:.3f} ms"
         f"  p95 {result['touch_p95_ms']:.3f} ms  max {result['touch_max_ms']:.3f} ms"
         f"  ({result['touches']} touches)"
+    )
+    print(
+        f"  audio  device socket -> RTP packet out: p50 {result['audio_p50_ms']:.3f} ms"
+        f"  p95 {result['audio_p95_ms']:.3f} ms  max {result['audio_max_ms']:.3f} ms"
+        f"  ({result['sound_packets']} Opus packets)"
     )
     missed = [k for k, limit in TARGETS.items() if result[k] > limit]
     print(f"  targets (< 2 ms): {'met' if not missed else 'missed: ' + ', '.join(missed)}")

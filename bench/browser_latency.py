@@ -15,6 +15,17 @@ count:
   frame's handing to the compositor (presentationTime), and ``receive``, up to
   its last packet's arrival (receiveTime): what comes before the browser's
   jitter buffer, decoder and renderer.
+- Tap to sound, for the same taps: the synthetic game clicks in the next
+  20 ms Opus packet after each touch-down. An AudioWorklet on the received
+  audio track finds the click's first loud sample; its time, moved to the page
+  clock with AudioContext.getOutputTimestamp(), is when the speaker plays it,
+  and that less the context's outputLatency is when the browser has it ready
+  for the sound device (``sound``, what the targets judge: the device's own
+  latency is the player's hardware). Where the time goes: the game's 20 ms
+  framing (10 ms on average), the audio jitter buffer (getStats), and the rest
+  (worker, network, decode, Web Audio's own buffering).
+- Audio/video offset: the click's ``sound`` time minus the disc frame's
+  display time, for the same tap.
 
     .venv/bin/python bench/browser_latency.py            # full: 10 sessions, 100 taps
     .venv/bin/python bench/browser_latency.py --quick    # CI: well under 40 s
@@ -42,7 +53,55 @@ TARGETS = {
     "first_frame_ms": 400.0,
     "tap_p50_ms": 25.0,
     "tap_p95_ms": 50.0,
+    "sound_p50_ms": 60.0,
+    "sound_p95_ms": 90.0,
+    "av_offset_abs_p95_ms": 40.0,
 }
+CLICK_THRESHOLD = 0.25  # playcast.backends.audio.CLICK_THRESHOLD
+
+
+# Run in the page once it plays: an AudioWorklet that reports the first loud
+# sample after a quiet spell, as a page-clock time at the speaker.
+SOUND_JS = """
+async (threshold) => {
+  const code = `
+    class Click extends AudioWorkletProcessor {
+      constructor() { super(); this.quiet = 0; }
+      process(inputs) {
+        const ch = inputs[0] && inputs[0][0];
+        if (!ch) return true;
+        for (let i = 0; i < ch.length; i++) {
+          const v = Math.abs(ch[i]);
+          if (v >= ${threshold}) {
+            if (this.quiet > 4800) this.port.postMessage(currentTime + i / sampleRate);
+            this.quiet = 0;
+          } else this.quiet++;
+        }
+        return true;
+      }
+    }
+    registerProcessor('click', Click);`;
+  const track = document.querySelector('#stream').srcObject.getAudioTracks()[0];
+  if (!track) return ['none', 0, 0]; // a worker run with --no-audio: picture only
+  const ctx = new AudioContext({ latencyHint: 'interactive' });
+  const url = URL.createObjectURL(new Blob([code], { type: 'text/javascript' }));
+  await ctx.audioWorklet.addModule(url);
+  const node = new AudioWorkletNode(ctx, 'click');
+  const mute = ctx.createGain();
+  mute.gain.value = 0;
+  const source = ctx.createMediaStreamSource(new MediaStream([track]));
+  source.connect(node).connect(mute).connect(ctx.destination);
+  node.port.onmessage = (e) => {
+    const p = window.__bench.probe;
+    if (!p || p.tapAt === null || p.heard !== null) return;
+    const ts = ctx.getOutputTimestamp();
+    p.heard = ts.performanceTime + (e.data - ts.contextTime) * 1000;
+  };
+  await ctx.resume();
+  window.__bench.audio = ctx;
+  return [ctx.state, ctx.baseLatency, ctx.outputLatency];
+}
+"""
 
 
 # Installed before the page's own scripts. It records the Play click, the
@@ -86,6 +145,27 @@ document.addEventListener('DOMContentLoaded', () => {
 """
 
 
+AUDIO_INBOUND_JS = """
+async () => {
+  const report = await window.playcast.session.peer.getStats();
+  let a = {};
+  report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') a = s; });
+  return {
+    arrival_jitter_ms: a.jitter * 1000,
+    jitter_buffer_ms: a.jitterBufferEmittedCount
+      ? (a.jitterBufferDelay / a.jitterBufferEmittedCount) * 1000 : null,
+    jitter_buffer_target_ms: a.jitterBufferEmittedCount
+      ? (a.jitterBufferTargetDelay / a.jitterBufferEmittedCount) * 1000 : null,
+    jitter_buffer_minimum_ms: a.jitterBufferEmittedCount
+      ? (a.jitterBufferMinimumDelay / a.jitterBufferEmittedCount) * 1000 : null,
+    packets_lost: a.packetsLost,
+    concealed_samples: a.concealedSamples,
+    total_samples: a.totalSamplesReceived,
+  };
+}
+"""
+
+
 @dataclass
 class Results:
     width: int
@@ -95,6 +175,12 @@ class Results:
     tap_ms: list[float] = field(default_factory=list)
     tap_present_ms: list[float] = field(default_factory=list)
     tap_receive_ms: list[float] = field(default_factory=list)
+    sound_ms: list[float] = field(default_factory=list)
+    sound_speaker_ms: list[float] = field(default_factory=list)
+    av_offset_ms: list[float] = field(default_factory=list)  # sound minus picture
+    audio_base_latency_ms: float = float("nan")
+    audio_output_latency_ms: float = float("nan")
+    audio_inbound: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, str] = field(default_factory=dict)
     # The browser's very first session (codec and script caches cold): shown, not in the median.
     cold_first_frame_ms: float = float("nan")
@@ -114,6 +200,22 @@ class Results:
             "tap_present_p95_ms": _percentile(present, 95),
             "tap_receive_p50_ms": _percentile(receive, 50) if receive else float("nan"),
             "tap_receive_p95_ms": _percentile(receive, 95) if receive else float("nan"),
+            **self._sound_summary(),
+        }
+
+    def _sound_summary(self) -> dict[str, float]:
+        if not self.sound_ms:
+            return {}
+        sound = sorted(self.sound_ms)
+        offsets = sorted(self.av_offset_ms)
+        return {
+            "sound_p50_ms": _percentile(sound, 50),
+            "sound_p95_ms": _percentile(sound, 95),
+            "sound_max_ms": sound[-1],
+            "sound_speaker_p50_ms": _percentile(sorted(self.sound_speaker_ms), 50),
+            "av_offset_p50_ms": _percentile(offsets, 50),
+            "av_offset_abs_p95_ms": _percentile(sorted(abs(o) for o in offsets), 95),
+            "audio_output_latency_ms": self.audio_output_latency_ms,
         }
 
 
@@ -160,28 +262,48 @@ async def _session(
             "({ at: window.__bench.playAt, frame: window.__bench.first })"
         )
         res.first_frame_ms.append(first["frame"]["expectedDisplayTime"] - first["at"])
+        sound = False
         if taps:
             await page.wait_for_function(
                 "document.body.dataset.state === 'connected'", timeout=60_000
             )
             await page.keyboard.press("F2")  # the stats overlay: read once at the end
+            state, base, output = await page.evaluate(SOUND_JS, CLICK_THRESHOLD)
+            assert state in ("running", "none"), state
+            sound = state == "running"
+            res.audio_base_latency_ms = base * 1000
+            res.audio_output_latency_ms = output * 1000
         for x, y in taps:
             # A random phase against the frame clock, as a real player's would be.
             await asyncio.sleep(rng.uniform(0.04, 0.09))
             await page.evaluate(
-                "([x, y]) => { window.__bench.probe = { x, y, tapAt: null, seen: null }; }",
+                "([x, y]) => { window.__bench.probe ="
+                " { x, y, tapAt: null, seen: null, heard: null }; }",
                 [x, y],
             )
             await page.mouse.click(*await _picture_to_page(page, x, y))
-            await page.wait_for_function("window.__bench.probe.seen !== null", timeout=10_000)
+            await page.wait_for_function(
+                "s => window.__bench.probe.seen !== null"
+                " && (!s || window.__bench.probe.heard !== null)",
+                arg=sound,
+                timeout=10_000,
+            )
             probe: dict[str, Any] = await page.evaluate("window.__bench.probe")
             seen = probe["seen"]
             res.tap_ms.append(seen["expectedDisplayTime"] - probe["tapAt"])
             res.tap_present_ms.append(seen["presentationTime"] - probe["tapAt"])
             if seen.get("receiveTime"):
                 res.tap_receive_ms.append(seen["receiveTime"] - probe["tapAt"])
+            if not sound:
+                continue
+            ready = probe["heard"] - res.audio_output_latency_ms
+            res.sound_ms.append(ready - probe["tapAt"])
+            res.sound_speaker_ms.append(probe["heard"] - probe["tapAt"])
+            res.av_offset_ms.append(ready - seen["expectedDisplayTime"])
         if taps:
             res.stats = await page.evaluate("window.playcast.stats.latest || {}")
+            if sound:
+                res.audio_inbound = await page.evaluate(AUDIO_INBOUND_JS)
         await page.click("#leave")
         await page.wait_for_function("document.body.dataset.state === 'ended'")
     finally:
@@ -252,6 +374,19 @@ def main() -> int:
         print(f"  {key:<20} {value:8.1f}{verdict}")
     if res.stats:
         print("  stats overlay: " + ", ".join(f"{k} {v}" for k, v in res.stats.items()))
+    if res.audio_inbound:
+        print("  audio inbound: " + ", ".join(f"{k} {v}" for k, v in res.audio_inbound.items()))
+    if res.sound_ms:
+        # Where tap-to-sound goes, on average: the rest is worker, network, decode.
+        jitter = float(res.audio_inbound.get("jitter_buffer_ms") or "nan")
+        mean = statistics.mean(res.sound_ms)
+        framing = 10.0
+        rest = mean - framing - jitter
+        print(
+            f"  sound, mean {mean:.1f} ms = framing ~{framing:.0f} + audio jitter buffer"
+            f" {jitter:.1f} + worker/network/decode/Web Audio {rest:.1f}"
+            f" (then the sound device: {res.audio_output_latency_ms:.1f})"
+        )
     print(f"  took {time.monotonic() - started:.1f} s")
     if args.json:
         with open(args.json, "w") as f:

@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import av
+import numpy as np
 import pytest
 from playcast_testing.fake_device import FAKE_ADB, FakeDevice
 
 from playcast.backends.android import AndroidBackend, AndroidSettings
+from playcast.backends.audio import CLICK_THRESHOLD, AudioPacket, AudioStatus
 from playcast.backends.base import BackendError, VideoPacket
 from playcast.backends.scrcpy import (
     DEVICE_SERVER_PATH,
     SCRCPY_VERSION,
     ControlType,
     config_picture_size,
+    encode_inject_touch,
     has_sps,
+    parse_packet_header,
 )
+from playcast.backends.scrcpy import MotionAction as M
 
 GAME = "com.supercell.clashroyale"
 T = 20.0  # generous: a loaded 2-core machine
@@ -50,7 +57,8 @@ def settings(jar: Path, **kw: object) -> AndroidSettings:
         serial="emulator-5554",
         max_size=640,
         connect_timeout=T,
-        stall_timeout=3.0,
+        quiet_probe=0.5,
+        probe_timeout=3.0,
         launch_timeout=T,
         poll_interval=0.02,
         retry_delay=0.02,
@@ -86,7 +94,8 @@ async def test_start_runs_the_adb_sequence(
     # the server was started with what we need from it
     opts = device.servers[0].options
     assert opts["tunnel_forward"] == "true"
-    assert opts["audio"] == "false"
+    assert opts["audio"] == "true"
+    assert opts["audio_codec"] == "opus"
     assert opts["control"] == "true"
     assert opts["clipboard_autosync"] == "false"
     assert device.servers[0].codec_options == {"profile": "1", "i-frame-interval": "2"}
@@ -263,7 +272,7 @@ async def test_reset_relaunches_and_waits_for_the_foreground(jar: Path, device: 
 async def test_failures_end_the_stream_and_reset_recovers(
     jar: Path, device: FakeDevice, failure: str
 ) -> None:
-    b = AndroidBackend(settings(jar, stall_timeout=2.0))
+    b = AndroidBackend(settings(jar, probe_timeout=2.0))
     await asyncio.wait_for(b.start(), T)
     try:
         it = aiter(b.packets())
@@ -347,3 +356,214 @@ async def test_stop_is_idempotent_and_ends_the_consumer(
             while True:
                 await anext(it)
     await device.wait_until(lambda: not device.running_servers(), T)
+
+
+@contextlib.asynccontextmanager
+async def phone(monkeypatch: pytest.MonkeyPatch, **kw: Any) -> AsyncIterator[FakeDevice]:
+    """A fake phone of its own (screen, audio capture), for one test."""
+    async with FakeDevice(serial="emulator-5554", **kw) as dev:
+        monkeypatch.setenv("PATH", f"{FAKE_ADB.parent}{os.pathsep}{os.environ['PATH']}")
+        for key, value in dev.env().items():
+            monkeypatch.setenv(key, value)
+        yield dev
+
+
+@pytest.mark.parametrize(
+    ("screen", "max_size", "expected"),
+    [
+        # Size.limit() then round8(), worked by hand from device/Size.java.
+        ((1080, 2400), 1280, (576, 1280)),
+        ((1080, 1920), 640, (360, 640)),
+        ((1084, 2400), 0, (1088, 2400)),  # no limit: minor to the nearest 8
+        ((2340, 1080), 0, (2336, 1080)),  # major down to a multiple of 8
+        ((720, 1600), 1024, (464, 1024)),  # 460.8 -> 460 -> 464
+    ],
+)
+async def test_video_size_is_the_one_the_server_computes(
+    jar: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    screen: tuple[int, int],
+    max_size: int,
+    expected: tuple[int, int],
+) -> None:
+    async with phone(monkeypatch, screen=screen, fps=5) as device:
+        b = AndroidBackend(settings(jar, max_size=max_size, audio=False))
+        await asyncio.wait_for(b.start(), T)
+        try:
+            assert b.size == expected  # from the codec header on the wire
+            it = aiter(b.packets())
+            assert config_picture_size((await take(it, 1))[0].data) == expected
+            await it.aclose()
+            if expected == (576, 1280):
+                # AffineMatrix.apply truncates: pixel (1, 1) of 576x1280 is
+                # screen (1.875, 1.875), so (1, 1), never (2, 2).
+                await b.inject_touch("down", 0, 1.5 / 576, 1.5 / 1280)
+                await device.wait_until(lambda: bool(device.touches()), T)
+                touch = device.touches()[0]
+                assert (touch.x, touch.y, touch.screen_x, touch.screen_y) == (1, 1, 1, 1)
+        finally:
+            await b.stop()
+
+
+async def test_pointer_ids_are_signed_and_ten_fingers_at_most(
+    backend: AndroidBackend, device: FakeDevice
+) -> None:
+    for finger in range(11):
+        await backend.inject_touch("down", finger, 0.5, 0.5)
+    await device.wait_until(lambda: len(device.touches()) == 10, T)
+    # The 11th finger never went out; lifting it sends nothing either.
+    await backend.inject_touch("up", 10, 0.5, 0.5)
+    await backend.inject_touch("up", 0, 0.5, 0.5)
+    await device.wait_until(lambda: len(device.touches()) == 11, T)
+    assert [x.pointer_id for x in device.touches()] == [*range(10), 0]
+    # The device reads the id as a Java long: POINTER_ID_GENERIC_FINGER is -2.
+    # With nine fingers down, -2 is the tenth and a further one is ignored.
+    link = backend._usable_link()
+    assert link is not None
+    link.control.write(encode_inject_touch(M.DOWN, -2, 1, 1, 360, 640, 1.0))
+    link.control.write(encode_inject_touch(M.DOWN, 0x7FFF_0000, 1, 1, 360, 640, 1.0))
+    await device.wait_until(lambda: len(device.touches()) == 13, T)
+    generic, extra = device.touches()[-2:]
+    assert generic.pointer_id == -2 and generic.screen_x == 3
+    assert extra.pointer_id == 0x7FFF_0000 and extra.screen_x is None  # ignored
+
+
+async def test_a_still_screen_is_probed_not_failed(jar: Path, device: FakeDevice) -> None:
+    b = AndroidBackend(settings(jar, quiet_probe=0.3, probe_timeout=3.0))
+    await asyncio.wait_for(b.start(), T)
+    try:
+        it = aiter(b.packets())
+        await take(it, 3)
+        device.hold_still()
+        spells = device.quiet_spells
+
+        async def consume() -> None:
+            while True:
+                await anext(it)
+
+        consumer = asyncio.create_task(consume())
+        # The phone goes quiet again and again; each probe gets its answer.
+        await device.wait_until(lambda: device.quiet_spells >= spells + 3, T)
+        assert not consumer.done()
+        assert (await b.health()).ok
+        link = b._usable_link()
+        assert link is not None and link.probes >= 2
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await it.aclose()
+        device.animate()
+        it = aiter(b.packets())
+        assert len(await take(it, 5)) == 5
+        await it.aclose()
+    finally:
+        await b.stop()
+
+
+async def test_a_new_player_on_a_still_screen_gets_a_picture_at_once(
+    jar: Path, device: FakeDevice
+) -> None:
+    # Probing is far off: only the keyframe request at session start can answer.
+    b = AndroidBackend(settings(jar, quiet_probe=30.0))
+    await asyncio.wait_for(b.start(), T)
+    try:
+        device.hold_still()
+        await device.wait_until(lambda: device.quiet_spells >= 1, T)
+        it = aiter(b.packets())
+        first = await asyncio.wait_for(anext(it), T)
+        assert first.keyframe and config_picture_size(first.data) == (360, 640)
+        await it.aclose()
+    finally:
+        await b.stop()
+
+
+def _peaks(packets: list[bytes]) -> list[float]:
+    codec = av.CodecContext.create("libopus", "r")
+    out = []
+    for data in packets:
+        for frame in codec.decode(av.Packet(data)):
+            out.append(float(np.abs(frame.to_ndarray()).max()))
+    return out
+
+
+async def test_sound_is_the_phones_opus_unchanged(
+    backend: AndroidBackend, device: FakeDevice
+) -> None:
+    assert backend.audio_status == AudioStatus("opus", "from the phone")
+    it = aiter(backend.audio_packets())
+    first = await take_audio(it, 5)
+    await backend.inject_touch("down", 0, 0.5, 0.5)
+    rest = await take_audio(it, 10)
+    got = first + rest
+    sent = [p for p in device.sent_audio if not p.config]
+    assert device.sent_audio[0].config and device.sent_audio[0].payload.startswith(b"OpusHead")
+    # The packets are the device's, in order, bytes intact (the hum repeats
+    # itself, so look for the whole run, not the first packet alone).
+    n = len(got)
+    runs = [
+        i
+        for i in range(len(sent) - n + 1)
+        if [p.payload for p in sent[i : i + n]] == [p.data for p in got]
+    ]
+    assert runs
+    start = runs[-1]
+    # PTS: the device's microseconds on the 48 kHz clock.
+    pts_us = [parse_packet_header(p.header).pts_us for p in sent[start : start + len(got)]]
+    assert [p.pts for p in got] == [us * 6 // 125 for us in pts_us]
+    peaks = _peaks([p.data for p in got])
+    assert max(peaks[:5]) < CLICK_THRESHOLD * 32768 < max(peaks[5:])
+    await it.aclose()
+
+
+async def take_audio(it: AsyncIterator[AudioPacket], n: int) -> list[AudioPacket]:
+    return [await asyncio.wait_for(anext(it), T) for _ in range(n)]
+
+
+async def test_an_old_phone_plays_video_without_sound(
+    jar: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with phone(monkeypatch, audio_capture="disabled", fps=10) as device:
+        b = AndroidBackend(settings(jar))
+        await asyncio.wait_for(b.start(), T)
+        try:
+            assert device.servers[-1].options["audio"] == "true"
+            status = b.audio_status
+            assert status.codec is None and "Android 10" in status.detail
+            assert [p async for p in b.audio_packets()] == []
+            it = aiter(b.packets())
+            assert len(await take(it, 3)) == 3
+            await it.aclose()
+            assert (await b.health()).ok
+        finally:
+            await b.stop()
+
+
+async def test_an_audio_configuration_error_reconnects_video_only(
+    jar: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with phone(monkeypatch, audio_capture="error", fps=10) as device:
+        b = AndroidBackend(settings(jar))
+        await asyncio.wait_for(b.start(), T)
+        try:
+            assert (await b.health()).ok
+            assert [s.options["audio"] for s in device.servers] == ["true", "false"]
+            assert b.audio_status.codec is None
+            assert "configuration error" in b.audio_status.detail
+            it = aiter(b.packets())
+            assert len(await take(it, 3)) == 3
+            await it.aclose()
+        finally:
+            await b.stop()
+
+
+async def test_no_audio_asks_the_server_for_none(jar: Path, device: FakeDevice) -> None:
+    b = AndroidBackend(settings(jar, audio=False))
+    await asyncio.wait_for(b.start(), T)
+    try:
+        assert device.servers[-1].options["audio"] == "false"
+        assert b.audio_status == AudioStatus(None, "turned off")
+        it = aiter(b.packets())
+        assert len(await take(it, 2)) == 2
+        await it.aclose()
+    finally:
+        await b.stop()

@@ -14,11 +14,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from playcast_testing.fake_device import compute_video_size
 
-from playcast.backends.scrcpy import KeyAction as K
-from playcast.backends.scrcpy import MotionAction as M
 from playcast.backends.scrcpy import (
+    AudioStream,
     PacketHeader,
     PacketMerger,
     ProtocolError,
@@ -31,6 +29,7 @@ from playcast.backends.scrcpy import (
     encode_reset_video,
     has_sps,
     iter_nals,
+    parse_audio_codec_id,
     parse_codec_id,
     parse_device_meta,
     parse_packet_header,
@@ -39,6 +38,8 @@ from playcast.backends.scrcpy import (
     to_fixed_point_16,
     to_video_point,
 )
+from playcast.backends.scrcpy import KeyAction as K
+from playcast.backends.scrcpy import MotionAction as M
 
 
 def test_inject_keycode_matches_scrcpy_test_vector() -> None:
@@ -124,6 +125,16 @@ def test_device_and_codec_meta() -> None:
         parse_video_size(bytes(8))
 
 
+def test_audio_codec_id_or_disabled_code() -> None:
+    # Streamer.writeAudioHeader: AudioCodec.OPUS's id 0x6f707573 ("opus");
+    # Streamer.writeDisableStream: 0 (cannot capture: video only), 1 (error).
+    assert parse_audio_codec_id(bytes([0x6F, 0x70, 0x75, 0x73])) is AudioStream.OPUS
+    assert parse_audio_codec_id(bytes([0, 0, 0, 0])) is AudioStream.DISABLED
+    assert parse_audio_codec_id(bytes([0, 0, 0, 1])) is AudioStream.ERROR
+    with pytest.raises(ProtocolError, match="Opus"):
+        parse_audio_codec_id(bytes([0x00, 0x61, 0x61, 0x63]))  # AAC: never asked for
+
+
 def _encode(width: int, height: int, frames: int, profile: str = "Baseline") -> list[bytes]:
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
@@ -147,12 +158,6 @@ def _encode(width: int, height: int, frames: int, profile: str = "Baseline") -> 
 def test_sps_gives_the_cropped_picture_size(width: int, height: int, profile: str) -> None:
     first = _encode(width, height, 1, profile)[0]
     assert config_picture_size(first) == (width, height)
-
-
-def test_video_sizes_follow_the_servers_rounding() -> None:
-    assert compute_video_size(1080, 2400, 1280) == (576, 1280)
-    assert compute_video_size(1080, 1920, 640) == (360, 640)
-    assert compute_video_size(2400, 1080, 0) == (2400, 1080)
 
 
 def _split_like_mediacodec(access_unit: bytes) -> tuple[bytes, bytes]:
@@ -204,6 +209,9 @@ def test_server_command_line() -> None:
         "scid=01234abc",
     ]
     assert {"tunnel_forward=true", "audio=false", "control=true", "max_size=1280"} <= set(args)
+    assert not any(a.startswith("audio_") for a in args)
+    sound = server_command(ServerOptions(scid=1, audio=True, audio_bit_rate=96_000))
+    assert {"audio=true", "audio_codec=opus", "audio_bit_rate=96000"} <= set(sound)
     assert "video_codec_options=profile=1,i-frame-interval=2" in args
     assert ServerOptions(scid=5).socket_name == "scrcpy_00000005"
     with pytest.raises(ValueError):

@@ -2,8 +2,9 @@
 
 A real signaling server process, a real worker process running the fake adb
 from PATH against the fake device in this process, and the aiortc test peer
-as the player. What the peer's H.264 decoder is handed is compared with what
-the device wrote on its video socket: the same bytes, nothing re-encoded.
+as the player. What the peer's H.264 and Opus decoders are handed is compared
+with what the device wrote on its video and audio sockets: the same bytes,
+nothing re-encoded.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiortc.codecs import h264
+from aiortc.codecs import h264, opus
 from aiortc.jitterbuffer import JitterFrame
 from playcast_testing.fake_device import FAKE_ADB, FakeDevice, SentPacket
 from playcast_testing.peer import TestPeer
 from playcast_testing.servers import ServerProcess, running_server
 from playcast_testing.workers import WorkerProcess, running_worker
 
+from playcast.backends.audio import CLICK_THRESHOLD
 from playcast.backends.scrcpy import SCRCPY_VERSION, config_picture_size, has_sps
 
 GAME = "com.supercell.clashroyale"
@@ -60,6 +62,20 @@ def decoder_input(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 @pytest.fixture
+def opus_input(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every Opus packet the test peer's decoder is given, in order."""
+    seen: list[bytes] = []
+    original = opus.OpusDecoder.decode
+
+    def decode(self: opus.OpusDecoder, frame: JitterFrame) -> list[object]:
+        seen.append(bytes(frame.data))
+        return list(original(self, frame))
+
+    monkeypatch.setattr(opus.OpusDecoder, "decode", decode)
+    return seen
+
+
+@pytest.fixture
 async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
     jar = tmp_path / f"scrcpy-server-v{SCRCPY_VERSION}"
     jar.write_bytes(b"PK\x03\x04 not really a jar")
@@ -73,7 +89,7 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
             "--serial", "emulator-5554",
             "--scrcpy-server", str(jar),
             "--android-max-size", "640",
-            "--android-stall-timeout", "2.5",
+            "--android-probe-timeout", "2.5",
             "--health-interval", "0.2",
         )  # fmt: skip
         async with (
@@ -100,6 +116,39 @@ def access_units(sent: Iterable[SentPacket]) -> set[bytes]:
         else:
             units.add(p.payload)
     return units
+
+
+async def test_the_phones_sound_reaches_the_player_unchanged(
+    rig: Rig, opus_input: list[bytes]
+) -> None:
+    phone = rig.phone
+    line = next(x for x in rig.worker.lines if "connected to" in x)
+    assert "sound: opus" in line
+    async with TestPeer.join(rig.server.url) as peer:
+        viewer = await asyncio.wait_for(peer.wait_connected(), TIMEOUT)
+        await asyncio.wait_for(viewer.first_sound.wait(), TIMEOUT)
+        assert viewer.audio_codec == "audio/opus"
+        heard = asyncio.ensure_future(viewer.wait_sound(lambda f: f.peak >= CLICK_THRESHOLD))
+        await peer.input({"type": "touch", "action": "down", "id": 0, "x": 0.5, "y": 0.5})
+        await asyncio.wait_for(heard, TIMEOUT)
+        sent = {p.payload for p in phone.sent_audio if not p.config}
+        assert len(opus_input) >= 5
+        assert all(packet in sent for packet in opus_input)
+
+
+async def test_a_still_screen_keeps_the_session(rig: Rig) -> None:
+    phone = rig.phone
+    async with TestPeer.join(rig.server.url) as peer:
+        viewer = await asyncio.wait_for(peer.wait_connected(), TIMEOUT)
+        phone.hold_still()
+        spells = phone.quiet_spells
+        # Several quiet spells, each far beyond a frame interval: still playing.
+        await phone.wait_until(lambda: phone.quiet_spells >= spells + 3, TIMEOUT)
+        assert peer.shutdown is None
+        phone.animate()
+        seen = viewer.frames_received
+        await asyncio.wait_for(viewer.wait_frame(lambda f: f.index >= seen + 10), TIMEOUT)
+    assert not any("failed" in line for line in rig.worker.lines[rig.mark :])
 
 
 async def test_a_session_plays_the_phone(rig: Rig, decoder_input: list[bytes]) -> None:

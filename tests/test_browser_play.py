@@ -16,6 +16,7 @@ from browser_support import (
     RECORDER_JS,
     WAIT_MS,
     Players,
+    available,
     is_white,
     picture_to_page,
     play,
@@ -25,6 +26,7 @@ from browser_support import (
     wait_white,
 )
 
+from playcast.backends.audio import CLICK_THRESHOLD
 from playcast.inputs import Key, Touch, decode_input
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -48,11 +50,13 @@ async def test_full_play_desktop_click_draws_disc_where_clicked(players: Players
             "(v => [v.videoWidth, v.videoHeight])(document.querySelector('#stream'))"
         )
         assert size == [720, 1280]
-        # Low-delay receive: the jitter buffer target was set to 0.
+        # Low-delay receive: the jitter buffer target was set to 0, for the
+        # picture and for the sound.
         targets = await page.evaluate(
-            "window.playcast.session.peer.pc.getReceivers().map(r => r.jitterBufferTarget)"
+            "window.playcast.session.peer.pc.getReceivers()"
+            ".map(r => [r.track.kind, r.jitterBufferTarget])"
         )
-        assert targets == [0]
+        assert sorted(targets) == [["audio", 0], ["video", 0]]
 
         # The desktop viewport letterboxes the portrait picture: the click must
         # land in picture coordinates, bars excluded.
@@ -187,7 +191,68 @@ async def test_stats_overlay_shows_figures_from_getstats(players: Players) -> No
         assert float(cells["fps"]) > 0
         assert cells["bitrate"].endswith("bit/s")
         assert cells["rtt"].endswith(" ms")
+        assert cells["audioCodec"] == "opus"
+        assert cells["audioJitter"].endswith(" ms")
+        assert cells["audioLost"] == "0"
         await page.click("#stats-button")
         assert await page.is_hidden("#stats")
         # F2 is the page's own key: the game never saw it.
         assert not [m for m in await sent_on_channel(page) if "F2" in m]
+
+
+# A Web Audio analyser on the received audio track: the loudest sample of the
+# last 20 ms, polled by the test.
+ANALYSER_JS = """
+() => {
+  const track = document.querySelector('#stream').srcObject.getAudioTracks()[0];
+  const ctx = new AudioContext();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 1024;
+  ctx.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+  const buf = new Float32Array(analyser.fftSize);
+  window.__peak = () => {
+    analyser.getFloatTimeDomainData(buf);
+    let m = 0;
+    for (const v of buf) m = Math.max(m, Math.abs(v));
+    return m;
+  };
+  return ctx.state;
+}
+"""
+
+
+async def test_the_games_sound_plays_after_play_and_mute_is_remembered(
+    players: Players,
+) -> None:
+    async with system(players, workers=1) as (server, _):
+        page = await players.open(server.url, viewport=DESKTOP)
+        await play(page)
+        # Play was the gesture: the sound is on, and the page says so.
+        assert await page.evaluate("document.querySelector('#stream').muted") is False
+        assert await page.evaluate("document.body.dataset.sound") == "on"
+        assert await page.get_attribute("#mute-button", "aria-pressed") == "false"
+        assert await page.evaluate(ANALYSER_JS) == "running"
+        # The hum arrives; it is quiet.
+        await page.wait_for_function("window.__peak() > 0.002", timeout=WAIT_MS)
+        assert await page.evaluate("window.__peak()") < CLICK_THRESHOLD
+        # A click on the picture: the game's click is heard.
+        await page.mouse.click(*await picture_to_page(page, 0.5, 0.5))
+        await page.wait_for_function(f"window.__peak() >= {CLICK_THRESHOLD}", timeout=WAIT_MS)
+
+        await page.click("#mute-button")
+        assert await page.evaluate("document.querySelector('#stream').muted") is True
+        assert await page.evaluate("document.body.dataset.sound") == "muted"
+        assert await page.evaluate("localStorage.getItem('playcast.muted')") == "1"
+        await page.click("#leave")
+        await server.wait_status(lambda doc: available(doc) >= 1, timeout=60)
+
+        # A later visit starts muted, until the player asks for sound.
+        again = await page.context.new_page()
+        players.pages.append(again)
+        await again.goto(server.url)
+        await play(again)
+        assert await again.evaluate("document.querySelector('#stream').muted") is True
+        assert await again.get_attribute("#mute-button", "aria-pressed") == "true"
+        await again.click("#mute-button")
+        assert await again.evaluate("document.querySelector('#stream').muted") is False
+        assert await again.evaluate("localStorage.getItem('playcast.muted')") == "0"

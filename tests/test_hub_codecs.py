@@ -124,3 +124,14 @@ def test_a_negotiation_failure_is_told_as_such_and_counted() -> None:
         "playcast_webrtc_failures_total", {"role": "worker", "kind": "negotiation"}
     )
     assert value == 1.0
+
+
+def test_what_a_worker_says_of_its_sound_is_in_the_status() -> None:
+    from playcast.protocol import AudioInfo
+
+    rig = Rig()
+    conn = FakeConn()
+    w = rig.open_worker(conn)
+    rig.send(w, Register(game=GAME, audio=AudioInfo(codec=None, detail="Android 10: no capture")))
+    (entry,) = rig.hub.snapshot()["workers"]
+    assert entry["audio"] == {"codec": None, "detail": "Android 10: no capture"}

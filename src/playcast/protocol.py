@@ -97,12 +97,23 @@ GameName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Id = Annotated[str, msgspec.Meta(max_length=64)]
 
 
+class AudioInfo(msgspec.Struct, omit_defaults=True):
+    """Whether a worker streams the game's sound: ``codec`` "opus", or None
+    (video only) with ``detail`` saying why (old phone, capture refused,
+    ``--no-audio``)."""
+
+    codec: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    detail: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
 class Register(_Msg, tag="register"):
     game: GameName
     addr: Annotated[str, msgspec.Meta(max_length=255)] | None = None
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
     # What the worker can send, in its order of preference; None: H.264.
     codecs: CodecList | None = None
+    # Optional (issue 11): sound or not, for /api/status.
+    audio: AudioInfo | None = None
 
 
 class Registered(_Msg, tag="registered"):

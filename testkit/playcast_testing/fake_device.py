@@ -9,15 +9,26 @@ Two halves, both on localhost, both in the test's event loop:
   does), ``shell am force-stop``, ``monkey``, ``dumpsys activity activities``,
   ``pm path`` and ``app_process … com.genymobile.scrcpy.Server``;
 - the *scrcpy server* that ``app_process`` starts: it checks its arguments,
-  serves the video then the control socket (dummy byte, 64-byte name, codec
-  header, 12-byte packet headers, a config packet per encoder session), streams
-  real H.264 made by libx264 through PyAV the way MediaCodec delivers it (SPS
-  and PPS only in the config packet), and parses every control message as
-  ``ControlMessageReader.java`` does, mapping touches to screen coordinates as
-  the server's PositionMapper does (dropping those made for another size).
+  serves the video, the audio (when ``audio`` is not false) and the control
+  socket, in that order (dummy byte, 64-byte name, codec header, 12-byte
+  packet headers, a config packet per encoder session), streams real H.264
+  made by libx264 through PyAV the way MediaCodec delivers it (SPS and PPS
+  only in the config packet) and real Opus (the OpusHead as config packet,
+  then 20 ms packets: a hum, and a click after each touch-down), and parses
+  every control message as ``ControlMessageReader.java`` does (pointer ids
+  signed), mapping touches to screen coordinates as the server's
+  PositionMapper does (dropping those made for another size, truncating, not
+  rounding) and keeping at most ten pointers down as PointersState does.
 
-Failures are switches: ``go_offline()``, ``kill_server()``, ``stall_video()``,
-``rotate()``.
+A still screen behaves as on a phone: MediaCodec repeats the last frame after
+100 ms without change (``KEY_REPEAT_PREVIOUS_FRAME_AFTER``), about ten times,
+then sends nothing until the screen changes or RESET_VIDEO starts a new
+encoder session (config packet and keyframe first).
+
+Switches: ``hold_still()``/``animate()``, ``go_offline()``, ``kill_server()``,
+``stall_video()`` (a hung encoder: not even RESET_VIDEO gets an answer),
+``rotate()``; ``audio_capture`` picks what the audio socket says: Opus, the
+disabled code (Android 10 and older, or capture refused) or the error code.
 """
 
 from __future__ import annotations
@@ -35,16 +46,21 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import av
 import numpy as np
 import numpy.typing as npt
 
+from playcast.backends.audio import FRAME_SECONDS, SoundMaker
 from playcast.backends.scrcpy import (
+    CODEC_ID_DISABLED,
+    CODEC_ID_ERROR,
     CODEC_ID_H264,
+    CODEC_ID_OPUS,
     DEVICE_NAME_FIELD_LENGTH,
     DEVICE_SERVER_PATH,
+    MAX_POINTERS,
     NAL_PPS,
     NAL_SLICE_IDR,
     NAL_SPS,
@@ -56,7 +72,7 @@ from playcast.backends.scrcpy import (
 )
 from playcast.protocol import DEFAULT_GAME
 
-FAKE_ADB: Final = Path(__file__).resolve().parents[3] / "tests" / "fake_adb" / "adb"
+FAKE_ADB: Final = Path(__file__).resolve().parents[2] / "tests" / "fake_adb" / "adb"
 LAUNCHER: Final = "com.android.launcher3/.uioverrides.QuickstepLauncher"
 START_CODE: Final = b"\x00\x00\x00\x01"
 
@@ -74,18 +90,23 @@ KNOWN_OPTIONS: Final = frozenset(
 )
 
 
+# SurfaceEncoder.REPEAT_FRAME_DELAY_US, and how many repeats Android's encoder
+# makes of an unchanged picture before it goes quiet.
+REPEAT_FRAME_DELAY: Final = 0.1
+STILL_REPEATS: Final = 10
+
+AudioCapture = Literal["opus", "disabled", "error"]
+
+
 def compute_video_size(width: int, height: int, max_size: int) -> tuple[int, int]:
-    """The server's ScreenInfo.computeVideoSize: multiples of 8, longest side capped."""
-    width &= ~7
-    height &= ~7
-    if max_size > 0:
-        portrait = height > width
-        major, minor = (height, width) if portrait else (width, height)
-        if major > max_size:
-            minor = (minor * max_size // major + 4) & ~7
-            major = max_size
-        width, height = (minor, major) if portrait else (major, minor)
-    return width, height
+    """ScreenCapture's ``getOutputSize().limit(maxSize).round8()`` (device/Size.java)."""
+    portrait = height > width
+    major, minor = (height, width) if portrait else (width, height)
+    if max_size and major > max_size:  # limit(): longest side capped, ratio floored
+        major, minor = max_size, max_size * minor // major
+    major &= ~7  # round8(): down, so as not to exceed the size
+    minor = min((minor + 4) & ~7, major)  # to the nearest, for the aspect ratio
+    return (minor, major) if portrait else (major, minor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +135,7 @@ class Touch:
     pressure: int  # u16 fixed point, as on the wire
     action_button: int
     buttons: int
-    screen_x: int | None  # None when the server ignored it (wrong video size)
+    screen_x: int | None  # None when the server ignored it (wrong size, 11th pointer)
     screen_y: int | None
 
 
@@ -224,16 +245,21 @@ class _Server:
         self.codec_options = codec_options
         self.keyframe_interval = float(codec_options.get("i-frame-interval", "10"))
         self.video_size = (0, 0)
+        self.audio = options.get("audio", "true") == "true"
         self.exit_code = 0
         self.done = asyncio.Event()
         self._restart = False
         self._writers: list[asyncio.StreamWriter] = []
+        # PointersState: the ids of the fingers down, at most MAX_POINTERS.
+        self.pointers: list[int] = []
+        self.click_pending = False  # a touch went down: the next sound packet clicks
 
     def compute_size(self) -> tuple[int, int]:
         return compute_video_size(*self.device.screen, self.max_size)
 
     def restart_encoder(self) -> None:
         self._restart = True
+        self.device.changed.set()
 
     def kill(self, code: int) -> None:
         if not self.done.is_set():
@@ -248,6 +274,10 @@ class _Server:
             video_r, video = await self.accepts.get()
             self._writers.append(video)
             video.write(b"\x00")  # the dummy byte: tunnel_forward=true
+            audio: asyncio.StreamWriter | None = None
+            if self.audio:
+                _, audio = await self.accepts.get()
+                self._writers.append(audio)
             control_r, control = await self.accepts.get()
             self._writers.append(control)
             dev.listening.pop(self.socket_name, None)  # LocalServerSocket closed
@@ -258,6 +288,8 @@ class _Server:
                 asyncio.create_task(self._control(control_r)),
                 asyncio.create_task(self._watch_eof(video_r)),
             ]
+            if audio is not None:
+                tasks.append(asyncio.create_task(self._sound(audio)))
             try:
                 done_wait = asyncio.create_task(self.done.wait())
                 await asyncio.wait([*tasks, done_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -287,13 +319,46 @@ class _Server:
         *,
         config: bool,
         keyframe: bool,
+        into: deque[SentPacket] | None = None,
     ) -> None:
         header = encode_packet_header(pts_us, len(payload), config=config, keyframe=keyframe)
         sent_at = time.monotonic()  # before the write: the reader may run first
         video.write(header + payload)
-        self.device.sent.append(SentPacket(header, payload, sent_at))
+        (self.device.sent if into is None else into).append(SentPacket(header, payload, sent_at))
         self.device.notify()
         await video.drain()
+
+    async def _sound(self, audio: asyncio.StreamWriter) -> None:
+        """AudioEncoder: codec id (or the disabled code), OpusHead, then 20 ms packets."""
+        dev = self.device
+        with contextlib.suppress(OSError, ConnectionError):
+            if dev.audio_capture == "disabled":
+                # Streamer.writeDisableStream(false): video goes on, the socket stays open.
+                audio.write(struct.pack(">I", CODEC_ID_DISABLED))
+                await audio.drain()
+                await asyncio.Event().wait()
+            if dev.audio_capture == "error":
+                # writeDisableStream(true), then the ConfigurationException ends the server.
+                audio.write(struct.pack(">I", CODEC_ID_ERROR))
+                await audio.drain()
+                self.kill(1)
+                return
+            maker = SoundMaker()
+            audio.write(struct.pack(">I", CODEC_ID_OPUS))
+            await self._write(
+                audio, 0, maker.opus_head, config=True, keyframe=False, into=dev.sent_audio
+            )
+            next_at = time.monotonic()
+            while True:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                click, self.click_pending = self.click_pending, False
+                data, _ = maker.frame(click)
+                # recreatePts: the Opus encoder's PTS are rebuilt from the clock.
+                pts_us = int(time.monotonic() * 1_000_000)
+                await self._write(
+                    audio, pts_us, data, config=False, keyframe=False, into=dev.sent_audio
+                )
+                next_at += FRAME_SECONDS
 
     async def _stream(self, video: asyncio.StreamWriter) -> None:
         dev = self.device
@@ -311,20 +376,39 @@ class _Server:
                     header_written = True
                 dev.encoder_sessions += 1
                 config_sent = False
+                repeats = 0
                 next_at = time.monotonic()
                 while not self._restart:
                     await dev.video_flowing.wait()
+                    if self._restart:
+                        break
+                    still = dev.still and config_sent
                     pts_us = int(time.monotonic() * 1_000_000)
+                    # A still screen: the same picture again (a repeat), not a new one.
                     config, media, key = encoder.encode(index, pts_us)
-                    index += 1
+                    if not still:
+                        index += 1
                     if config and not config_sent:
                         await self._write(video, 0, config, config=True, keyframe=False)
                         config_sent = True
                     if media:
                         await self._write(video, pts_us, media, config=False, keyframe=key)
-                    # The device's frame clock.
-                    next_at += interval
-                    await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                    repeats = repeats + 1 if still else 0
+                    if still and repeats >= STILL_REPEATS:
+                        # Quiet until the screen changes or the encoder restarts.
+                        dev.quiet_spells += 1
+                        dev.changed.clear()
+                        await dev.changed.wait()
+                        next_at = time.monotonic()
+                        repeats = 0
+                        continue
+                    # The device's frame clock; a still screen only gets repeats.
+                    next_at += REPEAT_FRAME_DELAY if still else interval
+                    delay = max(0.0, next_at - time.monotonic())
+                    dev.changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await dev.changed.wait()
 
     async def _control(self, reader: asyncio.StreamReader) -> None:
         """ControlMessageReader.read(), message by message."""
@@ -348,7 +432,8 @@ class _Server:
                     (n,) = struct.unpack(">I", await take(4))
                     await take(n)
                 elif kind == 2:  # INJECT_TOUCH_EVENT
-                    fields = struct.unpack(">BQiiHHHII", await take(31))
+                    # readLong(): the pointer id is signed (-1 is the mouse, -2 a generic finger).
+                    fields = struct.unpack(">BqiiHHHII", await take(31))
                     touch = self._map_touch(*fields)
                 elif kind == 3:  # INJECT_SCROLL_EVENT
                     await take(20)
@@ -392,15 +477,28 @@ class _Server:
         action_button: int,
         buttons: int,
     ) -> Touch:
-        # PositionMapper: an event made for another video size is dropped.
+        # PositionMapper: an event made for another video size is dropped;
+        # AffineMatrix.apply casts to int, which truncates.
         screen_x = screen_y = None
-        if (w, h) == self.video_size:
+        if (w, h) == self.video_size and self._track_pointer(action, pointer_id):
             sw, sh = self.device.screen
-            screen_x = round(x * sw / w)
-            screen_y = round(y * sh / h)
+            screen_x = int(x * sw / w)
+            screen_y = int(y * sh / h)
+            if action == 0 and self.audio:
+                self.click_pending = True  # the game plays a click
         return Touch(
             action, pointer_id, x, y, w, h, pressure, action_button, buttons, screen_x, screen_y
         )
+
+    def _track_pointer(self, action: int, pointer_id: int) -> bool:
+        """PointersState.getPointerIndex, then the removal of lifted pointers."""
+        if pointer_id not in self.pointers:
+            if len(self.pointers) >= MAX_POINTERS:
+                return False  # "Too many pointers for touch event": ignored
+            self.pointers.append(pointer_id)
+        if action == 1:  # ACTION_UP
+            self.pointers.remove(pointer_id)
+        return True
 
 
 class FakeDevice:
@@ -416,6 +514,7 @@ class FakeDevice:
         server_start_delay: float = 0.05,
         launch_polls: int = 1,
         record_limit: int = 10_000,
+        audio_capture: AudioCapture = "opus",
     ) -> None:
         self.serial = serial
         self.screen = screen
@@ -431,6 +530,12 @@ class FakeDevice:
         self.commands: list[list[str]] = []
         self.controls: list[Control] = []
         self.sent: deque[SentPacket] = deque(maxlen=record_limit)
+        self.sent_audio: deque[SentPacket] = deque(maxlen=record_limit)
+        self.audio_capture: AudioCapture = audio_capture
+        # The screen is changing (a game animating) unless held still.
+        self.still = False
+        self.changed = asyncio.Event()  # the screen changed, or an encoder must restart
+        self.quiet_spells = 0  # times an encoder went quiet on a still screen
         self.protocol_errors: list[str] = []
         self.servers: list[_Server] = []
         self.listening: dict[str, _Server] = {}
@@ -540,7 +645,16 @@ class FakeDevice:
             server.kill(code)
         self.notify()
 
+    def hold_still(self) -> None:
+        """The screen stops changing: about a second of repeats, then no video at all."""
+        self.still = True
+
+    def animate(self) -> None:
+        self.still = False
+        self.changed.set()
+
     def stall_video(self) -> None:
+        """A hung encoder: no video, and RESET_VIDEO gets no answer either."""
         self.video_flowing.clear()
 
     def resume_video(self) -> None:
@@ -718,14 +832,17 @@ class FakeDevice:
                 reply.out(f"[server] ERROR: Unknown server option: {word}\n")
                 return 1
             options[key] = value
-        wanted = {"tunnel_forward": "true", "audio": "false", "control": "true"}
-        defaults = {"tunnel_forward": "false", "audio": "true", "control": "true"}
+        wanted = {"tunnel_forward": "true", "control": "true"}
+        defaults = {"tunnel_forward": "false", "control": "true"}
         for key, value in wanted.items():
             if options.get(key, defaults[key]) != value:
                 reply.out(f"[server] ERROR: fake device needs {key}={value}\n")
                 return 1
         if options.get("video_codec", "h264") != "h264" or "scid" not in options:
             reply.out("[server] ERROR: fake device needs video_codec=h264 and a scid\n")
+            return 1
+        if options.get("audio", "true") == "true" and options.get("audio_codec", "opus") != "opus":
+            reply.out("[server] ERROR: fake device needs audio_codec=opus\n")
             return 1
         await asyncio.sleep(self.server_start_delay)  # JVM start-up on the device
         server = _Server(self, options)

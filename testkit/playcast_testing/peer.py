@@ -9,6 +9,10 @@ aiortc's receiver passes a frame to its decoder only when the first packet of
 the next frame arrives, which adds a frame interval a browser does not have.
 The viewer swaps in a jitter buffer that releases a frame on its RTP marker
 bit, so the latency measured here is the worker's, not aiortc's.
+
+Sound, when the worker sends it, is decoded too (aiortc's Opus decoder) and
+each 20 ms frame's peak level kept, so a test can hear the synthetic game's
+click after a touch.
 """
 
 from __future__ import annotations
@@ -76,6 +80,22 @@ def release_frames_on_marker(receiver: RTCRtpReceiver) -> None:
 
 
 @dataclass(slots=True)
+class HeardFrame:
+    """One decoded audio frame (20 ms of Opus)."""
+
+    peak: float  # largest absolute sample, full scale 1.0
+    received_at: float  # time.monotonic() when it reached us
+    index: int
+
+
+def audio_peak(frame: av.AudioFrame) -> float:
+    samples = frame.to_ndarray()
+    if samples.dtype == np.int16:
+        return float(np.abs(samples.astype(np.int32)).max()) / 32768.0
+    return float(np.abs(samples).max())
+
+
+@dataclass(slots=True)
 class DecodedFrame:
     frame: av.VideoFrame
     received_at: float  # time.monotonic() when the decoded frame reached us
@@ -115,6 +135,13 @@ class Viewer:
             tuple[Callable[[DecodedFrame], bool], asyncio.Future[DecodedFrame]]
         ] = []
         self._reader: asyncio.Task[None] | None = None
+        self.first_sound = asyncio.Event()
+        self.sound_frames = 0
+        self.audio_codec: str | None = None  # e.g. "audio/opus", once negotiated
+        self._sound_waiters: list[
+            tuple[Callable[[HeardFrame], bool], asyncio.Future[HeardFrame]]
+        ] = []
+        self._sound_reader: asyncio.Task[None] | None = None
         self._closing: asyncio.Future[None] | None = None
 
         @self.pc.on("connectionstatechange")
@@ -138,6 +165,8 @@ class Viewer:
         def _on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video":
                 self._reader = asyncio.create_task(self._read_frames(track))
+            elif track.kind == "audio":
+                self._sound_reader = asyncio.create_task(self._read_sound(track))
 
     async def answer(self, offer_sdp: str, *, trickle: bool) -> tuple[str, list[t.Candidate]]:
         """Our answer SDP and, when trickling like a browser, its candidates apart."""
@@ -146,6 +175,9 @@ class Viewer:
             if transceiver.kind == "video":
                 release_frames_on_marker(transceiver.receiver)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "audio" and transceiver._codecs:
+                self.audio_codec = transceiver._codecs[0].mimeType.lower()
         sdp = self.pc.localDescription.sdp
         if not trickle:
             return sdp, []
@@ -192,6 +224,33 @@ class Viewer:
                         fut.set_result(decoded)
                         self._frame_waiters.remove(waiter)
 
+    async def _read_sound(self, track: MediaStreamTrack) -> None:
+        index = 0
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)
+                heard = HeardFrame(audio_peak(frame), time.monotonic(), index)
+                index += 1
+                self.sound_frames = index
+                self.first_sound.set()
+                for waiter in list(self._sound_waiters):
+                    check, fut = waiter
+                    if not fut.done() and check(heard):
+                        fut.set_result(heard)
+                        self._sound_waiters.remove(waiter)
+
+    async def wait_sound(self, check: Callable[[HeardFrame], bool]) -> HeardFrame:
+        """The first decoded audio frame from now on that passes ``check``."""
+        fut: asyncio.Future[HeardFrame] = asyncio.get_running_loop().create_future()
+        entry = (check, fut)
+        self._sound_waiters.append(entry)
+        try:
+            return await fut
+        finally:
+            if entry in self._sound_waiters:
+                self._sound_waiters.remove(entry)
+
     async def wait_frame(self, check: Callable[[DecodedFrame], bool]) -> DecodedFrame:
         """The first decoded frame from now on that passes ``check``."""
         fut: asyncio.Future[DecodedFrame] = asyncio.get_running_loop().create_future()
@@ -218,10 +277,11 @@ class Viewer:
 
     async def _close(self) -> None:
         await self.pc.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for reader in (self._reader, self._sound_reader):
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
 
 
 HandshakeMode = Literal["normal", "no_answer", "report_failure", "bad_answer"]
@@ -446,6 +506,7 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 __all__ = [
     "MARK_LUMA",
     "DecodedFrame",
+    "HeardFrame",
     "MarkerJitterBuffer",
     "PeerOptions",
     "TestPeer",

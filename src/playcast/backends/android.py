@@ -1,13 +1,22 @@
 """The Android backend: a phone or emulator, driven with adb and scrcpy 3.3.x.
 
 adb pushes the scrcpy server, opens a forward tunnel and starts the server;
-the server's H.264 goes to the worker as it comes (no decoding, no
+the server's H.264 and Opus go to the worker as they come (no decoding, no
 re-encoding), and touches and keys go back as scrcpy control messages.
 
-Failures (device offline, server exited, video silent for ``stall_timeout``)
-end ``packets()`` with BackendError; ``reset()`` then rebuilds the connection
-from scratch, raising BackendError for as long as the device is unusable, so
-the worker can retry it with backoff and register only once it works.
+Sound needs Android 11 or later: an older phone (or one that refuses the
+capture) answers on the audio socket with the disabled-stream code, and the
+session is video only, as the log and ``audio_status`` say.
+
+A still screen is not a dead phone: about a second after the picture stops
+changing, a phone sends no video at all. So silence alone never fails the
+link; after ``quiet_probe`` seconds of it the backend sends RESET_VIDEO, which
+a live server answers with a new encoder session (config packet, keyframe),
+and only a probe unanswered for ``probe_timeout`` is a dead device. The other
+failures (adb transport or device gone, server exited, a socket closed) end
+``packets()`` with BackendError; ``reset()`` then rebuilds the connection from
+scratch, raising BackendError for as long as the device is unusable, so the
+worker can retry it with backoff and register only once it works.
 """
 
 from __future__ import annotations
@@ -26,12 +35,15 @@ from pathlib import Path
 from typing import Final, Literal
 
 from playcast.backends.adb import Adb, AdbError
+from playcast.backends.audio import AudioPacket, AudioStatus, GameAudio
 from playcast.backends.base import BackendError, GameBackend, Health, VideoPacket
 from playcast.backends.scrcpy import (
     DEVICE_NAME_FIELD_LENGTH,
     DEVICE_SERVER_PATH,
+    MAX_POINTERS,
     PACKET_HEADER_SIZE,
     SCRCPY_VERSION,
+    AudioStream,
     KeyAction,
     MediaPacket,
     MotionAction,
@@ -43,6 +55,7 @@ from playcast.backends.scrcpy import (
     encode_inject_keycode,
     encode_inject_touch,
     encode_reset_video,
+    parse_audio_codec_id,
     parse_codec_id,
     parse_device_meta,
     parse_packet_header,
@@ -58,6 +71,9 @@ log = logging.getLogger("playcast.android")
 # Frames waiting for a slow consumer before we drop them and restart from a
 # keyframe: queueing more only adds latency.
 MAX_QUEUED: Final = 30
+# Sound waiting for a slow consumer: older packets are dropped beyond this
+# (200 ms), since late sound is worse than a gap.
+MAX_AUDIO_QUEUED: Final = 10
 # RESET_VIDEO restarts the device's encoder; repeat it only if no keyframe came.
 KEYFRAME_RETRY: Final = 1.0
 
@@ -74,17 +90,27 @@ class AndroidSettings:
     max_fps: int = 60
     keyframe_interval: int = 2
     codec_options: str = ""
-    connect_timeout: float = 10.0  # server start to both sockets connected
-    stall_timeout: float = 5.0  # silence on the video socket that means a dead device
+    connect_timeout: float = 10.0  # server start to every socket connected
+    # Video silence before a RESET_VIDEO probe (a still screen sends nothing
+    # about a second after it stops changing), and how long its answer (a
+    # config packet and a keyframe) may take before the device counts as dead.
+    quiet_probe: float = 1.0
+    probe_timeout: float = 5.0
+    audio: bool = True  # ask for the game's sound (Android 11+)
+    audio_bit_rate: int = 128_000
     launch_timeout: float = 60.0  # game launch to foreground
     poll_interval: float = 0.25  # foreground checks while launching
     adb_timeout: float = 20.0
     retry_delay: float = 0.1  # between tunnel connection attempts, as scrcpy does
 
 
+class _AudioConfigError(BackendError):
+    """The device answered the audio socket with the configuration-error code."""
+
+
 @dataclass(eq=False)
 class _Link:
-    """One running scrcpy server and its two sockets."""
+    """One running scrcpy server and its sockets (video, audio when asked, control)."""
 
     proc: asyncio.subprocess.Process
     video: asyncio.StreamReader
@@ -93,21 +119,30 @@ class _Link:
     control: asyncio.StreamWriter
     device_name: str
     output: deque[str]
+    audio: asyncio.StreamReader | None = None
+    audio_writer: asyncio.StreamWriter | None = None
+    audio_status: AudioStatus = field(default_factory=lambda: AudioStatus(None, "not asked for"))
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     failed: bool = False
     last_packet: float = field(default_factory=time.monotonic)
     keyframe_asked_at: float | None = None
+    # Set by every video packet, and by a keyframe that follows a config
+    # packet (a new encoder session: the answer to RESET_VIDEO).
+    video_seen: asyncio.Event = field(default_factory=asyncio.Event)
+    fresh_session: asyncio.Event = field(default_factory=asyncio.Event)
+    probes: int = 0
 
     def close_sockets(self) -> None:
-        for writer in (self.video_writer, self.control):
-            with contextlib.suppress(Exception):
-                writer.close()
+        for writer in (self.video_writer, self.audio_writer, self.control):
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
 
 
 _MOTION: Final = {"down": MotionAction.DOWN, "move": MotionAction.MOVE, "up": MotionAction.UP}
 
 
-class AndroidBackend(GameBackend):
+class AndroidBackend(GameBackend, GameAudio):
     def __init__(self, settings: AndroidSettings) -> None:
         self.settings = settings
         self.game = settings.game
@@ -117,6 +152,9 @@ class AndroidBackend(GameBackend):
         self._size = (0, 0)
         self._failure: str | None = None
         self._queue: asyncio.Queue[VideoPacket | BaseException | None] | None = None
+        self._audio_queue: asyncio.Queue[AudioPacket | None] | None = None
+        # Why sound stays off for this device from now on (a configuration error).
+        self._audio_refused: str | None = None
         self._awaiting_keyframe = False
         self._pointers: dict[int, tuple[float, float]] = {}
         self._lock = asyncio.Lock()
@@ -179,8 +217,7 @@ class AndroidBackend(GameBackend):
             return Health(False, str(exc))
         if state != "device":
             return Health(False, f"device is {state}")
-        if time.monotonic() - link.last_packet > self.settings.stall_timeout:
-            return Health(False, "video stalled")
+        # No video for a while is a still screen; the probe judges the link.
         width, height = self._size
         return Health(True, f"{self.device_name} {width}x{height}")
 
@@ -219,6 +256,34 @@ class AndroidBackend(GameBackend):
         link.keyframe_asked_at = now
         self._write(link, encode_reset_video())
 
+    # --- sound -------------------------------------------------------------------
+
+    @property
+    def audio_status(self) -> AudioStatus:
+        if not self.settings.audio:
+            return AudioStatus(None, "turned off")
+        if self._audio_refused is not None:
+            return AudioStatus(None, self._audio_refused)
+        link = self._usable_link()
+        if link is None:
+            return AudioStatus(None, "not connected")
+        return link.audio_status
+
+    async def audio_packets(self) -> AsyncIterator[AudioPacket]:
+        if self._audio_queue is not None:
+            raise RuntimeError("audio_packets() already has a consumer")
+        link = self._usable_link()
+        if link is None or link.audio_status.codec is None:
+            return
+        queue: asyncio.Queue[AudioPacket | None] = asyncio.Queue()
+        self._audio_queue = queue
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+        finally:
+            if self._audio_queue is queue:
+                self._audio_queue = None
+
     # --- input -------------------------------------------------------------------
 
     async def inject_touch(
@@ -228,6 +293,10 @@ class AndroidBackend(GameBackend):
         if link is None:
             return
         down = pointer_id in self._pointers
+        if not down and len(self._pointers) >= MAX_POINTERS:
+            # The server would ignore an 11th finger: do not send it at all.
+            log.debug("touch for an 11th pointer (%d) dropped", pointer_id)
+            return
         if action == "down":
             motion = MotionAction.MOVE if down else MotionAction.DOWN
             self._pointers[pointer_id] = (x, y)
@@ -294,7 +363,13 @@ class AndroidBackend(GameBackend):
         self._link = None
         if link is not None:
             await self._close_link(link)
-        self._link = await self._connect()
+        try:
+            self._link = await self._connect()
+        except _AudioConfigError as exc:
+            # The server exits on it; video alone still works, so go on without sound.
+            self._audio_refused = f"sound off: {exc}"
+            log.warning("%s; reconnecting with video only", exc)
+            self._link = await self._connect()
         self._failure = None
 
     async def _connect(self) -> _Link:
@@ -330,13 +405,21 @@ class AndroidBackend(GameBackend):
         link.tasks += [
             pump,
             asyncio.create_task(self._read_video(link)),
+            asyncio.create_task(self._watch_video(link)),
             asyncio.create_task(self._drain_control(link)),
             asyncio.create_task(self._watch_server(link)),
         ]
+        if link.audio is not None and link.audio_status.codec is not None:
+            link.tasks.append(asyncio.create_task(self._read_audio(link, link.audio)))
         if self._stopped:
             await self._close_link(link)
             raise BackendError("stopped")
-        log.info("connected to %s, video %dx%d", link.device_name, *self._size)
+        log.info(
+            "connected to %s, video %dx%d, sound: %s",
+            link.device_name,
+            *self._size,
+            link.audio_status.codec or link.audio_status.detail,
+        )
         return link
 
     def _server_options(self) -> ServerOptions:
@@ -349,6 +432,8 @@ class AndroidBackend(GameBackend):
             max_fps=s.max_fps,
             keyframe_interval=s.keyframe_interval,
             extra_codec_options=s.codec_options,
+            audio=s.audio and self._audio_refused is None,
+            audio_bit_rate=s.audio_bit_rate,
         )
 
     async def _open_sockets(
@@ -387,8 +472,14 @@ class AndroidBackend(GameBackend):
                 raise BackendError(f"scrcpy server exited ({proc.returncode}): {tail}")
             raise BackendError(f"scrcpy server did not accept within {s.connect_timeout:g}s")
         video, video_writer = connecting.result()
+        audio: asyncio.StreamReader | None = None
+        audio_writer: asyncio.StreamWriter | None = None
+        audio_status = AudioStatus(None, "turned off")
         try:
             async with asyncio.timeout(s.connect_timeout):
+                # DesktopConnection accepts video, then audio, then control.
+                if self._server_audio():
+                    audio, audio_writer = await asyncio.open_connection("127.0.0.1", port)
                 control_reader, control = await asyncio.open_connection("127.0.0.1", port)
                 sock = control.get_extra_info("socket")
                 if sock is not None:
@@ -397,12 +488,37 @@ class AndroidBackend(GameBackend):
                 name = parse_device_meta(await video.readexactly(DEVICE_NAME_FIELD_LENGTH))
                 parse_codec_id(await video.readexactly(4))
                 self._size = parse_video_size(await video.readexactly(8))
+                if audio is not None:
+                    audio_status = _audio_status(parse_audio_codec_id(await audio.readexactly(4)))
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ProtocolError) as exc:
-            video_writer.close()
+            for writer in (video_writer, audio_writer):
+                if writer is not None:
+                    writer.close()
             tail = " | ".join(list(output)[-5:])
             raise BackendError(f"scrcpy handshake failed: {exc!r} {tail}") from None
+        if audio_status.detail == _AUDIO_ERROR:
+            video_writer.close()
+            if audio_writer is not None:
+                audio_writer.close()
+            raise _AudioConfigError("the device reported an audio configuration error")
+        if audio is not None and audio_status.codec is None:
+            log.warning("%s: %s; video only", name, audio_status.detail)
         self.device_name = name
-        return _Link(proc, video, video_writer, control_reader, control, name, output)
+        return _Link(
+            proc,
+            video,
+            video_writer,
+            control_reader,
+            control,
+            name,
+            output,
+            audio=audio,
+            audio_writer=audio_writer,
+            audio_status=audio_status,
+        )
+
+    def _server_audio(self) -> bool:
+        return self.settings.audio and self._audio_refused is None
 
     async def _close_link(self, link: _Link) -> None:
         link.failed = True
@@ -426,18 +542,75 @@ class AndroidBackend(GameBackend):
         queue = self._queue
         if queue is not None:
             queue.put_nowait(item)
+        audio = self._audio_queue
+        if audio is not None:
+            audio.put_nowait(None)
+
+    async def _watch_video(self, link: _Link) -> None:
+        """Silence is a still screen until a RESET_VIDEO probe goes unanswered."""
+        s = self.settings
+        while not link.failed:
+            link.video_seen.clear()
+            try:
+                async with asyncio.timeout(s.quiet_probe):
+                    await link.video_seen.wait()
+                continue
+            except TimeoutError:
+                pass
+            link.fresh_session.clear()
+            link.probes += 1
+            link.keyframe_asked_at = time.monotonic()
+            self._write(link, encode_reset_video())
+            try:
+                async with asyncio.timeout(s.probe_timeout):
+                    await link.fresh_session.wait()
+            except TimeoutError:
+                self._fail(
+                    link,
+                    f"video silent and RESET_VIDEO unanswered for {s.probe_timeout:g}s:"
+                    " the device's encoder is gone",
+                )
+                return
+
+    async def _read_audio(self, link: _Link, reader: asyncio.StreamReader) -> None:
+        """Opus packets (after the OpusHead config packet) to the sound consumer."""
+        try:
+            while True:
+                header = parse_packet_header(await reader.readexactly(PACKET_HEADER_SIZE))
+                payload = await reader.readexactly(header.size)
+                if header.config or link is not self._link:
+                    continue  # the OpusHead: WebRTC's Opus needs none
+                queue = self._audio_queue
+                if queue is None:
+                    continue
+                while queue.qsize() >= MAX_AUDIO_QUEUED:
+                    queue.get_nowait()
+                # Device PTS is in microseconds; the audio clock is 48 kHz.
+                pts = header.pts_us * 6 // 125
+                queue.put_nowait(AudioPacket(payload, pts, time.monotonic()))
+        except (OSError, asyncio.IncompleteReadError, ProtocolError) as exc:
+            # Video may go on (the server's own failure shows elsewhere).
+            link.audio_status = AudioStatus(None, f"sound ended: {exc!r}")
+            log.warning("%s: sound ended: %r", link.device_name, exc)
+            if self._audio_queue is not None and link is self._link:
+                self._audio_queue.put_nowait(None)
 
     async def _read_video(self, link: _Link) -> None:
         merger = PacketMerger()
-        stall = self.settings.stall_timeout
         reader = link.video
+        config_pending = False
         try:
             while True:
-                async with asyncio.timeout(stall):
-                    header = parse_packet_header(await reader.readexactly(PACKET_HEADER_SIZE))
-                    payload = await reader.readexactly(header.size)
+                header = parse_packet_header(await reader.readexactly(PACKET_HEADER_SIZE))
+                payload = await reader.readexactly(header.size)
                 now = time.monotonic()
                 link.last_packet = now
+                link.video_seen.set()
+                if header.config:
+                    config_pending = True
+                elif header.keyframe and config_pending:
+                    config_pending = False
+                    link.fresh_session.set()
                 if header.config:
                     size = config_picture_size(payload)
                     if size is not None and size != self._size and link is self._link:
@@ -447,8 +620,6 @@ class AndroidBackend(GameBackend):
                 packet = merger.feed(header, payload)
                 if packet is not None:
                     self._deliver(link, packet, now)
-        except TimeoutError:
-            self._fail(link, f"video stalled: nothing from the device for {stall:g}s")
         except asyncio.IncompleteReadError:
             self._fail(link, "the device closed the video socket")
         except (OSError, ProtocolError) as exc:
@@ -503,6 +674,19 @@ class AndroidBackend(GameBackend):
                 )
             await asyncio.sleep(self.settings.poll_interval)
         log.info("%s is in the foreground", game)
+
+
+_AUDIO_ERROR: Final = "audio configuration error"
+
+
+def _audio_status(stream: AudioStream) -> AudioStatus:
+    if stream is AudioStream.OPUS:
+        return AudioStatus("opus", "from the phone")
+    if stream is AudioStream.DISABLED:
+        return AudioStatus(
+            None, "the phone sends no sound (Android 10 or older, or audio capture refused)"
+        )
+    return AudioStatus(None, _AUDIO_ERROR)
 
 
 def _drain_queue(
@@ -568,10 +752,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(
         parser,
-        "--android-stall-timeout",
+        "--android-probe-timeout",
         type=float,
         default=5.0,
-        help="seconds of video silence that mean the device is gone",
+        help="seconds a RESET_VIDEO probe (sent after 1 s of video silence) may go unanswered",
+    )
+    add_flag(
+        parser,
+        "--android-audio-bit-rate",
+        type=int,
+        default=128_000,
+        help="Opus bit rate of the game's sound",
     )
     add_flag(
         parser,
@@ -597,7 +788,9 @@ def create_backend(args: argparse.Namespace) -> AndroidBackend:
             max_fps=args.android_max_fps,
             keyframe_interval=args.android_keyframe_interval,
             codec_options=args.android_codec_options,
-            stall_timeout=args.android_stall_timeout,
+            probe_timeout=args.android_probe_timeout,
+            audio=not getattr(args, "no_audio", False),
+            audio_bit_rate=args.android_audio_bit_rate,
             launch_timeout=args.android_launch_timeout,
         )
     )

@@ -5,8 +5,12 @@ server refuses a client that announces another one). Sources of truth, all in
 the Genymobile/scrcpy repository at that tag:
 
 - ``app/src/server.c``: the server's command line and the socket order (video
-  first, with one dummy byte when ``tunnel_forward=true``, then control), the
-  64-byte device name;
+  first, with one dummy byte when ``tunnel_forward=true``, then audio, then
+  control), the 64-byte device name;
+- ``server/.../device/Streamer.java`` and ``audio/AudioEncoder.java``: the
+  audio socket (a 4-byte codec id, or a disabled-stream code: 0 when the device
+  cannot capture, 1 on a configuration error; then packets framed like video,
+  the first a config packet holding the OpusHead);
 - ``app/src/demuxer.c``: the codec header (codec id, width, height as u32 BE)
   and the 12-byte packet header (u64 PTS with the config flag in bit 63 and the
   key-frame flag in bit 62, then a u32 length);
@@ -36,8 +40,12 @@ CODEC_META_SIZE: Final = 12
 PACKET_HEADER_SIZE: Final = 12
 
 CODEC_ID_H264: Final = 0x68323634  # "h264"
+CODEC_ID_OPUS: Final = 0x6F707573  # "opus"
 CODEC_ID_DISABLED: Final = 0  # the device explicitly disabled the stream
 CODEC_ID_ERROR: Final = 1  # a configuration error on the device
+
+# PointersState.MAX_POINTERS: the server ignores a touch for an 11th pointer.
+MAX_POINTERS: Final = 10
 
 PACKET_FLAG_CONFIG: Final = 1 << 63
 PACKET_FLAG_KEY_FRAME: Final = 1 << 62
@@ -180,6 +188,26 @@ def parse_video_size(data: bytes) -> tuple[int, int]:
     if not (0 < width <= 0xFFFF and 0 < height <= 0xFFFF):
         raise ProtocolError(f"implausible video size {width}x{height}")
     return int(width), int(height)
+
+
+class AudioStream(enum.Enum):
+    """What the first 4 bytes of the audio socket said."""
+
+    OPUS = "opus"
+    DISABLED = "disabled"  # Android < 11, or capture refused: video only
+    ERROR = "error"  # a configuration error: the server is about to exit
+
+
+def parse_audio_codec_id(data: bytes) -> AudioStream:
+    """The audio socket's codec id, or ``Streamer.writeDisableStream``'s code."""
+    (codec_id,) = struct.unpack(">I", data)
+    if codec_id == CODEC_ID_OPUS:
+        return AudioStream.OPUS
+    if codec_id == CODEC_ID_DISABLED:
+        return AudioStream.DISABLED
+    if codec_id == CODEC_ID_ERROR:
+        return AudioStream.ERROR
+    raise ProtocolError(f"audio codec 0x{codec_id:08x} is not Opus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +407,8 @@ class ServerOptions:
     extra_codec_options: str = ""  # appended, e.g. "level=4096,latency=0"
     log_level: str = "info"
     stay_awake: bool = True
+    audio: bool = False  # Opus, from the device's playback (Android 11+)
+    audio_bit_rate: int = 128_000
 
     @property
     def socket_name(self) -> str:
@@ -405,7 +435,7 @@ def server_command(opts: ServerOptions) -> list[str]:
         f"scid={opts.scid:08x}",
         f"log_level={opts.log_level}",
         "tunnel_forward=true",
-        "audio=false",
+        f"audio={'true' if opts.audio else 'false'}",
         "control=true",
         "video_codec=h264",
         f"video_bit_rate={opts.video_bit_rate}",
@@ -414,6 +444,8 @@ def server_command(opts: ServerOptions) -> list[str]:
         # The control socket would otherwise carry clipboard changes to us.
         "clipboard_autosync=false",
     ]
+    if opts.audio:
+        args += ["audio_codec=opus", f"audio_bit_rate={opts.audio_bit_rate}"]
     if opts.max_size:
         args.append(f"max_size={opts.max_size}")
     if opts.stay_awake:

@@ -4,6 +4,10 @@ It goes through the same path a phone's stream will: pictures are encoded to
 H.264 here (PyAV/libx264) and the worker only ever sees encoded access units.
 Frames come on a steady clock, and one comes at once when input arrives, so
 what a player does shows up in the next packet, not at the next tick.
+
+The game has sound too (``GameAudio``): a quiet hum, and a short click in the
+next 20 ms Opus packet after each touch-down, so sound is testable end to end
+just as the white disc makes video testable.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from playcast.backends.arena import ArenaScene, Mark, Plane
+from playcast.backends.audio import FRAME_SECONDS, AudioPacket, AudioStatus, GameAudio, SoundMaker
 from playcast.backends.base import BackendError, GameBackend, Health, VideoPacket
 from playcast.backends.h264 import EncodedPicture, EncoderSettings, H264Encoder
 from playcast.envflags import add_flag
@@ -34,7 +39,12 @@ KEY_FLASH_SECONDS = 0.3
 MAX_BACKLOG = 3
 
 
-class SyntheticBackend(GameBackend):
+# Sound this far behind its clock (a stalled loop) restarts the clock instead
+# of catching up in a burst the player would hear as a glitch anyway.
+AUDIO_MAX_LATE = 0.2
+
+
+class SyntheticBackend(GameBackend, GameAudio):
     def __init__(
         self,
         game: str = DEFAULT_GAME,
@@ -60,11 +70,14 @@ class SyntheticBackend(GameBackend):
         self._pointers: dict[int, tuple[float, float]] = {}
         self._key_flash_until = 0.0
         self._failure: str | None = None
+        self._audio_consumer: object | None = None
+        self._click_pending = False
         # Counters a test or benchmark can read; reset starts them again.
         self.frames = 0
         self.keyframes = 0
         self.keyframe_requests = 0
         self.resets = 0
+        self.clicks = 0
 
     @property
     def size(self) -> tuple[int, int]:
@@ -77,6 +90,7 @@ class SyntheticBackend(GameBackend):
 
     async def stop(self) -> None:
         self._consumer = None
+        self._audio_consumer = None
         self._wake.set()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -84,6 +98,7 @@ class SyntheticBackend(GameBackend):
 
     async def reset(self) -> None:
         self._consumer = None
+        self._audio_consumer = None
         self._wake.set()
         self._fresh_game()
         self.resets += 1
@@ -95,7 +110,8 @@ class SyntheticBackend(GameBackend):
         self._key_flash_until = 0.0
         self._keyframe_wanted = True
         self._failure = None
-        self.frames = self.keyframes = self.keyframe_requests = 0
+        self._click_pending = False
+        self.frames = self.keyframes = self.keyframe_requests = self.clicks = 0
 
     def _scene_time(self) -> float:
         return time.monotonic() - self._origin
@@ -197,6 +213,41 @@ class SyntheticBackend(GameBackend):
         picture: Plane = self._scene.render(t, marks, flash)
         return encoder.encode(picture, pts, keyframe)
 
+    # --- sound -------------------------------------------------------------------
+
+    @property
+    def audio_status(self) -> AudioStatus:
+        return AudioStatus("opus", "synthetic: a click at each touch-down")
+
+    async def audio_packets(self) -> AsyncIterator[AudioPacket]:
+        if self._executor is None:
+            raise BackendError("synthetic backend is not started")
+        if self._audio_consumer is not None:
+            raise BackendError("synthetic backend's sound already has a consumer")
+        token = self._audio_consumer = object()
+        maker = SoundMaker()
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        try:
+            while self._audio_consumer is token:
+                # The sound card's clock: one 20 ms packet per tick, each made
+                # as its tick comes, so a click waits at most one frame.
+                delay = next_at - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    if self._audio_consumer is not token:
+                        return
+                elif -delay > AUDIO_MAX_LATE:
+                    next_at = loop.time()
+                click, self._click_pending = self._click_pending, False
+                data, pts = maker.frame(click)
+                self.clicks += click
+                yield AudioPacket(data, pts, time.monotonic())
+                next_at += FRAME_SECONDS
+        finally:
+            if self._audio_consumer is token:
+                self._audio_consumer = None
+
     def request_keyframe(self) -> None:
         self.keyframe_requests += 1
         self._keyframe_wanted = True
@@ -209,6 +260,8 @@ class SyntheticBackend(GameBackend):
             return
         if action == "move" and pointer_id not in self._pointers:
             return  # a move without its down (lost, or from before a reset)
+        if action == "down" and pointer_id not in self._pointers:
+            self._click_pending = True
         self._pointers[pointer_id] = (x, y)
         self._marks.append(Mark(x, y, self._scene_time() + MARK_SECONDS))
         self._wake.set()

@@ -22,6 +22,7 @@ def snapshot(state: State) -> dict[str, Any]:
                 "game": w.game,
                 "node": state.node,
                 "codecs": list(w.codecs),
+                "audio": w.audio,
                 "session_id": w.session_id,
                 "last_ping_age": round(now - w.last_ping, 3),
                 "connected_for": round(now - w.opened_at, 3),

@@ -75,6 +75,8 @@ class Worker(Peer):
     session_id: str | None = None
     codecs: tuple[str, ...] = ()
     registered: bool = False  # told "registered" (once listed in the shared pool)
+    # What the worker said of its sound: {"codec": "opus" | None, "detail": ...}.
+    audio: dict[str, str | None] | None = None
 
     role: Role = "worker"
 

@@ -57,6 +57,8 @@ def register(state: State, worker: Worker, msg: Register) -> None:
     host, port = worker.ws.remote
     worker.game = msg.game
     worker.codecs = codec_names(msg.codecs)
+    if msg.audio is not None:
+        worker.audio = {"codec": msg.audio.codec, "detail": msg.audio.detail}
     worker.addr = msg.addr or host
     worker.port = msg.port if msg.port is not None else port
     state.metrics.count(state.metrics.registrations, worker.game)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import random
 import signal
 from collections.abc import Awaitable, Callable
@@ -29,15 +30,18 @@ from aiortc import RTCSessionDescription as Sdp
 from aiortc.sdp import candidate_from_sdp
 
 from playcast import protocol as t
+from playcast.backends.audio import game_audio
 from playcast.backends.base import BackendError, GameBackend, Health
-from playcast.envflags import add_flag
+from playcast.envflags import add_flag, env_name
 from playcast.inputs import BadInput, Key, Touch, decode_input
 from playcast.logs import setup_logging
 from playcast.worker.backends import BACKENDS, add_backend_arguments, create_backend
 from playcast.worker.media import (
+    BackendAudioTrack,
     BackendVideoTrack,
     forward_keyframe_requests,
     prefer_h264,
+    prefer_opus,
     send_playout_delay,
 )
 
@@ -65,6 +69,8 @@ class WorkerSettings:
     # Asked of the browser with the playout-delay RTP extension: 0 shows each
     # frame the moment it is decoded; None does not send the extension.
     playout_delay_ms: int | None = 0
+    # Send the game's sound, when the backend has it (--no-audio: video only).
+    audio: bool = True
 
     @property
     def url(self) -> str:
@@ -121,6 +127,7 @@ class Session:
         backend: GameBackend,
         send: Send,
         playout_delay_ms: int | None = None,
+        audio: bool = True,
     ) -> None:
         self.id = start.session_id
         self._playout_delay_ms = playout_delay_ms
@@ -135,6 +142,10 @@ class Session:
         )
         self.pc = RTCPeerConnection(config)
         self.track = BackendVideoTrack(backend, on_failure=self._backend_failed)
+        sound = game_audio(backend) if audio else None
+        self.audio_track: BackendAudioTrack | None = None
+        if sound is not None and sound.audio_status.codec is not None:
+            self.audio_track = BackendAudioTrack(sound)
         self.connected = False  # our peer connection reached "connected"
         self.reported = False  # webrtc_connected or webrtc_failed was sent
         # Set when the session ends without the server's word: the player's
@@ -185,6 +196,8 @@ class Session:
         forward_keyframe_requests(transceiver.sender, self._backend)
         if self._playout_delay_ms is not None:
             send_playout_delay(transceiver.sender, self._playout_delay_ms)
+        if self.audio_track is not None:
+            prefer_opus(self.pc.addTransceiver(self.audio_track, direction="sendonly"))
         channel = self.pc.createDataChannel("input", ordered=True)
         channel.on("message", self._inputs.put_nowait)
         channel.on("close", self._on_channel_close)
@@ -283,6 +296,8 @@ class Session:
             ok = False
             notes.append(f"closing the peer connection failed: {exc!r}")
         await self.track.aclose()
+        if self.audio_track is not None:
+            await self.audio_track.aclose()
         if self.gone.done():
             notes.append(f"it had already ended: {self.gone.result().reason}")
         detail = f"session {self.id} closed ({self.inputs_ok} inputs, {self.inputs_bad} malformed)"
@@ -355,7 +370,10 @@ class Link:
         try:
             await self.send(
                 t.Register(
-                    game=self.settings.game, addr=self.settings.addr, port=self.settings.port
+                    game=self.settings.game,
+                    addr=self.settings.addr,
+                    port=self.settings.port,
+                    audio=audio_info(self.backend, self.settings.audio),
                 )
             )
             return await self._loop()
@@ -485,7 +503,13 @@ class Link:
                     return None
                 log.info("session_start session=%s client=%s", msg.session_id, msg.client_id)
                 self.had_session = True
-                self.session = Session(msg, self.backend, self.send, self.settings.playout_delay_ms)
+                self.session = Session(
+                    msg,
+                    self.backend,
+                    self.send,
+                    self.settings.playout_delay_ms,
+                    audio=self.settings.audio,
+                )
                 self.session.gone.add_done_callback(self._on_session_gone)
                 self.session.start()
             case t.Answer() | t.IceCandidate():
@@ -616,6 +640,17 @@ class Worker:
             return outcome, link.had_session
 
 
+def audio_info(backend: GameBackend, enabled: bool) -> t.AudioInfo:
+    """What ``register`` says about sound (shown in the server's /api/status)."""
+    sound = game_audio(backend)
+    if not enabled:
+        return t.AudioInfo(codec=None, detail="turned off (--no-audio)")
+    if sound is None:
+        return t.AudioInfo(codec=None, detail="this backend has no sound")
+    status = sound.audio_status
+    return t.AudioInfo(codec=status.codec, detail=status.detail[:200])
+
+
 # --- command line ---------------------------------------------------------
 
 
@@ -639,6 +674,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.playout_delay_ms,
         help="ms the browser may hold a frame (RTP playout-delay); negative: not sent",
     )
+    no_audio = env_name("--no-audio")
+    parser.add_argument(
+        "--no-audio",
+        action="store_true",
+        default=os.environ.get(no_audio, "").lower() in ("1", "true", "yes"),
+        help=f"video only: do not capture or send the game's sound (env {no_audio}=1)",
+    )
     add_flag(parser, "--worker-token", help="shared secret the server asks workers for")
     add_flag(parser, "--advertise-addr", help="addr to report in register (default: socket's)")
     add_flag(parser, "--log-level", default="info", help="debug, info, warning")
@@ -658,6 +700,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         addr=args.advertise_addr,
         token=args.worker_token or None,
         playout_delay_ms=args.playout_delay if args.playout_delay >= 0 else None,
+        audio=not args.no_audio,
     )
 
 

@@ -9,6 +9,11 @@ remembers them for its own encoder. And one thing aiortc cannot do at all:
 send the playout-delay header extension, which lets Chrome show each frame as
 soon as it is decoded instead of holding it for smoothing (about 12 ms at p50
 from tap to photon, see docs/performance.md).
+
+Sound takes the same road: ``BackendAudioTrack`` hands aiortc the backend's
+Opus packets as ``av.Packet`` objects (pts in 1/48000 s), which aiortc's Opus
+"encoder" only wraps in RTP (``OpusEncoder.pack``), and the audio transceiver
+offers Opus alone.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from aiortc.rtp import (
     unpack_header_extensions,
 )
 
+from playcast.backends.audio import AUDIO_CLOCK, AudioPacket, GameAudio
 from playcast.backends.base import VIDEO_CLOCK, BackendError, GameBackend, VideoPacket
 
 log = logging.getLogger(__name__)
@@ -81,6 +87,63 @@ class BackendVideoTrack(MediaStreamTrack):
         if close is not None:
             with contextlib.suppress(Exception):
                 await close()
+
+
+class BackendAudioTrack(MediaStreamTrack):
+    """An audio track whose ``recv`` yields the backend's Opus packets, untouched.
+
+    When the backend's sound ends, so does the track; the session goes on
+    with video only.
+    """
+
+    kind = "audio"
+
+    def __init__(self, audio: GameAudio) -> None:
+        super().__init__()
+        self._audio = audio
+        self._packets: AsyncIterator[AudioPacket] | None = None
+        self.sent = 0
+        # captured_at of the packet last handed to the sender (for benchmarks).
+        self.last_captured_at = 0.0
+
+    async def recv(self) -> av.Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._packets is None:
+            self._packets = aiter(self._audio.audio_packets())
+        try:
+            sound = await anext(self._packets)
+        except StopAsyncIteration:
+            self._end("the backend's sound ended")
+            raise MediaStreamError from None
+        except BackendError as exc:
+            self._end(f"the backend's sound failed: {exc}")
+            raise MediaStreamError from None
+        packet = av.Packet(sound.data)
+        packet.pts = sound.pts
+        packet.time_base = AUDIO_CLOCK
+        self.sent += 1
+        self.last_captured_at = sound.captured_at
+        return packet
+
+    def _end(self, reason: str) -> None:
+        log.warning("audio track: %s; video goes on", reason)
+        self.stop()
+
+    async def aclose(self) -> None:
+        """Stop pulling from the backend; call once the sender is stopped."""
+        self.stop()
+        packets, self._packets = self._packets, None
+        close = getattr(packets, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+
+
+def prefer_opus(transceiver: RTCRtpTransceiver) -> None:
+    """Offer only Opus, the one codec the backends' sound comes in."""
+    codecs = RTCRtpSender.getCapabilities("audio").codecs
+    transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == "audio/opus"])
 
 
 def prefer_h264(transceiver: RTCRtpTransceiver) -> None:

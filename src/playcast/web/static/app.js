@@ -7,6 +7,7 @@ import { InputCapture, ActivityReporter } from "./input.js";
 import { describeEnd, PROGRESS } from "./messages.js";
 import { Peer } from "./peer.js";
 import { Signaling, clientSocketUrl, DEFAULT_GAME } from "./signaling.js";
+import { Sound } from "./sound.js";
 import { StatsOverlay } from "./stats.js";
 import { InactivityWarning } from "./warning.js";
 
@@ -55,6 +56,7 @@ function setVideo(playing) {
 const isStatsKey = (e) => e.key === STATS_KEY;
 let current = null; // the PlaySession in progress, if any
 
+const sound = new Sound(ui.video, $("#mute-button"));
 const stats = new StatsOverlay($("#stats"), () => (current && current.peer ? current.peer : null));
 const warning = new InactivityWarning($("#warning"), $("#warning-seconds"), () => current && current.keepAlive());
 
@@ -66,6 +68,9 @@ class PlaySession {
     this.channel = null;
     this.sessionId = null;
     this.wakeLock = null;
+    // Picture and sound in one stream, whatever streams the worker's tracks
+    // are announced in (they are not synchronized: each plays at once).
+    this.media = new MediaStream();
     this.reporter = new ActivityReporter((msg) => this.sig.send(msg));
     const emit = (event, byPlayer) => this.#input(event, byPlayer);
     this.input = new InputCapture(ui.video, emit, isStatsKey);
@@ -115,7 +120,7 @@ class PlaySession {
     const sid = () => this.sessionId;
     this.peer = new Peer(iceServers, {
       onCandidate: (candidate) => this.sig.send({ type: "ice_candidate", session_id: sid(), candidate }),
-      onTrack: (stream) => this.#showVideo(stream),
+      onTrack: (track) => this.#addTrack(track),
       onChannel: (channel) => {
         if (channel.label === "input") this.channel = channel;
       },
@@ -138,12 +143,14 @@ class PlaySession {
     if (answer && !this.ended) this.sig.send({ type: "answer", session_id: this.sessionId, sdp: answer });
   }
 
-  #showVideo(stream) {
+  #addTrack(track) {
+    if (this.ended) return;
+    this.media.addTrack(track);
     const video = ui.video;
-    if (video.srcObject !== stream) video.srcObject = stream;
-    video.play().catch((err) => {
-      if (err.name !== "AbortError") console.warn("video.play:", err); // AbortError: ended meanwhile
-    });
+    if (video.srcObject !== this.media) video.srcObject = this.media;
+    sound.setHasAudio(this.media.getAudioTracks().length > 0);
+    sound.play();
+    if (track.kind !== "video") return;
     const firstFrame = () => {
       if (!this.ended) setVideo(true);
     };
@@ -190,6 +197,7 @@ class PlaySession {
     warning.hide();
     showStats(false);
     ui.video.srcObject = null;
+    sound.setHasAudio(false);
     setVideo(false);
     setState("ended", reason, serverText);
   }
@@ -197,6 +205,7 @@ class PlaySession {
 
 function start() {
   if (current && !current.ended) return;
+  sound.unlock(); // in the click itself: the gesture that lets the page make sound
   current = new PlaySession();
   window.playcast.session = current;
 }
@@ -228,6 +237,6 @@ window.addEventListener("keydown", (e) => {
 window.addEventListener("pagehide", () => current && current.leave());
 
 // For tests, benchmarks and the console: read-only handles on the live objects.
-window.playcast = { session: null, stats, start };
+window.playcast = { session: null, stats, sound, start };
 
 if (params.get("autoplay") === "1") start();

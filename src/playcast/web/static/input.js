@@ -1,11 +1,13 @@
 // Player input: pointer (mouse, pen, multi-touch) and keys, turned into the
 // data-channel events the worker decodes (src/playcast/inputs.py):
-//   {"type":"touch","action":"down|move|up|cancel","id":0..31,"x":0..1,"y":0..1}
+//   {"type":"touch","action":"down|move|up|cancel","id":0..9,"x":0..1,"y":0..1}
 //   {"type":"key","action":"down|up","key":KeyboardEvent.key}
 // Coordinates are fractions of the picture itself, not of the <video> box,
 // so the letterbox bars around a portrait stream never shift a tap.
 
-const MAX_POINTERS = 32; // ids 0..31, the worker's limit
+// Ten fingers at once, ids 0..9: a phone's scrcpy server ignores an 11th
+// (PointersState.MAX_POINTERS), so the page never sends one.
+const MAX_POINTERS = 10;
 const MAX_KEY_LENGTH = 32;
 
 /** The picture's box inside an object-fit: contain <video>, in client pixels. */
@@ -40,7 +42,7 @@ export class InputCapture {
     this.emit = emit;
     this.isLocalKey = isLocalKey;
     this.enabled = false;
-    this.slots = new Map(); // browser pointerId -> worker id 0..31
+    this.slots = new Map(); // browser pointerId -> worker id 0..9
     this.keys = new Set(); // keys held down, released on blur
     this.controller = null;
   }

@@ -1,5 +1,6 @@
-// The browser's side of the WebRTC session: the worker offers (video plus the
-// `input` data channel), the page answers. Candidates trickle both ways.
+// The browser's side of the WebRTC session: the worker offers (video, the
+// game's sound when it has one, and the `input` data channel), the page
+// answers. Candidates trickle both ways.
 
 /** Server ICE servers ({urls, username, credential}) in RTCPeerConnection's shape. */
 function toRtcIceServers(servers) {
@@ -34,7 +35,7 @@ export class Peer {
    * @param {object[]} iceServers from `assigned`
    * @param {{
    *   onCandidate: (c: object|null) => void,
-   *   onTrack: (stream: MediaStream) => void,
+   *   onTrack: (track: MediaStreamTrack) => void,
    *   onChannel: (ch: RTCDataChannel) => void,
    *   onConnected: () => void,
    *   onFailed: (reason: string) => void,
@@ -51,7 +52,7 @@ export class Peer {
     this.pc.addEventListener("icecandidate", (ev) => this.#localCandidate(ev.candidate));
     this.pc.addEventListener("track", (ev) => {
       preferLowDelay(ev.receiver);
-      this.handlers.onTrack(ev.streams[0] || new MediaStream([ev.track]));
+      this.handlers.onTrack(ev.track);
     });
     this.pc.addEventListener("datachannel", (ev) => this.handlers.onChannel(ev.channel));
     this.pc.addEventListener("connectionstatechange", () => this.#stateChanged());

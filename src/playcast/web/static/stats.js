@@ -1,23 +1,33 @@
-// The stats overlay: what getStats() says about the incoming video, once a
-// second while the overlay is open (polling costs nothing when it is shut).
+// The stats overlay: what getStats() says about the incoming video and sound,
+// once a second while the overlay is open (polling costs nothing when it is shut).
 
 const POLL_MS = 1000;
 
-/** One reading from an RTCStatsReport: the inbound video, its codec and the ICE pair. */
+/** Average time a frame (or audio sample) waited in the jitter buffer, in ms. */
+function jitterBufferMs(inbound) {
+  return inbound && inbound.jitterBufferEmittedCount
+    ? (inbound.jitterBufferDelay / inbound.jitterBufferEmittedCount) * 1000
+    : null;
+}
+
+/** One reading from an RTCStatsReport: inbound video and audio, their codecs, the ICE pair. */
 export function readStats(report) {
   let video = null;
+  let audio = null;
   let pairId = null;
   let nominated = null;
   const byId = new Map();
   report.forEach((s) => {
     byId.set(s.id, s);
     if (s.type === "inbound-rtp" && s.kind === "video") video = s;
+    if (s.type === "inbound-rtp" && s.kind === "audio") audio = s;
     if (s.type === "transport" && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
     // Older reports mark the pair itself instead of naming it on the transport.
     if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") nominated = s;
   });
   const pair = (pairId && byId.get(pairId)) || nominated;
   const codec = video && video.codecId ? byId.get(video.codecId) : null;
+  const audioCodec = audio && audio.codecId ? byId.get(audio.codecId) : null;
   return {
     at: video ? video.timestamp : performance.now(),
     bytes: video ? video.bytesReceived : 0,
@@ -28,12 +38,13 @@ export function readStats(report) {
     codec: codec ? codec.mimeType.replace(/^video\//, "") : null,
     rttMs: pair && pair.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null,
     // Average time a frame waited in the jitter buffer: near 0 when low delay works.
-    jitterMs:
-      video && video.jitterBufferEmittedCount
-        ? (video.jitterBufferDelay / video.jitterBufferEmittedCount) * 1000
-        : null,
+    jitterMs: jitterBufferMs(video),
     decodeMs: video && video.framesDecoded ? (video.totalDecodeTime / video.framesDecoded) * 1000 : null,
     lost: video ? video.packetsLost || 0 : 0,
+    // No audio inbound: the game (or the phone, before Android 11) has no sound.
+    audioCodec: audio ? (audioCodec ? audioCodec.mimeType.replace(/^audio\//, "") : "?") : null,
+    audioJitterMs: jitterBufferMs(audio),
+    audioLost: audio ? audio.packetsLost || 0 : null,
   };
 }
 
@@ -56,6 +67,9 @@ export function summarize(prev, cur) {
     jitter: cur.jitterMs == null ? "–" : `${cur.jitterMs.toFixed(1)} ms`,
     decode: cur.decodeMs == null ? "–" : `${cur.decodeMs.toFixed(1)} ms`,
     lost: String(cur.lost),
+    audioCodec: cur.audioCodec || "none",
+    audioJitter: cur.audioJitterMs == null ? "–" : `${cur.audioJitterMs.toFixed(1)} ms`,
+    audioLost: cur.audioLost == null ? "–" : String(cur.audioLost),
   };
 }
 
