@@ -1,10 +1,9 @@
 """The worker's media glue without a server: H.264 only, PLI reaches the backend,
-the test peer's marker-bit jitter buffer, and the reconnect backoff."""
+and the test peer's marker-bit jitter buffer."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 from collections.abc import AsyncIterator
 
@@ -14,7 +13,6 @@ from aiortc.rtp import HeaderExtensions, RtpPacket, unpack_header_extensions
 from playcast_testing.peer import MarkerJitterBuffer, Viewer
 
 from playcast.backends.synthetic import SyntheticBackend
-from playcast.worker.main import Backoff
 from playcast.worker.media import (
     PLAYOUT_DELAY_URI,
     BackendVideoTrack,
@@ -121,14 +119,3 @@ def test_marker_jitter_buffer_releases_a_frame_on_its_last_packet() -> None:
     assert jb.add(_packet(14, 9000, False, b"e"))[1] is None
     _, frame = jb.add(_packet(15, 12000, True, b"f"))
     assert frame is not None and frame.data == b"e"
-
-
-def test_backoff_is_full_jitter_capped_and_resets() -> None:
-    backoff = Backoff(base=0.5, cap=4.0, rng=random.Random(7))
-    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    delays = [backoff.next_delay() for _ in ceilings]
-    assert all(0.0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
-    many = [backoff.next_delay() for _ in range(2000)]
-    assert max(many) <= 4.0 and min(many) < 0.2 and max(many) > 3.8  # the whole range
-    backoff.reset()
-    assert backoff.next_delay() <= 0.5
