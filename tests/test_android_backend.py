@@ -347,3 +347,11 @@ async def test_stop_is_idempotent_and_ends_the_consumer(
             while True:
                 await anext(it)
     await device.wait_until(lambda: not device.running_servers(), T)
+
+
+async def test_a_second_consumer_is_a_backend_error(backend: AndroidBackend) -> None:
+    # The video track handles BackendError; a RuntimeError here used to escape it.
+    first = aiter(backend.packets())
+    await take(first, 1)
+    with pytest.raises(BackendError, match="already has a consumer"):
+        await anext(aiter(backend.packets()))

@@ -10,10 +10,11 @@ events wait here, decoded, in arrival order, under one policy:
   keeps up nothing is ever pending, so nothing is coalesced.
 - A ``down``, ``up``, ``cancel`` or key event is never dropped or merged: a
   lost ``down`` is a missed tap, a lost ``up`` a finger stuck on the screen.
-- At most ``limit`` events wait. Moves cannot fill it on their own (at most
-  one waits after each down); downs, ups and keys can, and then the backend has stopped
-  taking input or the page is flooding: ``put`` raises ``InputOverflow`` and
-  the worker ends the session rather than drop a down or an up.
+- At most ``limit`` events wait. A move that finds the queue full and
+  nothing to replace is dropped (the finger's next move or its up carries a
+  newer position). A down, up or key that finds it full means the backend
+  has stopped taking input or the page is flooding: ``put`` raises
+  ``InputOverflow`` and the worker ends the session rather than drop it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class InputQueue:
         self.limit = limit
         self._items: deque[InputEvent] = deque()
         self._ready = asyncio.Event()
-        self.coalesced = 0  # moves replaced by a newer one of the same pointer
+        self.coalesced = 0  # moves replaced by a newer one, or dropped when full
 
     def __len__(self) -> int:
         return len(self._items)
@@ -55,6 +56,9 @@ class InputQueue:
                         return
                     break
         if len(self._items) >= self.limit:
+            if isinstance(event, Touch) and event.action == "move":
+                self.coalesced += 1
+                return
             raise InputOverflow(f"{len(self._items)} input events waiting for the game")
         self._items.append(event)
         self._ready.set()
