@@ -10,10 +10,10 @@ import pytest
 
 from playcast import protocol as t
 from playcast.worker.link import (
-    Backoff,
     BackendFailed,
     BackendReset,
     BackendStarted,
+    Backoff,
     CheckHealth,
     CloseSession,
     CloseSocket,
