@@ -309,6 +309,8 @@ class Worker:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
+        # Closing peer connections: finished, not cancelled, at exit.
+        self._closing: set[asyncio.Task[None]] = set()
         self.metrics_port: int | None = None
 
     @property
@@ -397,7 +399,9 @@ class Worker:
             case lk.CloseSession(session_id=session_id):
                 session, self.session = self.session, None
                 if session is not None and session.id == session_id:
-                    self._job(self._close_session(session), f"close-{session_id}")
+                    task = asyncio.create_task(self._close_session(session))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
             case lk.Exit():
                 pass  # run() tears down once the loop sees link.done
 
@@ -499,6 +503,8 @@ class Worker:
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
+        # Each close is bounded (CLOSE_TIMEOUT) and logs its own errors.
+        await asyncio.gather(*self._closing, return_exceptions=True)
         session, self.session = self.session, None
         if session is not None:
             ok, detail = await session.close()

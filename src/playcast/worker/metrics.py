@@ -34,8 +34,8 @@ class WorkerCollector(Collector):
         game = link.settings.game
         failures = CounterMetricFamily(
             "playcast_worker_backend_failures",
-            "Game failures, by when they were noticed: start, reset, health (check "
-            "before registering or idle poll), idle (pushed while available), session",
+            "Game failures, by when they were noticed: start, reset, health (the check "
+            "before registering), idle (pushed or polled while available), session",
             labels=["game", "kind"],
         )
         for kind in FAILURE_KINDS:
