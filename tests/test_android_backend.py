@@ -567,3 +567,11 @@ async def test_no_audio_asks_the_server_for_none(jar: Path, device: FakeDevice) 
         await it.aclose()
     finally:
         await b.stop()
+
+
+async def test_a_second_consumer_is_a_backend_error(backend: AndroidBackend) -> None:
+    # The video track handles BackendError; a RuntimeError here used to escape it.
+    first = aiter(backend.packets())
+    await take(first, 1)
+    with pytest.raises(BackendError, match="already has a consumer"):
+        await anext(aiter(backend.packets()))

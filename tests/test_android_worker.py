@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiortc.codecs import h264, opus
 from aiortc.jitterbuffer import JitterFrame
@@ -76,7 +79,15 @@ def opus_input(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+def worker_flags() -> tuple[str, ...]:
+    """More ``playcast worker`` flags (a test parametrizes this)."""
+    return ()
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker_flags: tuple[str, ...]
+) -> AsyncIterator[Rig]:
     jar = tmp_path / f"scrcpy-server-v{SCRCPY_VERSION}"
     jar.write_bytes(b"PK\x03\x04 not really a jar")
     async with FakeDevice(serial="emulator-5554", screen=(1080, 1920), fps=30) as phone:
@@ -91,6 +102,7 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
             "--android-max-size", "640",
             "--android-probe-timeout", "2.5",
             "--health-interval", "0.2",
+            *worker_flags,
         )  # fmt: skip
         async with (
             asyncio.timeout(TIMEOUT * 3),
@@ -235,8 +247,10 @@ async def test_an_offline_phone_keeps_the_worker_out_of_the_pool(rig: Rig) -> No
         phone.go_offline()
         i = await expect_worker_failed(rig, peer)
     # It retries the device with backoff, and does not register meanwhile.
-    j, _ = await rig.worker.wait_for_log(r"game reset failed: .*offline", after=i)
-    await rig.worker.wait_for_log(r"game reset failed: .*offline", after=j + 1)
+    j, _ = await rig.worker.wait_for_log(
+        r"backend failure \d+ in a row \(reset\): .*offline", after=i
+    )
+    await rig.worker.wait_for_log(r"backend failure \d+ in a row \(reset\): .*offline", after=j + 1)
     assert not any("registered worker_id" in line for line in rig.worker.lines[i:])
     status = await rig.server.status()
     assert [w for w in status["workers"] if w["status"] == "available"] == []
@@ -245,3 +259,64 @@ async def test_an_offline_phone_keeps_the_worker_out_of_the_pool(rig: Rig) -> No
     assert new_id != rig.worker_id
     async with TestPeer.join(rig.server.url) as peer:
         await asyncio.wait_for(peer.wait_connected(), TIMEOUT)
+
+
+def metrics_url(worker: WorkerProcess) -> str:
+    m = re.search(r"metrics on (http://\S+)", "\n".join(worker.lines))
+    assert m is not None, "the worker logged no metrics address"
+    return m.group(1)
+
+
+# The health poll is far away: only a pushed failure can explain a fast exit.
+@pytest.mark.parametrize(
+    "worker_flags",
+    [("--health-interval", "30", "--backoff-base", "1", "--backoff-cap", "1")],
+)
+@pytest.mark.parametrize("failure", ["kill_server", "go_offline"])
+async def test_a_phone_failing_while_idle_leaves_the_pool_at_once(rig: Rig, failure: str) -> None:
+    phone = rig.phone
+    failed_at = time.monotonic()
+    getattr(phone, failure)()
+    await rig.server.wait_for_log(rf"worker_disconnected .*worker={rig.worker_id}")
+    noticed = time.monotonic() - failed_at
+    async with TestPeer.join(rig.server.url) as peer:
+        await asyncio.wait_for(peer.socket_closed.wait(), TIMEOUT)
+        assert peer.assigned is None
+        assert peer.rejected is not None and peer.rejected.reason == "no_worker_available"
+    assert noticed < 1.5, noticed
+    i, m = await rig.worker.wait_for_log(r"backend failure 1 in a row \(idle\): (.*);")
+    assert "scrcpy server exited" in m.group(1) or "closed" in m.group(1), m.group(0)
+    phone.go_online()
+    _, new_id = await rig.worker.wait_registered(after=i, timeout=TIMEOUT)
+    assert new_id != rig.worker_id
+    async with TestPeer.join(rig.server.url) as peer:
+        await asyncio.wait_for(peer.wait_connected(), TIMEOUT)
+
+
+@pytest.mark.parametrize("worker_flags", [("--metrics-port", "0")])
+async def test_a_phone_failing_five_times_is_retried_on_the_backoff_schedule(rig: Rig) -> None:
+    """Each failure is one log line and a count; the waits follow the full-jitter
+    schedule (base 0.05 s, cap 0.5 s in tests); it registers once healthy."""
+    rig.phone.go_offline()
+    delays = []
+    after = rig.mark
+    for streak in range(1, 6):
+        after, m = await rig.worker.wait_for_log(
+            rf"backend failure {streak} in a row \((\w+)\): (.*); (\w+) in ([\d.]+) s",
+            after=after,
+            timeout=TIMEOUT,
+        )
+        assert m.group(1) == ("idle" if streak == 1 else "reset"), m.group(0)
+        assert m.group(3) == "reset"
+        delays.append(float(m.group(4)))
+        after += 1
+    ceilings = [min(0.5, 0.05 * 2**n) for n in range(5)]
+    assert all(d <= c + 0.005 for d, c in zip(delays, ceilings, strict=True)), delays
+    assert not any("registered worker_id" in line for line in rig.worker.lines[rig.mark + 1 :])
+    async with aiohttp.ClientSession() as http, http.get(metrics_url(rig.worker)) as r:
+        metrics = await r.text()
+    resets = re.search(rf'backend_failures_total{{game="{GAME}",kind="reset"}} (\S+)', metrics)
+    assert resets is not None and float(resets.group(1)) >= 4, metrics
+    rig.phone.go_online()
+    _, new_id = await rig.worker.wait_registered(after=after, timeout=TIMEOUT)
+    assert new_id != rig.worker_id

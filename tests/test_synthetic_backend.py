@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from playcast.backends.arena import SCENE_MAX_LUMA
+from playcast.backends.arena import SCENE_MAX_LUMA, Mark, Plane
 from playcast.backends.base import BackendError, VideoPacket
-from playcast.backends.synthetic import MARK_SECONDS, SyntheticBackend
+from playcast.backends.synthetic import MARK_SECONDS, MAX_MARKS, SyntheticBackend
 
 MARK_LUMA = 225
 # Decoded luma may overshoot the drawn value a little around sharp edges.
@@ -166,3 +166,45 @@ def _nal_headers(data: bytes) -> list[int]:
         i += 3
         out.append(data[i])
     return out
+
+
+async def test_a_touch_flood_draws_a_bounded_number_of_marks(backend: SyntheticBackend) -> None:
+    drawn: list[int] = []
+    render = backend._scene.render
+
+    def counting_render(t: float, marks: tuple[Mark, ...], flash: bool) -> Plane:
+        drawn.append(len(marks))
+        return render(t, marks, flash)
+
+    backend._scene.render = counting_render  # type: ignore[method-assign]
+    await backend.inject_touch("down", 0, 0.5, 0.5)
+    for i in range(5000):
+        await backend.inject_touch("move", 0, (i % 100) / 100, 0.5)
+    async with asyncio.timeout(30):
+        async for _ in backend.packets():
+            if drawn:
+                break
+    assert 0 < max(drawn) <= MAX_MARKS
+
+
+async def test_a_failed_game_is_pushed_ends_its_stream_and_stays_down_until_reset(
+    backend: SyntheticBackend,
+) -> None:
+    heard: list[str] = []
+    unwatch = backend.watch_failures(heard.append)
+    stream = aiter(backend.packets())
+    async with asyncio.timeout(30):
+        await anext(stream)
+        backend.fail("drill")
+        with pytest.raises(BackendError, match="drill"):
+            while True:
+                await anext(stream)
+    assert heard == ["drill"]
+    assert not (await backend.health()).ok
+    with pytest.raises(BackendError):
+        await anext(aiter(backend.packets()))
+    await backend.reset()
+    assert (await backend.health()).ok
+    unwatch()
+    backend.fail("again")
+    assert heard == ["drill"]  # unsubscribed

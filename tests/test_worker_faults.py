@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
+import aiohttp
 import pytest
 from playcast_testing.peer import TestPeer
 from playcast_testing.servers import ServerProcess, running_server
 
 from playcast.backends.base import BackendError, Health, VideoPacket
 from playcast.backends.synthetic import SyntheticBackend
+from playcast.protocol import DEFAULT_GAME as GAME
 from playcast.worker.main import Worker, WorkerSettings
 
 TIMEOUT = 60
@@ -60,14 +64,17 @@ async def server() -> AsyncIterator[ServerProcess]:
 
 @contextlib.asynccontextmanager
 async def worker_in_process(
-    server: ServerProcess, backend: BreakableBackend
+    server: ServerProcess, backend: BreakableBackend, **overrides: Any
 ) -> AsyncIterator[Worker]:
     settings = WorkerSettings(
-        server=server.ws_base,
-        restart_delay=0.05,
-        backoff_base=0.05,
-        backoff_cap=0.2,
-        health_interval=0.1,
+        **{
+            "server": server.ws_base,
+            "restart_delay": 0.05,
+            "backoff_base": 0.05,
+            "backoff_cap": 0.2,
+            "health_interval": 0.1,
+            **overrides,
+        }
     )
     worker = Worker(settings, backend)
     task = asyncio.create_task(worker.run())
@@ -126,3 +133,40 @@ async def test_a_backend_that_cannot_start_is_retried_until_it_can(server: Serve
     async with asyncio.timeout(TIMEOUT), worker_in_process(server, backend):
         await registered_ids(server)
         assert backend.start_attempts == 3
+
+
+async def worker_metrics(worker: Worker) -> str:
+    assert worker.metrics_port is not None
+    url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        return await r.text()
+
+
+async def test_a_game_failing_while_idle_leaves_the_pool_at_once(server: ServerProcess) -> None:
+    """Pushed, not polled: the health poll is 30 s away, yet the server drops
+    the worker within a fraction of a second, and a player who joins right
+    then is rejected instead of being handed a dead game."""
+    backend = BreakableBackend()
+    # A 1 s backoff keeps it out while the player joins (a faster comeback
+    # would serve the player a healthy game, which is fine too).
+    settings = dict(health_interval=30.0, metrics_port=0, backoff_base=1.0, backoff_cap=1.0)
+    async with asyncio.timeout(TIMEOUT), worker_in_process(server, backend, **settings) as worker:
+        line, first_id = await registered_ids(server)
+        failed_at = time.monotonic()
+        backend.fail("drill: the game crashed")
+        await server.wait_for_log(rf"worker_disconnected .*worker={first_id}")
+        noticed = time.monotonic() - failed_at
+        async with TestPeer.join(server.url) as peer:
+            await peer.socket_closed.wait()
+            assert peer.assigned is None
+            assert peer.rejected is not None and peer.rejected.reason == "no_worker_available"
+        assert noticed < 1.0, noticed
+        # reset() brings the game back; only then is it a (new) worker again.
+        _, second_id = await registered_ids(server, after=line + 1)
+        assert second_id != first_id and backend.resets == 1
+        metrics = await worker_metrics(worker)
+        assert f'playcast_worker_backend_failures_total{{game="{GAME}",kind="idle"}} 1.0' in metrics
+        assert f'playcast_worker_registrations_total{{game="{GAME}"}} 2.0' in metrics
+        async with TestPeer.join(server.url) as peer:
+            await peer.wait_connected()
+            assert peer.assigned is not None and peer.assigned.worker_id == second_id

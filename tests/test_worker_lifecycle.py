@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -247,19 +248,28 @@ async def test_malformed_input_is_dropped_and_the_session_goes_on(rig: Rig) -> N
         assert [w["status"] for w in status["workers"]] == ["busy"]
 
 
-@pytest.mark.parametrize("settings", [{**SERVER, "heartbeat_timeout": 2.0}])
-async def test_player_peer_connection_vanishes(rig: Rig) -> None:
-    """The player's WebRTC side dies but its socket lives on: the server cannot
-    know, so after waiting a heartbeat timeout for it the worker leaves itself."""
+@pytest.mark.parametrize("settings", [{**SERVER, "heartbeat_timeout": 10.0}])
+@pytest.mark.parametrize("how", ["peer_connection", "input_channel"])
+async def test_player_media_lost_after_connect_is_reported_at_once(rig: Rig, how: str) -> None:
+    """The player's WebRTC side dies but its socket lives on: the worker says
+    webrtc_failed at once, so the player hears worker_failed in about a second
+    instead of after a heartbeat timeout (10 s here)."""
     async with TestPeer.join(rig.server.url) as peer:
         viewer = await peer.wait_connected()
-        await viewer.close()
-        i, _ = await rig.worker.wait_for_log(r"session \S+: the player's", after=rig.mark)
-        await rig.worker.wait_for_log(r"no shutdown from the server", after=i)
-        _, new_id = await rig.worker.wait_registered(after=i)
-        assert new_id != rig.worker_id
+        lost_at = time.monotonic()
+        if how == "peer_connection":
+            await viewer.close()
+        else:
+            assert viewer.channel is not None
+            viewer.channel.close()
+        m = await rig.server.wait_for_log(rf"worker_webrtc_failed (.*worker={rig.worker_id}.*)")
+        assert "the player's" in m.group(1), m.group(0)
         await asyncio.wait_for(peer.shutdown_event.wait(), TIMEOUT)
+        noticed = time.monotonic() - lost_at
         assert peer.shutdown is not None and peer.shutdown.reason == "worker_failed"
+        assert noticed < 5.0, noticed
+        await expect_restart(rig, "client_failed")
+    assert rig.worker.count(r"no shutdown from the server") == 0
 
 
 async def test_worker_token_is_presented_and_a_wrong_one_is_refused() -> None:

@@ -1,20 +1,20 @@
 """The worker's media glue without a server: H.264 only, PLI reaches the backend,
-the test peer's marker-bit jitter buffer, and the reconnect backoff."""
+and the test peer's marker-bit jitter buffer."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import re
+import struct
 from collections.abc import AsyncIterator
 
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.rtp import HeaderExtensions, RtpPacket, unpack_header_extensions
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtp import RtpPacket, unpack_header_extensions
 from playcast_testing.peer import MarkerJitterBuffer, Viewer
 
 from playcast.backends.synthetic import SyntheticBackend
-from playcast.worker.main import Backoff
 from playcast.worker.media import (
     PLAYOUT_DELAY_URI,
     BackendVideoTrack,
@@ -36,6 +36,32 @@ class WatchedBackend(SyntheticBackend):
 
 
 Link = tuple[WatchedBackend, RTCPeerConnection, Viewer, PlayoutDelayExtensionsMap]
+PLAYOUT_DELAY_MS = 100  # not 0: a zero-filled extension must not pass for it
+
+
+def rtp_extensions(data: bytes) -> dict[int, bytes]:
+    """The header extensions of one raw (unencrypted) RTP packet, by id."""
+    if not data[0] & 0x10:  # X bit: no extension
+        return {}
+    start = 12 + 4 * (data[0] & 0x0F)  # after the CSRCs
+    profile, words = struct.unpack_from("!HH", data, start)
+    value = data[start + 4 : start + 4 + 4 * words]
+    return dict(unpack_header_extensions(profile, value))
+
+
+@pytest.fixture
+def sent_rtp(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every RTP packet (not RTCP) an aiortc transport hands to SRTP, as bytes."""
+    sent: list[bytes] = []
+    original = RTCDtlsTransport._send_rtp
+
+    async def send_rtp(self: RTCDtlsTransport, data: bytes) -> None:
+        if not 192 <= data[1] <= 223:  # RTCP packet types 192-223 share the path
+            sent.append(bytes(data))
+        await original(self, data)
+
+    monkeypatch.setattr(RTCDtlsTransport, "_send_rtp", send_rtp)
+    return sent
 
 
 @pytest.fixture
@@ -48,7 +74,7 @@ async def link() -> AsyncIterator[Link]:
     transceiver = pc.addTransceiver(track, direction="sendonly")
     prefer_h264(transceiver)
     forward_keyframe_requests(transceiver.sender, backend)
-    extensions = send_playout_delay(transceiver.sender, 0)
+    extensions = send_playout_delay(transceiver.sender, PLAYOUT_DELAY_MS)
     pc.createDataChannel("input", ordered=True)
     await pc.setLocalDescription(await pc.createOffer())
     viewer = Viewer([])
@@ -84,17 +110,25 @@ async def test_a_viewers_pli_reaches_the_backend_and_brings_a_keyframe(link: Lin
     assert backend.keyframe_requests == 1
 
 
-async def test_playout_delay_is_offered_and_sent_once_agreed(link: Link) -> None:
+async def test_playout_delay_rides_on_every_sent_video_packet(
+    sent_rtp: list[bytes], link: Link
+) -> None:
     _, pc, viewer, extensions = link
     assert PLAYOUT_DELAY_URI in pc.localDescription.sdp
     async with asyncio.timeout(30):
-        await viewer.first_frame.wait()
-    # The viewer (aiortc in this process, so it knows the URI) agreed to it.
-    assert extensions.id and PLAYOUT_DELAY_URI in viewer.pc.localDescription.sdp
-    profile, packed = extensions.set(HeaderExtensions(mid="0", abs_send_time=1))
-    sent = dict(unpack_header_extensions(profile, packed))
-    assert sent[extensions.id] == b"\x00\x00\x00"  # min = max = 0
-    assert len(sent) == 3  # aiortc's own extensions are still there
+        await viewer.wait_frame(lambda f: f.index >= 2)
+    # The viewer (aiortc in this process, so it knows the URI) agreed to it,
+    # under the id its answer gave.
+    answer = viewer.pc.localDescription.sdp
+    m = re.search(rf"a=extmap:(\d+) {re.escape(PLAYOUT_DELAY_URI)}", answer)
+    assert m is not None and extensions.id == int(m.group(1))
+    video = [p for p in sent_rtp if p[1] & 0x7F != 0 and len(p) > 100]  # media, not padding
+    assert len(video) >= 3
+    for packet in video:
+        sent = rtp_extensions(packet)
+        # min = max = 100 ms: two 12-bit fields of 10 ms units.
+        assert sent[extensions.id] == bytes([0x00, 0xA0, 0x0A])
+        assert len(sent) >= 2  # aiortc's own extensions are still there
 
 
 def test_playout_delay_value_is_two_12_bit_fields_in_10_ms_units() -> None:
@@ -121,14 +155,3 @@ def test_marker_jitter_buffer_releases_a_frame_on_its_last_packet() -> None:
     assert jb.add(_packet(14, 9000, False, b"e"))[1] is None
     _, frame = jb.add(_packet(15, 12000, True, b"f"))
     assert frame is not None and frame.data == b"e"
-
-
-def test_backoff_is_full_jitter_capped_and_resets() -> None:
-    backoff = Backoff(base=0.5, cap=4.0, rng=random.Random(7))
-    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    delays = [backoff.next_delay() for _ in ceilings]
-    assert all(0.0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
-    many = [backoff.next_delay() for _ in range(2000)]
-    assert max(many) <= 4.0 and min(many) < 0.2 and max(many) > 3.8  # the whole range
-    backoff.reset()
-    assert backoff.next_delay() <= 0.5

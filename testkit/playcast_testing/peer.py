@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -307,12 +307,29 @@ class PeerLog:
     errors: list[t.Error] = field(default_factory=list)
 
 
+# Lists that every new TestPeer joins while ``collecting_peers`` is active.
+_collectors: list[list[TestPeer]] = []
+
+
+@contextlib.contextmanager
+def collecting_peers() -> Iterator[list[TestPeer]]:
+    """Every TestPeer made inside, so a test fixture can check them all afterwards."""
+    peers: list[TestPeer] = []
+    _collectors.append(peers)
+    try:
+        yield peers
+    finally:
+        _collectors.remove(peers)
+
+
 class TestPeer:
     """One player over the real protocol: ``async with TestPeer.join(url) as p``."""
 
     __test__ = False  # not a pytest class
 
     def __init__(self, base_url: str, options: PeerOptions | None = None) -> None:
+        for collector in _collectors:
+            collector.append(self)
         self.base_url = base_url.rstrip("/")
         self.options = options or PeerOptions()
         self.log = PeerLog()
@@ -468,6 +485,11 @@ class TestPeer:
         assert self.viewer is not None
         return await self.viewer.wait_frame(lambda f: f.shows_mark(x, y))
 
+    def assert_no_errors(self, *allowed: str) -> None:
+        """The server sent this player no ``error``, except codes in ``allowed``."""
+        unexpected = [(e.code, e.message) for e in self.log.errors if e.code not in allowed]
+        assert not unexpected, f"server errors for {self.assigned or self.base_url}: {unexpected}"
+
     async def leave(self) -> None:
         await self.send(t.Leave())
 
@@ -511,4 +533,5 @@ __all__ = [
     "PeerOptions",
     "TestPeer",
     "Viewer",
+    "collecting_peers",
 ]

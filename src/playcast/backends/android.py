@@ -225,7 +225,7 @@ class AndroidBackend(GameBackend, GameAudio):
 
     async def packets(self) -> AsyncIterator[VideoPacket]:
         if self._queue is not None:
-            raise RuntimeError("packets() already has a consumer")
+            raise BackendError("packets() already has a consumer")
         if self._failure is not None:
             raise BackendError(self._failure)
         if self._link is None:
@@ -537,6 +537,7 @@ class AndroidBackend(GameBackend, GameAudio):
             self._failure = reason
             log.warning("android backend failed: %s", reason)
             self._end_consumer(BackendError(reason))
+            self.report_failure(reason)  # pushed: an idle worker leaves the pool now
 
     def _end_consumer(self, item: BaseException | None) -> None:
         queue = self._queue

@@ -8,12 +8,17 @@ input, so the worker's session logic is the same for both.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
 VIDEO_CLOCK = Fraction(1, 90000)
+
+log = logging.getLogger(__name__)
+
+FailureListener = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +44,37 @@ class BackendError(RuntimeError):
 
 
 class GameBackend(abc.ABC):
-    """Lifecycle: ``start`` once, ``reset`` between sessions, ``stop`` at exit."""
+    """Lifecycle: ``start`` once, ``reset`` between sessions, ``stop`` at exit.
+
+    Health is pushed as well as polled: a backend that notices its game going
+    down on its own (a socket closing, a process exiting, video stalling) calls
+    ``report_failure``, and the worker hears it at once instead of at its next
+    ``health()`` poll.
+    """
 
     game: str
+
+    def watch_failures(self, listener: FailureListener) -> Callable[[], None]:
+        """Call ``listener(detail)`` on every pushed failure; returns the unsubscribe."""
+        listeners = self._failure_listeners()
+        listeners.append(listener)
+        return lambda: listeners.remove(listener) if listener in listeners else None
+
+    def report_failure(self, detail: str) -> None:
+        """Tell every watcher the game is down (called by implementations)."""
+        for listener in list(self._failure_listeners()):
+            try:
+                listener(detail)
+            except Exception:
+                # A watcher's bug must not stop the backend or the other watchers.
+                log.exception("failure listener %r raised", listener)
+
+    def _failure_listeners(self) -> list[FailureListener]:
+        # Created on first use, so implementations need not call super().__init__().
+        listeners: list[FailureListener] | None = self.__dict__.get("_listeners")
+        if listeners is None:
+            listeners = self.__dict__["_listeners"] = []
+        return listeners
 
     @property
     @abc.abstractmethod

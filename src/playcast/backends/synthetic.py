@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -37,6 +38,10 @@ KEY_FLASH_SECONDS = 0.3
 # skipped picture is never encoded, so the stream stays decodable and never
 # builds up delay behind a slow sender.
 MAX_BACKLOG = 3
+# Marks drawn at once: every touch-down and move adds one, and each is drawn on
+# every frame until it expires, so a flood of moves would make every frame
+# slower to draw. The oldest go first (a long drag keeps its newest trail).
+MAX_MARKS = 64
 
 
 # Sound this far behind its clock (a stalled loop) restarts the clock instead
@@ -66,7 +71,7 @@ class SyntheticBackend(GameBackend, GameAudio):
         self._wake = asyncio.Event()
         self._keyframe_wanted = True
         self._origin = time.monotonic()
-        self._marks: list[Mark] = []
+        self._marks: deque[Mark] = deque(maxlen=MAX_MARKS)
         self._pointers: dict[int, tuple[float, float]] = {}
         self._key_flash_until = 0.0
         self._failure: str | None = None
@@ -122,6 +127,8 @@ class SyntheticBackend(GameBackend, GameAudio):
             raise BackendError("synthetic backend is not started")
         if self._consumer is not None:
             raise BackendError("synthetic backend already has a consumer")
+        if self._failure is not None:
+            raise BackendError(self._failure)
         token = self._consumer = object()
         self._keyframe_wanted = True
         encoder = H264Encoder(self._settings)
@@ -137,7 +144,9 @@ class SyntheticBackend(GameBackend, GameAudio):
                     continue
                 get.cancel()
                 if producer.exception() is not None:
-                    self._failure = f"encoder failed: {producer.exception()!r}"
+                    self.fail(f"encoder failed: {producer.exception()!r}")
+                    raise BackendError(f"encoder failed: {producer.exception()!r}")
+                if self._failure is not None:
                     raise BackendError(self._failure)
                 return  # stopped or reset
         finally:
@@ -186,7 +195,8 @@ class SyntheticBackend(GameBackend, GameAudio):
                 continue
             keyframe, self._keyframe_wanted = self._keyframe_wanted, False
             t = self._scene_time()
-            self._marks = [m for m in self._marks if m.until > t]
+            while self._marks and self._marks[0].until <= t:
+                self._marks.popleft()  # marks expire in the order they were made
             marks = tuple(self._marks)
             flash = self._key_flash_until > t
             captured_at = time.monotonic()
@@ -270,6 +280,19 @@ class SyntheticBackend(GameBackend, GameAudio):
         if action == "down":
             self._key_flash_until = self._scene_time() + KEY_FLASH_SECONDS
             self._wake.set()
+
+    def fail(self, detail: str) -> None:
+        """The game is down (the encoder died, or a drill says so) until ``reset``.
+
+        The current stream ends, ``health()`` reports it, and watchers hear it at once.
+        """
+        if self._failure is not None:
+            return
+        self._failure = detail
+        self._consumer = None
+        self._wake.set()
+        log.warning("synthetic game failed: %s", detail)
+        self.report_failure(detail)
 
     async def health(self) -> Health:
         if self._executor is None:

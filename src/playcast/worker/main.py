@@ -5,9 +5,14 @@ Lifecycle (PROTOCOL.md, "Worker lifecycle"): connect to the signaling server,
 brings up one WebRTC peer connection (video from the backend, an ``input``
 data channel from the player). When the session ends, for any reason, the
 worker closes everything, acknowledges, resets the game and starts over as a
-new worker: each connection is a fresh ``Link`` and each session a fresh
-``Session``, so nothing survives from one player to the next. When the server
-dies, the worker reconnects with exponential backoff.
+new worker. When the server dies, the worker reconnects with backoff; when
+the game dies, it leaves the pool at once and comes back once it is healthy.
+
+Every rule of that lifecycle lives in ``worker/link.py``, a state machine
+with no I/O. This module is the asyncio layer around it: ``Worker`` feeds it
+events (socket messages, timers, the session's and the backend's news) and
+carries out the effects it asks for; ``Session`` is one player's peer
+connection.
 """
 
 from __future__ import annotations
@@ -15,27 +20,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import enum
 import logging
 import os
 import random
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
+import msgspec
+from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc import RTCSessionDescription as Sdp
 from aiortc.sdp import candidate_from_sdp
 
 from playcast import protocol as t
 from playcast.backends.audio import game_audio
-from playcast.backends.base import BackendError, GameBackend, Health
+from playcast.backends.base import BackendError, GameBackend
 from playcast.envflags import add_flag, env_name
 from playcast.inputs import BadInput, Key, Touch, decode_input
 from playcast.logs import setup_logging
+from playcast.worker import link as lk
 from playcast.worker.backends import BACKENDS, add_backend_arguments, create_backend
+from playcast.worker.input_queue import DEFAULT_LIMIT, InputOverflow, InputQueue
+from playcast.worker.link import Backoff, Link, LinkSettings
 from playcast.worker.media import (
     BackendAudioTrack,
     BackendVideoTrack,
@@ -44,11 +53,15 @@ from playcast.worker.media import (
     prefer_opus,
     send_playout_delay,
 )
+from playcast.worker.metrics import serve_metrics
+
+__all__ = ["Backoff", "Session", "Worker", "WorkerSettings"]
 
 log = logging.getLogger("playcast.worker")
 
 WORKER_PATH: Final = "/ws/worker"
-SILENCE_GRACE: Final = 0.25
+# Bound on closing one peer connection; past it the ack says ok=false.
+CLOSE_TIMEOUT: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +75,8 @@ class WorkerSettings:
     # Until ``registered`` tells us the heartbeat timeout, this bounds the wait.
     register_timeout: float = 10.0
     health_interval: float = 5.0
+    # A game healthy this long has recovered: its failure backoff starts over.
+    stable_after: float = 60.0
     addr: str | None = None
     port: int | None = None
     # The server's PLAYCAST_WORKER_TOKEN, when it requires one.
@@ -71,6 +86,11 @@ class WorkerSettings:
     playout_delay_ms: int | None = 0
     # Send the game's sound, when the backend has it (--no-audio: video only).
     audio: bool = True
+    # Input events waiting for the game (downs, ups, keys; moves coalesce).
+    input_limit: int = DEFAULT_LIMIT
+    # Prometheus endpoint (None: none); 0 picks a free port (tests).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
@@ -80,60 +100,49 @@ class WorkerSettings:
                 base = ws + base[len(http) :]
         return base if base.endswith(WORKER_PATH) else base + WORKER_PATH
 
-
-class Backoff:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**n)]."""
-
-    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
-        self.base, self.cap = base, cap
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt, 62))
-        self.attempt += 1
-        return self._rng.uniform(0.0, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
+    @property
+    def link(self) -> LinkSettings:
+        return LinkSettings(
+            game=self.game,
+            addr=self.addr,
+            port=self.port,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+            restart_delay=self.restart_delay,
+            register_timeout=self.register_timeout,
+            health_interval=self.health_interval,
+            stable_after=self.stable_after,
+        )
 
 
-class Outcome(enum.Enum):
-    UNREACHABLE = "server unreachable"
-    LOST = "server lost"  # socket closed or heartbeats stopped: back off
-    RESTART = "restart"  # the session (or registration) ended normally: short pause
-    UNHEALTHY = "backend unhealthy"
-    STOPPING = "stopping"
+Post = Callable[[lk.Event], None]
 
 
 # --- one player's session -------------------------------------------------
 
 
-Send = Callable[[t.Message], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionEnd:
-    reason: str
-    backend_failed: bool  # the worker's own fault, not the player's
-
-
 class Session:
-    """One player's peer connection: video out, input in, then torn down."""
+    """One player's peer connection: video out, input in, then torn down.
+
+    It talks to nobody but the link core: what happens to the media is posted
+    as an event (offer ready, connected, failed), and the core decides what
+    the server hears.
+    """
 
     def __init__(
         self,
         start: t.SessionStart,
         backend: GameBackend,
-        send: Send,
+        post: Post,
         playout_delay_ms: int | None = None,
+        input_limit: int = DEFAULT_LIMIT,
         audio: bool = True,
     ) -> None:
         self.id = start.session_id
-        self._playout_delay_ms = playout_delay_ms
         self.client_id = start.client_id
+        self._playout_delay_ms = playout_delay_ms
         self._backend = backend
-        self._send = send
+        self._post = post
         config = RTCConfiguration(
             iceServers=[
                 RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
@@ -147,13 +156,9 @@ class Session:
         if sound is not None and sound.audio_status.codec is not None:
             self.audio_track = BackendAudioTrack(sound)
         self.connected = False  # our peer connection reached "connected"
-        self.reported = False  # webrtc_connected or webrtc_failed was sent
-        # Set when the session ends without the server's word: the player's
-        # peer connection died, or the backend did.
-        self.gone: asyncio.Future[SessionEnd] = asyncio.get_running_loop().create_future()
         self._closing = False
         self._handshake: asyncio.Queue[t.Answer | t.IceCandidate] = asyncio.Queue()
-        self._inputs: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self.inputs = InputQueue(input_limit)
         self._tasks: list[asyncio.Task[None]] = []
         self.inputs_ok = 0
         self.inputs_bad = 0
@@ -164,6 +169,10 @@ class Session:
 
     def feed(self, msg: t.Answer | t.IceCandidate) -> None:
         self._handshake.put_nowait(msg)
+
+    def _failed(self, reason: str, *, backend: bool) -> None:
+        if not self._closing:
+            self._post(lk.MediaFailed(self.id, reason, backend))
 
     async def _run_handshake(self) -> None:
         try:
@@ -188,7 +197,7 @@ class Session:
             raise
         except Exception as exc:
             log.warning("session %s: handshake failed: %r", self.id, exc)
-            await self._report_failed(f"handshake failed: {exc}")
+            self._failed(f"handshake failed: {exc}", backend=False)
 
     async def _offer(self) -> None:
         transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
@@ -199,14 +208,11 @@ class Session:
         if self.audio_track is not None:
             prefer_opus(self.pc.addTransceiver(self.audio_track, direction="sendonly"))
         channel = self.pc.createDataChannel("input", ordered=True)
-        channel.on("message", self._inputs.put_nowait)
+        channel.on("message", self._on_input)
         channel.on("close", self._on_channel_close)
         self.pc.on("connectionstatechange", self._on_state)
-        # aiortc gathers every local candidate before the offer is made, so
-        # they all travel in its SDP; the null candidate says there are no more.
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        await self._send(t.Offer(session_id=self.id, sdp=self.pc.localDescription.sdp))
-        await self._send(t.IceCandidate(session_id=self.id, candidate=None))
+        self._post(lk.OfferReady(self.id, self.pc.localDescription.sdp))
 
     async def _add_candidate(self, candidate: t.Candidate | None) -> None:
         if candidate is None or not candidate.candidate:
@@ -217,55 +223,41 @@ class Session:
         ice.sdpMLineIndex = candidate.sdp_mline_index
         await self.pc.addIceCandidate(ice)
 
-    async def _on_state(self) -> None:
+    def _on_state(self) -> None:
         state = self.pc.connectionState
         log.info("session %s: peer connection %s", self.id, state)
         if self._closing:
             return
         if state == "connected" and not self.connected:
             self.connected = True
-            if not self.reported:
-                self.reported = True
-                await self._send(t.WebrtcConnected(session_id=self.id))
+            self._post(lk.MediaConnected(self.id))
         elif state in ("failed", "closed"):
-            if self.connected:
-                self._end(f"the player's peer connection {state}", backend_failed=False)
-            else:
-                await self._report_failed(f"peer connection {state}")
+            who = "the player's peer connection" if self.connected else "peer connection"
+            self._failed(f"{who} {state}", backend=False)
 
     def _on_channel_close(self) -> None:
-        if not self._closing and self.connected:
-            self._end("the player's input channel closed", backend_failed=False)
+        if self.connected:
+            self._failed("the player's input channel closed", backend=False)
 
     def _backend_failed(self, reason: str) -> None:
-        if self._closing:
-            return
-        if self.connected:
-            self._end(reason, backend_failed=True)
-        else:
-            task = asyncio.create_task(self._report_failed(reason))
-            self._tasks.append(task)
+        self._failed(reason, backend=True)
 
-    async def _report_failed(self, reason: str) -> None:
-        if self.reported or self._closing:
+    def _on_input(self, data: str | bytes) -> None:
+        try:
+            event = decode_input(data)
+        except BadInput as exc:
+            self.inputs_bad += 1
+            log.warning("session %s: malformed input dropped: %s", self.id, exc)
             return
-        self.reported = True
-        await self._send(t.WebrtcFailed(session_id=self.id, reason=reason[:500]))
-
-    def _end(self, reason: str, *, backend_failed: bool) -> None:
-        if not self.gone.done():
-            log.warning("session %s: %s", self.id, reason)
-            self.gone.set_result(SessionEnd(reason, backend_failed))
+        try:
+            self.inputs.put(event)
+        except InputOverflow as exc:
+            # Dropping a down or an up would leave a finger stuck: end instead.
+            self._failed(f"input overflow: {exc}", backend=False)
 
     async def _run_inputs(self) -> None:
         while True:
-            data = await self._inputs.get()
-            try:
-                event = decode_input(data)
-            except BadInput as exc:
-                self.inputs_bad += 1
-                log.warning("session %s: malformed input dropped: %s", self.id, exc)
-                continue
+            event = await self.inputs.get()
             try:
                 if isinstance(event, Touch):
                     await self._backend.inject_touch(event.action, event.id, event.x, event.y)
@@ -285,359 +277,275 @@ class Session:
         self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
         ok, notes = True, []
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:
+                # The tasks catch what they expect; anything here is a bug.
+                log.exception("session %s: task %s failed", self.id, task.get_name())
+                notes.append(f"{task.get_name()} failed: {exc!r}")
         try:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self.pc.close()
         except Exception as exc:
+            log.exception("session %s: closing the peer connection failed", self.id)
             ok = False
             notes.append(f"closing the peer connection failed: {exc!r}")
         await self.track.aclose()
         if self.audio_track is not None:
             await self.audio_track.aclose()
-        if self.gone.done():
-            notes.append(f"it had already ended: {self.gone.result().reason}")
-        detail = f"session {self.id} closed ({self.inputs_ok} inputs, {self.inputs_bad} malformed)"
-        return ok, "; ".join([detail, *notes])
-
-
-# --- one connection to the server -----------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Received:
-    msg: t.Message
-
-
-@dataclass(frozen=True, slots=True)
-class _Closed:
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Note:
-    """Something on our side: the session ended, the backend is sick, stop."""
-
-    kind: str
-    detail: str
-
-
-_Event = _Received | _Closed | _Note
-
-
-class Link:
-    """One WebSocket to the server, from ``register`` to its end: fresh each time."""
-
-    def __init__(
-        self,
-        ws: aiohttp.ClientWebSocketResponse,
-        settings: WorkerSettings,
-        backend: GameBackend,
-        stop: asyncio.Event,
-        on_registered: Callable[[], None],
-    ) -> None:
-        self.ws = ws
-        self.settings = settings
-        self.backend = backend
-        self.stop = stop
-        self.on_registered = on_registered
-        self.loop = asyncio.get_running_loop()
-        self.worker_id: str | None = None
-        self.heartbeat_timeout = settings.register_timeout
-        self.last_ping = self.loop.time()
-        self.session: Session | None = None
-        self.had_session = False
-        self.closed_session: tuple[bool, str] | None = None
-        self._inbox: asyncio.Queue[_Event] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._timers: list[asyncio.TimerHandle] = []
-
-    async def send(self, msg: t.Message) -> None:
-        try:
-            await self.ws.send_str(t.encode_str(msg))
-        except (ConnectionError, RuntimeError) as exc:
-            log.info("send %s failed: %r", type(msg).__name__, exc)
-
-    async def serve(self) -> Outcome:
-        self._tasks = [
-            asyncio.create_task(self._read(), name="ws-reader"),
-            asyncio.create_task(self._watch_stop(), name="stop-watch"),
-            asyncio.create_task(self._watch_health(), name="health-watch"),
-        ]
-        try:
-            await self.send(
-                t.Register(
-                    game=self.settings.game,
-                    addr=self.settings.addr,
-                    port=self.settings.port,
-                    audio=audio_info(self.backend, self.settings.audio),
-                )
-            )
-            return await self._loop()
-        finally:
-            if self.session is not None:
-                await self._end_session()
-            for timer in self._timers:
-                timer.cancel()
-            for task in self._tasks:
-                task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self.ws.close()
-
-    async def _read(self) -> None:
-        why = "closed by the server"
-        try:
-            async for raw in self.ws:
-                if raw.type is aiohttp.WSMsgType.TEXT:
-                    try:
-                        self._inbox.put_nowait(_Received(t.decode(raw.data)))
-                    except t.BadMessage as exc:
-                        log.warning("unreadable message from the server dropped: %s", exc)
-                elif raw.type is aiohttp.WSMsgType.ERROR:
-                    why = f"socket error: {self.ws.exception()!r}"
-        finally:
-            self._inbox.put_nowait(_Closed(why))
-
-    async def _watch_stop(self) -> None:
-        await self.stop.wait()
-        self._inbox.put_nowait(_Note("stop", "worker stopping"))
-
-    async def _watch_health(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.health_interval)
-            if self.session is not None:
-                continue  # a session's own failures end it; health is for idle time
-            try:
-                health = await self.backend.health()
-            except Exception as exc:
-                health = Health(False, f"health check failed: {exc!r}")
-            if not health.ok:
-                self._inbox.put_nowait(_Note("unhealthy", health.detail))
-                return
-
-    async def _next(self) -> _Event | None:
-        """The next event, or None when the server has gone quiet for too long."""
-        grace_until: float | None = None
-        while True:
-            deadline = self.last_ping + self.heartbeat_timeout
-            if grace_until is not None:
-                deadline = grace_until
-            try:
-                async with asyncio.timeout(max(0.0, deadline - self.loop.time())):
-                    return await self._inbox.get()
-            except TimeoutError:
-                if not self._inbox.empty():
-                    continue
-                if grace_until is not None:
-                    return None
-                # After a stall (a frozen process, a busy machine) the timer
-                # can fire before the socket is read: what the server sent
-                # meanwhile deserves a look before the server is called dead.
-                grace_until = self.loop.time() + min(SILENCE_GRACE, self.heartbeat_timeout / 4)
-
-    async def _loop(self) -> Outcome:
-        while True:
-            ev = await self._next()
-            if ev is None:
-                what = "registered" if self.worker_id is None else "ping"
-                log.warning("server silent: no %s for %.1f s", what, self.heartbeat_timeout)
-                return Outcome.LOST
-            if isinstance(ev, _Closed):
-                log.warning("server connection lost: %s", ev.why)
-                return Outcome.LOST
-            if isinstance(ev, _Note):
-                if ev.kind == "stop":
-                    return Outcome.STOPPING
-                if ev.kind == "unhealthy":
-                    log.error("backend unhealthy, leaving the pool: %s", ev.detail)
-                    return Outcome.UNHEALTHY
-                if ev.kind == "backend_failed":
-                    await self._end_session()
-                    return Outcome.RESTART  # our fault: the server hears it as worker_failed
-                if ev.kind == "player_gone":
-                    await self._end_session()
-                    # The server notices a dead client within its heartbeat
-                    # timeout and sends shutdown; past that, it never will.
-                    self._timers.append(
-                        self.loop.call_later(
-                            self.heartbeat_timeout,
-                            self._inbox.put_nowait,
-                            _Note("player_gone_unconfirmed", ev.detail),
-                        )
-                    )
-                if ev.kind == "player_gone_unconfirmed":
-                    log.warning("no shutdown from the server after the player vanished")
-                    return Outcome.RESTART
-                continue
-            outcome = await self._handle(ev.msg)
-            if outcome is not None:
-                return outcome
-
-    async def _handle(self, msg: t.Message) -> Outcome | None:
-        match msg:
-            case t.Ping(ts=ts):
-                self.last_ping = self.loop.time()
-                await self.send(t.Pong(ts=ts))
-            case t.Registered():
-                if self.worker_id is not None:
-                    log.warning("second registered ignored")
-                    return None
-                self.worker_id = msg.worker_id
-                self.heartbeat_timeout = msg.heartbeat_timeout
-                self.last_ping = self.loop.time()
-                self.on_registered()
-                log.info(
-                    "registered worker_id=%s game=%s heartbeat_timeout=%s",
-                    msg.worker_id,
-                    self.settings.game,
-                    msg.heartbeat_timeout,
-                )
-            case t.SessionStart():
-                if self.worker_id is None or self.session is not None or self.had_session:
-                    log.warning("session_start %s ignored: not available", msg.session_id)
-                    return None
-                log.info("session_start session=%s client=%s", msg.session_id, msg.client_id)
-                self.had_session = True
-                self.session = Session(
-                    msg,
-                    self.backend,
-                    self.send,
-                    self.settings.playout_delay_ms,
-                    audio=self.settings.audio,
-                )
-                self.session.gone.add_done_callback(self._on_session_gone)
-                self.session.start()
-            case t.Answer() | t.IceCandidate():
-                if self.session is None or msg.session_id != self.session.id:
-                    log.warning(
-                        "%s for unknown session %s ignored", type(msg).__name__, msg.session_id
-                    )
-                    return None
-                self.session.feed(msg)
-            case t.Shutdown():
-                log.info("shutdown reason=%s message=%r", msg.reason, msg.message)
-                ok, detail = await self._end_session()
-                await self.send(t.ShutdownAck(ok=ok, detail=detail))
-                log.info("shutdown_ack ok=%s detail=%r", ok, detail)
-                return Outcome.RESTART
-            case t.Error():
-                log.warning("server error %s: %s", msg.code, msg.message)
-            case _:
-                log.warning("unexpected %s from the server ignored", type(msg).__name__)
-        return None
-
-    def _on_session_gone(self, fut: asyncio.Future[SessionEnd]) -> None:
-        if not fut.cancelled():
-            end = fut.result()
-            kind = "backend_failed" if end.backend_failed else "player_gone"
-            self._inbox.put_nowait(_Note(kind, end.reason))
-
-    async def _end_session(self) -> tuple[bool, str]:
-        session, self.session = self.session, None
-        if session is None:
-            return self.closed_session or (True, "idle, no session to close")
-        ok, detail = await session.close()
-        log.info("session %s ended ok=%s: %s", session.id, ok, detail)
-        self.closed_session = ok, detail
-        return ok, detail
+        detail = f"session {self.id} closed ({self.inputs_ok} inputs, {self.inputs_bad} malformed"
+        if self.inputs.coalesced:
+            detail += f", {self.inputs.coalesced} moves coalesced"
+        return ok, "; ".join([detail + ")", *notes])
 
 
 # --- the program ----------------------------------------------------------
 
 
 class Worker:
-    """Runs links one after another, forever: register, serve, reset, again."""
+    """The asyncio layer around ``Link``: events in, effects out, until stopped."""
 
     def __init__(
-        self, settings: WorkerSettings, backend: GameBackend, rng: random.Random | None = None
+        self,
+        settings: WorkerSettings,
+        backend: GameBackend,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
-        self.backoff = Backoff(settings.backoff_base, settings.backoff_cap, rng)
+        self.link = Link(settings.link, rng)
         self.stop = asyncio.Event()
-        self.registrations = 0
+        self.session: Session | None = None
+        self._inbox: asyncio.Queue[lk.Event] = asyncio.Queue()
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
+        # Closing peer connections: finished, not cancelled, at exit.
+        self._closing: set[asyncio.Task[None]] = set()
+        self.metrics_port: int | None = None
 
-    def _registered(self) -> None:
-        self.registrations += 1
-        self.backoff.reset()
+    @property
+    def registrations(self) -> int:
+        return self.link.registrations
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.link.server_backoff
+
+    def post(self, event: lk.Event) -> None:
+        self._inbox.put_nowait(event)
 
     async def run(self) -> None:
-        started = False
+        loop = asyncio.get_running_loop()
+        unwatch = self.backend.watch_failures(lambda detail: self.post(lk.BackendFailed(detail)))
+        stop_watch = asyncio.create_task(self._watch_stop())
+        metrics = await self._serve_metrics()
         try:
-            while not self.stop.is_set():
-                if not started:
-                    # A device may be missing at boot: keep trying, with backoff.
-                    try:
-                        await self.backend.start()
-                        started = True
-                    except BackendError as exc:
-                        log.error("backend did not start: %s", exc)
-                if started:
-                    outcome, had_session = await self._one_life()
-                else:
-                    outcome, had_session = Outcome.UNHEALTHY, False
-                if outcome is Outcome.STOPPING:
+            self.link.start(loop.time())
+            while True:
+                for effect in self.link.effects():
+                    await self._do(effect)
+                if self.link.done:
                     break
-                if started and (had_session or outcome is Outcome.UNHEALTHY):
-                    await self._reset_backend()
-                delay = (
-                    self.settings.restart_delay
-                    if outcome is Outcome.RESTART
-                    else self.backoff.next_delay()
-                )
-                log.info("restarting in %.2f s (%s)", delay, outcome.value)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self.stop.wait()
+                event = await self._next_event()
+                self.link.handle(event, loop.time())
         finally:
-            with contextlib.suppress(Exception):
-                await self.backend.stop()
+            unwatch()
+            stop_watch.cancel()
+            await self._teardown()
+            if metrics is not None:
+                await metrics.cleanup()
 
-    async def _reset_backend(self) -> None:
+    async def _watch_stop(self) -> None:
+        await self.stop.wait()
+        self.post(lk.StopRequested())
+
+    async def _next_event(self) -> lk.Event:
+        deadline = self.link.deadline
+        if deadline is None:
+            return await self._inbox.get()
         try:
-            await self.backend.reset()
-        except BackendError as exc:
-            log.error("game reset failed: %s", exc)
+            async with asyncio.timeout_at(deadline):
+                return await self._inbox.get()
+        except TimeoutError:
+            # What arrived meanwhile goes first: after a stall the timer can
+            # fire before queued news (a ping, a shutdown) has been seen.
+            return self._inbox.get_nowait() if not self._inbox.empty() else lk.TimerFired()
 
-    async def _one_life(self) -> tuple[Outcome, bool]:
+    def _job(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """A long step (connect, reset, close) runs beside the loop, which keeps
+        answering pings; its result comes back as an event."""
+        task = asyncio.create_task(coro, name=name)
+        self._jobs.add(task)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def _do(self, effect: lk.Effect) -> None:
+        match effect:
+            case lk.Send(msg=msg):
+                await self._send(msg)
+            case lk.Connect():
+                self._job(self._connect(), "connect")
+            case lk.CloseSocket():
+                await self._close_socket()
+            case lk.StartBackend():
+                self._job(self._backend_step("start", lk.BackendStarted), "backend-start")
+            case lk.ResetBackend():
+                self._job(self._backend_step("reset", lk.BackendReset), "backend-reset")
+            case lk.CheckHealth():
+                self._job(self._check_health(), "health-check")
+            case lk.StartSession(start=start):
+                s = self.settings
+                self.session = Session(
+                    start, self.backend, self.post, s.playout_delay_ms, s.input_limit, s.audio
+                )
+                self.session.start()
+            case lk.FeedSession(msg=msg):
+                if self.session is not None and self.session.id == msg.session_id:
+                    self.session.feed(msg)
+            case lk.CloseSession(session_id=session_id):
+                session, self.session = self.session, None
+                if session is not None and session.id == session_id:
+                    task = asyncio.create_task(self._close_session(session))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
+            case lk.Exit():
+                pass  # run() tears down once the loop sees link.done
+
+    async def _send(self, msg: t.Message) -> None:
+        if isinstance(msg, t.Register):
+            # What only the running backend knows goes into the core's register.
+            msg = msgspec.structs.replace(msg, audio=audio_info(self.backend, self.settings.audio))
+        ws = self._ws
+        if ws is None or ws.closed:
+            log.info("send %s skipped: no socket", type(msg).__name__)
+            return
+        try:
+            await ws.send_str(t.encode_str(msg))
+        except (ConnectionError, RuntimeError) as exc:
+            log.info("send %s failed: %r", type(msg).__name__, exc)
+
+    async def _connect(self) -> None:
+        s = self.settings
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        headers = {"Authorization": f"Bearer {s.token}"} if s.token else {}
+        try:
+            # Bounded: a frozen server still accepts TCP but never upgrades.
+            async with asyncio.timeout(s.register_timeout):
+                ws = await self._http.ws_connect(
+                    s.url,
+                    headers=headers,
+                    heartbeat=None,
+                    autoping=True,
+                    max_msg_size=t.MAX_FRAME_BYTES,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                log.error("server refused this worker (%s): check --worker-token", exc.status)
+            else:
+                log.warning("cannot reach %s: %s", s.url, exc)
+            self.post(lk.ConnectFailed(str(exc)))
+            return
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("cannot reach %s: %s", s.url, exc)
+            self.post(lk.ConnectFailed(repr(exc)))
+            return
+        self._ws = ws
+        self._reader = asyncio.create_task(self._read(ws), name="ws-reader")
+        self.post(lk.Connected())
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        why = "closed by the server"
+        try:
+            async for raw in ws:
+                if raw.type is aiohttp.WSMsgType.TEXT:
+                    try:
+                        self.post(lk.Received(t.decode(raw.data)))
+                    except t.BadMessage as exc:
+                        log.warning("unreadable message from the server dropped: %s", exc)
+                elif raw.type is aiohttp.WSMsgType.ERROR:
+                    why = f"socket error: {ws.exception()!r}"
+        finally:
+            self.post(lk.SocketClosed(why))
+
+    async def _close_socket(self) -> None:
+        reader, self._reader = self._reader, None
+        ws, self._ws = self._ws, None
+        if reader is not None:
+            # Cancelled first, so a closed socket posts nothing after this.
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if ws is not None:
+            await ws.close()
+
+    async def _backend_step(
+        self, what: str, result: type[lk.BackendStarted] | type[lk.BackendReset]
+    ) -> None:
+        try:
+            await (self.backend.start() if what == "start" else self.backend.reset())
+        except BackendError as exc:
+            self.post(result(False, str(exc)))
+            return
+        except Exception as exc:
+            log.exception("backend %s raised", what)
+            self.post(result(False, f"{what} raised {exc!r}"))
+            return
+        self.post(result(True))
+
+    async def _check_health(self) -> None:
         try:
             health = await self.backend.health()
         except Exception as exc:
-            health = Health(False, f"health check failed: {exc!r}")
-        if not health.ok:
-            log.error("backend unhealthy, not registering: %s", health.detail)
-            return Outcome.UNHEALTHY, False
-        async with aiohttp.ClientSession() as http:
-            token = self.settings.token
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            try:
-                # Bounded: a frozen server still accepts TCP but never upgrades.
-                async with asyncio.timeout(self.settings.register_timeout):
-                    ws = await http.ws_connect(
-                        self.settings.url,
-                        headers=headers,
-                        heartbeat=None,
-                        autoping=True,
-                        max_msg_size=t.MAX_FRAME_BYTES,
-                        timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
-                    )
-            except aiohttp.WSServerHandshakeError as exc:
-                if exc.status in (401, 403):
-                    log.error("server refused this worker (%s): check --worker-token", exc.status)
-                else:
-                    log.warning("cannot reach %s: %s", self.settings.url, exc)
-                return Outcome.UNREACHABLE, False
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning("cannot reach %s: %s", self.settings.url, exc)
-                return Outcome.UNREACHABLE, False
-            link = Link(ws, self.settings, self.backend, self.stop, self._registered)
-            outcome = await link.serve()
-            return outcome, link.had_session
+            log.exception("backend health check raised")
+            self.post(lk.HealthChecked(False, f"health check raised {exc!r}"))
+            return
+        self.post(lk.HealthChecked(health.ok, health.detail))
+
+    async def _close_session(self, session: Session) -> None:
+        ok, detail = await session.close()
+        self.post(lk.SessionClosed(session.id, ok, detail))
+
+    async def _teardown(self) -> None:
+        jobs = list(self._jobs)
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        # Each close is bounded (CLOSE_TIMEOUT) and logs its own errors.
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        session, self.session = self.session, None
+        if session is not None:
+            ok, detail = await session.close()
+            log.info("session %s ended ok=%s: %s", session.id, ok, detail)
+        await self._close_socket()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        try:
+            await self.backend.stop()
+        except Exception:
+            log.exception("backend stop failed")
+
+    async def _serve_metrics(self) -> web.AppRunner | None:
+        if self.settings.metrics_port is None:
+            return None
+        runner, port = await serve_metrics(
+            self, self.settings.metrics_host, self.settings.metrics_port
+        )
+        self.metrics_port = port
+        log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, port)
+        return runner
 
 
 def audio_info(backend: GameBackend, enabled: bool) -> t.AudioInfo:
@@ -660,11 +568,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--game", default=d.game, help="the game this worker serves")
     add_flag(parser, "--backend", default="synthetic", choices=sorted(BACKENDS), help="backend")
     for flag, default, help_text in (
-        ("--backoff-base", d.backoff_base, "first reconnect delay ceiling, s"),
-        ("--backoff-cap", d.backoff_cap, "reconnect delay cap, s"),
+        ("--backoff-base", d.backoff_base, "first retry delay ceiling (server and game), s"),
+        ("--backoff-cap", d.backoff_cap, "retry delay cap, s"),
         ("--restart-delay", d.restart_delay, "pause offline between sessions, s"),
         ("--register-timeout", d.register_timeout, "wait for connect and registered, s"),
         ("--health-interval", d.health_interval, "backend health poll while idle, s"),
+        ("--stable-after", d.stable_after, "healthy this long ends a game's failure streak, s"),
     ):
         add_flag(parser, flag, type=float, default=default, help=help_text)
     add_flag(
@@ -674,6 +583,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.playout_delay_ms,
         help="ms the browser may hold a frame (RTP playout-delay); negative: not sent",
     )
+    add_flag(
+        parser,
+        "--input-limit",
+        type=int,
+        default=d.input_limit,
+        help="input events waiting for the game before the session ends (moves coalesce)",
+    )
+    add_flag(
+        parser,
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this port (default: off; 0: any free port)",
+    )
+    add_flag(parser, "--metrics-host", default=d.metrics_host, help="address for --metrics-port")
     no_audio = env_name("--no-audio")
     parser.add_argument(
         "--no-audio",
@@ -697,10 +620,14 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         restart_delay=args.restart_delay,
         register_timeout=args.register_timeout,
         health_interval=args.health_interval,
+        stable_after=args.stable_after,
         addr=args.advertise_addr,
         token=args.worker_token or None,
         playout_delay_ms=args.playout_delay if args.playout_delay >= 0 else None,
+        input_limit=args.input_limit,
         audio=not args.no_audio,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
 
 

@@ -18,7 +18,6 @@ offers Opus alone.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -68,6 +67,12 @@ class BackendVideoTrack(MediaStreamTrack):
         except BackendError as exc:
             self._fail(f"backend failed: {exc}")
             raise MediaStreamError from None
+        except Exception as exc:
+            # A bug in a backend: without this, aiortc's sender task would die
+            # on it silently and the player would watch a frozen picture.
+            log.exception("video track: the backend raised")
+            self._fail(f"backend raised {exc!r}")
+            raise MediaStreamError from None
         packet = av.Packet(video.data)
         packet.pts = video.pts
         packet.time_base = VIDEO_CLOCK
@@ -84,9 +89,14 @@ class BackendVideoTrack(MediaStreamTrack):
         self.stop()
         packets, self._packets = self._packets, None
         close = getattr(packets, "aclose", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await close()
+        if close is None:
+            return
+        try:
+            await close()
+        except BackendError as exc:
+            log.warning("video track: the backend's stream ended with %s", exc)
+        except Exception:
+            log.exception("video track: closing the backend's stream failed")
 
 
 class BackendAudioTrack(MediaStreamTrack):
@@ -136,8 +146,10 @@ class BackendAudioTrack(MediaStreamTrack):
         packets, self._packets = self._packets, None
         close = getattr(packets, "aclose", None)
         if close is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await close()
+            except Exception:
+                log.exception("audio track: closing the backend's sound failed")
 
 
 def prefer_opus(transceiver: RTCRtpTransceiver) -> None:

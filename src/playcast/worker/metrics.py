@@ -1,0 +1,91 @@
+"""The worker's Prometheus endpoint (opt-in, ``--metrics-port``).
+
+The server's /metrics sees the pool, but not why a worker keeps leaving it:
+a sick phone would only show as a worker id that changes every few seconds.
+Each worker therefore serves its own counters, read at scrape time from the
+link core (the one place that knows them), on loopback by default since it
+is meant for the machine's own Prometheus agent. It runs on the worker's own
+event loop (aiohttp, already a dependency), so it needs no thread and stops
+with the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from playcast.worker.main import Worker
+
+FAILURE_KINDS = ("start", "reset", "health", "idle", "session")
+
+
+class WorkerCollector(Collector):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        link = self.worker.link
+        game = link.settings.game
+        failures = CounterMetricFamily(
+            "playcast_worker_backend_failures",
+            "Game failures, by when they were noticed: start, reset, health (the check "
+            "before registering), idle (pushed or polled while available), session",
+            labels=["game", "kind"],
+        )
+        for kind in FAILURE_KINDS:
+            failures.add_metric([game, kind], link.failures[kind])
+        yield failures
+        streak = GaugeMetricFamily(
+            "playcast_worker_backend_failure_streak",
+            "Game failures in a row (0 once it has stayed healthy --stable-after)",
+            labels=["game"],
+        )
+        streak.add_metric([game], link.failure_streak)
+        yield streak
+        delay = GaugeMetricFamily(
+            "playcast_worker_backend_retry_delay_seconds",
+            "The last backoff delay before retrying the game",
+            labels=["game"],
+        )
+        delay.add_metric([game], link.last_delay)
+        yield delay
+        for name, help_text, value in (
+            ("registrations", "Registrations with the server", link.registrations),
+            ("sessions", "Sessions started", link.sessions),
+        ):
+            counter = CounterMetricFamily(f"playcast_worker_{name}", help_text, labels=["game"])
+            counter.add_metric([game], value)
+            yield counter
+        available = GaugeMetricFamily(
+            "playcast_worker_available",
+            "1 while registered and waiting for a player",
+            labels=["game"],
+        )
+        available.add_metric([game], int(link.available))
+        yield available
+
+
+async def serve_metrics(worker: Worker, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start ``GET /metrics``; returns the runner (to clean up) and the bound port."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkerCollector(worker))
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, int(bound)

@@ -1,0 +1,401 @@
+"""The worker's lifecycle core (worker/link.py) with a fake clock: no sockets,
+no backend, no sleeps. Each test feeds events and reads the effects."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from playcast import protocol as t
+from playcast.worker.link import (
+    BackendFailed,
+    BackendReset,
+    BackendStarted,
+    Backoff,
+    CheckHealth,
+    CloseSession,
+    CloseSocket,
+    Connect,
+    Connected,
+    ConnectFailed,
+    Effect,
+    Event,
+    Exit,
+    FeedSession,
+    HealthChecked,
+    Link,
+    LinkSettings,
+    MediaConnected,
+    MediaFailed,
+    OfferReady,
+    Phase,
+    Received,
+    ResetBackend,
+    Send,
+    SessionClosed,
+    SocketClosed,
+    StartBackend,
+    StartSession,
+    StopRequested,
+    TimerFired,
+)
+
+SEED = 7
+SETTINGS = LinkSettings(
+    game="g",
+    backoff_base=0.5,
+    backoff_cap=4.0,
+    restart_delay=1.0,
+    register_timeout=10.0,
+    health_interval=5.0,
+    stable_after=60.0,
+)
+HEARTBEAT_TIMEOUT = 15.0
+SID = "s-1"
+
+
+class Rig:
+    """A Link and a fake clock."""
+
+    def __init__(self, settings: LinkSettings = SETTINGS) -> None:
+        self.now = 100.0
+        self.link = Link(settings, random.Random(SEED))
+        self.link.start(self.now)
+        self.started = self.link.effects()
+
+    def feed(self, event: Event) -> list[Effect]:
+        self.link.handle(event, self.now)
+        return self.link.effects()
+
+    def msg(self, msg: t.Message) -> list[Effect]:
+        return self.feed(Received(msg))
+
+    def at(self, when: float) -> list[Effect]:
+        """Move the clock to ``when`` and fire the timer."""
+        assert when >= self.now
+        self.now = when
+        return self.feed(TimerFired())
+
+    def wake(self) -> list[Effect]:
+        deadline = self.link.deadline
+        assert deadline is not None
+        return self.at(deadline)
+
+    def wait(self) -> float:
+        """How long the link is waiting from now."""
+        assert self.link.phase is Phase.WAITING
+        deadline = self.link.deadline
+        assert deadline is not None
+        return deadline - self.now
+
+    def register(self, worker_id: str = "w-1") -> None:
+        """From checking the game (or waiting to) to available."""
+        if self.link.phase is Phase.WAITING:
+            assert self.wake() == [CheckHealth()]
+        assert self.feed(HealthChecked(True)) == [Connect()]
+        assert self.feed(Connected()) == [Send(t.Register(game="g"))]
+        assert (
+            self.msg(
+                t.Registered(
+                    worker_id=worker_id,
+                    heartbeat_interval=1.0,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                )
+            )
+            == []
+        )
+        assert self.link.available and self.link.worker_id == worker_id
+
+    def start_session(self) -> None:
+        start = t.SessionStart(session_id=SID, client_id="c-1", ice_servers=[])
+        assert self.msg(start) == [StartSession(start)]
+        assert not self.link.available
+
+    def connect_media(self) -> None:
+        assert self.feed(OfferReady(SID, "v=0")) == [
+            Send(t.Offer(session_id=SID, sdp="v=0")),
+            Send(t.IceCandidate(session_id=SID, candidate=None)),
+        ]
+        assert self.feed(MediaConnected(SID)) == [Send(t.WebrtcConnected(session_id=SID))]
+
+
+@pytest.fixture
+def rig() -> Rig:
+    r = Rig()
+    assert r.started == [StartBackend()]
+    assert r.feed(BackendStarted(True)) == [CheckHealth()]
+    r.register()
+    return r
+
+
+def test_backoff_is_full_jitter_capped_and_resets() -> None:
+    backoff = Backoff(base=0.5, cap=4.0, rng=random.Random(SEED))
+    same = random.Random(SEED)
+    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert [backoff.next_delay() for _ in ceilings] == [same.uniform(0, c) for c in ceilings]
+    many = [backoff.next_delay() for _ in range(2000)]
+    assert max(many) <= 4.0 and min(many) < 0.2 and max(many) > 3.8  # the whole range
+    backoff.reset()
+    assert backoff.ceiling() == 0.5 and backoff.next_delay() <= 0.5
+
+
+def test_registers_and_answers_pings(rig: Rig) -> None:
+    assert rig.link.registrations == 1
+    assert rig.msg(t.Ping(ts=1.5)) == [Send(t.Pong(ts=1.5))]
+    # The server's heartbeat timeout now bounds the silence.
+    assert rig.link.deadline == rig.now + SETTINGS.health_interval  # the idle poll comes first
+    assert rig.wake() == [CheckHealth()]
+    assert rig.feed(HealthChecked(True)) == []
+    assert rig.link.deadline == rig.now + SETTINGS.health_interval
+
+
+def test_session_then_shutdown_ack_then_a_fresh_registration(rig: Rig) -> None:
+    rig.start_session()
+    answer = t.Answer(session_id=SID, sdp="v=0")
+    rig.connect_media()
+    assert rig.msg(answer) == [FeedSession(answer)]
+    assert rig.msg(t.Answer(session_id="s-other", sdp="v=0")) == []
+    # A second session_start while busy is ignored.
+    assert rig.msg(t.SessionStart(session_id="s-2", client_id="c-2", ice_servers=[])) == []
+    assert rig.msg(t.Shutdown(reason="client_left", message="bye")) == [CloseSession(SID)]
+    # Pings are still answered while the session closes.
+    assert rig.msg(t.Ping(ts=2.0)) == [Send(t.Pong(ts=2.0))]
+    assert rig.feed(SessionClosed(SID, True, "closed (3 inputs)")) == [
+        Send(t.ShutdownAck(ok=True, detail="closed (3 inputs)")),
+        CloseSocket(),
+        ResetBackend(),
+    ]
+    assert rig.feed(BackendReset(True)) == []
+    assert rig.wait() == SETTINGS.restart_delay
+    rig.register("w-2")  # a new worker, state fresh
+    assert rig.link.registrations == 2 and rig.link.sessions == 1
+
+
+def test_shutdown_while_idle_is_acknowledged_at_once(rig: Rig) -> None:
+    assert rig.msg(t.Shutdown(reason="server_shutdown", message="")) == [
+        Send(t.ShutdownAck(ok=True, detail="idle, no session to close")),
+        CloseSocket(),
+    ]
+    assert rig.wait() == SETTINGS.restart_delay  # no session: no reset
+
+
+def test_silent_server_is_lost_after_a_short_grace(rig: Rig) -> None:
+    rig.at(rig.now + SETTINGS.health_interval)  # the poll
+    rig.feed(HealthChecked(True))
+    last_ping = rig.now - SETTINGS.health_interval
+    # Past the heartbeat timeout: one more look before calling it dead...
+    while rig.now < last_ping + HEARTBEAT_TIMEOUT:
+        effects = rig.wake()
+        if effects == [CheckHealth()]:
+            rig.feed(HealthChecked(True))
+    assert rig.link.phase is Phase.LINKED
+    # ...and a ping in the grace saves it.
+    assert rig.msg(t.Ping(ts=3.0)) == [Send(t.Pong(ts=3.0))]
+    deadline = rig.link.deadline
+    assert deadline is not None and deadline > rig.now
+    silence_from = rig.now
+    while rig.link.phase is Phase.LINKED:
+        effects = rig.wake()
+        if effects == [CheckHealth()]:
+            rig.feed(HealthChecked(True))
+    assert effects == [CloseSocket()]
+    assert rig.now == pytest.approx(silence_from + HEARTBEAT_TIMEOUT + 0.25)
+    assert 0 <= rig.wait() <= 0.5  # server backoff, first step
+
+
+def test_no_registered_within_the_register_timeout_is_lost() -> None:
+    r = Rig()
+    r.feed(BackendStarted(True))
+    r.feed(HealthChecked(True))
+    r.feed(Connected())
+    connected_at = r.now
+    r.wake()
+    assert r.link.phase is Phase.LINKED  # the grace
+    assert r.wake() == [CloseSocket()]
+    assert r.now == pytest.approx(connected_at + SETTINGS.register_timeout + 0.25)
+
+
+def test_socket_closed_backs_off_more_each_time_until_registered(rig: Rig) -> None:
+    assert rig.feed(SocketClosed("reset by peer")) == [CloseSocket()]
+    same = random.Random(SEED)
+    assert rig.wait() == pytest.approx(same.uniform(0, 0.5))
+    rig.wake()
+    rig.feed(HealthChecked(True))
+    assert rig.feed(ConnectFailed("refused")) == []
+    assert rig.wait() == pytest.approx(same.uniform(0, 1.0))
+    rig.register("w-2")
+    assert rig.link.server_backoff.attempt == 0
+
+
+def test_socket_closed_mid_session_closes_it_and_resets_the_game(rig: Rig) -> None:
+    rig.start_session()
+    rig.connect_media()
+    assert rig.feed(SocketClosed("gone")) == [CloseSocket(), CloseSession(SID)]
+    assert rig.feed(SessionClosed(SID, True, "closed")) == [ResetBackend()]
+    assert rig.feed(BackendReset(True)) == []
+    assert 0 <= rig.wait() <= 0.5
+
+
+def test_player_gone_after_connect_says_webrtc_failed_at_once(rig: Rig) -> None:
+    rig.start_session()
+    rig.connect_media()
+    reason = "the player's peer connection failed"
+    assert rig.feed(MediaFailed(SID, reason, backend=False)) == [
+        Send(t.WebrtcFailed(session_id=SID, reason=reason)),
+        CloseSession(SID),
+    ]
+    # Said once, however many ways the media dies.
+    assert rig.feed(MediaFailed(SID, "the player's input channel closed", backend=False)) == []
+    assert rig.feed(SessionClosed(SID, True, "closed (5 inputs)")) == []
+    # The server answers with shutdown client_failed; the ack tells how it went.
+    assert rig.msg(t.Shutdown(reason="client_failed", message="")) == [
+        Send(t.ShutdownAck(ok=True, detail="closed (5 inputs)")),
+        CloseSocket(),
+        ResetBackend(),
+    ]
+
+
+def test_player_gone_unconfirmed_leaves_after_a_heartbeat_timeout(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig.start_session()
+    rig.connect_media()
+    gone_at = rig.now
+    rig.feed(MediaFailed(SID, "the player's input channel closed", backend=False))
+    rig.feed(SessionClosed(SID, True, "closed"))
+    effects: list[Effect] = []
+    while rig.link.phase is Phase.LINKED:
+        rig.msg(t.Ping(ts=rig.now))  # the server is alive, it just never says
+        effects = rig.at(min(rig.link.deadline or 0, rig.now + 1.0))
+    assert effects == [CloseSocket(), ResetBackend()]
+    assert rig.now == pytest.approx(gone_at + HEARTBEAT_TIMEOUT)
+    assert "no shutdown from the server" in caplog.text
+
+
+def test_handshake_failure_is_reported_once_and_the_shutdown_acknowledged(rig: Rig) -> None:
+    rig.start_session()
+    rig.feed(OfferReady(SID, "v=0"))
+    failed = Send(t.WebrtcFailed(session_id=SID, reason="handshake failed: bad sdp"))
+    assert rig.feed(MediaFailed(SID, "handshake failed: bad sdp", backend=False)) == [failed]
+    assert rig.feed(MediaFailed(SID, "peer connection failed", backend=False)) == []
+    assert rig.msg(t.Shutdown(reason="handshake_failed", message="")) == [CloseSession(SID)]
+    # The server closes right after the shutdown: the ack is still tried, and
+    # this is a normal restart, not a lost server.
+    assert rig.feed(SocketClosed("closed by the server")) == []
+    effects = rig.feed(SessionClosed(SID, True, "closed"))
+    assert effects[0] == Send(t.ShutdownAck(ok=True, detail="closed"))
+    assert effects[1:] == [CloseSocket(), ResetBackend()]
+
+
+def test_backend_failure_mid_session_leaves_at_once_and_backs_off(rig: Rig) -> None:
+    rig.start_session()
+    rig.connect_media()
+    assert rig.feed(MediaFailed(SID, "backend failed: unplugged", backend=True)) == [
+        Send(t.WebrtcFailed(session_id=SID, reason="backend failed: unplugged")),
+        CloseSocket(),
+        CloseSession(SID),
+    ]
+    assert rig.feed(SessionClosed(SID, True, "closed")) == []
+    assert rig.link.failures["session"] == 1
+    assert 0 <= rig.wait() <= 0.5
+    assert rig.wake() == [ResetBackend()]
+
+
+def test_backend_failure_before_connect_is_counted_after_the_ack(rig: Rig) -> None:
+    rig.start_session()
+    rig.feed(OfferReady(SID, "v=0"))
+    assert rig.feed(MediaFailed(SID, "backend failed: x", backend=True)) == [
+        Send(t.WebrtcFailed(session_id=SID, reason="backend failed: x"))
+    ]
+    rig.msg(t.Shutdown(reason="handshake_failed", message=""))
+    effects = rig.feed(SessionClosed(SID, True, "closed"))
+    assert effects == [Send(t.ShutdownAck(ok=True, detail="closed")), CloseSocket()]
+    assert rig.link.failures["session"] == 1 and rig.wake() == [ResetBackend()]
+
+
+def test_a_pushed_failure_while_idle_leaves_the_pool_at_once(rig: Rig) -> None:
+    assert rig.feed(BackendFailed("video stalled")) == [CloseSocket()]
+    assert not rig.link.available and rig.link.failures["idle"] == 1
+    # Everything the old socket still says is ignored.
+    assert rig.msg(t.SessionStart(session_id=SID, client_id="c", ice_servers=[])) == []
+    assert rig.feed(SocketClosed("closed")) == []
+    assert rig.wake() == [ResetBackend()]
+    assert rig.feed(BackendReset(True)) == []
+    rig.register("w-2")  # only once the game checks healthy
+
+
+def test_the_idle_health_poll_catches_what_is_not_pushed(rig: Rig) -> None:
+    assert rig.at(rig.now + SETTINGS.health_interval) == [CheckHealth()]
+    assert rig.feed(HealthChecked(False, "device is offline")) == [CloseSocket()]
+    assert rig.link.failures["idle"] == 1
+
+
+def test_a_failure_pushed_while_connecting_never_registers() -> None:
+    r = Rig()
+    r.feed(BackendStarted(True))
+    assert r.feed(HealthChecked(True)) == [Connect()]
+    assert r.feed(BackendFailed("scrcpy server exited")) == []
+    assert r.feed(Connected()) == [CloseSocket()]
+    assert r.link.phase is Phase.WAITING
+
+
+def test_a_phone_failing_five_times_is_retried_on_the_backoff_schedule(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="playcast.worker")
+    r = Rig()
+    r.feed(BackendStarted(True))
+    r.register()
+    same = random.Random(SEED)
+    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0]  # base 0.5, doubling, cap 4
+    expected = [same.uniform(0, c) for c in ceilings]
+    delays = []
+    # The game fails while idle, then its resets fail again and again.
+    r.feed(BackendFailed("the device closed the video socket"))
+    delays.append(r.wait())
+    for _ in range(4):
+        assert r.wake() == [ResetBackend()]
+        r.feed(BackendReset(False, "device emulator-5554 is offline"))
+        delays.append(r.wait())
+    assert delays == pytest.approx(expected)
+    assert r.link.failure_streak == 5
+    failures = [rec for rec in caplog.records if "backend failure" in rec.getMessage()]
+    assert [rec.levelno for rec in failures] == [logging.ERROR] * 5  # one line each
+    assert "backend failure 5 in a row (reset)" in failures[-1].getMessage()
+    # Healthy again: it registers as a new worker...
+    assert r.wake() == [ResetBackend()]
+    r.feed(BackendReset(True))
+    r.register("w-2")
+    # ...but a relapse soon after keeps climbing the schedule, capped.
+    r.feed(BackendFailed("video stalled"))
+    assert r.link.failure_streak == 6 and r.wait() == pytest.approx(same.uniform(0, 4.0))
+    r.wake()
+    r.feed(BackendReset(True))
+    r.register("w-3")
+    # Healthy for stable_after: the next failure starts a new streak.
+    r.now += SETTINGS.stable_after
+    r.feed(BackendFailed("video stalled"))
+    assert r.link.failure_streak == 1 and r.wait() == pytest.approx(same.uniform(0, 0.5))
+
+
+def test_a_game_that_cannot_start_is_retried_with_backoff() -> None:
+    r = Rig()
+    assert r.feed(BackendStarted(False, "no device yet")) == []
+    assert r.link.failures["start"] == 1
+    assert r.wake() == [StartBackend()]
+    assert r.feed(BackendStarted(True)) == [CheckHealth()]
+
+
+@pytest.mark.parametrize("where", ["idle", "session", "waiting", "starting"])
+def test_stop_exits_from_anywhere(rig: Rig, where: str) -> None:
+    if where == "session":
+        rig.start_session()
+    elif where == "waiting":
+        rig.feed(SocketClosed("x"))
+    elif where == "starting":
+        rig = Rig()
+    assert rig.feed(StopRequested()) == [Exit()]
+    assert rig.link.done and rig.link.deadline is None
+    assert rig.msg(t.Ping(ts=1.0)) == []
