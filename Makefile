@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SRC := src tests bench testkit tools
 
 .PHONY: setup demo test lint typecheck unit system-deps chromium bench lock test-latest \
-	clean
+	mutate clean
 
 # From scratch whenever the lock or a pyproject changes, so the venv holds the
 # lock and nothing else. Hash-checked, then the two local projects without
@@ -107,6 +107,14 @@ test-latest: system-deps
 	$(LATEST)/bin/mypy --cache-dir $(LATEST)/.mypy_cache
 	$(LATEST)/bin/pytest -p no:cacheprovider $(if $(ALL),,$(FAST_TESTS))
 
+# Mutation testing of the signaling core with the hub unit tests (configured
+# in pyproject.toml, [tool.mutmut]); minutes, not in CI. Prints the score and
+# every surviving mutant; `.venv/bin/mutmut show NAME` shows one's diff.
+mutate: setup
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $(shell nproc)
+	$(BIN)/python tools/mutation_summary.py
+
 clean:
-	rm -rf $(VENV) $(TOOLS) $(LATEST) .mypy_cache .ruff_cache .pytest_cache \
+	rm -rf $(VENV) $(TOOLS) $(LATEST) mutants .mypy_cache .ruff_cache .pytest_cache \
 		.hypothesis test-artifacts
