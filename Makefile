@@ -98,7 +98,7 @@ FAST_TESTS := -m "not browser" --ignore=tests/test_soak_ci.py --ignore=tests/tes
 test-latest: system-deps
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
-	$(LATEST)/bin/pip install --quiet --no-cache-dir --upgrade pip
+	$(LATEST)/bin/pip install --quiet --no-cache-dir --upgrade pip setuptools
 	$(LATEST)/bin/pip install --quiet --no-cache-dir --upgrade --upgrade-strategy eager \
 		-e '.[dev]' -e ./testkit
 	@$(LATEST)/bin/python tools/lockdiff.py $(LOCK)
