@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from playcast_testing.browser import CHROMIUM, CHROMIUM_ARGS
+from playcast_testing.metrics import percentile
 from playcast_testing.servers import ServerProcess, running_server
 from playcast_testing.workers import WorkerProcess, running_worker
 from playwright.async_api import Browser, Page, async_playwright
@@ -193,13 +194,13 @@ class Results:
             "first_frame_ms": statistics.median(self.first_frame_ms),
             "first_frame_max_ms": max(self.first_frame_ms),
             "first_frame_cold_ms": self.cold_first_frame_ms,
-            "tap_p50_ms": _percentile(taps, 50),
-            "tap_p95_ms": _percentile(taps, 95),
+            "tap_p50_ms": percentile(taps, 50),
+            "tap_p95_ms": percentile(taps, 95),
             "tap_max_ms": taps[-1],
-            "tap_present_p50_ms": _percentile(present, 50),
-            "tap_present_p95_ms": _percentile(present, 95),
-            "tap_receive_p50_ms": _percentile(receive, 50) if receive else float("nan"),
-            "tap_receive_p95_ms": _percentile(receive, 95) if receive else float("nan"),
+            "tap_present_p50_ms": percentile(present, 50),
+            "tap_present_p95_ms": percentile(present, 95),
+            "tap_receive_p50_ms": percentile(receive, 50) if receive else float("nan"),
+            "tap_receive_p95_ms": percentile(receive, 95) if receive else float("nan"),
             **self._sound_summary(),
         }
 
@@ -209,20 +210,14 @@ class Results:
         sound = sorted(self.sound_ms)
         offsets = sorted(self.av_offset_ms)
         return {
-            "sound_p50_ms": _percentile(sound, 50),
-            "sound_p95_ms": _percentile(sound, 95),
+            "sound_p50_ms": percentile(sound, 50),
+            "sound_p95_ms": percentile(sound, 95),
             "sound_max_ms": sound[-1],
-            "sound_speaker_p50_ms": _percentile(sorted(self.sound_speaker_ms), 50),
-            "av_offset_p50_ms": _percentile(offsets, 50),
-            "av_offset_abs_p95_ms": _percentile(sorted(abs(o) for o in offsets), 95),
+            "sound_speaker_p50_ms": percentile(sorted(self.sound_speaker_ms), 50),
+            "av_offset_p50_ms": percentile(offsets, 50),
+            "av_offset_abs_p95_ms": percentile(sorted(abs(o) for o in offsets), 95),
             "audio_output_latency_ms": self.audio_output_latency_ms,
         }
-
-
-def _percentile(sorted_values: list[float], p: float) -> float:
-    k = (len(sorted_values) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
 def _tap_points(n: int, rng: random.Random) -> list[tuple[float, float]]:

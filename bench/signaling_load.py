@@ -58,12 +58,9 @@ import os
 import random
 import re
 import resource
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,8 +70,9 @@ from typing import Any
 
 import msgspec
 import psutil
+from playcast_testing.metrics import metric_sum, nearest_rank
+from playcast_testing.servers import HOST, BlockingServer
 
-HOST = "127.0.0.1"
 GAME = "com.supercell.clashroyale"
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SESSION_TIMEOUT = 10.0  # a session not done by then (from its scheduled start) failed
@@ -825,87 +823,6 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-class Server:
-    """``python -m playcast server`` on a free port, its output in a log file."""
-
-    def __init__(self, flags: list[str], log_path: Path, profile: str | None) -> None:
-        argv = [sys.executable]
-        if profile:
-            argv += ["-m", "cProfile", "-o", profile]
-        argv += ["-m", "playcast", "server", "--host", HOST, "--port", "0", *flags]
-        self.argv = argv
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYCAST_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self.ps = psutil.Process(self.proc.pid)
-        self.port = self._wait_port()
-        print(f"server pid {self.proc.pid} on port {self.port}, log {log_path}", flush=True)
-
-    def _wait_port(self) -> int:
-        pattern = re.compile(rb"server_listening .*port=(\d+)")
-        deadline = now() + 30.0
-        while now() < deadline:
-            m = pattern.search(self.log_path.read_bytes())
-            if m:
-                return int(m.group(1))
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise RuntimeError(f"server did not start; log:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def cpu(self) -> float:
-        t = self.ps.cpu_times()
-        return float(t.user + t.system)
-
-    def cpu_split(self) -> tuple[float, float]:
-        t = self.ps.cpu_times()
-        return float(t.user), float(t.system)
-
-    def rss(self) -> int:
-        return int(self.ps.memory_info().rss)
-
-    def peak_rss(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return self.rss()
-
-    def metrics(self) -> dict[str, float]:
-        """Every sample of /metrics, keyed by its text (name plus labels)."""
-        with urllib.request.urlopen(f"http://{HOST}:{self.port}/metrics", timeout=30) as r:
-            text = r.read().decode()
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                with contextlib.suppress(ValueError):
-                    out[key] = float(value)
-        return out
-
-    def stop(self, timeout: float = 30.0) -> tuple[int, float]:
-        """SIGTERM, then wait: (exit code, seconds to exit)."""
-        t = now()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log.close()
-        return code, now() - t
-
-    def log_problems(self) -> list[str]:
-        bad = re.compile(r"Traceback|ERROR|sweep failed|_slow_closed|_flood_closed")
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        return [line for line in lines if bad.search(line)][:10]
-
-
 def listen_overflows() -> int:
     """TcpExt ListenOverflows: connections dropped because an accept queue was full.
 
@@ -921,25 +838,6 @@ def listen_overflows() -> int:
             fields = dict(zip(head.split()[1:], values.split()[1:], strict=False))
             return int(fields.get("ListenOverflows", 0))
     return 0
-
-
-def metric_sum(metrics: dict[str, float], name: str, **labels: str) -> float:
-    total = 0.0
-    for key, value in metrics.items():
-        base, _, rest = key.partition("{")
-        if base != name:
-            continue
-        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            total += value
-    return total
-
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (``p`` in 0..100); 0 for no values."""
-    if not values:
-        return 0.0
-    s = sorted(values)
-    return s[max(0, min(len(s) - 1, math.ceil(p / 100.0 * len(s)) - 1))]
 
 
 class Gens:
@@ -990,7 +888,7 @@ class Gens:
                 proc.kill()
 
 
-def _stop_all(server: Server, gens: Gens) -> dict[str, Any]:
+def _stop_all(server: BlockingServer, gens: Gens) -> dict[str, Any]:
     gens.send(("stop",))
     gens.recv("stopping", 30.0)
     code, secs = server.stop()
@@ -1014,7 +912,10 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     procs = args.procs
     pool = args.workers or max(64, math.ceil(args.rate))
     flags: list[str] = []  # production defaults: heartbeat 5 s / 15 s, info logging
-    server = Server(flags, log_dir / f"server-setup-{int(args.rate)}.log", args.profile_server)
+    server = BlockingServer(
+        flags, log_dir / f"server-setup-{int(args.rate)}.log", args.profile_server
+    )
+    print(f"server pid {server.proc.pid} on port {server.port}, log {server.log_path}", flush=True)
     cfgs = [
         GenConfig(
             mode="setup",
@@ -1076,12 +977,12 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         "stray": [s for r in results for s in r["stray"]][:5],
         "achieved_rate": round(in_window / window, 1),
         "setups_in_window": in_window,
-        "setup_p50_ms": round(pct(setup_ms, 50), 2),
-        "setup_p90_ms": round(pct(setup_ms, 90), 2),
-        "setup_p99_ms": round(pct(setup_ms, 99), 2),
+        "setup_p50_ms": round(nearest_rank(setup_ms, 50), 2),
+        "setup_p90_ms": round(nearest_rank(setup_ms, 90), 2),
+        "setup_p99_ms": round(nearest_rank(setup_ms, 99), 2),
         "setup_max_ms": round(max(setup_ms, default=0.0), 2),
-        "e2e_p50_ms": round(pct(e2e_ms, 50), 2),
-        "e2e_p99_ms": round(pct(e2e_ms, 99), 2),
+        "e2e_p50_ms": round(nearest_rank(e2e_ms, 50), 2),
+        "e2e_p99_ms": round(nearest_rank(e2e_ms, 99), 2),
         "max_start_lag_ms": round(max(r["max_start_lag_ms"] for r in results), 2),
         "server_cpu_ms_per_setup": round(cpu_ms / in_window, 3) if in_window else None,
         "listen_overflows": overflows1 - overflows0,
@@ -1125,7 +1026,8 @@ def run_hold(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         "--handshake-timeout",
         "120",
     ]
-    server = Server(flags, log_dir / f"server-hold-{conns}.log", args.profile_server)
+    server = BlockingServer(flags, log_dir / f"server-hold-{conns}.log", args.profile_server)
+    print(f"server pid {server.proc.pid} on port {server.port}, log {server.log_path}", flush=True)
     time.sleep(1.0)
     rss_idle = server.rss()
     share = [pairs // procs + (1 if i < pairs % procs else 0) for i in range(procs)]
@@ -1189,8 +1091,8 @@ def run_hold(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         "server_cpu_us_per_ping": round((cpu1 - cpu0) * 1e6 / pings, 1) if pings else None,
         "generator_cpu_cores": round((gcpu1 - gcpu0) / window, 3),
         "pings_answered": pings,
-        "ping_delay_p50_ms": round(pct(delays, 50), 2),
-        "ping_delay_p99_ms": round(pct(delays, 99), 2),
+        "ping_delay_p50_ms": round(nearest_rank(delays, 50), 2),
+        "ping_delay_p99_ms": round(nearest_rank(delays, 99), 2),
         "ping_delay_max_ms": round(max(delays, default=0.0), 2),
         "max_ping_gap_s": round(max(r["max_gap_s"] for r in results), 3),
         "missed_gaps_over_timeout": gaps,

@@ -38,8 +38,12 @@ and workers are stopped with SIGTERM and must exit 0.
     .venv/bin/python bench/soak.py --ci                 # one minute (CI)
     .venv/bin/python bench/soak.py --duration 600       # the long soak (default)
 
-Exit status 0 when every check passed, 1 otherwise; the last line of the
-output is ``SOAK_RESULT {json}`` with every figure.
+``run_soak(cfg)`` returns a ``SoakResult`` with every figure and decides
+nothing: CI runs the one-minute soak through tests/test_soak_ci.py, which
+asserts the limits on that object, one concern a test. Run as a script, the
+soak prints its report and a verdict (``problems``: the same limits) and exits
+1 when a limit is exceeded; the last line of the output is
+``SOAK_RESULT {json}`` with every figure.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from typing import Any
 
 import aiohttp
 import psutil  # type: ignore[import-untyped]
+from playcast_testing.metrics import by_label, parse_metrics, slope_per_minute
 from playcast_testing.peer import HandshakeMode, PeerOptions, TestPeer
 from playcast_testing.scripted import ScriptedPeer, connect
 from playcast_testing.servers import ServerProcess, running_server
@@ -197,18 +202,6 @@ def median_sample(samples: list[Sample]) -> Sample:
         fds=int(statistics.median(s.fds for s in samples)),
         threads=int(statistics.median(s.threads for s in samples)),
     )
-
-
-def slope_per_minute(points: list[tuple[float, float]]) -> float:
-    """Least-squares slope of (seconds, value), per minute."""
-    if len(points) < 2:
-        return 0.0
-    mx = statistics.fmean(x for x, _ in points)
-    my = statistics.fmean(y for _, y in points)
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    if sxx == 0:
-        return 0.0
-    return 60.0 * sum((x - mx) * (y - my) for x, y in points) / sxx
 
 
 # --- the worker pool ----------------------------------------------------------
@@ -720,25 +713,67 @@ async def _acknowledge(p: ScriptedPeer, msg: t.Message) -> str:
 # --- checks and the report ----------------------------------------------------
 
 
-def parse_metrics(text: str) -> dict[str, dict[str, float]]:
-    """``{metric: {label value: n}}`` for the counters the soak cross-checks."""
-    out: dict[str, dict[str, float]] = {}
-    pattern = re.compile(r'^(playcast_\w+_total)\{\w+="([^"]*)"\} (\S+)$')
-    for line in text.splitlines():
-        m = pattern.match(line)
-        if m:
-            out.setdefault(m.group(1), {})[m.group(2)] = float(m.group(3))
-    return out
+@dataclass
+class ProcessFigures:
+    """One process role's memory and descriptors: at the quiet points and under load."""
+
+    name: str
+    measured: bool  # held to the growth limits (the killed worker and the soak are not)
+    pids: int  # processes it ran as (a measured role must stay one process)
+    quiet: dict[str, Sample]  # "start", "warm", "end"
+    trend: dict[str, float] | None  # under load after warm-up; None: too few samples
+
+    def to_json(self) -> dict[str, Any]:
+        fig: dict[str, Any] = {"pids": self.pids, "measured": self.measured}
+        for point, s in self.quiet.items():
+            fig[f"quiet_{point}"] = {"rss_mb": s.rss / MB, "fds": s.fds, "threads": s.threads}
+        if self.trend is not None:
+            fig["trend"] = self.trend
+        return fig
 
 
 @dataclass
-class Verdict:
-    failures: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+class Accounting:
+    """Every session the soak saw end, beside the server's own counters (/metrics)."""
 
-    def check(self, ok: bool, failure: str) -> None:
-        if not ok:
-            self.failures.append(failure)
+    soak_started: int
+    server_started: int
+    soak_ended: dict[str, int]  # by the server's reason names (SERVER_REASON)
+    server_ended: dict[str, int]
+    soak_rejections: int
+    server_rejections: int
+    soak_client_heartbeat_timeouts: int
+    server_heartbeat_timeouts: dict[str, int]  # by role
+    server_shutdown_acks: dict[str, int]
+
+
+@dataclass
+class SoakResult:
+    """What one soak measured. It decides nothing: tests/test_soak_ci.py holds the
+    limits that CI enforces, and ``problems`` the same ones for a person's verdict."""
+
+    cfg: Config
+    load_seconds: float
+    wall_seconds: float
+    sessions_started: int
+    ended_by_cause: dict[str, int]
+    inactivity_timeouts: int
+    inactivity_warnings: int
+    processes: dict[str, ProcessFigures]
+    accounting: Accounting
+    violations: list[str]  # /api/status?check=1 during the run
+    end_state: list[str]  # what was wrong with the server's state at the end
+    unexpected: list[str]  # sessions that ended by another cause than their scenario's
+    errors: list[str]  # scenarios that failed to run
+    unexpected_exits: list[str]  # workers that exited when nobody killed them
+    exit_codes: dict[str, Any]  # on SIGTERM: {"server": n, "workers": [n, ...]}
+    log_errors: dict[str, list[str]]  # tracebacks and ERROR lines, by "server"/"workers"
+    known_issues: dict[str, int]
+    figures: dict[str, Any]  # every figure, JSON-ready (SOAK_RESULT, --json)
+
+    def rss_allowance(self, before: float) -> float:
+        """Bytes of RSS growth tolerated from ``before`` bytes."""
+        return max(self.cfg.rss_tolerance_mb * MB, self.cfg.rss_tolerance_fraction * before)
 
 
 def trend(series: Series, since: float) -> dict[str, float] | None:
@@ -761,94 +796,98 @@ def trend(series: Series, since: float) -> dict[str, float] | None:
     }
 
 
-def check_leaks(soak: Soak, verdict: Verdict) -> dict[str, Any]:
-    cfg = soak.cfg
-    figures: dict[str, Any] = {}
-    for name, series in soak.series.items():
-        fig: dict[str, Any] = {"pids": len(series.pids)}
-        for point, s in series.quiet.items():
-            fig[f"quiet_{point}"] = {"rss_mb": s.rss / MB, "fds": s.fds, "threads": s.threads}
-        tr = trend(series, soak.warm_at)
-        if tr is not None:
-            fig["trend"] = tr
-        figures[name] = fig
-        if not series.measured:
-            continue
-        if len(series.pids) != 1:
-            verdict.failures.append(f"{name}: ran as {len(series.pids)} processes")
-            continue
-
-        def rss_ok(before: float, after: float) -> bool:
-            allowed = max(cfg.rss_tolerance_mb * MB, cfg.rss_tolerance_fraction * before)
-            return after - before <= allowed
-
-        if tr is not None:
-            verdict.check(
-                rss_ok(tr["rss_first_mb"] * MB, tr["rss_last_mb"] * MB),
-                f"{name}: RSS grew under load, {tr['rss_first_mb']:.1f} -> "
-                f"{tr['rss_last_mb']:.1f} MB (median of first third -> last third)",
-            )
-            verdict.check(
-                tr["fds_last"] - tr["fds_first"] <= cfg.fd_slack_trend,
-                f"{name}: open fds grew under load, {tr['fds_first']:.0f} -> "
-                f"{tr['fds_last']:.0f} (median of first third -> last third)",
-            )
-        else:
-            verdict.notes.append(f"{name}: too few samples after warm-up for a trend")
-        warm, end = series.quiet.get("warm"), series.quiet.get("end")
-        if warm is not None and end is not None:
-            verdict.check(
-                rss_ok(warm.rss, end.rss),
-                f"{name}: RSS at rest grew {warm.rss / MB:.1f} -> {end.rss / MB:.1f} MB",
-            )
-            verdict.check(
-                end.fds - warm.fds <= cfg.fd_slack_quiet,
-                f"{name}: open fds at rest grew {warm.fds} -> {end.fds}",
-            )
-    return figures
+def process_figures(soak: Soak) -> dict[str, ProcessFigures]:
+    return {
+        name: ProcessFigures(
+            name=name,
+            measured=series.measured,
+            pids=len(series.pids),
+            quiet=dict(series.quiet),
+            trend=trend(series, soak.warm_at),
+        )
+        for name, series in soak.series.items()
+    }
 
 
-def check_accounting(
-    soak: Soak, metrics: dict[str, dict[str, float]], verdict: Verdict
-) -> dict[str, Any]:
-    """Every session the soak saw end, against the server's own counters."""
+def accounting(soak: Soak, metrics: dict[str, float]) -> Accounting:
     tally = soak.tally
     ours: Counter[str] = Counter()
     for cause, n in tally.causes.items():
         ours[SERVER_REASON.get(cause, cause)] += n
-    theirs = {k: int(v) for k, v in metrics.get("playcast_sessions_ended_total", {}).items() if v}
-    started = int(sum(metrics.get("playcast_sessions_started_total", {}).values()))
-    rejections = int(sum(metrics.get("playcast_rejections_total", {}).values()))
-    hb = metrics.get("playcast_heartbeat_timeouts_total", {})
-    verdict.check(
-        started == tally.started,
-        f"sessions started: server counted {started}, the soak {tally.started}",
+
+    def counts(name: str) -> dict[str, int]:
+        return {k: int(v) for k, v in by_label(metrics, name).items() if v}
+
+    return Accounting(
+        soak_started=tally.started,
+        server_started=sum(counts("playcast_sessions_started_total").values()),
+        soak_ended=dict(ours),
+        server_ended=counts("playcast_sessions_ended_total"),
+        soak_rejections=sum(tally.rejected.values()),
+        server_rejections=sum(counts("playcast_rejections_total").values()),
+        soak_client_heartbeat_timeouts=tally.causes["client_heartbeat_timeout"],
+        server_heartbeat_timeouts=counts("playcast_heartbeat_timeouts_total"),
+        server_shutdown_acks=counts("playcast_shutdown_acks_total"),
     )
-    verdict.check(
-        dict(ours) == theirs,
-        f"sessions ended by reason: server {theirs}, the soak {dict(ours)}",
-    )
-    verdict.check(
-        rejections == sum(tally.rejected.values()),
-        f"rejections: server {rejections}, the soak {sum(tally.rejected.values())}",
-    )
-    verdict.check(
-        int(hb.get("client", 0)) == tally.causes["client_heartbeat_timeout"],
-        f"client heartbeat timeouts: server {int(hb.get('client', 0))}, "
-        f"the soak {tally.causes['client_heartbeat_timeout']}",
-    )
-    verdict.check(
-        int(hb.get("worker", 0)) == 0, f"{int(hb.get('worker', 0))} worker heartbeat timeouts"
-    )
-    return {
-        "server_sessions_started": started,
-        "server_sessions_ended": theirs,
-        "server_rejections": rejections,
-        "server_heartbeat_timeouts": {k: int(v) for k, v in hb.items()},
-        "server_shutdown_acks": {
-            k: int(v) for k, v in metrics.get("playcast_shutdown_acks_total", {}).items()
-        },
-    }
+
+
+def problems(r: SoakResult) -> list[str]:
+    """The soak's verdict for a person reading its report (CI asserts the same limits,
+    one by one, in tests/test_soak_ci.py)."""
+    out: list[str] = []
+    for name, p in r.processes.items():
+        if not p.measured:
+            continue
+        if p.pids != 1:
+            out.append(f"{name}: ran as {p.pids} processes")
+            continue
+        tr = p.trend
+        if tr is not None:
+            if (tr["rss_last_mb"] - tr["rss_first_mb"]) * MB > r.rss_allowance(
+                tr["rss_first_mb"] * MB
+            ):
+                out.append(
+                    f"{name}: RSS grew under load, {tr['rss_first_mb']:.1f} -> "
+                    f"{tr['rss_last_mb']:.1f} MB (median of first third -> last third)"
+                )
+            if tr["fds_last"] - tr["fds_first"] > r.cfg.fd_slack_trend:
+                out.append(
+                    f"{name}: open fds grew under load, {tr['fds_first']:.0f} -> "
+                    f"{tr['fds_last']:.0f} (median of first third -> last third)"
+                )
+        warm, end = p.quiet.get("warm"), p.quiet.get("end")
+        if warm is not None and end is not None:
+            if end.rss - warm.rss > r.rss_allowance(warm.rss):
+                out.append(f"{name}: RSS at rest grew {warm.rss / MB:.1f} -> {end.rss / MB:.1f} MB")
+            if end.fds - warm.fds > r.cfg.fd_slack_quiet:
+                out.append(f"{name}: open fds at rest grew {warm.fds} -> {end.fds}")
+    a = r.accounting
+    if a.server_started != a.soak_started:
+        out.append(
+            f"sessions started: server counted {a.server_started}, the soak {a.soak_started}"
+        )
+    if a.server_ended != a.soak_ended:
+        out.append(f"sessions ended by reason: server {a.server_ended}, the soak {a.soak_ended}")
+    if a.server_rejections != a.soak_rejections:
+        out.append(f"rejections: server {a.server_rejections}, the soak {a.soak_rejections}")
+    hb = a.server_heartbeat_timeouts
+    if hb.get("client", 0) != a.soak_client_heartbeat_timeouts or hb.get("worker", 0):
+        out.append(f"heartbeat timeouts: server {hb}, the soak {a.soak_client_heartbeat_timeouts}")
+    out += r.end_state + r.unexpected_exits
+    if r.violations:
+        out.append(f"{len(r.violations)} invariant violations")
+    if r.errors:
+        out.append(f"{len(r.errors)} scenarios failed")
+    if r.unexpected:
+        out.append(f"{len(r.unexpected)} sessions ended unexpectedly")
+    if r.exit_codes["server"] != 0 or any(r.exit_codes["workers"]):
+        out.append(f"exit codes on SIGTERM: {r.exit_codes}")
+    for who, lines in r.log_errors.items():
+        if lines:
+            out.append(f"{who} logged {len(lines)} errors/tracebacks")
+    if r.inactivity_timeouts != r.inactivity_warnings:
+        out.append("an inactivity timeout came without its warning")
+    return out
 
 
 # Log lines that are known, understood and not yet fixed: (pattern, a pattern
@@ -878,14 +917,14 @@ def fmt_mb(s: Sample | None) -> str:
     return "-" if s is None else f"{s.rss / MB:6.1f}"
 
 
-def report(soak: Soak, result: dict[str, Any], verdict: Verdict) -> None:
+def report(soak: Soak, r: SoakResult, failures: list[str]) -> None:
     cfg, tally = soak.cfg, soak.tally
     minutes = soak.load_seconds / 60
     print()
     print(
         f"Soak: {cfg.workers} workers ({cfg.width}x{cfg.height} @ {cfg.fps} fps), "
         f"{soak.load_seconds:.0f} s of load, warm-up {cfg.warmup:.0f} s, "
-        f"samples every {cfg.sample_interval:g} s, {result['wall_seconds']:.0f} s in all; "
+        f"samples every {cfg.sample_interval:g} s, {r.wall_seconds:.0f} s in all; "
         "load average at the end "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
@@ -915,11 +954,11 @@ def report(soak: Soak, result: dict[str, Any], verdict: Verdict) -> None:
         f"  touches seen in decoded video: {tally.touches_seen}; inactivity warnings before "
         f"the timeout: {tally.inactivity_warnings}/{tally.causes['inactivity_timeout']}"
     )
-    srv = result["server"]
+    srv = r.accounting
     print(
-        f"  server counters: ended {srv['server_sessions_ended']}, rejections "
-        f"{srv['server_rejections']}, heartbeat timeouts {srv['server_heartbeat_timeouts']}, "
-        f"shutdown acks {srv['server_shutdown_acks']}"
+        f"  server counters: ended {srv.server_ended}, rejections "
+        f"{srv.server_rejections}, heartbeat timeouts {srv.server_heartbeat_timeouts}, "
+        f"shutdown acks {srv.server_shutdown_acks}"
     )
     print("\nmemory and descriptors (RSS MB / open fds / threads):")
     print(
@@ -931,7 +970,7 @@ def report(soak: Soak, result: dict[str, Any], verdict: Verdict) -> None:
         for point in ("start", "warm", "end"):
             s = series.quiet.get(point)
             cells.append("-" if s is None else f"{s.rss / MB:.1f}/{s.fds}/{s.threads}")
-        tr = result["processes"][name].get("trend")
+        tr = r.processes[name].trend
         tail = (
             f"{tr['rss_first_mb']:.1f} -> {tr['rss_last_mb']:.1f} MB "
             f"({tr['rss_slope_mb_per_min']:+.2f}), fds {tr['fds_first']:.0f} -> "
@@ -953,8 +992,8 @@ def report(soak: Soak, result: dict[str, Any], verdict: Verdict) -> None:
     print(
         f"\ninvariants: {len(tally.violations)} violations in "
         f"{len(soak.series['server'].samples)} status reads; "
-        f"exit codes on SIGTERM: server {result['exit_codes']['server']}, "
-        f"workers {result['exit_codes']['workers']}"
+        f"exit codes on SIGTERM: server {r.exit_codes['server']}, "
+        f"workers {r.exit_codes['workers']}"
     )
     for line in tally.violations[:10]:
         print(f"  violation {line}")
@@ -962,16 +1001,17 @@ def report(soak: Soak, result: dict[str, Any], verdict: Verdict) -> None:
         print(f"  unexpected: {line}")
     for line in tally.errors[:20]:
         print(f"  error: {line}")
-    for what, n in result["known_issues"].items():
+    for what, n in r.known_issues.items():
         print(f"  known issue, {n} log lines: {what}")
-    for line in (result["log_errors"]["server"] + result["log_errors"]["workers"])[:10]:
+    for line in (r.log_errors["server"] + r.log_errors["workers"])[:10]:
         print(f"  logged: {line}")
-    for note in verdict.notes:
-        print(f"  note: {note}")
+    for name, p in r.processes.items():
+        if p.measured and p.trend is None:
+            print(f"  note: {name}: too few samples after warm-up for a trend")
     print()
-    if verdict.failures:
+    if failures:
         print("VERDICT: FAIL")
-        for f in verdict.failures:
+        for f in failures:
             print(f"  - {f}")
     else:
         print(
@@ -981,10 +1021,11 @@ def report(soak: Soak, result: dict[str, Any], verdict: Verdict) -> None:
         )
 
 
-async def soak_main(cfg: Config) -> int:
-    verdict = Verdict()
+async def run_soak(cfg: Config) -> SoakResult:
+    """Run the soak and return what it measured (tests/test_soak_ci.py judges it)."""
     worker_flags = ["--width", str(cfg.width), "--height", str(cfg.height), "--fps", str(cfg.fps)]
     wall = time.monotonic()
+    end_state: list[str] = []
     async with running_server(**SERVER_SETTINGS) as server:
         pool = Pool(server, worker_flags, cfg.workers)
         try:
@@ -996,12 +1037,12 @@ async def soak_main(cfg: Config) -> int:
             try:
                 consistent = await server.assert_consistent()
                 status_ids = {w["id"] for w in consistent["workers"]}
-                verdict.check(
-                    status_ids == {s.current_id for s in pool.slots},
-                    "the workers at the end are not each slot's latest registration",
-                )
+                if status_ids != {s.current_id for s in pool.slots}:
+                    end_state.append(
+                        "the workers at the end are not each slot's latest registration"
+                    )
             except AssertionError as exc:
-                verdict.failures.append(f"/api/status and /metrics disagree at the end: {exc}")
+                end_state.append(f"/api/status and /metrics disagree at the end: {exc}")
             metrics = parse_metrics(await server.metrics())
         finally:
             await pool.stop()
@@ -1014,7 +1055,9 @@ async def soak_main(cfg: Config) -> int:
             worker_errors += bad
             known += seen
 
-    result: dict[str, Any] = {
+    processes = process_figures(soak)
+    counted = accounting(soak, metrics)
+    figures: dict[str, Any] = {
         "config": {k: v for k, v in vars(cfg).items() if k != "json_path"},
         "server_settings": SERVER_SETTINGS,
         "load_seconds": soak.load_seconds,
@@ -1031,30 +1074,37 @@ async def soak_main(cfg: Config) -> int:
         "violations": tally.violations,
         "unexpected": tally.unexpected,
         "errors": tally.errors,
+        "end_state": end_state,
         "exit_codes": {"server": server_code, "workers": pool.exit_codes},
         "log_errors": {"server": server_errors[:20], "workers": worker_errors[:20]},
         "known_issues": dict(known),
+        "processes": {name: p.to_json() for name, p in processes.items()},
+        "server": vars(counted),
     }
-    result["processes"] = check_leaks(soak, verdict)
-    result["server"] = check_accounting(soak, metrics, verdict)
-    verdict.check(not tally.violations, f"{len(tally.violations)} invariant violations")
-    verdict.check(not tally.errors, f"{len(tally.errors)} scenarios failed")
-    verdict.check(not tally.unexpected, f"{len(tally.unexpected)} sessions ended unexpectedly")
-    verdict.check(not pool.unexpected_exits, "; ".join(pool.unexpected_exits))
-    verdict.check(server_code == 0, f"server exited {server_code} on SIGTERM")
-    verdict.check(
-        all(c == 0 for c in pool.exit_codes), f"workers exited {pool.exit_codes} on SIGTERM"
+    result = SoakResult(
+        cfg=cfg,
+        load_seconds=soak.load_seconds,
+        wall_seconds=figures["wall_seconds"],
+        sessions_started=tally.started,
+        ended_by_cause=dict(tally.causes),
+        inactivity_timeouts=tally.causes["inactivity_timeout"],
+        inactivity_warnings=tally.inactivity_warnings,
+        processes=processes,
+        accounting=counted,
+        violations=list(tally.violations),
+        end_state=end_state,
+        unexpected=list(tally.unexpected),
+        errors=list(tally.errors),
+        unexpected_exits=list(pool.unexpected_exits),
+        exit_codes=figures["exit_codes"],
+        log_errors={"server": server_errors, "workers": worker_errors},
+        known_issues=dict(known),
+        figures=figures,
     )
-    verdict.check(not server_errors, f"server logged {len(server_errors)} errors/tracebacks")
-    verdict.check(not worker_errors, f"workers logged {len(worker_errors)} errors/tracebacks")
-    verdict.check(
-        tally.causes["inactivity_timeout"] == tally.inactivity_warnings,
-        "an inactivity timeout came without its warning",
-    )
-    result["failures"] = verdict.failures
-    result["passed"] = not verdict.failures
-    report(soak, result, verdict)
-    if verdict.failures:
+    failures = problems(result)
+    figures["failures"] = failures
+    report(soak, result, failures)
+    if failures:
         with tempfile.NamedTemporaryFile(
             "w", prefix="playcast-soak-", suffix=".log", delete=False
         ) as f:
@@ -1064,11 +1114,11 @@ async def soak_main(cfg: Config) -> int:
                     f.write(f"\n\n===== worker slot {slot.index}, process {i} =====\n")
                     f.write("\n".join(wp.lines))
         print(f"  logs: {f.name}")
-    text = json.dumps(result, default=str)
+    text = json.dumps(figures, default=str)
     if cfg.json_path:
         _write(cfg.json_path, text)
     print("SOAK_RESULT " + text)
-    return 0 if not verdict.failures else 1
+    return result
 
 
 def _write(path: str, text: str) -> None:
@@ -1122,7 +1172,8 @@ def main(argv: list[str] | None = None) -> int:
     # The peers that fail handshakes on purpose make aiortc complain; that is the point.
     for noisy in ("aiortc", "aioice"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    return asyncio.run(soak_main(cfg))
+    result = asyncio.run(run_soak(cfg))
+    return 1 if problems(result) else 0
 
 
 if __name__ == "__main__":

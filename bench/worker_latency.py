@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import psutil
+from playcast_testing.metrics import percentile
 from playcast_testing.peer import PeerOptions, TestPeer, Viewer
 from playcast_testing.servers import running_server
 from playcast_testing.workers import running_worker
@@ -55,8 +56,8 @@ class Results:
         return {
             "first_frame_ms": statistics.median(self.first_frame_ms),
             "first_frame_max_ms": max(self.first_frame_ms),
-            "touch_p50_ms": _percentile(touches, 50),
-            "touch_p95_ms": _percentile(touches, 95),
+            "touch_p50_ms": percentile(touches, 50),
+            "touch_p95_ms": percentile(touches, 95),
             "touch_max_ms": touches[-1],
             "idle_fps": self.idle_fps,
             "touch_fps": self.touch_fps,
@@ -65,12 +66,6 @@ class Results:
             "idle_cpu_percent": self.idle_cpu_percent,
             "touch_cpu_percent": self.touch_cpu_percent,
         }
-
-
-def _percentile(sorted_values: list[float], p: float) -> float:
-    k = (len(sorted_values) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
 def _touch_points(n: int, rng: random.Random) -> list[tuple[float, float]]:

@@ -72,6 +72,7 @@ from playcast.backends.scrcpy import (
 )
 from playcast.protocol import DEFAULT_GAME
 
+# testkit/playcast_testing/fake_device.py -> the repository root (an editable install).
 FAKE_ADB: Final = Path(__file__).resolve().parents[2] / "tests" / "fake_adb" / "adb"
 LAUNCHER: Final = "com.android.launcher3/.uioverrides.QuickstepLauncher"
 START_CODE: Final = b"\x00\x00\x00\x01"
