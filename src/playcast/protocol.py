@@ -25,7 +25,9 @@ ShutdownReason = Literal[
     "handshake_timeout",
     "server_shutdown",
 ]
-ErrorCode = Literal["bad_message", "not_registered", "unexpected_message", "unknown_game"]
+ErrorCode = Literal[
+    "bad_message", "not_registered", "unexpected_message", "unknown_game", "resume_failed"
+]
 RejectReason = Literal[
     "no_worker_available",
     "unknown_game",
@@ -120,6 +122,8 @@ class Registered(_Msg, tag="registered"):
     worker_id: str
     heartbeat_interval: float
     heartbeat_timeout: float
+    # Seconds a session waits for a member whose socket dropped (0: none).
+    resume_grace: float | None = None
 
 
 class SessionStart(_Msg, tag="session_start"):
@@ -128,6 +132,8 @@ class SessionStart(_Msg, tag="session_start"):
     ice_servers: list[IceServer]
     # The codec pairing chose: the worker's first that the player can decode.
     codec: str | None = None
+    # With --resume-grace: the secret that resumes this member's place.
+    resume_token: str | None = None
 
 
 # --- client -----------------------------------------------------------------
@@ -145,6 +151,8 @@ class Assigned(_Msg, tag="assigned"):
     worker_id: str
     ice_servers: list[IceServer]
     codec: str | None = None
+    resume_token: str | None = None
+    resume_grace: float | None = None
 
 
 class Rejected(_Msg, tag="rejected"):
@@ -169,6 +177,25 @@ class InactivityWarning(_Msg, tag="inactivity_warning"):
 
 class Leave(_Msg, tag="leave"):
     pass
+
+
+# --- resuming a session over a new socket (--resume-grace) -------------------
+
+
+class Resume(_Msg, tag="resume"):
+    """A member's first message on a new socket, instead of register/join."""
+
+    session_id: Id
+    token: Annotated[str, msgspec.Meta(max_length=128)]
+
+
+class Resumed(_Msg, tag="resumed"):
+    session_id: str
+    resume_token: str  # the old one is spent
+
+
+class Reconnect(_Msg, tag="reconnect"):
+    """This node is stopping while others live: resume elsewhere, now."""
 
 
 # --- handshake (relayed inside one session) ---------------------------------
@@ -215,6 +242,9 @@ Message = (
     | Input
     | InactivityWarning
     | Leave
+    | Resume
+    | Resumed
+    | Reconnect
     | Offer
     | Answer
     | IceCandidate

@@ -28,6 +28,7 @@ class Start(_Bus, tag="start"):
     client_node: str
     codec: str
     ice_servers: list[IceServer]
+    resume_token: str = ""  # the worker's, when resume is on
 
 
 class Assign(_Bus, tag="assign"):
@@ -39,6 +40,7 @@ class Assign(_Bus, tag="assign"):
     client_id: str
     codec: str
     ice_servers: list[IceServer]
+    resume_token: str = ""  # the client's, when resume is on
 
 
 class Relay(_Bus, tag="relay"):

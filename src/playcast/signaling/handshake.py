@@ -15,7 +15,7 @@ from playcast.protocol import (
     WebrtcFailed,
     encode_str,
 )
-from playcast.signaling import sessions
+from playcast.signaling import resume, sessions
 from playcast.signaling.bus import Connected, Relay, Up
 from playcast.signaling.events import event, step
 from playcast.signaling.peers import error
@@ -37,11 +37,18 @@ def session_of(state: State, peer: Worker | Client, session_id: str) -> Session 
 
 
 def deliver(state: State, session: Session, sender: Worker | Client, msg: Message) -> None:
-    """Relay ``msg`` to the sender's partner, on this node or through its own."""
+    """Relay ``msg`` to the sender's partner, on this node or through its own;
+    held for the partner if it is away (its socket dropped; it may resume)."""
     if isinstance(sender, Worker):
+        if session.client_away_until:
+            resume.hold(state, session, "client", msg)
+            return
         node, partner_id = session.client_node, session.client_id
         partner: Worker | Client | None = sessions.local_client(state, session)
     else:
+        if session.worker_away_until:
+            resume.hold(state, session, "worker", msg)
+            return
         node, partner_id = session.worker_node, session.worker_id
         partner = sessions.local_worker(state, session)
     if node != state.node:
@@ -58,9 +65,13 @@ def relayed(state: State, session: Session, to: str, msg: Message) -> None:
         session.phase = "awaiting_answer"
     elif isinstance(msg, Answer) and session.phase == "awaiting_answer":
         session.phase = "negotiating"
+    member_role = "worker" if session.worker_id == to else "client"
+    if resume.is_away(session, member_role):
+        resume.hold(state, session, member_role, msg)
+        return
     member: Worker | Client | None = (
         sessions.local_worker(state, session)
-        if session.worker_id == to
+        if member_role == "worker"
         else sessions.local_client(state, session)
     )
     if member is not None and member.id == to:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from playcast.protocol import InactivityWarning, Ping
-from playcast.signaling import sessions
+from playcast.signaling import resume, sessions
 from playcast.signaling.closing import expire_acks, forget
 from playcast.signaling.events import CLOSE_NORMAL, CLOSE_POLICY, event
 from playcast.signaling.pairing import expire_waits
@@ -57,6 +57,8 @@ def tick(state: State) -> None:
                 state.metrics.count(state.metrics.internal_errors, "sweep")
                 state.handshaking.pop(session.id, None)
     expire_acks(state, now)
+    if state.waiting_for:
+        resume.expire(state, now)
 
 
 def _check_peer(state: State, peer: Peer, now: float) -> bool:
@@ -67,7 +69,7 @@ def _check_peer(state: State, peer: Peer, now: float) -> bool:
         event(f"{role(peer)}_heartbeat_timeout", **ids(peer))
         sessions.fail(state, peer, "heartbeat_timeout", CLOSE_NORMAL)
         return False
-    if not _said_hello(peer) and now - peer.opened_at > s.hello_timeout:
+    if not said_hello(peer) and now - peer.opened_at > s.hello_timeout:
         state.metrics.count(state.metrics.hello_timeouts, role(peer))
         event(f"{role(peer)}_hello_timeout", **ids(peer))
         forget(state, peer)
@@ -81,7 +83,7 @@ def _check_peer(state: State, peer: Peer, now: float) -> bool:
     return True
 
 
-def _said_hello(peer: Peer) -> bool:
+def said_hello(peer: Peer) -> bool:
     if isinstance(peer, Worker):
         return peer.status != "registering"
     return isinstance(peer, Client) and peer.joined

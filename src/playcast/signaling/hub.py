@@ -19,8 +19,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from playcast.protocol import BadMessage, Input, Message, Pong, ShutdownAck, decode, message_type
-from playcast.signaling import clients, heartbeat, nodes, pairing, peers, sessions, status, workers
+from playcast.protocol import (
+    BadMessage,
+    Input,
+    Message,
+    Pong,
+    Resume,
+    ShutdownAck,
+    decode,
+    message_type,
+)
+from playcast.signaling import (
+    clients,
+    heartbeat,
+    nodes,
+    pairing,
+    peers,
+    resume,
+    sessions,
+    status,
+    workers,
+)
 from playcast.signaling.bus import BusMessage
 from playcast.signaling.closing import acked, release, shut_down
 from playcast.signaling.events import event, step
@@ -71,9 +90,10 @@ class Hub(State):
         """The socket is gone (closed by the peer, or by us); ``code`` for the log."""
         if release(self, peer) or not self.is_live(peer):
             return
-        event(f"{role(peer)}_disconnected", code=code, **ids(peer))
         try:
-            sessions.fail(self, peer)
+            if not resume.step_away(self, peer):
+                event(f"{role(peer)}_disconnected", code=code, **ids(peer))
+                sessions.fail(self, peer)
         except Exception:
             peers.crashed(self, peer, "close")
         self._settle()
@@ -109,6 +129,11 @@ class Hub(State):
             return
         if peer.id in self.closing:
             self._while_closing(peer, msg)
+        elif isinstance(msg, Resume):
+            if heartbeat.said_hello(peer):
+                peers.error(self, peer, "unexpected_message", "resume must be the first message")
+            else:
+                resume.come_back(self, peer, msg)
         elif isinstance(peer, Worker):
             workers.handle(self, peer, msg)
         elif isinstance(peer, Client):

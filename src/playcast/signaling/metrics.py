@@ -107,6 +107,12 @@ class Metrics:
             ["role", "kind"],
             registry=r,
         )
+        self.resume_events = Counter(
+            "playcast_resume_events",
+            "Members away (socket dropped mid-session), resumed, refused, or out of grace",
+            ["event"],
+            registry=r,
+        )
         self.node_events = Counter(
             "playcast_node_events",
             "Cluster events: a peer node found dead, this node cut off or back",

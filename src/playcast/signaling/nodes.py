@@ -12,7 +12,7 @@ found.
 from __future__ import annotations
 
 from playcast.protocol import Assigned, BadMessage, SessionStart, decode
-from playcast.signaling import handshake, pairing, sessions
+from playcast.signaling import handshake, pairing, resume, sessions
 from playcast.signaling.bus import (
     Again,
     Assign,
@@ -78,7 +78,9 @@ def _start(state: State, msg: Start) -> None:
         msg.codec,
         state.wall_clock(),
     )
-    sessions.open_session(state, entry)
+    session = sessions.open_session(state, entry)
+    if msg.resume_token:
+        session.worker_token = resume.digest(msg.resume_token)
     state.send(
         worker,
         SessionStart(
@@ -86,6 +88,7 @@ def _start(state: State, msg: Start) -> None:
             client_id=msg.client_id,
             ice_servers=msg.ice_servers,
             codec=msg.codec,
+            resume_token=msg.resume_token or None,
         ),
     )
 
@@ -107,7 +110,9 @@ def _assign(state: State, msg: Assign) -> None:
         msg.codec,
         state.wall_clock(),
     )
-    sessions.open_session(state, entry)
+    session = sessions.open_session(state, entry)
+    if msg.resume_token:
+        session.client_token = resume.digest(msg.resume_token)
     state.send(
         client,
         Assigned(
@@ -116,6 +121,8 @@ def _assign(state: State, msg: Assign) -> None:
             worker_id=msg.worker_id,
             ice_servers=msg.ice_servers,
             codec=msg.codec,
+            resume_token=msg.resume_token or None,
+            resume_grace=state.settings.resume_grace if msg.resume_token else None,
         ),
     )
 

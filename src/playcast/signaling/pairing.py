@@ -17,7 +17,7 @@ from playcast.protocol import (
     RejectReason,
     SessionStart,
 )
-from playcast.signaling import sessions
+from playcast.signaling import resume, sessions
 from playcast.signaling.bus import Again, Assign, Line, Start
 from playcast.signaling.closing import forget, shut_down
 from playcast.signaling.events import CLOSE_NORMAL, REJECT_TEXT, event
@@ -81,6 +81,7 @@ def _worker_published(state: State, op: Publish, outcome: Outcome | None) -> Non
                 worker_id=worker.id,
                 heartbeat_interval=state.settings.heartbeat_interval,
                 heartbeat_timeout=state.settings.heartbeat_timeout,
+                resume_grace=state.settings.resume_grace if resume.enabled(state) else None,
             ),
         )
     if isinstance(outcome, Paired):
@@ -149,12 +150,22 @@ def begin(state: State, paired: Paired) -> None:
         return
     session = sessions.open_session(state, entry)
     ice = ice_servers_for(state.settings, entry.id, state.wall_clock())
+    worker_token = client_token = None
+    grace = None
+    if resume.enabled(state):
+        grace = state.settings.resume_grace
+        worker_token, session.worker_token = resume.new_token()
+        client_token, session.client_token = resume.new_token()
     worker = sessions.local_worker(state, session)
     if worker is not None:
         state.send(
             worker,
             SessionStart(
-                session_id=entry.id, client_id=entry.client, ice_servers=ice, codec=entry.codec
+                session_id=entry.id,
+                client_id=entry.client,
+                ice_servers=ice,
+                codec=entry.codec,
+                resume_token=worker_token,
             ),
         )
     elif entry.worker_node != state.node:
@@ -167,6 +178,7 @@ def begin(state: State, paired: Paired) -> None:
                 client_node=entry.client_node,
                 codec=entry.codec,
                 ice_servers=ice,
+                resume_token=worker_token or "",
             ),
         )
     client = sessions.local_client(state, session)
@@ -179,6 +191,8 @@ def begin(state: State, paired: Paired) -> None:
                 worker_id=entry.worker,
                 ice_servers=ice,
                 codec=entry.codec,
+                resume_token=client_token,
+                resume_grace=grace,
             ),
         )
     elif entry.client_node != state.node:
@@ -191,6 +205,7 @@ def begin(state: State, paired: Paired) -> None:
                 client_id=entry.client,
                 codec=entry.codec,
                 ice_servers=ice,
+                resume_token=client_token or "",
             ),
         )
     event(

@@ -12,7 +12,7 @@ from playcast.protocol import FailureKind, Shutdown, ShutdownReason
 from playcast.signaling.bus import End
 from playcast.signaling.closing import forget, shut_down
 from playcast.signaling.events import REASON_TEXT, event, step
-from playcast.signaling.shared import EndSession, SessionEntry
+from playcast.signaling.shared import EndSession, SessionEntry, Withdraw
 from playcast.signaling.state import State
 from playcast.signaling.types import Client, Peer, Session, Worker
 
@@ -82,6 +82,11 @@ def end(
     (not a partner node's ``End``), so it logs, counts and tells."""
     state.sessions.pop(session.id, None)
     state.handshaking.pop(session.id, None)
+    if state.waiting_for.pop(session.id, None) is not None:
+        for member_id in (session.worker_id, session.client_id):
+            away = state.away.pop(member_id, None)  # it will not be coming back
+            if isinstance(away, Worker):
+                state.request(Withdraw(away.id))
     if origin:
         reason = client_reason or worker_reason or "client_failed"
         state.metrics.count(state.metrics.sessions_ended, reason)

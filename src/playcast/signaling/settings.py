@@ -33,6 +33,9 @@ class Settings:
     redis: str | None = None
     node_id: str | None = None
     node_ttl: float = 2.0
+    # Seconds a session waits for a member whose socket dropped, to resume
+    # (0: the seed's rule, a dropped socket is a dead peer).
+    resume_grace: float = 0.0
     # Open sockets per remote address; 0: no cap.
     max_connections_per_ip: int = 0
     # /api/status and /metrics answer loopback, and requests carrying this

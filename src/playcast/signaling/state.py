@@ -68,6 +68,10 @@ class State:
         self.isolated = False
         # Nodes known dead: nothing more is told to them.
         self.gone_nodes: set[str] = set()
+        # Resume: members whose socket dropped mid-session (by id), and the
+        # sessions waiting for one (by id), until their grace runs out.
+        self.away: dict[str, Worker | Client] = {}
+        self.waiting_for: dict[str, Session] = {}
         # Peers told to shut down and not yet closed, by id.
         self.closing: dict[str, Peer] = {}
         self.handshaking: dict[str, Session] = {}

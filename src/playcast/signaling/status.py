@@ -75,7 +75,7 @@ def check_invariants(state: State) -> Iterator[str]:
             s = state.sessions.get(w.session_id or "")
             if s is None or s.worker_id != w.id:
                 yield f"worker {w.id} busy without a session"
-            elif s.client_node == here and w.client_id not in state.clients:
+            elif s.client_node == here and not _present(state, w.client_id):
                 yield f"worker {w.id} busy with a client that is gone"
             if in_pool:
                 yield f"busy worker {w.id} is in the available pool"
@@ -96,10 +96,12 @@ def check_invariants(state: State) -> Iterator[str]:
         if c.queued_at and c.id not in state.waiting:
             yield f"client {c.id} waits in no line"
     for s in state.sessions.values():
-        if s.worker_node == here and s.worker_id not in state.workers:
+        if s.worker_node == here and not _present(state, s.worker_id):
             yield f"session {s.id} has a worker that is gone"
-        if s.client_node == here and s.client_id not in state.clients:
+        if s.client_node == here and not _present(state, s.client_id):
             yield f"session {s.id} has a client that is gone"
+        if (s.worker_away_until or s.client_away_until) and s.id not in state.waiting_for:
+            yield f"session {s.id} waits for a member but is not on the waiting list"
         if here not in (s.worker_node, s.client_node):
             yield f"session {s.id} has no member here"
     for game, queue in pool.items():
@@ -109,6 +111,12 @@ def check_invariants(state: State) -> Iterator[str]:
                 yield f"pool for {game} holds {wid}, which is not available"
             elif entry.game != game:
                 yield f"pool for {game} holds {wid}, a worker for {entry.game}"
+    for pid, away in state.away.items():
+        s = state.sessions.get(away.session_id or "")
+        if s is None or s.id not in state.waiting_for:
+            yield f"away member {pid} has no session waiting for it"
+        elif pid in state.workers or pid in state.clients:
+            yield f"away member {pid} is also live"
     for cid in state.waiting:
         if cid not in state.clients:
             yield f"waiting client {cid} is gone"
@@ -119,3 +127,8 @@ def check_invariants(state: State) -> Iterator[str]:
         for pid, peer in slot.items():
             if not state.is_live(peer):
                 yield f"slot {index} holds {pid}, which is not live"
+
+
+def _present(state: State, member_id: str | None) -> bool:
+    """Live here, or away with its session waiting for it to resume."""
+    return member_id in state.clients or member_id in state.workers or member_id in state.away

@@ -7,10 +7,11 @@ The wire messages live in ``playcast.protocol``; the settings in
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from playcast.protocol import DEFAULT_GAME, ShutdownReason
+from playcast.protocol import DEFAULT_GAME, Message, ShutdownReason
 
 # "registering" until the first register message; the seed's two states after.
 WorkerStatus = Literal["registering", "available", "busy"]
@@ -121,3 +122,11 @@ class Session:
     worker_node: str = ""
     client_node: str = ""
     owner: bool = True
+    # Resume (--resume-grace): each member's token, hashed; when a member's
+    # socket is gone, until when it may come back (0: attached), and what its
+    # partner sent meanwhile (bounded: RESUME_BUFFER messages).
+    worker_token: bytes = b""
+    client_token: bytes = b""
+    worker_away_until: float = 0.0
+    client_away_until: float = 0.0
+    held: dict[str, deque[Message]] | None = None
