@@ -150,7 +150,8 @@ class Cluster:
         del self.hubs[name]
         self.requests.pop(name)
         self.bus.pop(name)
-        lines = self.shared.forget_node(name)
+        grace = next(iter(self.hubs.values())).settings.resume_grace if self.hubs else 0
+        lines = self.shared.forget_node(name, keep_sessions=grace > 0)
         survivors = noticed_by or tuple(self.hubs)
         for index, node in enumerate(survivors):
             self.hubs[node].node_down(name, lines if index == 0 else {})

@@ -115,3 +115,23 @@ async def test_ending_sessions(run: Run) -> None:
     assert isinstance(out, Paired)
     assert await run(EndSession("s1")) == Done()
     assert await run(EndSession("s1")) == Done()
+
+
+async def test_reattach_spends_the_token_and_moves_the_member(run: Run) -> None:
+    from playcast.signaling.shared import Denied, Reattach, Reattached, SetTokens
+
+    await run(Publish(worker("w1"), "x", 1.0))
+    out = await run(Pair(client("c1"), "s1", 0, 2.0))
+    assert isinstance(out, Paired)
+    assert await run(SetTokens("s1", "aa" * 32, "bb" * 32)) == Done()
+    assert await run(Reattach("s1", "client", "aa" * 32, "cc" * 32, "A")) == Denied()
+    moved = await run(Reattach("s1", "client", "bb" * 32, "cc" * 32, "A"))
+    assert isinstance(moved, Reattached)
+    assert (moved.session.client_node, moved.session.worker_node) == ("A", "A")
+    assert (moved.old_node, moved.old_alive, moved.partner_alive) == ("B", True, True)
+    assert (moved.session.worker, moved.session.client, moved.session.game) == ("w1", "c1", GAME)
+    assert await run(Reattach("s1", "client", "bb" * 32, "dd" * 32, "B")) == Denied()  # spent
+    back = await run(Reattach("s1", "client", "cc" * 32, "dd" * 32, "B"))
+    assert isinstance(back, Reattached) and back.old_node == "A"
+    await run(EndSession("s1"))
+    assert await run(Reattach("s1", "worker", "aa" * 32, "ee" * 32, "B")) == Denied()

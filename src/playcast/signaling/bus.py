@@ -72,6 +72,21 @@ class Again(_Bus, tag="again"):
     member: str
 
 
+class Take(_Bus, tag="take"):
+    """To the node a member was on: it resumed on ``node``; hand over what
+    was held for it, and let go of it."""
+
+    role: str
+    node: str
+
+
+class Moved(_Bus, tag="moved"):
+    """To its partner's node: the member resumed on ``node``."""
+
+    role: str
+    node: str
+
+
 class Line(_Bus, tag="line"):
     """A game's waiting line changed: its clients, in order, and their nodes."""
 
@@ -86,7 +101,7 @@ class Snap(_Bus, tag="snap"):
     reply: str
 
 
-BusMessage = Start | Assign | Relay | Connected | Up | End | Again | Line | Snap
+BusMessage = Start | Assign | Relay | Connected | Up | End | Again | Take | Moved | Line | Snap
 Role = Literal["worker", "client"]
 
 _decoder: Final[msgspec.json.Decoder[BusMessage]] = msgspec.json.Decoder(BusMessage)

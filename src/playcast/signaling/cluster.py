@@ -103,7 +103,8 @@ class ClusterLink:
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await task
         with contextlib.suppress(RedisError, OSError, TimeoutError):
-            await self.shared.forget_node(self.node, force=True)
+            grace = self.hub.settings.resume_grace
+            await self.shared.forget_node(self.node, force=True, grace=grace)
         await self.redis.aclose()
         await self.reader.aclose()
 
@@ -229,7 +230,7 @@ class ClusterLink:
         for node, up in zip(candidates, alive, strict=True):
             if up or node in self.hub.gone_nodes:
                 continue
-            lines = await self.shared.forget_node(node)
+            lines = await self.shared.forget_node(node, grace=self.hub.settings.resume_grace)
             event("node_found_dead", node=node, cleaned_here=lines is not None)
             self.hub.node_down(node, lines)
             self.flush()

@@ -14,6 +14,7 @@ log = logging.getLogger("playcast.signaling")
 CLOSE_NORMAL: Final = 1000
 CLOSE_POLICY: Final = 1008
 CLOSE_INTERNAL: Final = 1011
+CLOSE_SERVICE_RESTART: Final = 1012  # after "reconnect": come back, elsewhere
 
 REASON_TEXT: Final[dict[ShutdownReason, str]] = {
     "inactivity_timeout": "No input from the player for too long.",

@@ -16,8 +16,8 @@ from playcast.signaling.closing import expire_acks, forget
 from playcast.signaling.events import CLOSE_NORMAL, CLOSE_POLICY, event
 from playcast.signaling.pairing import expire_waits
 from playcast.signaling.peers import crashed
-from playcast.signaling.state import SLOTS, State, ids, role
-from playcast.signaling.types import Client, Peer, Worker
+from playcast.signaling.state import SLOTS, State, ids, role, said_hello
+from playcast.signaling.types import Client, Peer
 
 log = logging.getLogger("playcast.signaling")
 
@@ -81,12 +81,6 @@ def _check_peer(state: State, peer: Peer, now: float) -> bool:
         if peer.queued_at:
             return not expire_waits(state, peer, now)
     return True
-
-
-def said_hello(peer: Peer) -> bool:
-    if isinstance(peer, Worker):
-        return peer.status != "registering"
-    return isinstance(peer, Client) and peer.joined
 
 
 def _check_inactivity(state: State, client: Client, now: float) -> bool:

@@ -44,7 +44,7 @@ from playcast.signaling.bus import BusMessage
 from playcast.signaling.closing import acked, release, shut_down
 from playcast.signaling.events import event, step
 from playcast.signaling.shared import ClientEntry, Op, Outcome
-from playcast.signaling.state import State, fmt_remote, ids, role
+from playcast.signaling.state import State, fmt_remote, ids, role, said_hello
 from playcast.signaling.types import Client, Connection, Peer, RateLimit, Worker
 
 P = TypeVar("P", bound=Peer)
@@ -130,7 +130,7 @@ class Hub(State):
         if peer.id in self.closing:
             self._while_closing(peer, msg)
         elif isinstance(msg, Resume):
-            if heartbeat.said_hello(peer):
+            if said_hello(peer):
                 peers.error(self, peer, "unexpected_message", "resume must be the first message")
             else:
                 resume.come_back(self, peer, msg)
@@ -204,11 +204,24 @@ class Hub(State):
         heartbeat.tick(self)
         self._settle()
 
-    def shutdown_all(self) -> None:
+    def shutdown_all(self, reconnect: bool = False) -> None:
         """Server stop: everyone here, idle or not, is shut down with
-        server_shutdown; a partner on another node hears its partner failed."""
+        server_shutdown; a partner on another node hears its partner failed.
+
+        ``reconnect`` (other nodes live, resume on): everyone is told
+        ``reconnect`` instead, and session members resume elsewhere, their
+        sessions waiting for them here until another node takes them over."""
         self.stopping = True
-        event("server_stopping", workers=len(self.workers), clients=len(self.clients))
+        event(
+            "server_stopping",
+            workers=len(self.workers),
+            clients=len(self.clients),
+            reconnect=reconnect or None,
+        )
+        if reconnect:
+            resume.send_elsewhere(self, list(self.sessions.values()))
+            self._settle()
+            return
         for session in list(self.sessions.values()):
             here = self.node
             sessions.end(

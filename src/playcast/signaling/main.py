@@ -114,6 +114,8 @@ class Pump:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.drained = asyncio.Event()
+        # Stopping with "reconnect": every away member taken by another node.
+        self.handed_over = asyncio.Event()
         self.per_ip: dict[str, int] = {}
         # In a cluster: where the core's shared-state requests and messages
         # for other nodes go (a lone server settles its own in memory).
@@ -125,6 +127,8 @@ class Pump:
             self.cluster.submit()
         if self.hub.drained:
             self.drained.set()
+            if not self.hub.away:
+                self.handed_over.set()
 
     @property
     def serving(self) -> bool:
@@ -137,8 +141,8 @@ class Pump:
         finally:
             self.flush()
 
-    def shutdown_all(self) -> None:
-        self.hub.shutdown_all()
+    def shutdown_all(self, reconnect: bool = False) -> None:
+        self.hub.shutdown_all(reconnect)
         self.flush()
 
 
@@ -312,11 +316,22 @@ async def drain(pump: Pump) -> None:
     """Shut everyone down and wait for their acks (bounded by the ack timeout).
 
     Acks arrive on the socket tasks and the sweep closes the silent peers at
-    their deadline; the pump says when the last one is done.
+    their deadline; the pump says when the last one is done. In a cluster
+    with resume on and other nodes alive, everyone is told ``reconnect``
+    instead, and the node stays until other nodes have taken over its
+    sessions' members (bounded by the grace, and 10 s).
     """
+    settings = pump.hub.settings
+    cluster = pump.cluster
+    if cluster is not None and settings.resume_grace > 0 and cluster.known:
+        pump.shutdown_all(reconnect=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(settings.resume_grace, 10.0)):
+                await pump.handed_over.wait()
+        return
     pump.shutdown_all()
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(pump.hub.settings.shutdown_ack_timeout + 1.0):
+        async with asyncio.timeout(settings.shutdown_ack_timeout + 1.0):
             await pump.drained.wait()
 
 
@@ -441,6 +456,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(
         parser,
+        "--resume-grace",
+        type=float,
+        default=d.resume_grace,
+        help="seconds a session waits for a member whose socket dropped to resume (0: off)",
+    )
+    add_flag(
+        parser,
         "--queue-limit",
         type=int,
         default=d.queue_limit,
@@ -489,6 +511,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         node_id=args.node_id or None,
         node_ttl=args.node_ttl,
         queue_limit=args.queue_limit,
+        resume_grace=args.resume_grace,
         queue_timeout=args.queue_timeout,
         ice_servers=tuple(args.ice_server),
         max_message_rate=args.max_message_rate,

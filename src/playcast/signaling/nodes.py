@@ -20,9 +20,11 @@ from playcast.signaling.bus import (
     Connected,
     End,
     Line,
+    Moved,
     Relay,
     Snap,
     Start,
+    Take,
     Up,
 )
 from playcast.signaling.closing import shut_down
@@ -42,6 +44,10 @@ def on_bus(state: State, msg: BusMessage) -> None:
         _assign(state, msg)
     elif isinstance(msg, Again):
         pairing.offer_again(state, msg.member)
+    elif isinstance(msg, Take):
+        resume.take(state, msg)
+    elif isinstance(msg, Moved):
+        resume.moved(state, msg)
     else:
         session = state.sessions.get(msg.session_id)
         if session is None:
@@ -132,16 +138,25 @@ def node_down(state: State, node: str) -> None:
     if node == state.node or node in state.gone_nodes:
         return
     state.gone_nodes.add(node)
-    ended = 0
+    ended = waiting = 0
     for session in list(state.sessions.values()):
-        if session.worker_node == node:
+        gone = "worker" if session.worker_node == node else None
+        if session.client_node == node:
+            gone = "client"
+        if gone is None:
+            continue
+        if resume.enabled(state):
+            # Its member may resume on another node within the grace.
+            resume.mark_away(state, session, gone)
+            waiting += 1
+        elif gone == "worker":
             sessions.end(state, session, None, "worker_failed")
             ended += 1
-        elif session.client_node == node:
+        else:
             sessions.end(state, session, "client_failed", None)
             ended += 1
     state.metrics.count(state.metrics.node_events, "peer_down")
-    event("node_down", node=node, sessions_ended=ended)
+    event("node_down", node=node, sessions_ended=ended, sessions_waiting=waiting)
 
 
 def cut_off(state: State) -> None:
@@ -153,6 +168,11 @@ def cut_off(state: State) -> None:
         return
     state.isolated = True
     ended = 0
+    if resume.enabled(state):
+        # The others hold these sessions for their members to resume: ours
+        # go to another node (reconnect), and this node lets go of them.
+        shared = [s for s in state.sessions.values() if s.worker_node != s.client_node]
+        resume.send_elsewhere_only(state, shared)
     for session in list(state.sessions.values()):
         if session.worker_node != state.node:
             sessions.end(state, session, None, "worker_failed")

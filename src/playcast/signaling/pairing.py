@@ -24,6 +24,7 @@ from playcast.signaling.events import CLOSE_NORMAL, REJECT_TEXT, event
 from playcast.signaling.ice import ice_servers_for
 from playcast.signaling.shared import (
     ClientEntry,
+    Denied,
     Done,
     EndSession,
     LeaveLine,
@@ -32,7 +33,10 @@ from playcast.signaling.shared import (
     Pair,
     Paired,
     Publish,
+    Reattach,
+    Reattached,
     Refused,
+    SetTokens,
     WorkerEntry,
 )
 from playcast.signaling.shared import (
@@ -44,7 +48,10 @@ from playcast.signaling.types import Client
 
 def settle(state: State, op: Op, outcome: Outcome | None) -> None:
     """Apply the shared state's answer to ``op``; None: it could not be asked."""
-    if isinstance(op, Pair):
+    if isinstance(op, Reattach):
+        assert outcome is None or isinstance(outcome, Reattached | Denied)
+        resume.reattached(state, op, outcome)
+    elif isinstance(op, Pair):
         _client_paired(state, op, outcome)
     elif isinstance(op, Publish):
         _worker_published(state, op, outcome)
@@ -156,6 +163,10 @@ def begin(state: State, paired: Paired) -> None:
         grace = state.settings.resume_grace
         worker_token, session.worker_token = resume.new_token()
         client_token, session.client_token = resume.new_token()
+        if state.memory is None:  # a member may resume on any node
+            state.request(
+                SetTokens(entry.id, session.worker_token.hex(), session.client_token.hex())
+            )
     worker = sessions.local_worker(state, session)
     if worker is not None:
         state.send(

@@ -30,6 +30,7 @@ from redis.commands.core import AsyncScript
 
 from playcast.signaling.shared import (
     ClientEntry,
+    Denied,
     Done,
     EndSession,
     LeaveLine,
@@ -41,8 +42,11 @@ from playcast.signaling.shared import (
     Paired,
     Publish,
     Queued,
+    Reattach,
+    Reattached,
     Refused,
     SessionEntry,
+    SetTokens,
     Withdraw,
     WorkerEntry,
 )
@@ -202,17 +206,62 @@ end
 return cjson.encode({'done'})
 """
 
+_SET_TOKENS = r"""
+if redis.call('EXISTS', 'pc:s:' .. ARGV[1]) == 1 then
+  redis.call('HSET', 'pc:s:' .. ARGV[1], 'wt', ARGV[2], 'ct', ARGV[3])
+end
+return cjson.encode({'done'})
+"""
+
+# Compares SHA-256 digests, never tokens: a timing difference tells nothing
+# of a token.
+_REATTACH = (
+    _LIB
+    + r"""
+local sid, role, token, fresh, node = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local key = 'pc:s:' .. sid
+local field = role == 'worker' and 'wt' or 'ct'
+local kept = redis.call('HGET', key, field)
+if not kept or kept ~= token then return cjson.encode({'denied'}) end
+local where = role == 'worker' and 'worker_node' or 'client_node'
+local old = redis.call('HGET', key, where)
+redis.call('HSET', key, field, fresh, where, node)
+redis.call('PERSIST', key)
+redis.call('SREM', 'pc:ns:' .. old, sid)
+redis.call('SADD', 'pc:ns:' .. node, sid)
+local s = redis.call('HMGET', key, 'worker', 'worker_node', 'client', 'client_node', 'game',
+  'codec', 'started_at', 'phase')
+if role == 'worker' then
+  redis.call('HSET', 'pc:w:' .. s[1], 'node', node, 'game', s[5], 'busy', '1')
+  redis.call('PERSIST', 'pc:w:' .. s[1])
+  redis.call('SREM', 'pc:nw:' .. old, s[1])
+  redis.call('SADD', 'pc:nw:' .. node, s[1])
+end
+local partner = role == 'worker' and s[4] or s[2]
+return cjson.encode({'reattached', s, old, alive(old), alive(partner)})
+"""
+)
+
 # A dead node's cleanup: claimed by the first node to find it (SREM), so it
-# runs once; returns the lines it changed.
+# runs once; returns the lines it changed. With a resume grace (ARGV[3], ms)
+# its sessions (and their busy workers) stay that long, to be resumed elsewhere.
 _FORGET_NODE = (
     _LIB
     + r"""
-local node = ARGV[1]
+local node, grace = ARGV[1], tonumber(ARGV[3])
 if redis.call('SREM', 'pc:nodes', node) == 0 and ARGV[2] ~= 'force' then
   return cjson.encode({'not_mine'})
 end
-for _, wid in ipairs(redis.call('SMEMBERS', 'pc:nw:' .. node)) do withdraw(wid) end
-for _, sid in ipairs(redis.call('SMEMBERS', 'pc:ns:' .. node)) do end_session(sid) end
+for _, wid in ipairs(redis.call('SMEMBERS', 'pc:nw:' .. node)) do
+  if grace > 0 and redis.call('HGET', 'pc:w:' .. wid, 'busy') == '1' then
+    redis.call('PEXPIRE', 'pc:w:' .. wid, grace)
+  else
+    withdraw(wid)
+  end
+end
+for _, sid in ipairs(redis.call('SMEMBERS', 'pc:ns:' .. node)) do
+  if grace > 0 then redis.call('PEXPIRE', 'pc:s:' .. sid, grace) else end_session(sid) end
+end
 local games = {}
 for _, cid in ipairs(redis.call('SMEMBERS', 'pc:nc:' .. node)) do
   local game = drop_client(cid)
@@ -247,6 +296,8 @@ class RedisShared:
         self._end: AsyncScript = r(_END)
         self._mark: AsyncScript = r(_MARK)
         self._forget: AsyncScript = r(_FORGET_NODE)
+        self._set_tokens: AsyncScript = r(_SET_TOKENS)
+        self._reattach: AsyncScript = r(_REATTACH)
         self._beat: AsyncScript = r(_BEAT)
 
     def call(self, op: Op, client: Any = None) -> Any:
@@ -270,6 +321,11 @@ class RedisShared:
             return self._leave(args=[op.client_id], client=c)
         if isinstance(op, EndSession):
             return self._end(args=[op.session_id], client=c)
+        if isinstance(op, SetTokens):
+            return self._set_tokens(args=[op.session_id, op.worker, op.client], client=c)
+        if isinstance(op, Reattach):
+            args = [op.session_id, op.role, op.token, op.fresh, op.node]
+            return self._reattach(args=args, client=c)
         assert isinstance(op, MarkConnected)
         return self._mark(args=[op.session_id], client=c)
 
@@ -281,10 +337,11 @@ class RedisShared:
         return bool(await self._beat(args=[node, int(ttl * 1000), info]))
 
     async def forget_node(
-        self, node: str, *, force: bool = False
+        self, node: str, *, force: bool = False, grace: float = 0.0
     ) -> dict[str, tuple[ClientEntry, ...]] | None:
-        """Clean a dead node up; None if another node already claimed it."""
-        raw = await self._forget(args=[node, "force" if force else ""])
+        """Clean a dead node up; None if another node already claimed it.
+        ``grace``: its sessions stay that long (seconds), to be resumed."""
+        raw = await self._forget(args=[node, "force" if force else "", int(grace * 1000)])
         kind, *rest = json.loads(raw)
         if kind != "forgot":
             return None
@@ -315,6 +372,15 @@ def outcome_of(op: Op, raw: Any) -> Outcome:
         if kind == "queued":
             return Queued(_line(c.game, rest[0]))
         return Refused(rest[0])
+    if isinstance(op, Reattach):
+        if kind != "reattached":
+            return Denied()
+        s, old, old_alive, partner_alive = rest
+        wid, wnode, cid, cnode, game, codec, started, phase = s
+        entry = SessionEntry(
+            op.session_id, wid, wnode, cid, cnode, game, codec, float(started or 0), phase
+        )
+        return Reattached(entry, old, bool(old_alive), bool(partner_alive))
     if isinstance(op, LeaveLine) and len(rest) == 2:
         game, line = rest
         return Done(_line(game, line), game)

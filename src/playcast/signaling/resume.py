@@ -20,12 +20,14 @@ import hmac
 import secrets
 from collections import deque
 
-from playcast.protocol import Message, Resume, Resumed
+from playcast.protocol import Message, Reconnect, Resume, Resumed, encode_str
 from playcast.signaling import sessions
-from playcast.signaling.events import CLOSE_POLICY, event
+from playcast.signaling.bus import Moved, Relay, Take
+from playcast.signaling.events import CLOSE_POLICY, CLOSE_SERVICE_RESTART, event
 from playcast.signaling.peers import error
-from playcast.signaling.state import State, ids, role
-from playcast.signaling.types import Client, Peer, Session, Worker
+from playcast.signaling.shared import Denied, LeaveLine, Reattach, Reattached, Withdraw
+from playcast.signaling.state import State, ids, role, said_hello
+from playcast.signaling.types import Client, ConnectionState, Peer, Session, Worker
 
 HOLD_LIMIT = 64
 TOKEN_BYTES = 24
@@ -128,7 +130,18 @@ def come_back(state: State, peer: Peer, msg: Resume) -> None:
     """A new socket's first message is ``resume``: put it in its member's place."""
     session = state.sessions.get(msg.session_id)
     member_role = role(peer)
-    if not enabled(state) or session is None:
+    if not enabled(state):
+        refuse(state, peer, "resume is off on this server")
+        return
+    if state.memory is None:
+        # In a cluster the member may come back on any node: the shared state
+        # checks the token, spends it, and moves the member here, atomically.
+        raw, kept = new_token()
+        op = Reattach(msg.session_id, member_role, digest(msg.token).hex(), kept.hex(), state.node)
+        state.resuming[op.fresh] = (peer, raw)
+        state.request(op)
+        return
+    if session is None:
         refuse(state, peer, "no such session waiting here")
         return
     member_id = session.worker_id if member_role == "worker" else session.client_id
@@ -155,7 +168,13 @@ def _attached(state: State, member_role: str, member_id: str) -> Worker | Client
     return state.clients.get(member_id)
 
 
-def take_place(state: State, peer: Peer, old: Peer, session: Session) -> None:
+def take_place(
+    state: State,
+    peer: Peer,
+    old: Peer,
+    session: Session,
+    fresh: tuple[str, bytes] | None = None,
+) -> None:
     """``peer`` (a fresh socket) becomes the member ``old`` was."""
     # The fresh record takes the member's id, so every reference to the
     # member (the session, the partner, other nodes) stays true.
@@ -177,13 +196,15 @@ def take_place(state: State, peer: Peer, old: Peer, session: Session) -> None:
         peer.connection_state = old.connection_state
         peer.last_input, peer.warned = state.clock(), False
         state.clients[peer.id] = peer
-    welcome(state, peer, session)
+    welcome(state, peer, session, fresh)
 
 
-def welcome(state: State, peer: Peer, session: Session) -> None:
+def welcome(
+    state: State, peer: Peer, session: Session, fresh: tuple[str, bytes] | None = None
+) -> None:
     """Attached again: a fresh token, then what was held, in order."""
     member_role = role(peer)
-    raw, kept = new_token()
+    raw, kept = fresh or new_token()
     if member_role == "worker":
         session.worker_token, session.worker_away_until = kept, 0.0
     else:
@@ -213,3 +234,184 @@ def forget_fresh(state: State, peer: Peer) -> None:
         state.workers.pop(peer.id, None)
     else:
         state.clients.pop(peer.id, None)
+
+
+# --- in a cluster ------------------------------------------------------------
+
+
+def reattached(state: State, op: Reattach, outcome: Reattached | Denied | None) -> None:
+    """The shared state's answer to a resume: the member is now ours."""
+    pending = state.resuming.pop(op.fresh, None)
+    if pending is None:
+        return
+    peer, raw = pending
+    if not state.is_live(peer) or said_hello(peer):
+        return  # gone meanwhile; the session's grace decides
+    if not isinstance(outcome, Reattached):
+        refuse(state, peer, "no such session, or not that member's token")
+        return
+    entry, here = outcome.session, state.node
+    member_id = entry.worker if op.role == "worker" else entry.client
+    session = state.sessions.get(entry.id)
+    if session is None:
+        session = Session(
+            id=entry.id,
+            worker_id=entry.worker,
+            client_id=entry.client,
+            game=entry.game,
+            started_at=state.clock(),
+            codec=entry.codec,
+            phase="connected" if entry.phase == "connected" else "negotiating",
+        )
+        state.sessions[session.id] = session
+    session.worker_node, session.client_node = entry.worker_node, entry.client_node
+    own(state, session)
+    old = state.away.pop(member_id, None) if outcome.old_node == here else None
+    if old is None and outcome.old_node == here:
+        old = _attached(state, op.role, member_id)
+        if old is not None:
+            state.slots[old.slot].pop(old.id, None)
+            state.close(old, 1000, "resumed on another socket")
+    take_place(
+        state,
+        peer,
+        old or _stand_in(peer, member_id, session),
+        session,
+        (raw, bytes.fromhex(op.fresh)),
+    )
+    partner_role = "client" if op.role == "worker" else "worker"
+    partner_node = entry.client_node if op.role == "worker" else entry.worker_node
+    if partner_node != here and not outcome.partner_alive:
+        mark_away(state, session, partner_role)  # its node is gone: it may resume too
+    if outcome.old_node != here and outcome.old_alive:
+        state.tell(outcome.old_node, Take(session_id=entry.id, role=op.role, node=here))
+    if partner_node not in (here, outcome.old_node) and outcome.partner_alive:
+        state.tell(partner_node, Moved(session_id=entry.id, role=op.role, node=here))
+
+
+def own(state: State, session: Session) -> None:
+    """The client's node owns the session's deadlines."""
+    session.owner = session.client_node == state.node
+    if session.owner and session.phase != "connected":
+        state.handshaking[session.id] = session
+    else:
+        state.handshaking.pop(session.id, None)
+
+
+def _stand_in(peer: Peer, member_id: str, session: Session) -> Worker | Client:
+    """The member as the shared state knows it (its node is gone or far)."""
+    if isinstance(peer, Worker):
+        return Worker(
+            id=member_id, ws=peer.ws, last_ping=peer.last_ping, opened_at=peer.opened_at,
+            messages=peer.messages, errors=peer.errors, game=session.game,
+            session_id=session.id, client_id=session.client_id, status="busy",
+        )  # fmt: skip
+    state_name: ConnectionState = "connected" if session.phase == "connected" else "connecting"
+    return Client(
+        id=member_id, ws=peer.ws, last_ping=peer.last_ping, opened_at=peer.opened_at,
+        messages=peer.messages, errors=peer.errors, game=session.game, joined=True,
+        session_id=session.id, worker_id=session.worker_id, connection_state=state_name,
+    )  # fmt: skip
+
+
+def handed_over(state: State, session: Session, member_role: str, node: str) -> None:
+    """The member moved to ``node``: what was held for it goes there, in order."""
+    member_id = session.worker_id if member_role == "worker" else session.client_id
+    if member_role == "worker":
+        session.worker_node, session.worker_away_until = node, 0.0
+    else:
+        session.client_node, session.client_away_until = node, 0.0
+    held = session.held.pop(member_role, None) if session.held else None
+    for msg in held or ():
+        state.tell(node, Relay(session_id=session.id, to=member_id, frame=encode_str(msg)))
+    if not session.worker_away_until and not session.client_away_until:
+        state.waiting_for.pop(session.id, None)
+    own(state, session)
+
+
+def take(state: State, msg: Take) -> None:
+    """This node's member resumed on ``msg.node``: hand it over, let go."""
+    session = state.sessions.get(msg.session_id)
+    if session is None:
+        return
+    member_id = session.worker_id if msg.role == "worker" else session.client_id
+    if state.away.pop(member_id, None) is None:
+        old = _attached(state, msg.role, member_id)
+        if old is not None and old.session_id == session.id:  # half-open here
+            state.slots[old.slot].pop(old.id, None)
+            if isinstance(old, Worker):
+                state.workers.pop(old.id, None)
+            else:
+                state.clients.pop(old.id, None)
+            state.close(old, 1000, "resumed on another node")
+    handed_over(state, session, msg.role, msg.node)
+    partner_node = session.client_node if msg.role == "worker" else session.worker_node
+    if partner_node != state.node:
+        # Neither member is here any more: this copy is done (not ended).
+        state.sessions.pop(session.id, None)
+        state.handshaking.pop(session.id, None)
+        state.waiting_for.pop(session.id, None)
+
+
+def moved(state: State, msg: Moved) -> None:
+    session = state.sessions.get(msg.session_id)
+    if session is not None:
+        handed_over(state, session, msg.role, msg.node)
+
+
+def send_elsewhere(state: State, chosen: list[Session]) -> None:
+    """Every peer here is told ``reconnect`` and closed: idle ones register
+    elsewhere; members of ``chosen`` sessions resume elsewhere, their
+    sessions waiting here (holding what their partners send) until taken."""
+    for session in chosen:
+        for member_role, member_id, node in (
+            ("worker", session.worker_id, session.worker_node),
+            ("client", session.client_id, session.client_node),
+        ):
+            if node != state.node:
+                continue
+            member = _attached(state, member_role, member_id)
+            if member is not None and member.session_id == session.id:
+                if isinstance(member, Worker):
+                    state.workers.pop(member.id, None)
+                else:
+                    state.clients.pop(member.id, None)
+                state.away[member.id] = member
+                mark_away(state, session, member_role)
+    for peer in [*state.workers.values(), *state.clients.values(), *state.away.values()]:
+        state.slots[peer.slot].pop(peer.id, None)
+        state.send(peer, Reconnect())
+        state.close(peer, CLOSE_SERVICE_RESTART, "reconnect")
+        if not (isinstance(peer, Worker | Client) and peer.session_id in state.sessions):
+            if isinstance(peer, Worker) and peer.status != "registering":
+                state.request(Withdraw(peer.id))
+            elif isinstance(peer, Client) and peer.queued_at:
+                state.request(LeaveLine(peer.id, peer.game))
+    state.workers.clear()
+    state.clients.clear()
+    state.waiting.clear()
+    state.metrics.count(state.metrics.resume_events, "sent_elsewhere")
+
+
+def send_elsewhere_only(state: State, chosen: list[Session]) -> None:
+    """Cut off: the members of ``chosen`` sessions (shared with other nodes,
+    which now hold them for a resume) are told ``reconnect`` and let go."""
+    for session in chosen:
+        for member_role, member_id in (
+            ("worker", session.worker_id),
+            ("client", session.client_id),
+        ):
+            member = _attached(state, member_role, member_id) or state.away.get(member_id)
+            if member is None or member.session_id != session.id:
+                continue
+            state.away.pop(member.id, None)
+            state.slots[member.slot].pop(member.id, None)
+            if isinstance(member, Worker):
+                state.workers.pop(member.id, None)
+            else:
+                state.clients.pop(member.id, None)
+            state.send(member, Reconnect())
+            state.close(member, CLOSE_SERVICE_RESTART, "reconnect")
+        state.sessions.pop(session.id, None)
+        state.handshaking.pop(session.id, None)
+        state.waiting_for.pop(session.id, None)

@@ -101,7 +101,28 @@ class MarkConnected:
     session_id: str
 
 
-Op = Publish | Pair | Withdraw | LeaveLine | EndSession | MarkConnected
+@dataclass(frozen=True, slots=True)
+class SetTokens:
+    """Resume: what is kept of each member's token (hex SHA-256)."""
+
+    session_id: str
+    worker: str
+    client: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reattach:
+    """Resume on ``node``: if ``token`` is the member's, spend it (``fresh``
+    replaces it) and move the member there."""
+
+    session_id: str
+    role: str
+    token: str
+    fresh: str
+    node: str
+
+
+Op = Publish | Pair | Withdraw | LeaveLine | EndSession | MarkConnected | SetTokens | Reattach
 
 
 # --- what the core is told back --------------------------------------------
@@ -138,7 +159,20 @@ class Done:
     game: str = ""
 
 
-Outcome = Paired | Listed | Queued | Refused | Done
+@dataclass(frozen=True, slots=True)
+class Reattached:
+    session: SessionEntry  # with the member's new node
+    old_node: str  # where the member was
+    old_alive: bool
+    partner_alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """No such session, or not that member's token."""
+
+
+Outcome = Paired | Listed | Queued | Refused | Done | Reattached | Denied
 
 
 def shared_codec(worker_codecs: Iterable[str], client_codecs: Iterable[str]) -> str | None:
@@ -167,6 +201,8 @@ class MemoryShared:
         self.workers: dict[str, WorkerEntry] = {}
         self.busy: set[str] = set()
         self.sessions: dict[str, SessionEntry] = {}
+        self.tokens: dict[str, dict[str, str]] = {}
+        self.dead: set[str] = set()
 
     def execute(self, op: Op) -> Outcome:
         if isinstance(op, Publish):
@@ -179,7 +215,14 @@ class MemoryShared:
             return self._leave_line(op.client_id, op.game)
         if isinstance(op, EndSession):
             self.sessions.pop(op.session_id, None)
+            self.tokens.pop(op.session_id, None)
             return Done()
+        if isinstance(op, SetTokens):
+            if op.session_id in self.sessions:
+                self.tokens[op.session_id] = {"worker": op.worker, "client": op.client}
+            return Done()
+        if isinstance(op, Reattach):
+            return self._reattach(op)
         old = self.sessions.get(op.session_id)
         if old is not None:
             self.sessions[op.session_id] = _with_phase(old, "connected")
@@ -229,6 +272,28 @@ class MemoryShared:
         self.busy.add(w.id)
         return session
 
+    def _reattach(self, op: Reattach) -> Outcome:
+        s = self.sessions.get(op.session_id)
+        kept = self.tokens.get(op.session_id, {})
+        if s is None or kept.get(op.role) != op.token:
+            return Denied()
+        kept[op.role] = op.fresh
+        old = s.worker_node if op.role == "worker" else s.client_node
+        moved = SessionEntry(
+            s.id,
+            s.worker,
+            op.node if op.role == "worker" else s.worker_node,
+            s.client,
+            op.node if op.role == "client" else s.client_node,
+            s.game,
+            s.codec,
+            s.started_at,
+            s.phase,
+        )
+        self.sessions[s.id] = moved
+        partner = moved.client_node if op.role == "worker" else moved.worker_node
+        return Reattached(moved, old, old not in self.dead, partner not in self.dead)
+
     def _withdraw(self, worker_id: str) -> Outcome:
         w = self.workers.pop(worker_id, None)
         self.busy.discard(worker_id)
@@ -250,12 +315,18 @@ class MemoryShared:
             return Done()
         return Done(tuple(game.line.values()), game_name)
 
-    def forget_node(self, node: str) -> dict[str, tuple[ClientEntry, ...]]:
-        """A node is dead: nothing of it stays. Returns the lines it changed."""
+    def forget_node(
+        self, node: str, *, keep_sessions: bool = False
+    ) -> dict[str, tuple[ClientEntry, ...]]:
+        """A node is dead: nothing of it stays (but its sessions, for the
+        grace, when members may resume elsewhere). Returns the lines it changed."""
+        self.dead.add(node)
         for wid in [w.id for w in self.workers.values() if w.node == node]:
             self._withdraw(wid)
         for sid in [s.id for s in self.sessions.values() if node in (s.worker_node, s.client_node)]:
-            del self.sessions[sid]
+            if not keep_sessions:
+                del self.sessions[sid]
+                self.tokens.pop(sid, None)
         changed = {}
         for name, game in self.games.items():
             gone = [cid for cid, c in game.line.items() if c.node == node]

@@ -72,6 +72,9 @@ class State:
         # sessions waiting for one (by id), until their grace runs out.
         self.away: dict[str, Worker | Client] = {}
         self.waiting_for: dict[str, Session] = {}
+        # Fresh sockets whose resume the shared state is checking, by the
+        # new token's digest: (the socket's record, the new token).
+        self.resuming: dict[str, tuple[Peer, str]] = {}
         # Peers told to shut down and not yet closed, by id.
         self.closing: dict[str, Peer] = {}
         self.handshaking: dict[str, Session] = {}
@@ -146,6 +149,13 @@ class State:
             workers=workers,
             sessions=phases,
         )
+
+
+def said_hello(peer: Peer) -> bool:
+    """Past its first message: registered, joined, or resumed."""
+    if isinstance(peer, Worker):
+        return peer.status != "registering"
+    return isinstance(peer, Client) and peer.joined
 
 
 def role(peer: Peer) -> str:
