@@ -1,8 +1,9 @@
 """The one interface every game backend implements.
 
 The worker knows nothing else about a backend: the synthetic game and a real
-Android device both hand it encoded H.264 access units and take normalized
-input, so the worker's session logic is the same for both.
+Android device both hand it encoded video (H.264 access units; the synthetic
+game also VP8 frames) and take normalized input, so the worker's session logic
+is the same for both.
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Final, Literal
 
 VIDEO_CLOCK = Fraction(1, 90000)
+
+# Video codecs by their WebRTC names (RTCRtpCodec mimeType without "video/"),
+# as register and join carry them.
+H264: Final = "H264"
+VP8: Final = "VP8"
 
 
 @dataclass(frozen=True, slots=True)
 class VideoPacket:
-    """One H.264 access unit in Annex B form (SPS/PPS in front of keyframes)."""
+    """One encoded picture: an H.264 access unit in Annex B form (SPS/PPS in
+    front of keyframes), or one VP8 frame."""
 
     data: bytes
     pts: int  # in VIDEO_CLOCK units
@@ -42,6 +49,9 @@ class GameBackend(abc.ABC):
     """Lifecycle: ``start`` once, ``reset`` between sessions, ``stop`` at exit."""
 
     game: str
+    # What ``packets`` can encode, in this backend's order of preference: the
+    # worker registers with it, and the server picks one per session.
+    codecs: tuple[str, ...] = (H264,)
 
     @property
     @abc.abstractmethod
@@ -61,8 +71,9 @@ class GameBackend(abc.ABC):
         """Put the game back in a fresh state for the next player."""
 
     @abc.abstractmethod
-    def packets(self) -> AsyncIterator[VideoPacket]:
-        """Encoded video from now on; ends (or raises BackendError) on failure.
+    def packets(self, codec: str = H264) -> AsyncIterator[VideoPacket]:
+        """Video encoded with ``codec`` (one of ``codecs``) from now on; ends (or
+        raises BackendError) on failure, and on a codec it cannot send.
 
         Only one consumer at a time; the first packet is a keyframe.
         """

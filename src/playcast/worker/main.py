@@ -25,7 +25,6 @@ from typing import Final
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
-from aiortc import RTCSessionDescription as Sdp
 from aiortc.sdp import candidate_from_sdp
 
 from playcast import protocol as t
@@ -34,10 +33,10 @@ from playcast.envflags import add_flag
 from playcast.inputs import BadInput, Key, Touch, decode_input
 from playcast.logs import setup_logging
 from playcast.worker.backends import BACKENDS, add_backend_arguments, create_backend
+from playcast.worker.codecs import NegotiationFailed, apply_answer, offer_codec, session_codec
 from playcast.worker.media import (
     BackendVideoTrack,
     forward_keyframe_requests,
-    prefer_h264,
     send_playout_delay,
 )
 
@@ -134,7 +133,9 @@ class Session:
             ]
         )
         self.pc = RTCPeerConnection(config)
-        self.track = BackendVideoTrack(backend, on_failure=self._backend_failed)
+        # Checked when the offer is made: a codec we cannot send fails it.
+        self.codec = session_codec(start.codec)
+        self.track = BackendVideoTrack(backend, on_failure=self._backend_failed, codec=self.codec)
         self.connected = False  # our peer connection reached "connected"
         self.reported = False  # webrtc_connected or webrtc_failed was sent
         # Set when the session ends without the server's word: the player's
@@ -165,7 +166,7 @@ class Session:
                     if remote_set:
                         log.warning("session %s: second answer ignored", self.id)
                         continue
-                    await self.pc.setRemoteDescription(Sdp(msg.sdp, "answer"))
+                    await apply_answer(self.pc, msg.sdp, self.codec)
                     remote_set = True
                     for c in early:
                         await self._add_candidate(c)
@@ -175,13 +176,16 @@ class Session:
                     early.append(msg.candidate)  # trickled ahead of the answer
         except asyncio.CancelledError:
             raise
+        except NegotiationFailed as exc:
+            log.warning("session %s: negotiation failed: %s", self.id, exc)
+            await self._report_failed(str(exc), "negotiation")
         except Exception as exc:
             log.warning("session %s: handshake failed: %r", self.id, exc)
-            await self._report_failed(f"handshake failed: {exc}")
+            await self._report_failed(f"handshake failed: {exc!r}", "internal")
 
     async def _offer(self) -> None:
         transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
-        prefer_h264(transceiver)
+        offer_codec(transceiver, self.codec, self._backend.codecs)
         forward_keyframe_requests(transceiver.sender, self._backend)
         if self._playout_delay_ms is not None:
             send_playout_delay(transceiver.sender, self._playout_delay_ms)
@@ -218,7 +222,7 @@ class Session:
             if self.connected:
                 self._end(f"the player's peer connection {state}", backend_failed=False)
             else:
-                await self._report_failed(f"peer connection {state}")
+                await self._report_failed(f"peer connection {state} (ICE/DTLS)", "ice")
 
     def _on_channel_close(self) -> None:
         if not self._closing and self.connected:
@@ -230,14 +234,14 @@ class Session:
         if self.connected:
             self._end(reason, backend_failed=True)
         else:
-            task = asyncio.create_task(self._report_failed(reason))
+            task = asyncio.create_task(self._report_failed(reason, "media"))
             self._tasks.append(task)
 
-    async def _report_failed(self, reason: str) -> None:
+    async def _report_failed(self, reason: str, kind: t.FailureKind) -> None:
         if self.reported or self._closing:
             return
         self.reported = True
-        await self._send(t.WebrtcFailed(session_id=self.id, reason=reason[:500]))
+        await self._send(t.WebrtcFailed(session_id=self.id, reason=reason[:500], kind=kind))
 
     def _end(self, reason: str, *, backend_failed: bool) -> None:
         if not self.gone.done():
@@ -355,7 +359,10 @@ class Link:
         try:
             await self.send(
                 t.Register(
-                    game=self.settings.game, addr=self.settings.addr, port=self.settings.port
+                    game=self.settings.game,
+                    addr=self.settings.addr,
+                    port=self.settings.port,
+                    codecs=list(self.backend.codecs),
                 )
             )
             return await self._loop()
@@ -483,7 +490,12 @@ class Link:
                 if self.worker_id is None or self.session is not None or self.had_session:
                     log.warning("session_start %s ignored: not available", msg.session_id)
                     return None
-                log.info("session_start session=%s client=%s", msg.session_id, msg.client_id)
+                log.info(
+                    "session_start session=%s client=%s codec=%s",
+                    msg.session_id,
+                    msg.client_id,
+                    msg.codec,
+                )
                 self.had_session = True
                 self.session = Session(msg, self.backend, self.send, self.settings.playout_delay_ms)
                 self.session.gone.add_done_callback(self._on_session_gone)
