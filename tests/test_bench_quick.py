@@ -21,7 +21,10 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     [
         ("signaling_load.py", "setup latency"),
         ("worker_latency.py", "touch"),
-        pytest.param("browser_latency.py", "tap", marks=pytest.mark.browser),
+        # Chromium (H.264 and VP8) and Firefox (VP8) side by side.
+        pytest.param(
+            "browser_latency.py", "Firefox VP8", marks=[pytest.mark.browser, pytest.mark.firefox]
+        ),
         ("android_latency.py", "touch"),
     ],
 )
