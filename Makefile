@@ -12,8 +12,8 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SRC := src tests bench testkit tools
 
-.PHONY: setup demo test lint typecheck unit system-deps chromium bench lock test-latest \
-	mutate clean
+.PHONY: setup demo test lint typecheck unit system-deps chromium firefox bench lock \
+	test-latest mutate clean
 
 # From scratch whenever the lock or a pyproject changes, so the venv holds the
 # lock and nothing else. Hash-checked, then the two local projects without
@@ -46,6 +46,10 @@ system-deps:
 
 chromium: system-deps
 
+# Firefox ESR is driven over WebDriver BiDi, built into Firefox: no driver
+# binary to install (tests/test_firefox.py, -m firefox).
+firefox: system-deps
+
 lint: setup
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
@@ -70,6 +74,7 @@ bench: setup system-deps
 	$(BIN)/python bench/signaling_load.py --mode hold --connections 10000
 	$(BIN)/python bench/worker_latency.py
 	$(BIN)/python bench/browser_latency.py
+	$(BIN)/python bench/sound_latency.py
 	$(BIN)/python bench/android_latency.py
 	$(BIN)/python bench/soak.py
 

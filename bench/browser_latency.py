@@ -1,9 +1,11 @@
-"""Player-side speed, measured in headless Chromium on the real page.
+"""Player-side speed, measured in headless Chromium and Firefox on the real page.
 
-Starts a real server and one real synthetic worker (720x1280, 30 fps by
-default) and opens the player page in Debian's chromium. Every time is taken
-inside the page, on the page's own clock, so Playwright's round trips never
-count:
+For each run (browser and codec: Chromium over H.264 and VP8, Firefox ESR
+over VP8, side by side) starts a real server and one real synthetic worker
+(720x1280, 30 fps by default) sending that codec only, and opens the player
+page in Debian's chromium (Playwright) or firefox-esr (WebDriver BiDi). Every
+time is taken inside the page, on the page's own clock, so the driver's round
+trips never count:
 
 - Play to first frame: the click event's timeStamp on #play to the
   expectedDisplayTime of the first frame requestVideoFrameCallback reports,
@@ -15,20 +17,12 @@ count:
   frame's handing to the compositor (presentationTime), and ``receive``, up to
   its last packet's arrival (receiveTime): what comes before the browser's
   jitter buffer, decoder and renderer.
-- Tap to sound, for the same taps: the synthetic game clicks in the next
-  20 ms Opus packet after each touch-down. An AudioWorklet on the received
-  audio track finds the click's first loud sample; its time, moved to the page
-  clock with AudioContext.getOutputTimestamp(), is when the speaker plays it,
-  and that less the context's outputLatency is when the browser has it ready
-  for the sound device (``sound``, what the targets judge: the device's own
-  latency is the player's hardware). Where the time goes: the game's 20 ms
-  framing (10 ms on average), the audio jitter buffer (getStats), and the rest
-  (worker, network, decode, Web Audio's own buffering).
-- Audio/video offset: the click's ``sound`` time minus the disc frame's
-  display time, for the same tap.
+- Worker CPU per stream: the synthetic worker process's CPU time (user +
+  system) over a steady stretch of streaming without input, as % of one core.
 
-    .venv/bin/python bench/browser_latency.py            # full: 10 sessions, 100 taps
-    .venv/bin/python bench/browser_latency.py --quick    # CI: well under 40 s
+    .venv/bin/python bench/browser_latency.py            # full: 10 sessions, 100 taps per run
+    .venv/bin/python bench/browser_latency.py --quick    # CI: 2 sessions, 15 taps per run
+    .venv/bin/python bench/browser_latency.py --runs chromium:VP8,firefox:VP8
     .venv/bin/python bench/browser_latency.py --check    # exit 1 when a target is missed
 """
 
@@ -37,72 +31,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import psutil
 from playcast_testing.browser import CHROMIUM, CHROMIUM_ARGS
+from playcast_testing.firefox import NO_H264_PREFS, Firefox, Tab, running_firefox
 from playcast_testing.metrics import percentile
 from playcast_testing.servers import ServerProcess, running_server
 from playcast_testing.workers import WorkerProcess, running_worker
 from playwright.async_api import Browser, Page, async_playwright
 
+LOAD_BEFORE = os.getloadavg()
 TARGETS = {
     "first_frame_ms": 400.0,
     "tap_p50_ms": 25.0,
     "tap_p95_ms": 50.0,
-    "sound_p50_ms": 60.0,
-    "sound_p95_ms": 90.0,
-    "av_offset_abs_p95_ms": 40.0,
 }
-CLICK_THRESHOLD = 0.25  # playcast.backends.audio.CLICK_THRESHOLD
-
-
-# Run in the page once it plays: an AudioWorklet that reports the first loud
-# sample after a quiet spell, as a page-clock time at the speaker.
-SOUND_JS = """
-async (threshold) => {
-  const code = `
-    class Click extends AudioWorkletProcessor {
-      constructor() { super(); this.quiet = 0; }
-      process(inputs) {
-        const ch = inputs[0] && inputs[0][0];
-        if (!ch) return true;
-        for (let i = 0; i < ch.length; i++) {
-          const v = Math.abs(ch[i]);
-          if (v >= ${threshold}) {
-            if (this.quiet > 4800) this.port.postMessage(currentTime + i / sampleRate);
-            this.quiet = 0;
-          } else this.quiet++;
-        }
-        return true;
-      }
-    }
-    registerProcessor('click', Click);`;
-  const track = document.querySelector('#stream').srcObject.getAudioTracks()[0];
-  if (!track) return ['none', 0, 0]; // a worker run with --no-audio: picture only
-  const ctx = new AudioContext({ latencyHint: 'interactive' });
-  const url = URL.createObjectURL(new Blob([code], { type: 'text/javascript' }));
-  await ctx.audioWorklet.addModule(url);
-  const node = new AudioWorkletNode(ctx, 'click');
-  const mute = ctx.createGain();
-  mute.gain.value = 0;
-  const source = ctx.createMediaStreamSource(new MediaStream([track]));
-  source.connect(node).connect(mute).connect(ctx.destination);
-  node.port.onmessage = (e) => {
-    const p = window.__bench.probe;
-    if (!p || p.tapAt === null || p.heard !== null) return;
-    const ts = ctx.getOutputTimestamp();
-    p.heard = ts.performanceTime + (e.data - ts.contextTime) * 1000;
-  };
-  await ctx.resume();
-  window.__bench.audio = ctx;
-  return [ctx.state, ctx.baseLatency, ctx.outputLatency];
-}
-"""
 
 
 # Installed before the page's own scripts. It records the Play click, the
@@ -146,29 +98,100 @@ document.addEventListener('DOMContentLoaded', () => {
 """
 
 
-AUDIO_INBOUND_JS = """
-async () => {
-  const report = await window.playcast.session.peer.getStats();
-  let a = {};
-  report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') a = s; });
-  return {
-    arrival_jitter_ms: a.jitter * 1000,
-    jitter_buffer_ms: a.jitterBufferEmittedCount
-      ? (a.jitterBufferDelay / a.jitterBufferEmittedCount) * 1000 : null,
-    jitter_buffer_target_ms: a.jitterBufferEmittedCount
-      ? (a.jitterBufferTargetDelay / a.jitterBufferEmittedCount) * 1000 : null,
-    jitter_buffer_minimum_ms: a.jitterBufferEmittedCount
-      ? (a.jitterBufferMinimumDelay / a.jitterBufferEmittedCount) * 1000 : null,
-    packets_lost: a.packetsLost,
-    concealed_samples: a.concealedSamples,
-    total_samples: a.totalSamplesReceived,
-  };
-}
-"""
+class Player(Protocol):
+    """One page, whichever browser drives it."""
+
+    async def evaluate(self, expression: str) -> Any: ...
+    async def wait_for(self, expression: str, timeout: float) -> None: ...
+    async def click(self, x: float, y: float) -> None: ...
+    async def click_element(self, selector: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+class ChromiumPlayer:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    async def evaluate(self, expression: str) -> Any:
+        return await self.page.evaluate(expression)
+
+    async def wait_for(self, expression: str, timeout: float) -> None:
+        await self.page.wait_for_function(expression, timeout=timeout * 1000)
+
+    async def click(self, x: float, y: float) -> None:
+        await self.page.mouse.click(x, y)
+
+    async def click_element(self, selector: str) -> None:
+        await self.page.click(selector)
+
+    async def close(self) -> None:
+        await self.page.context.close()
+
+
+class FirefoxPlayer:
+    def __init__(self, tab: Tab) -> None:
+        self.tab = tab
+
+    async def evaluate(self, expression: str) -> Any:
+        return await self.tab.evaluate(expression)
+
+    async def wait_for(self, expression: str, timeout: float) -> None:
+        await self.tab.wait_for(expression, timeout=timeout)
+
+    async def click(self, x: float, y: float) -> None:
+        await self.tab.click(x, y)
+
+    async def click_element(self, selector: str) -> None:
+        await self.tab.click_element(selector)
+
+    async def close(self) -> None:
+        await self.tab.close()
+
+
+class Opener(Protocol):
+    async def __call__(self, url: str, width: int, height: int) -> Player: ...
+
+
+@asynccontextmanager
+async def chromium_opener() -> AsyncIterator[tuple[str, Opener]]:
+    async with async_playwright() as pw:
+        browser: Browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+
+            async def open_page(url: str, width: int, height: int) -> Player:
+                context = await browser.new_context(viewport={"width": width, "height": height})
+                await context.add_init_script(PROBE_JS)
+                page = await context.new_page()
+                await page.goto(url)
+                return ChromiumPlayer(page)
+
+            yield f"Chromium {browser.version}", open_page
+        finally:
+            await browser.close()
+
+
+@asynccontextmanager
+async def firefox_opener() -> AsyncIterator[tuple[str, Opener]]:
+    # No H.264, as Firefox is wherever the OpenH264 plugin is missing: VP8 it is.
+    async with running_firefox(NO_H264_PREFS) as firefox:
+        ff: Firefox = firefox
+
+        async def open_page(url: str, width: int, height: int) -> Player:
+            tab = await ff.new_tab(preload=PROBE_JS)
+            await tab.set_viewport(width, height)
+            await tab.navigate(url)
+            return FirefoxPlayer(tab)
+
+        yield f"Firefox {ff.version}", open_page
+
+
+OPENERS = {"chromium": chromium_opener, "firefox": firefox_opener}
 
 
 @dataclass
 class Results:
+    browser: str
+    codec: str
     width: int
     height: int
     fps_target: int
@@ -176,15 +199,10 @@ class Results:
     tap_ms: list[float] = field(default_factory=list)
     tap_present_ms: list[float] = field(default_factory=list)
     tap_receive_ms: list[float] = field(default_factory=list)
-    sound_ms: list[float] = field(default_factory=list)
-    sound_speaker_ms: list[float] = field(default_factory=list)
-    av_offset_ms: list[float] = field(default_factory=list)  # sound minus picture
-    audio_base_latency_ms: float = float("nan")
-    audio_output_latency_ms: float = float("nan")
-    audio_inbound: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, str] = field(default_factory=dict)
     # The browser's very first session (codec and script caches cold): shown, not in the median.
     cold_first_frame_ms: float = float("nan")
+    worker_cpu_pct: float = float("nan")
 
     def summary(self) -> dict[str, float]:
         taps = sorted(self.tap_ms)
@@ -201,22 +219,7 @@ class Results:
             "tap_present_p95_ms": percentile(present, 95),
             "tap_receive_p50_ms": percentile(receive, 50) if receive else float("nan"),
             "tap_receive_p95_ms": percentile(receive, 95) if receive else float("nan"),
-            **self._sound_summary(),
-        }
-
-    def _sound_summary(self) -> dict[str, float]:
-        if not self.sound_ms:
-            return {}
-        sound = sorted(self.sound_ms)
-        offsets = sorted(self.av_offset_ms)
-        return {
-            "sound_p50_ms": percentile(sound, 50),
-            "sound_p95_ms": percentile(sound, 95),
-            "sound_max_ms": sound[-1],
-            "sound_speaker_p50_ms": percentile(sorted(self.sound_speaker_ms), 50),
-            "av_offset_p50_ms": percentile(offsets, 50),
-            "av_offset_abs_p95_ms": percentile(sorted(abs(o) for o in offsets), 95),
-            "audio_output_latency_ms": self.audio_output_latency_ms,
+            "worker_cpu_pct": self.worker_cpu_pct,
         }
 
 
@@ -228,10 +231,11 @@ def _tap_points(n: int, rng: random.Random) -> list[tuple[float, float]]:
     return [cells[i % len(cells)] for i in range(n)]
 
 
-async def _picture_to_page(page: Page, x: float, y: float) -> tuple[float, float]:
+async def _picture_to_page(page: Player, x: float, y: float) -> tuple[float, float]:
     left, top, width, height, vw, vh = await page.evaluate(
-        """() => { const v = document.querySelector('#stream'); const r = v.getBoundingClientRect();
-            return [r.left, r.top, r.width, r.height, v.videoWidth, v.videoHeight]; }"""
+        """(v => { const r = v.getBoundingClientRect();
+            return [r.left, r.top, r.width, r.height, v.videoWidth, v.videoHeight]; })
+           (document.querySelector('#stream'))"""
     )
     scale = min(width / vw, height / vh)
     pw, ph = vw * scale, vh * scale
@@ -239,97 +243,84 @@ async def _picture_to_page(page: Page, x: float, y: float) -> tuple[float, float
 
 
 async def _session(
-    browser: Browser,
+    open_page: Opener,
     server: ServerProcess,
+    worker: WorkerProcess,
     res: Results,
     taps: list[tuple[float, float]],
     rng: random.Random,
+    cpu_window: float = 0.0,
 ) -> None:
-    """One player: Play to first frame, then ``taps`` taps, then Leave."""
-    context = await browser.new_context(viewport={"width": res.width, "height": res.height})
+    """One player: Play to first frame, the worker's CPU over ``cpu_window``
+    seconds of steady streaming, then ``taps`` taps, then Leave."""
+    page = await open_page(server.url, res.width, res.height)
     try:
-        await context.add_init_script(PROBE_JS)
-        page = await context.new_page()
-        await page.goto(server.url)
-        await page.click("#play")
-        await page.wait_for_function("window.__bench.first !== null", timeout=60_000)
+        await page.click_element("#play")
+        await page.wait_for("window.__bench.first !== null", 60)
         first: dict[str, Any] = await page.evaluate(
             "({ at: window.__bench.playAt, frame: window.__bench.first })"
         )
         res.first_frame_ms.append(first["frame"]["expectedDisplayTime"] - first["at"])
-        sound = False
-        if taps:
-            await page.wait_for_function(
-                "document.body.dataset.state === 'connected'", timeout=60_000
-            )
-            await page.keyboard.press("F2")  # the stats overlay: read once at the end
-            state, base, output = await page.evaluate(SOUND_JS, CLICK_THRESHOLD)
-            assert state in ("running", "none"), state
-            sound = state == "running"
-            res.audio_base_latency_ms = base * 1000
-            res.audio_output_latency_ms = output * 1000
+        if taps or cpu_window:
+            await page.wait_for("document.body.dataset.state === 'connected'", 60)
+        if cpu_window:
+            proc = psutil.Process(worker.proc.pid)
+            before, started = proc.cpu_times(), time.monotonic()
+            await asyncio.sleep(cpu_window)  # a measuring window: nothing to wait for
+            after, took = proc.cpu_times(), time.monotonic() - started
+            used = (after.user - before.user) + (after.system - before.system)
+            res.worker_cpu_pct = 100 * used / took
         for x, y in taps:
             # A random phase against the frame clock, as a real player's would be.
             await asyncio.sleep(rng.uniform(0.04, 0.09))
             await page.evaluate(
-                "([x, y]) => { window.__bench.probe ="
-                " { x, y, tapAt: null, seen: null, heard: null }; }",
-                [x, y],
+                f"window.__bench.probe = {{ x: {x}, y: {y}, tapAt: null, seen: null }}"
             )
-            await page.mouse.click(*await _picture_to_page(page, x, y))
-            await page.wait_for_function(
-                "s => window.__bench.probe.seen !== null"
-                " && (!s || window.__bench.probe.heard !== null)",
-                arg=sound,
-                timeout=10_000,
-            )
+            await page.click(*await _picture_to_page(page, x, y))
+            await page.wait_for("window.__bench.probe.seen !== null", 10)
             probe: dict[str, Any] = await page.evaluate("window.__bench.probe")
             seen = probe["seen"]
             res.tap_ms.append(seen["expectedDisplayTime"] - probe["tapAt"])
             res.tap_present_ms.append(seen["presentationTime"] - probe["tapAt"])
             if seen.get("receiveTime"):
                 res.tap_receive_ms.append(seen["receiveTime"] - probe["tapAt"])
-            if not sound:
-                continue
-            ready = probe["heard"] - res.audio_output_latency_ms
-            res.sound_ms.append(ready - probe["tapAt"])
-            res.sound_speaker_ms.append(probe["heard"] - probe["tapAt"])
-            res.av_offset_ms.append(ready - seen["expectedDisplayTime"])
         if taps:
-            res.stats = await page.evaluate("window.playcast.stats.latest || {}")
-            if sound:
-                res.audio_inbound = await page.evaluate(AUDIO_INBOUND_JS)
-        await page.click("#leave")
-        await page.wait_for_function("document.body.dataset.state === 'ended'")
+            res.stats = await page.evaluate(
+                "(async () => { const s = await window.playcast.session.peer.getStats();"
+                " const c = [...s.values()].find(r => r.type === 'codec');"
+                " return { codec: c ? c.mimeType : '?' }; })()"
+            )
+        await page.click_element("#leave")
+        await page.wait_for("document.body.dataset.state === 'ended'", 30)
     finally:
-        await context.close()
+        await page.close()
 
 
-async def bench(args: argparse.Namespace) -> Results:
+async def bench(args: argparse.Namespace, browser: str, codec: str) -> Results:
     rng = random.Random(1)
-    res = Results(args.width, args.height, args.fps)
+    res = Results(browser, codec, args.width, args.height, args.fps)
     size = ("--width", str(args.width), "--height", str(args.height), "--fps", str(args.fps))
-    async with (
-        running_server(heartbeat_interval=1.0, heartbeat_timeout=10.0) as server,
-        running_worker(server.ws_base, *size) as worker,
-        async_playwright() as pw,
-    ):
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            mark, _ = await worker.wait_registered(timeout=60)
-            # The first session warms the browser up; reported on its own.
-            cold = Results(args.width, args.height, args.fps)
-            await _session(browser, server, cold, [], rng)
-            res.cold_first_frame_ms = cold.first_frame_ms[0]
+    async with AsyncExitStack() as stack:
+        server = await stack.enter_async_context(
+            running_server(heartbeat_interval=1.0, heartbeat_timeout=10.0)
+        )
+        worker = await stack.enter_async_context(
+            running_worker(server.ws_base, *size, "--codecs", codec)
+        )
+        name, open_page = await stack.enter_async_context(OPENERS[browser]())
+        res.browser = name
+        mark, _ = await worker.wait_registered(timeout=60)
+        # The first session warms the browser up; reported on its own.
+        cold = Results(name, codec, args.width, args.height, args.fps)
+        await _session(open_page, server, worker, cold, [], rng)
+        res.cold_first_frame_ms = cold.first_frame_ms[0]
+        mark = await _next_registration(worker, mark)
+        for n in range(args.joins):
+            last = n == args.joins - 1
+            taps = _tap_points(args.taps, rng) if last else []
+            window = args.cpu_window if last else 0.0
+            await _session(open_page, server, worker, res, taps, rng, window)
             mark = await _next_registration(worker, mark)
-            for n in range(args.joins):
-                last = n == args.joins - 1
-                await _session(
-                    browser, server, res, _tap_points(args.taps, rng) if last else [], rng
-                )
-                mark = await _next_registration(worker, mark)
-        finally:
-            await browser.close()
     return res
 
 
@@ -349,43 +340,61 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=1280)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--runs",
+        default="chromium:H264,chromium:VP8,firefox:VP8",
+        help="browser:codec pairs, comma-separated (browsers: chromium, firefox)",
+    )
     args = parser.parse_args()
-    args.joins = 3 if args.quick else 10
-    args.taps = 30 if args.quick else 100
+    args.joins = 2 if args.quick else 10
+    args.taps = 15 if args.quick else 100
+    args.cpu_window = 2.0 if args.quick else 10.0
+    runs = [tuple(r.split(":", 1)) for r in args.runs.split(",")]
+    for run in runs:
+        if len(run) != 2 or run[0] not in OPENERS:
+            parser.error(f"bad run {':'.join(run)!r}: want browser:codec, browser in {OPENERS}")
     started = time.monotonic()
-    res = asyncio.run(bench(args))
-    summary = res.summary()
-    print(f"browser latency, {res.width}x{res.height} @ {res.fps_target} fps, loopback, chromium")
-    print(f"  sessions: {len(res.first_frame_ms)}, taps: {len(res.tap_ms)}")
+    results = [asyncio.run(bench(args, browser, codec.upper())) for browser, codec in runs]
+    summaries = [r.summary() for r in results]
+    first = results[0]
+    print(f"browser latency, {first.width}x{first.height} @ {first.fps_target} fps, loopback")
+    print(f"  load average before: {' '.join(f'{x:.2f}' for x in LOAD_BEFORE)}")
+    labels = [f"{r.browser.split()[0]} {r.codec}" for r in results]
+    print(f"  {'':<20} " + " ".join(f"{label:>15}" for label in labels))
+    print(
+        f"  {'sessions / taps':<20} "
+        + " ".join(f"{f'{len(r.first_frame_ms)} / {len(r.tap_ms)}':>15}" for r in results)
+    )
     missed = []
-    for key, value in summary.items():
+    for key in summaries[0]:
         target = TARGETS.get(key)
-        verdict = ""
-        if target is not None:
-            ok = value <= target
-            verdict = f"  (target <= {target:g}: {'ok' if ok else 'MISSED'})"
+        row = []
+        for label, summary in zip(labels, summaries, strict=True):
+            value = summary[key]
+            ok = target is None or value <= target
             if not ok:
-                missed.append(key)
-        print(f"  {key:<20} {value:8.1f}{verdict}")
-    if res.stats:
-        print("  stats overlay: " + ", ".join(f"{k} {v}" for k, v in res.stats.items()))
-    if res.audio_inbound:
-        print("  audio inbound: " + ", ".join(f"{k} {v}" for k, v in res.audio_inbound.items()))
-    if res.sound_ms:
-        # Where tap-to-sound goes, on average: the rest is worker, network, decode.
-        jitter = float(res.audio_inbound.get("jitter_buffer_ms") or "nan")
-        mean = statistics.mean(res.sound_ms)
-        framing = 10.0
-        rest = mean - framing - jitter
-        print(
-            f"  sound, mean {mean:.1f} ms = framing ~{framing:.0f} + audio jitter buffer"
-            f" {jitter:.1f} + worker/network/decode/Web Audio {rest:.1f}"
-            f" (then the sound device: {res.audio_output_latency_ms:.1f})"
-        )
+                missed.append(f"{label} {key}")
+            row.append(f"{value:14.1f}{' ' if ok else '!'}")
+        verdict = f"  (target <= {target:g})" if target is not None else ""
+        print(f"  {key:<20} " + " ".join(row) + verdict)
+    print("  browsers: " + ", ".join(r.browser for r in results))
+    for label, r in zip(labels, results, strict=True):
+        if r.stats:
+            print(f"  {label} receiver: " + ", ".join(f"{k} {v}" for k, v in r.stats.items()))
+    if missed:
+        print("  MISSED: " + ", ".join(missed))
+    print(f"  load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"  took {time.monotonic() - started:.1f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"summary": summary, "raw": asdict(res)}, f, indent=2)
+            json.dump(
+                [
+                    {"summary": sm, "raw": asdict(r)}
+                    for sm, r in zip(summaries, results, strict=True)
+                ],
+                f,
+                indent=2,
+            )
     return 1 if args.check and missed else 0
 
 

@@ -61,6 +61,12 @@ def pytest_runtest_makereport(
     return report
 
 
+def call_failed(request: pytest.FixtureRequest) -> bool:
+    """At fixture teardown: the test's call failed (or never ran)."""
+    report = request.node.stash.get(_CALL_REPORT, None)
+    return report is None or report.failed
+
+
 # --- chromium and pages ----------------------------------------------------------
 
 
@@ -153,8 +159,7 @@ async def players(browser: Browser, request: pytest.FixtureRequest) -> AsyncIter
     try:
         yield p
     finally:
-        report = request.node.stash.get(_CALL_REPORT, None)
-        if report is None or report.failed:
+        if call_failed(request):
             await p.save_failure()
         await p.close()
 
@@ -238,7 +243,7 @@ async def picture_to_page(page: Page, x: float, y: float) -> tuple[float, float]
 
 # Mean of a 5x5 patch of the decoded picture at a normalized point, read back
 # through a canvas: the disc is pure white, the scene never brighter than ~215.
-_PATCH_JS = """
+PATCH_JS = """
 window.__patch = (x, y) => {
   const v = document.querySelector('#stream');
   if (!v.videoWidth) return null;
@@ -260,7 +265,7 @@ window.__isWhite = (x, y) => {
 
 
 async def install_probe(page: Page) -> None:
-    await page.evaluate(_PATCH_JS)
+    await page.evaluate(PATCH_JS)
 
 
 async def wait_white(

@@ -21,9 +21,15 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     [
         ("signaling_load.py", ("setup latency",)),
         ("worker_latency.py", ("touch",)),
-        # Tap to photon, and tap to sound with the audio/video offset.
+        # Tap to photon in Chromium (H.264, VP8) and Firefox (VP8) side by side.
         pytest.param(
-            "browser_latency.py", ("tap", "sound_p50_ms", "av_offset"), marks=pytest.mark.browser
+            "browser_latency.py",
+            ("tap", "Firefox VP8"),
+            marks=[pytest.mark.browser, pytest.mark.firefox],
+        ),
+        # Tap to sound, with the audio/video offset for the same taps.
+        pytest.param(
+            "sound_latency.py", ("tap", "sound_p50_ms", "av_offset"), marks=pytest.mark.browser
         ),
         # The worker's own delay for the phone's video, touches and Opus.
         ("android_latency.py", ("touch", "audio  device socket -> RTP packet out")),

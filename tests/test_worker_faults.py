@@ -14,7 +14,7 @@ import pytest
 from playcast_testing.peer import TestPeer
 from playcast_testing.servers import ServerProcess, running_server
 
-from playcast.backends.base import BackendError, Health, VideoPacket
+from playcast.backends.base import H264, BackendError, Health, VideoPacket
 from playcast.backends.synthetic import SyntheticBackend
 from playcast.protocol import DEFAULT_GAME as GAME
 from playcast.worker.main import Worker, WorkerSettings
@@ -41,8 +41,8 @@ class BreakableBackend(SyntheticBackend):
             raise BackendError("no device yet")
         await super().start()
 
-    async def packets(self) -> AsyncIterator[VideoPacket]:
-        async for packet in super().packets():
+    async def packets(self, codec: str = H264) -> AsyncIterator[VideoPacket]:
+        async for packet in super().packets(codec):
             if self.break_video:
                 raise BackendError("device unplugged")
             yield packet

@@ -36,7 +36,7 @@ from typing import Final, Literal
 
 from playcast.backends.adb import Adb, AdbError
 from playcast.backends.audio import AudioPacket, AudioStatus, GameAudio
-from playcast.backends.base import BackendError, GameBackend, Health, VideoPacket
+from playcast.backends.base import H264, BackendError, GameBackend, Health, VideoPacket
 from playcast.backends.scrcpy import (
     DEVICE_NAME_FIELD_LENGTH,
     DEVICE_SERVER_PATH,
@@ -143,6 +143,11 @@ _MOTION: Final = {"down": MotionAction.DOWN, "move": MotionAction.MOVE, "up": Mo
 
 
 class AndroidBackend(GameBackend, GameAudio):
+    # What the scrcpy server is started with (video_codec=h264): the one codec
+    # every phone's hardware encoder offers. Another (scrcpy also speaks h265
+    # and av1) would be named here, preferred first, and passed to the server.
+    codecs = (H264,)
+
     def __init__(self, settings: AndroidSettings) -> None:
         self.settings = settings
         self.game = settings.game
@@ -223,7 +228,9 @@ class AndroidBackend(GameBackend, GameAudio):
 
     # --- video -------------------------------------------------------------------
 
-    async def packets(self) -> AsyncIterator[VideoPacket]:
+    async def packets(self, codec: str = H264) -> AsyncIterator[VideoPacket]:
+        if codec not in self.codecs:
+            raise BackendError(f"the Android backend does not send {codec} (only {self.codecs})")
         if self._queue is not None:
             raise BackendError("packets() already has a consumer")
         if self._failure is not None:

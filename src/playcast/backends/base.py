@@ -1,8 +1,9 @@
 """The one interface every game backend implements.
 
 The worker knows nothing else about a backend: the synthetic game and a real
-Android device both hand it encoded H.264 access units and take normalized
-input, so the worker's session logic is the same for both.
+Android device both hand it encoded video (H.264 access units; the synthetic
+game also VP8 frames) and take normalized input, so the worker's session logic
+is the same for both.
 """
 
 from __future__ import annotations
@@ -12,18 +13,23 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Final, Literal
 
 VIDEO_CLOCK = Fraction(1, 90000)
 
 log = logging.getLogger(__name__)
 
 FailureListener = Callable[[str], None]
+# Video codecs by their WebRTC names (RTCRtpCodec mimeType without "video/"),
+# as register and join carry them.
+H264: Final = "H264"
+VP8: Final = "VP8"
 
 
 @dataclass(frozen=True, slots=True)
 class VideoPacket:
-    """One H.264 access unit in Annex B form (SPS/PPS in front of keyframes)."""
+    """One encoded picture: an H.264 access unit in Annex B form (SPS/PPS in
+    front of keyframes), or one VP8 frame."""
 
     data: bytes
     pts: int  # in VIDEO_CLOCK units
@@ -53,6 +59,9 @@ class GameBackend(abc.ABC):
     """
 
     game: str
+    # What ``packets`` can encode, in this backend's order of preference: the
+    # worker registers with it, and the server picks one per session.
+    codecs: tuple[str, ...] = (H264,)
 
     def watch_failures(self, listener: FailureListener) -> Callable[[], None]:
         """Call ``listener(detail)`` on every pushed failure; returns the unsubscribe."""
@@ -94,8 +103,9 @@ class GameBackend(abc.ABC):
         """Put the game back in a fresh state for the next player."""
 
     @abc.abstractmethod
-    def packets(self) -> AsyncIterator[VideoPacket]:
-        """Encoded video from now on; ends (or raises BackendError) on failure.
+    def packets(self, codec: str = H264) -> AsyncIterator[VideoPacket]:
+        """Video encoded with ``codec`` (one of ``codecs``) from now on; ends (or
+        raises BackendError) on failure, and on a codec it cannot send.
 
         Only one consumer at a time; the first packet is a keyframe.
         """

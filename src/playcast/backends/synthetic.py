@@ -1,7 +1,8 @@
 """A small playable game drawn in software: the worker's backend without a phone.
 
-It goes through the same path a phone's stream will: pictures are encoded to
-H.264 here (PyAV/libx264) and the worker only ever sees encoded access units.
+It goes through the same path a phone's stream will: pictures are encoded here
+(PyAV: libx264 for H.264, libvpx for VP8, whichever the session's browser
+decodes) and the worker only ever sees encoded pictures.
 Frames come on a steady clock, and one comes at once when input arrives, so
 what a player does shows up in the next packet, not at the next tick.
 
@@ -24,8 +25,9 @@ from typing import Literal
 
 from playcast.backends.arena import ArenaScene, Mark, Plane
 from playcast.backends.audio import FRAME_SECONDS, AudioPacket, AudioStatus, GameAudio, SoundMaker
-from playcast.backends.base import BackendError, GameBackend, Health, VideoPacket
+from playcast.backends.base import H264, VP8, BackendError, GameBackend, Health, VideoPacket
 from playcast.backends.h264 import EncodedPicture, EncoderSettings, H264Encoder
+from playcast.backends.vp8 import Vp8Encoder
 from playcast.envflags import add_flag
 from playcast.protocol import DEFAULT_GAME
 
@@ -42,6 +44,10 @@ MAX_BACKLOG = 3
 # every frame until it expires, so a flood of moves would make every frame
 # slower to draw. The oldest go first (a long drag keeps its newest trail).
 MAX_MARKS = 64
+# H.264 first: browsers decode it in hardware where they can, and a browser
+# that names no codecs (protocol v1) is taken to want it.
+ENCODERS = {H264: H264Encoder, VP8: Vp8Encoder}
+DEFAULT_CODECS = (H264, VP8)
 
 
 # Sound this far behind its clock (a stalled loop) restarts the clock instead
@@ -57,10 +63,16 @@ class SyntheticBackend(GameBackend, GameAudio):
         height: int = 1280,
         fps: int = 30,
         preset: str = "ultrafast",
+        codecs: tuple[str, ...] = DEFAULT_CODECS,
     ) -> None:
         if not 1 <= fps <= MAX_FPS:
             raise ValueError(f"fps must be within 1..{MAX_FPS}")
+        unknown = [c for c in codecs if c not in ENCODERS]
+        if unknown or not codecs:
+            raise ValueError(f"codecs must be some of {', '.join(ENCODERS)}, not {codecs!r}")
         self.game = game
+        self.codecs = tuple(codecs)
+        self.codec: str | None = None  # of the current (or last) stream
         self.fps = fps
         self._settings = EncoderSettings(width=width, height=height, fps=fps, preset=preset)
         self._scene = ArenaScene(width, height)
@@ -121,7 +133,7 @@ class SyntheticBackend(GameBackend, GameAudio):
     def _scene_time(self) -> float:
         return time.monotonic() - self._origin
 
-    async def packets(self) -> AsyncIterator[VideoPacket]:
+    async def packets(self, codec: str = H264) -> AsyncIterator[VideoPacket]:
         executor = self._executor
         if executor is None:
             raise BackendError("synthetic backend is not started")
@@ -129,9 +141,12 @@ class SyntheticBackend(GameBackend, GameAudio):
             raise BackendError("synthetic backend already has a consumer")
         if self._failure is not None:
             raise BackendError(self._failure)
+        if codec not in self.codecs:
+            raise BackendError(f"synthetic backend does not send {codec} (only {self.codecs})")
         token = self._consumer = object()
         self._keyframe_wanted = True
-        encoder = H264Encoder(self._settings)
+        self.codec = codec
+        encoder = ENCODERS[codec](self._settings)
         queue: asyncio.Queue[VideoPacket] = asyncio.Queue()
         producer = asyncio.create_task(self._produce(token, encoder, executor, queue))
         get: asyncio.Future[VideoPacket] | None = None
@@ -161,7 +176,7 @@ class SyntheticBackend(GameBackend, GameAudio):
     async def _produce(
         self,
         token: object,
-        encoder: H264Encoder,
+        encoder: H264Encoder | Vp8Encoder,
         executor: ThreadPoolExecutor,
         queue: asyncio.Queue[VideoPacket],
     ) -> None:
@@ -213,7 +228,7 @@ class SyntheticBackend(GameBackend, GameAudio):
 
     def _draw_and_encode(
         self,
-        encoder: H264Encoder,
+        encoder: H264Encoder | Vp8Encoder,
         t: float,
         marks: tuple[Mark, ...],
         flash: bool,
@@ -307,9 +322,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--height", type=int, default=1280, help="synthetic video height")
     add_flag(parser, "--fps", type=int, default=30, help=f"synthetic frame rate (1..{MAX_FPS})")
     add_flag(parser, "--x264-preset", default="ultrafast", help="synthetic libx264 preset")
+    add_flag(
+        parser,
+        "--codecs",
+        default=",".join(DEFAULT_CODECS),
+        help=f"video codecs the synthetic game sends, preferred first (of {', '.join(ENCODERS)})",
+    )
 
 
 def create_backend(args: argparse.Namespace) -> GameBackend:
-    return SyntheticBackend(
-        game=args.game, width=args.width, height=args.height, fps=args.fps, preset=args.x264_preset
-    )
+    codecs = tuple(c.strip().upper() for c in args.codecs.split(",") if c.strip())
+    try:
+        return SyntheticBackend(
+            game=args.game,
+            width=args.width,
+            height=args.height,
+            fps=args.fps,
+            preset=args.x264_preset,
+            codecs=codecs,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"synthetic backend: {exc}") from None

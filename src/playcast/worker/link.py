@@ -143,6 +143,8 @@ class MediaFailed:
     session_id: str
     reason: str
     backend: bool  # the game's fault, not the player's
+    # What kind of failure, for the truth told to the player and the operator.
+    kind: t.FailureKind | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -646,14 +648,22 @@ class Link:
                 if not session.reported:
                     session.reported = True
                     self._emit(Send(t.WebrtcConnected(session_id=session.id)))
-            case MediaFailed(reason=reason, backend=backend):
-                self._media_failed(session, reason, backend=backend, now=now)
+            case MediaFailed(reason=reason, backend=backend, kind=kind):
+                self._media_failed(session, reason, backend=backend, now=now, kind=kind)
 
-    def _media_failed(self, session: _Session, reason: str, *, backend: bool, now: float) -> None:
+    def _media_failed(
+        self,
+        session: _Session,
+        reason: str,
+        *,
+        backend: bool,
+        now: float,
+        kind: t.FailureKind | None = None,
+    ) -> None:
         if session.closing:
             return
         log.warning("session %s: %s", session.id, reason)
-        failed = t.WebrtcFailed(session_id=session.id, reason=reason[:500])
+        failed = t.WebrtcFailed(session_id=session.id, reason=reason[:500], kind=kind)
         if not session.connected:
             # Still in the handshake: the server ends it (handshake_failed) and
             # sends shutdown, acknowledged as usual.

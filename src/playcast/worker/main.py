@@ -32,7 +32,6 @@ import aiohttp
 import msgspec
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
-from aiortc import RTCSessionDescription as Sdp
 from aiortc.sdp import candidate_from_sdp
 
 from playcast import protocol as t
@@ -43,13 +42,13 @@ from playcast.inputs import BadInput, Key, Touch, decode_input
 from playcast.logs import setup_logging
 from playcast.worker import link as lk
 from playcast.worker.backends import BACKENDS, add_backend_arguments, create_backend
+from playcast.worker.codecs import NegotiationFailed, apply_answer, offer_codec, session_codec
 from playcast.worker.input_queue import DEFAULT_LIMIT, InputOverflow, InputQueue
 from playcast.worker.link import Backoff, Link, LinkSettings
 from playcast.worker.media import (
     BackendAudioTrack,
     BackendVideoTrack,
     forward_keyframe_requests,
-    prefer_h264,
     prefer_opus,
     send_playout_delay,
 )
@@ -150,7 +149,9 @@ class Session:
             ]
         )
         self.pc = RTCPeerConnection(config)
-        self.track = BackendVideoTrack(backend, on_failure=self._backend_failed)
+        # Checked when the offer is made: a codec we cannot send fails it.
+        self.codec = session_codec(start.codec)
+        self.track = BackendVideoTrack(backend, on_failure=self._backend_failed, codec=self.codec)
         sound = game_audio(backend) if audio else None
         self.audio_track: BackendAudioTrack | None = None
         if sound is not None and sound.audio_status.codec is not None:
@@ -170,9 +171,9 @@ class Session:
     def feed(self, msg: t.Answer | t.IceCandidate) -> None:
         self._handshake.put_nowait(msg)
 
-    def _failed(self, reason: str, *, backend: bool) -> None:
+    def _failed(self, reason: str, *, backend: bool, kind: t.FailureKind | None = None) -> None:
         if not self._closing:
-            self._post(lk.MediaFailed(self.id, reason, backend))
+            self._post(lk.MediaFailed(self.id, reason, backend, kind))
 
     async def _run_handshake(self) -> None:
         try:
@@ -185,7 +186,7 @@ class Session:
                     if remote_set:
                         log.warning("session %s: second answer ignored", self.id)
                         continue
-                    await self.pc.setRemoteDescription(Sdp(msg.sdp, "answer"))
+                    await apply_answer(self.pc, msg.sdp, self.codec)
                     remote_set = True
                     for c in early:
                         await self._add_candidate(c)
@@ -195,13 +196,16 @@ class Session:
                     early.append(msg.candidate)  # trickled ahead of the answer
         except asyncio.CancelledError:
             raise
+        except NegotiationFailed as exc:
+            log.warning("session %s: negotiation failed: %s", self.id, exc)
+            self._failed(str(exc), backend=False, kind="negotiation")
         except Exception as exc:
             log.warning("session %s: handshake failed: %r", self.id, exc)
-            self._failed(f"handshake failed: {exc}", backend=False)
+            self._failed(f"handshake failed: {exc!r}", backend=False, kind="internal")
 
     async def _offer(self) -> None:
         transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
-        prefer_h264(transceiver)
+        offer_codec(transceiver, self.codec, self._backend.codecs)
         forward_keyframe_requests(transceiver.sender, self._backend)
         if self._playout_delay_ms is not None:
             send_playout_delay(transceiver.sender, self._playout_delay_ms)
@@ -232,15 +236,17 @@ class Session:
             self.connected = True
             self._post(lk.MediaConnected(self.id))
         elif state in ("failed", "closed"):
-            who = "the player's peer connection" if self.connected else "peer connection"
-            self._failed(f"{who} {state}", backend=False)
+            if self.connected:
+                self._failed(f"the player's peer connection {state}", backend=False)
+            else:
+                self._failed(f"peer connection {state} (ICE/DTLS)", backend=False, kind="ice")
 
     def _on_channel_close(self) -> None:
         if self.connected:
             self._failed("the player's input channel closed", backend=False)
 
     def _backend_failed(self, reason: str) -> None:
-        self._failed(reason, backend=True)
+        self._failed(reason, backend=True, kind="media")
 
     def _on_input(self, data: str | bytes) -> None:
         try:
@@ -424,7 +430,11 @@ class Worker:
     async def _send(self, msg: t.Message) -> None:
         if isinstance(msg, t.Register):
             # What only the running backend knows goes into the core's register.
-            msg = msgspec.structs.replace(msg, audio=audio_info(self.backend, self.settings.audio))
+            msg = msgspec.structs.replace(
+                msg,
+                audio=audio_info(self.backend, self.settings.audio),
+                codecs=list(self.backend.codecs),
+            )
         ws = self._ws
         if ws is None or ws.closed:
             log.info("send %s skipped: no socket", type(msg).__name__)

@@ -1,9 +1,10 @@
 """The worker's side of the media path: backend packets into aiortc, and back.
 
-The backend already encodes H.264, so the track hands aiortc ``av.Packet``
-objects, which its RTP sender packetizes without decoding or re-encoding. Two
-things aiortc does not do for such a track are done here: offer H.264 only
-(the packets are H.264 whatever the browser would prefer), and pass a viewer's
+The backend already encodes (H.264, or VP8 from the synthetic game), so the
+track hands aiortc ``av.Packet`` objects, which its RTP sender packetizes
+without decoding or re-encoding. Two things aiortc does not do for such a
+track are done here: offer the session's codec only (see codecs.py: the
+packets are in that codec whatever the browser would prefer), and pass a viewer's
 keyframe requests (RTCP PLI/FIR) on to the backend, since the sender only
 remembers them for its own encoder. And one thing aiortc cannot do at all:
 send the playout-delay header extension, which lets Chrome show each frame as
@@ -35,7 +36,8 @@ from aiortc.rtp import (
 )
 
 from playcast.backends.audio import AUDIO_CLOCK, AudioPacket, GameAudio
-from playcast.backends.base import VIDEO_CLOCK, BackendError, GameBackend, VideoPacket
+from playcast.backends.base import H264, VIDEO_CLOCK, BackendError, GameBackend, VideoPacket
+from playcast.worker.codecs import offer_codec
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,12 @@ class BackendVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, backend: GameBackend, on_failure: Callable[[str], None]) -> None:
+    def __init__(
+        self, backend: GameBackend, on_failure: Callable[[str], None], codec: str = H264
+    ) -> None:
         super().__init__()
         self._backend = backend
+        self.codec = codec
         self._on_failure = on_failure
         self._packets: AsyncIterator[VideoPacket] | None = None
         self.sent = 0
@@ -58,7 +63,7 @@ class BackendVideoTrack(MediaStreamTrack):
         if self._packets is None:
             # Started on the sender's first pull (DTLS is up), so the first
             # keyframe goes straight out instead of waiting in a queue.
-            self._packets = aiter(self._backend.packets())
+            self._packets = aiter(self._backend.packets(self.codec))
         try:
             video = await anext(self._packets)
         except StopAsyncIteration:
@@ -159,11 +164,8 @@ def prefer_opus(transceiver: RTCRtpTransceiver) -> None:
 
 
 def prefer_h264(transceiver: RTCRtpTransceiver) -> None:
-    """Offer only H.264 (and its RTX), the one codec the backend produces."""
-    codecs = RTCRtpSender.getCapabilities("video").codecs
-    transceiver.setCodecPreferences(
-        [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
-    )
+    """Offer only H.264 (and its RTX), for a backend that sends nothing else."""
+    offer_codec(transceiver, H264)
 
 
 def forward_keyframe_requests(sender: RTCRtpSender, backend: GameBackend) -> None:

@@ -3,6 +3,7 @@
 // connecting|connected|ended"> (and data-reason once ended), so the CSS, the
 // tests and a curious player all read the same thing.
 
+import { checkBrowser, failureKind } from "./capabilities.js";
 import { InputCapture, ActivityReporter } from "./input.js";
 import { describeEnd, PROGRESS } from "./messages.js";
 import { Peer } from "./peer.js";
@@ -30,13 +31,21 @@ const ui = {
 
 const params = new URLSearchParams(window.location.search);
 const game = params.get("game") || DEFAULT_GAME;
+// Checked once, on load: a browser that cannot play is told so before Play.
+const support = checkBrowser();
 
-/** Show `state` (and `reason` once ended) on <body> and in the status card. */
-function setState(state, reason = null, serverText = "") {
+/**
+ * Show `state` (and `reason` once ended, or unsupported) on <body> and in the
+ * status card; `detail` is the kind of a handshake failure, when known.
+ */
+function setState(state, reason = null, serverText = "", detail = null) {
   ui.body.dataset.state = state;
   if (reason) ui.body.dataset.reason = reason;
   else delete ui.body.dataset.reason;
-  const card = state === "ended" ? describeEnd(reason, serverText) : PROGRESS[state];
+  if (detail) ui.body.dataset.detail = detail;
+  else delete ui.body.dataset.detail;
+  const ending = state === "ended" || state === "unsupported";
+  const card = ending ? describeEnd(reason, serverText, detail) : PROGRESS[state];
   if (card) {
     ui.statusTitle.textContent = card.title;
     ui.statusText.textContent = card.text;
@@ -76,7 +85,7 @@ class PlaySession {
     this.input = new InputCapture(ui.video, emit, isStatsKey);
     setState("waiting");
     this.sig = new Signaling(clientSocketUrl(), {
-      onOpen: () => this.sig.send({ type: "join", game }),
+      onOpen: () => this.sig.send(support.codecs ? { type: "join", game, codecs: support.codecs } : { type: "join", game }),
       onMessage: (msg) => this.#message(msg),
       onClose: () => this.#end("server_lost"),
     });
@@ -84,7 +93,9 @@ class PlaySession {
 
   #message(msg) {
     if (msg.type === "shutdown") {
-      this.#end(msg.reason, msg.message);
+      // A timeout while ICE was still checking is the network's doing too.
+      const stalled = msg.reason === "handshake_timeout" && this.peer && this.peer.iceStalled();
+      this.#end(msg.reason, msg.message, msg.detail || (stalled ? "ice" : null));
       // Acknowledge only after the teardown above, as the protocol asks.
       this.sig.send({ type: "shutdown_ack", ok: true, detail: "player page closed its session" });
       this.sig.close();
@@ -118,6 +129,18 @@ class PlaySession {
 
   #createPeer(iceServers) {
     const sid = () => this.sessionId;
+    try {
+      this.#newPeer(iceServers, sid);
+    } catch (err) {
+      // Reported at once: the server ends the session (handshake_failed)
+      // instead of holding the machine until the handshake times out.
+      console.error("webrtc:", err);
+      const reason = `the page could not create its peer connection: ${err && err.message ? err.message : err}`;
+      this.sig.send({ type: "webrtc_failed", session_id: sid(), reason, kind: failureKind(err) });
+    }
+  }
+
+  #newPeer(iceServers, sid) {
     this.peer = new Peer(iceServers, {
       onCandidate: (candidate) => this.sig.send({ type: "ice_candidate", session_id: sid(), candidate }),
       onTrack: (track) => this.#addTrack(track),
@@ -133,7 +156,7 @@ class PlaySession {
         this.#keepScreenOn();
       },
       // The server answers with a shutdown (handshake_failed or worker_failed).
-      onFailed: (reason) => this.sig.send({ type: "webrtc_failed", session_id: sid(), reason }),
+      onFailed: (reason, kind) => this.sig.send({ type: "webrtc_failed", session_id: sid(), reason, kind }),
     });
   }
 
@@ -187,7 +210,7 @@ class PlaySession {
     this.sig.close();
   }
 
-  #end(reason, serverText = "") {
+  #end(reason, serverText = "", detail = null) {
     if (this.ended) return;
     this.ended = true;
     this.input.disable();
@@ -199,12 +222,12 @@ class PlaySession {
     ui.video.srcObject = null;
     sound.setHasAudio(false);
     setVideo(false);
-    setState("ended", reason, serverText);
+    setState("ended", reason, serverText, detail);
   }
 }
 
 function start() {
-  if (current && !current.ended) return;
+  if (!support.ok || (current && !current.ended)) return;
   sound.unlock(); // in the click itself: the gesture that lets the page make sound
   current = new PlaySession();
   window.playcast.session = current;
@@ -239,4 +262,5 @@ window.addEventListener("pagehide", () => current && current.leave());
 // For tests, benchmarks and the console: read-only handles on the live objects.
 window.playcast = { session: null, stats, sound, start };
 
-if (params.get("autoplay") === "1") start();
+if (!support.ok) setState("unsupported", support.problem);
+else if (params.get("autoplay") === "1") start();

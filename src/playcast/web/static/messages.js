@@ -1,6 +1,10 @@
 // What the player reads when a session ends: one entry per reason the page can
 // end with (the server's rejection and shutdown reasons, plus the page's own
-// `server_lost` and `client_left`). Each says what happened and what to do.
+// `server_lost`, `client_left`, and `no_webrtc` / `no_video_codecs` found on
+// load). Each says what happened and what to do, and only what is known: a
+// network is blamed only when the failure was the network's (ICE).
+
+import { decodableCodecs, isFirefox } from "./capabilities.js";
 
 const REASONS = {
   no_worker_available: {
@@ -25,11 +29,11 @@ const REASONS = {
   },
   handshake_failed: {
     title: "The video could not start",
-    text: "Your browser could not connect to the game machine. This can happen on restricted networks (some office or school Wi-Fi). Press Play again, or try another network.",
+    text: "Setting up the video between your browser and the game machine failed. Press Play again to try a fresh machine.",
   },
   handshake_timeout: {
     title: "The video took too long to start",
-    text: "Connecting to the game machine timed out. Press Play again; if it keeps happening, try another network.",
+    text: "Setting up the video with the game machine did not finish in time. Press Play again to try a fresh machine.",
   },
   server_shutdown: {
     title: "Playcast is restarting",
@@ -41,14 +45,64 @@ const REASONS = {
   },
 };
 
+// handshake_failed (and handshake_timeout) by the kind of failure: the
+// server's shutdown.detail, or what the page saw itself.
+const FAILURES = {
+  ice: {
+    title: "No network path to the game machine",
+    text: "Your browser could not reach the game machine directly. This happens on restricted networks (some office or school Wi-Fi, some VPNs). Press Play again, or try another network.",
+  },
+  negotiation: {
+    title: "Your browser and the game machine could not agree on a video format",
+    text: "The video this game machine sends is one your browser cannot play. Press Play again; if it keeps happening, try another browser (Chrome, Edge or Firefox).",
+  },
+  media: {
+    title: "The game machine could not start the video",
+    text: "The game on the machine failed while the video was starting. Press Play again to get a fresh one.",
+  },
+  unsupported: {
+    title: "This browser cannot play Playcast",
+    text: "Your browser does not support the direct video link (WebRTC) Playcast needs. Open this page in an up-to-date Chrome, Edge or Firefox.",
+  },
+};
+
+// Before any game machine is taken: found on load, or the server's rejection.
+const UNSUPPORTED = {
+  no_webrtc: FAILURES.unsupported,
+  no_video_codecs: {
+    title: "This browser cannot play Playcast",
+    text: "Your browser cannot decode any video format. Open this page in an up-to-date Chrome, Edge or Firefox.",
+  },
+  unsupported_browser: {
+    title: "This browser cannot play the game's video",
+    text: "None of the game machines sends video in a format your browser decodes. Open this page in an up-to-date Chrome, Edge or Firefox.",
+  },
+};
+
+// Firefox decodes H.264 only through Cisco's OpenH264 plugin, which may be
+// switched off or not downloaded yet (offline, managed or hardened installs).
+const FIREFOX_NO_H264 = {
+  title: "Firefox needs its H.264 plugin for this game",
+  text: "The game machines send H.264 video, which Firefox plays with the OpenH264 plugin from Cisco, turned off or missing here. Turn on “OpenH264 Video Codec provided by Cisco Systems, Inc.” under Add-ons and themes → Plugins, restart Firefox, then press Play again; or use Chrome or Edge.",
+};
+
 const UNKNOWN = {
   title: "The game ended",
   text: "Something went wrong on our side. Press Play again to start a new game.",
 };
 
-/** {title, text} for a reason; `serverText` covers reasons this page does not know yet. */
-export function describeEnd(reason, serverText) {
-  const known = REASONS[reason];
+/**
+ * {title, text} for a reason; `detail` (a webrtc_failed kind) sharpens the
+ * handshake reasons; `serverText` covers reasons this page does not know yet.
+ */
+export function describeEnd(reason, serverText, detail = null) {
+  if ((reason === "handshake_failed" || reason === "handshake_timeout") && FAILURES[detail]) {
+    return FAILURES[detail];
+  }
+  if (reason === "unsupported_browser" && isFirefox() && !(decodableCodecs() || []).includes("H264")) {
+    return FIREFOX_NO_H264;
+  }
+  const known = REASONS[reason] || UNSUPPORTED[reason];
   if (known) return known;
   if (!serverText) return UNKNOWN;
   return { title: UNKNOWN.title, text: `${serverText} Press Play again to start a new game.` };

@@ -2,6 +2,8 @@
 // game's sound when it has one, and the `input` data channel), the page
 // answers. Candidates trickle both ways.
 
+import { rejectedVideo } from "./capabilities.js";
+
 /** Server ICE servers ({urls, username, credential}) in RTCPeerConnection's shape. */
 function toRtcIceServers(servers) {
   return (servers || []).map((s) => {
@@ -38,13 +40,14 @@ export class Peer {
    *   onTrack: (track: MediaStreamTrack) => void,
    *   onChannel: (ch: RTCDataChannel) => void,
    *   onConnected: () => void,
-   *   onFailed: (reason: string) => void,
+   *   onFailed: (reason: string, kind: string) => void,
    * }} handlers
    */
   constructor(iceServers, handlers) {
     this.handlers = handlers;
     this.connected = false;
     this.failed = false;
+    this.remoteSet = false;
     // Remote steps must apply in order (a candidate needs the offer first), but
     // the socket delivers them without waiting for the previous one to settle.
     this.queue = Promise.resolve();
@@ -73,21 +76,27 @@ export class Peer {
       this.connected = true;
       this.handlers.onConnected();
     } else if (state === "failed") {
-      this.#fail("ICE/DTLS connection failed");
+      this.#fail("ICE/DTLS connection failed", "ice");
     }
   }
 
-  #fail(reason) {
+  #fail(reason, kind) {
     if (this.failed || this.pc.signalingState === "closed") return;
     this.failed = true;
-    this.handlers.onFailed(reason);
+    this.handlers.onFailed(reason, kind);
   }
 
-  /** Run `step` after the previous ones; a fatal step's error fails the session. */
-  #enqueue(step, fatal) {
+  /** ICE was still trying (or gave up) when the handshake ended: the network's doing. */
+  iceStalled() {
+    return ["checking", "failed", "disconnected"].includes(this.pc.iceConnectionState) && this.remoteSet;
+  }
+
+  /** Run `step` after the previous ones; an error in a fatal step (`fatalKind`
+   * names its webrtc_failed kind) fails the session. */
+  #enqueue(step, fatalKind) {
     this.queue = this.queue.then(step).catch((err) => {
       const text = String(err && err.message ? err.message : err);
-      if (fatal) this.#fail(text);
+      if (fatalKind) this.#fail(text, fatalKind);
       else console.warn("webrtc:", text);
     });
     return this.queue;
@@ -98,11 +107,15 @@ export class Peer {
     let answer;
     return this.#enqueue(async () => {
       await this.pc.setRemoteDescription({ type: "offer", sdp });
+      this.remoteSet = true;
       // Receivers exist once the offer is applied: tune them before media flows.
       for (const r of this.pc.getReceivers()) preferLowDelay(r);
       await this.pc.setLocalDescription();
+      // A video line this browser rejected cannot play: say so now, send no answer.
+      const rejected = rejectedVideo(this.pc.localDescription.sdp);
+      if (rejected) throw new Error(rejected);
       answer = this.pc.localDescription.sdp;
-    }, true).then(() => answer);
+    }, "negotiation").then(() => answer);
   }
 
   addRemoteCandidate(c) {
@@ -117,7 +130,7 @@ export class Peer {
         sdpMid: c.sdpMid ?? null,
         sdpMLineIndex: c.sdpMLineIndex ?? null,
       });
-    }, false); // one bad candidate is not fatal: others may still connect
+    }, null); // one bad candidate is not fatal: others may still connect
   }
 
   getStats() {
