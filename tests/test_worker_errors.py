@@ -20,7 +20,7 @@ from playcast.worker.media import BackendVideoTrack
 class Buggy(SyntheticBackend):
     """A backend with a bug in each place the worker calls it."""
 
-    async def packets(self) -> AsyncIterator[VideoPacket]:
+    async def packets(self, codec: str = "H264") -> AsyncIterator[VideoPacket]:
         try:
             raise RuntimeError("bug in packets")
             yield  # pragma: no cover
@@ -33,7 +33,7 @@ class Buggy(SyntheticBackend):
 
 
 class BadClose(SyntheticBackend):
-    async def packets(self) -> AsyncIterator[VideoPacket]:
+    async def packets(self, codec: str = "H264") -> AsyncIterator[VideoPacket]:
         try:
             async for p in super().packets():
                 yield p
