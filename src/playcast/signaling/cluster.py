@@ -67,6 +67,10 @@ class ClusterLink:
         self.known: set[str] = set()
         self._announced = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Set by stop: the loops end at their next turn even if a cancellation
+        # is lost (Python 3.11's wait_for, which redis-py uses for writes,
+        # drops one that lands as the write completes).
+        self._stopping = False
         self.commands = 0  # Redis commands sent (pipelined ones counted one by one)
 
     # --- from the pump -----------------------------------------------------
@@ -97,6 +101,8 @@ class ClusterLink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await self._idle.wait()
+        self._stopping = True
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -141,7 +147,7 @@ class ClusterLink:
 
     async def _outbound(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
             self._idle.clear()
@@ -201,7 +207,7 @@ class ClusterLink:
         key = f"pc:bus:{self.node}"
         last = "0-0"
         block_ms = int(BUS_BLOCK * 1000)
-        while True:
+        while not self._stopping:
             try:
                 response: Any = await self.reader.xread({key: last}, block=block_ms, count=BATCH)
             except (RedisError, OSError) as exc:
@@ -225,7 +231,7 @@ class ClusterLink:
     async def _liveness(self) -> None:
         period = self.ttl / 4
         info = json.dumps({"started": time.time()})
-        while True:
+        while not self._stopping:
             try:
                 dropped = await self.shared.beat(self.node, self.ttl, info)
                 self._reached()
