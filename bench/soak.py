@@ -839,11 +839,14 @@ class Soak:
                     return scenario, "client_disconnected"
             async with asyncio.timeout(self.scenario_timeout - 5):
                 await peer.socket_closed.wait()
-            if scenario == "inactivity" and any(
+            cause = self._cause(peer, scenario)
+            # Warned before its timeout (a player whose node died meanwhile
+            # may have been warned and then ended otherwise: not counted).
+            if cause == "inactivity_timeout" and any(
                 isinstance(m, t.InactivityWarning) for m in peer.log.messages
             ):
                 self.tally.inactivity_warnings += 1
-            return scenario, self._cause(peer, scenario)
+            return scenario, cause
 
     async def _touch_and_hold(self, peer: TestPeer) -> None:
         """A touch must show in the decoded video; then play for a moment."""
