@@ -38,6 +38,23 @@ and workers are stopped with SIGTERM and must exit 0.
     .venv/bin/python bench/soak.py --ci                 # one minute (CI)
     .venv/bin/python bench/soak.py --duration 600       # the long soak (default)
 
+Cluster mode (``--cluster N``): N signaling nodes on one real redis-server,
+reached by players and workers through one URL, a round-robin TCP balancer
+that skips a node that refuses connections (playcast_testing.balancer), as
+behind any load balancer. Node n1 lives through the soak and is measured;
+every ``--node-kill-every`` seconds another node is SIGKILLed and started
+again under its own ``--node-id`` on its port, as systemd restarts
+``playcast-server@nX``. Sessions that had a member on the killed node end by
+its death (counted apart, ``node_killed``); every other session must still
+end by its own cause. ``/api/status?check=1`` is read on n1 (cluster-wide;
+a read missing a node's answer is partial and not judged; a violation
+counts when a second read confirms it). Redis's keys are counted at the
+quiet points and after everything stopped: nothing may be left behind but
+the arrival counter ``pc:seq``.
+
+    .venv/bin/python bench/soak.py --ci --cluster 2           # CI (tests/test_soak_cluster_ci.py)
+    .venv/bin/python bench/soak.py --cluster 3 --duration 600 # the long cluster soak
+
 ``run_soak(cfg)`` returns a ``SoakResult`` with every figure and decides
 nothing: CI runs the one-minute soak through tests/test_soak_ci.py, which
 asserts the limits on that object, one concern a test. Run as a script, the
@@ -54,6 +71,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -70,11 +88,14 @@ from typing import Any
 
 import aiohttp
 import psutil  # type: ignore[import-untyped]
+from playcast_testing.balancer import RoundRobin
 from playcast_testing.metrics import by_label, parse_metrics, slope_per_minute
 from playcast_testing.peer import HandshakeMode, PeerOptions, TestPeer
+from playcast_testing.redis_server import RedisServer
 from playcast_testing.scripted import ScriptedPeer, connect
 from playcast_testing.servers import ServerProcess, running_server
 from playcast_testing.workers import WorkerProcess, running_worker
+from redis.asyncio import Redis
 
 from playcast import protocol as t
 
@@ -92,6 +113,7 @@ SERVER_SETTINGS: dict[str, float] = {
     "handshake_timeout": 6.0,
     "shutdown_ack_timeout": 3.0,
 }
+NODE_TTL = 2.0  # cluster: the nodes' --node-ttl (the default)
 
 # Scenario -> the end cause the soak expects to see.
 EXPECTED = {
@@ -166,6 +188,8 @@ class Config:
     fd_slack_quiet: int = 2  # descriptors, quiet point against quiet point
     fd_slack_trend: int = 4  # descriptors, medians of samples under load
     json_path: str | None = None
+    cluster: int = 0  # nodes on one redis-server behind a balancer; 0: one lone server
+    node_kill_every: float = 60.0  # cluster: seconds between a node's SIGKILL and restart
 
 
 # --- measuring processes ------------------------------------------------------
@@ -222,7 +246,7 @@ class Slot:
 class Pool:
     """The worker processes, followed through their logs."""
 
-    def __init__(self, server: ServerProcess, flags: list[str], n: int) -> None:
+    def __init__(self, server: ServerProcess | ClusterFront, flags: list[str], n: int) -> None:
         self.server = server
         self.flags = flags
         self.slots = [
@@ -316,6 +340,182 @@ class Pool:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+# --- the cluster (--cluster N) ---------------------------------------------------
+
+# Redis keys by kind (redis_shared.py's layout): what may stay while the
+# cluster is at rest, and what must be gone when no session, player or worker
+# is left. At rest: per worker one pc:w; per node at most its liveness key,
+# its workers' set and its stream; per game a pool and a codec count.
+PER_SESSION_KINDS = ("pc:s", "pc:c", "pc:ns", "pc:nc", "pc:line")
+
+
+def key_kind(key: str) -> str:
+    """``pc:w:w-1a2b`` -> ``pc:w``; ``pc:nodes`` -> ``pc:nodes``."""
+    parts = key.split(":")
+    return ":".join(parts[:2])
+
+
+@dataclass
+class NodeLife:
+    name: str
+    port: int
+    proc: ServerProcess
+    stack: contextlib.AsyncExitStack
+
+
+class ClusterFront:
+    """The soak's server in cluster mode: N nodes on a real redis-server, behind
+    a round-robin balancer whose URL is all that players and workers know."""
+
+    def __init__(self, n: int) -> None:
+        self.names = [f"n{i + 1}" for i in range(n)]
+        self.redis = RedisServer()
+        self.nodes: dict[str, NodeLife] = {}
+        self.history: list[ServerProcess] = []
+        self.balancer: RoundRobin | None = None
+        self.kills: list[tuple[float, float]] = []  # (SIGKILL, listening again), monotonic
+        self.restart_seconds: list[float] = []
+        self.census: dict[str, dict[str, int]] = {}
+        self.leftover: dict[str, int] = {}  # keys after everything stopped, by kind
+        self.leftover_without_ttl: list[str] = []
+
+    @property
+    def settings(self) -> dict[str, float | str]:
+        return {**SERVER_SETTINGS, "redis": self.redis.url}
+
+    @property
+    def lb(self) -> RoundRobin:
+        assert self.balancer is not None
+        return self.balancer
+
+    @property
+    def url(self) -> str:
+        return self.lb.url
+
+    @property
+    def ws_base(self) -> str:
+        return self.lb.ws_base
+
+    def ws_url(self, role: str) -> str:
+        return self.lb.ws_url(role)
+
+    @property
+    def status_url(self) -> str:
+        """n1 lives through the soak: the cluster-wide status is read there."""
+        return self.nodes[self.names[0]].proc.url
+
+    @property
+    def victims(self) -> list[str]:
+        return self.names[1:]
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for proc in self.history for line in proc.lines]
+
+    async def start(self) -> None:
+        await self.redis.start()
+        for name in self.names:
+            await self._start_node(name, 0)
+        self.balancer = RoundRobin([life.port for life in self.nodes.values()])
+        await self.balancer.start()
+
+    async def _start_node(self, name: str, port: int) -> None:
+        stack = contextlib.AsyncExitStack()
+        flags = {**self.settings, "node_id": name}
+        if port:
+            flags["port"] = port  # the balancer knows the node by its port
+        proc = await stack.enter_async_context(running_server(**flags))
+        self.nodes[name] = NodeLife(name, proc.port, proc, stack)
+        self.history.append(proc)
+
+    async def kill_and_restart(self, name: str) -> float:
+        """SIGKILL, and start again at once under the same id and port (it
+        listens once its first life is dealt with): seconds until listening."""
+        life = self.nodes[name]
+        killed = time.monotonic()
+        self.kills.append((killed, math.inf))  # under way: ends seen now are its
+        life.proc.send_signal(signal.SIGKILL)
+        await life.proc.stop(None)
+        await life.stack.aclose()
+        await self._start_node(name, life.port)
+        back = time.monotonic()
+        self.kills[-1] = (killed, back)
+        self.restart_seconds.append(back - killed)
+        return back - killed
+
+    def touched(self, began: float, ended: float, settle: float) -> bool:
+        """Did a node kill fall within a scenario that ran from ``began`` to
+        ``ended`` (monotonic), its effects lasting ``settle`` past the restart?"""
+        return any(began < back + settle and ended > killed for killed, back in self.kills)
+
+    def pids(self) -> Iterator[tuple[str, int]]:
+        for name, life in self.nodes.items():
+            if life.proc.proc.returncode is None:
+                yield f"node {name}", life.proc.proc.pid
+        if self.redis.proc is not None:
+            yield "redis", self.redis.proc.pid
+
+    async def keys(self) -> list[str]:
+        r = Redis.from_url(self.redis.url, decode_responses=True)
+        try:
+            return [k async for k in r.scan_iter(match="pc:*", count=1000)]
+        finally:
+            await r.aclose()
+
+    async def count_keys(self, point: str) -> dict[str, int]:
+        counted = dict(Counter(key_kind(k) for k in await self.keys()))
+        self.census[point] = counted
+        return counted
+
+    async def stop(self) -> list[int]:
+        """SIGTERM every node (each must exit 0), then what Redis still holds."""
+        codes = [await life.proc.stop(signal.SIGTERM) for life in self.nodes.values()]
+        for life in self.nodes.values():
+            await life.stack.aclose()
+        if self.balancer is not None:
+            await self.balancer.close()
+        keys = await self.keys()
+        self.leftover = dict(Counter(key_kind(k) for k in keys))
+        r = Redis.from_url(self.redis.url, decode_responses=True)
+        try:
+            for key in keys:
+                if key != "pc:seq" and await r.ttl(key) == -1:
+                    self.leftover_without_ttl.append(key)
+        finally:
+            await r.aclose()
+        return codes
+
+    async def close(self) -> None:
+        for life in self.nodes.values():
+            await life.stack.aclose()
+        if self.balancer is not None:
+            await self.balancer.close()
+        await self.redis.kill()
+
+    def at_rest_problems(self, workers: int) -> list[str]:
+        """What the key counts at the quiet points say is left behind."""
+        out: list[str] = []
+        n = len(self.names)
+        for point, kinds in self.census.items():
+            for kind in PER_SESSION_KINDS:
+                if kinds.get(kind):
+                    out.append(f"at rest ({point}): {kinds[kind]} {kind}:* keys left")
+            if kinds.get("pc:w", 0) != workers:
+                out.append(
+                    f"at rest ({point}): {kinds.get('pc:w', 0)} pc:w keys, {workers} workers"
+                )
+            for kind in ("pc:node", "pc:nw", "pc:bus"):
+                if kinds.get(kind, 0) > n:
+                    out.append(f"at rest ({point}): {kinds[kind]} {kind}:* keys for {n} nodes")
+            bound = workers + 3 * n + 2 * len(SOAK_GAMES) + 2  # + pc:nodes, pc:seq
+            if sum(kinds.values()) > bound:
+                out.append(f"at rest ({point}): {sum(kinds.values())} keys, more than {bound}")
+        return out
+
+
+SOAK_GAMES = (t.DEFAULT_GAME,)
+
+
 # --- the soak -----------------------------------------------------------------
 
 
@@ -331,12 +531,17 @@ class Tally:
     kills: Counter[str] = field(default_factory=Counter)  # by variant
     inactivity_warnings: int = 0
     touches_seen: int = 0
+    node_losses: list[str] = field(default_factory=list)  # ended by a node's death
+    partial_reads: int = 0  # cluster status reads missing a node's answer
+    transient: list[str] = field(default_factory=list)  # violations gone on a re-read
 
 
 class Soak:
-    def __init__(self, cfg: Config, server: ServerProcess, pool: Pool) -> None:
+    def __init__(self, cfg: Config, server: ServerProcess | ClusterFront, pool: Pool) -> None:
         self.cfg = cfg
         self.server = server
+        self.front = server if isinstance(server, ClusterFront) else None
+        self.node_lock = asyncio.Lock()  # a node restart and a quiet point exclude each other
         self.pool = pool
         self.rng = random.Random(cfg.seed)
         self.tally = Tally()
@@ -349,7 +554,14 @@ class Soak:
         self.t0 = time.monotonic()
         self.http: aiohttp.ClientSession | None = None
         self.measure_lock = asyncio.Lock()
-        self.series: dict[str, Series] = {"server": Series("server", measured=True)}
+        self.series: dict[str, Series] = {}
+        if self.front is None:
+            self.series["server"] = Series("server", measured=True)
+        else:
+            for name in self.front.names:  # n1 lives; the others are killed in turn
+                label = f"node {name}"
+                self.series[label] = Series(label, measured=name == self.front.names[0])
+            self.series["redis"] = Series("redis", measured=False)
         for slot in pool.slots:
             self.series[slot.name] = Series(slot.name, measured=not slot.victim)
         self.series["soak"] = Series("soak (load generator)", measured=False)
@@ -374,7 +586,11 @@ class Soak:
     # --- sampling ------------------------------------------------------
 
     def _pids(self) -> Iterator[tuple[str, int]]:
-        yield "server", self.server.proc.pid
+        if self.front is not None:
+            yield from self.front.pids()
+        else:
+            assert isinstance(self.server, ServerProcess)
+            yield "server", self.server.proc.pid
         for slot in self.pool.slots:
             if slot.proc is not None and slot.proc.proc.returncode is None:
                 yield slot.name, slot.proc.proc.pid
@@ -386,11 +602,33 @@ class Soak:
             proc = self._procs[pid] = psutil.Process(pid)
         return proc
 
-    async def status(self) -> dict[str, Any]:
+    async def _read_status(self) -> dict[str, Any]:
         assert self.http is not None
-        async with self.http.get(f"{self.server.url}/api/status?check=1") as r:
+        url = self.front.status_url if self.front is not None else self.server.url
+        async with self.http.get(f"{url}/api/status?check=1") as r:
             doc: dict[str, Any] = await r.json()
-        for v in doc.get("violations", []):
+        return doc
+
+    async def status(self) -> dict[str, Any]:
+        doc = await self._read_status()
+        found = list(doc.get("violations", []))
+        if self.front is not None and doc.get("unanswered_nodes"):
+            # A node is dead or restarting: its part is missing, nothing to judge.
+            self.tally.partial_reads += 1
+            found = []
+        elif self.front is not None and found:
+            # The nodes' snapshots and the scan of Redis are taken one after
+            # the other, not at one instant: a violation counts when a second
+            # read, a moment later, still shows it.
+            await asyncio.sleep(0.2)  # a moment for in-flight steps to land
+            again = await self._read_status()
+            if again.get("unanswered_nodes"):
+                self.tally.partial_reads += 1
+                again["violations"] = []
+            still = set(again.get("violations", []))
+            self.tally.transient += [f"{self.now():.1f}s: {v}" for v in found if v not in still]
+            found = [v for v in found if v in still]
+        for v in found:
             self.tally.violations.append(f"{self.now():.1f}s: {v}")
         self.last_status = doc
         return doc
@@ -398,12 +636,20 @@ class Soak:
     async def sample(self) -> dict[str, Sample]:
         """One status read (invariants) and one sample of every process."""
         async with self.measure_lock:
-            await self.status()
+            doc = await self.status()
             at = self.now()
+            # Cluster: the balancer spreads peers over the nodes differently
+            # from one moment to the next, so a node's descriptors are counted
+            # net of its peers' sockets (one each).
+            peers = Counter(
+                f"node {p['node']}" for p in doc["workers"] + doc["clients"] if "node" in p
+            )
             out: dict[str, Sample] = {}
             for name, pid in self._pids():
                 with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
                     out[name] = measure(self._process(pid), at)
+                    if self.front is not None:
+                        out[name].fds -= peers[name]
                     series = self.series[name]
                     if pid not in series.pids:
                         series.pids.append(pid)
@@ -429,7 +675,12 @@ class Soak:
                 await self.idle.wait_for(lambda: self.inflight == 0)
         except TimeoutError:
             self.tally.errors.append(f"{name}: {self.inflight} players still busy after drain")
+        async with self.node_lock:  # no node restart under way
+            await self._quiet_point(name)
+
+    async def _quiet_point(self, name: str) -> None:
         n = self.cfg.workers
+        nodes = self.cfg.cluster
 
         def whole(doc: dict[str, Any]) -> bool:
             return (
@@ -438,6 +689,7 @@ class Soak:
                 and not doc["clients"]
                 and not doc["sessions"]
                 and doc["closing"] == 0
+                and (not nodes or (len(doc["nodes"]) == nodes and not doc.get("unanswered_nodes")))
             )
 
         try:
@@ -455,6 +707,8 @@ class Soak:
                 f"{[s.current_id for s in self.pool.slots]}, {len(doc['clients'])} clients, "
                 f"{len(doc['sessions'])} sessions, {doc['closing']} closing"
             )
+        if self.front is not None:
+            await self.front.count_keys(name)
         readings: list[dict[str, Sample]] = []
         for _ in range(3):
             readings.append(await self.sample())
@@ -503,25 +757,40 @@ class Soak:
     async def run(self, scenario: str) -> int | None:
         """Play one scenario (the caller has counted it in ``inflight``). When
         the player was rejected: the pool's registration count at that moment."""
+        began = time.monotonic()
         try:
             async with asyncio.timeout(self.scenario_timeout):
                 played, cause = await self._play(scenario)
             if cause == "rejected":
                 self.tally.rejected["probe" if played == "probe" else "lane"] += 1
                 return self.pool.registrations
+            expected = EXPECTED[played] == cause or (played == "probe" and cause == "client_left")
+            if not expected and self._node_killed(began, f"{played} ended by {cause}"):
+                cause = "node_killed"
             self.tally.causes[cause] += 1
             self.tally.by_scenario[played, cause] += 1
-            if EXPECTED[played] != cause and not (played == "probe" and cause == "client_left"):
+            if not expected and cause != "node_killed":
                 self.tally.unexpected.append(f"{self.now():.1f}s: {played} ended by {cause}")
         except TimeoutError:
-            self.tally.errors.append(f"{self.now():.1f}s: {scenario}: no end within the bound")
+            if not self._node_killed(began, f"{scenario}: no end within the bound"):
+                self.tally.errors.append(f"{self.now():.1f}s: {scenario}: no end within the bound")
         except Exception as exc:
-            self.tally.errors.append(f"{self.now():.1f}s: {scenario}: {exc!r}")
+            if not self._node_killed(began, f"{scenario}: {exc!r}"):
+                self.tally.errors.append(f"{self.now():.1f}s: {scenario}: {exc!r}")
         finally:
             async with self.idle:
                 self.inflight -= 1
                 self.idle.notify_all()
         return None
+
+    def _node_killed(self, began: float, what: str) -> bool:
+        """Cluster: a node died while this scenario ran (its peer or its
+        partner may have been there): the end is the node's, counted apart."""
+        settle = 2 * NODE_TTL + 1.0  # found dead within the TTL, then told
+        if self.front is None or not self.front.touched(began, time.monotonic(), settle):
+            return False
+        self.tally.node_losses.append(f"{self.now():.1f}s: {what}")
+        return True
 
     async def _play(self, scenario: str) -> tuple[str, str]:
         if scenario in ("scripted_leave", "scripted_drop", "scripted_silent", "no_answer", "probe"):
@@ -570,11 +839,14 @@ class Soak:
                     return scenario, "client_disconnected"
             async with asyncio.timeout(self.scenario_timeout - 5):
                 await peer.socket_closed.wait()
-            if scenario == "inactivity" and any(
+            cause = self._cause(peer, scenario)
+            # Warned before its timeout (a player whose node died meanwhile
+            # may have been warned and then ended otherwise: not counted).
+            if cause == "inactivity_timeout" and any(
                 isinstance(m, t.InactivityWarning) for m in peer.log.messages
             ):
                 self.tally.inactivity_warnings += 1
-            return scenario, self._cause(peer, scenario)
+            return scenario, cause
 
     async def _touch_and_hold(self, peer: TestPeer) -> None:
         """A touch must show in the decoded video; then play for a moment."""
@@ -650,6 +922,19 @@ class Soak:
             await asyncio.sleep(max(0.0, self.t0 + n * self.cfg.kill_every - time.monotonic()))
             self.kill_pending = True
 
+    async def node_killer(self) -> None:
+        """Cluster: every node_kill_every seconds under load, SIGKILL the next
+        node but n1 and start it again under its own id, as systemd would."""
+        assert self.front is not None
+        victims = itertools.cycle(self.front.victims)
+        for n in itertools.count(1):
+            every = self.cfg.node_kill_every
+            await asyncio.sleep(max(0.0, self.t0 + n * every - time.monotonic()))
+            async with self.node_lock:
+                if not self.gate.is_set():
+                    continue  # a quiet point: this round is skipped
+                await self.front.kill_and_restart(next(victims))
+
     # --- the run ---------------------------------------------------------
 
     async def run_all(self) -> None:
@@ -662,6 +947,8 @@ class Soak:
             self.gate.set()
             tasks = [self._spawn(self.lane()) for _ in range(cfg.workers)]
             tasks += [self._spawn(self.sampler()), self._spawn(self.killer())]
+            if self.front is not None and self.front.victims:
+                tasks.append(self._spawn(self.node_killer()))
             self.warm_at = self.now()
             if cfg.warmup > 0:
                 await asyncio.sleep(cfg.warmup)  # the schedule: warm-up, then measure
@@ -696,7 +983,17 @@ async def _until(p: ScriptedPeer, kinds: tuple[type[Any], ...], timeout: float) 
     """The first message of ``kinds`` (or a shutdown), skipping relayed handshake noise."""
     async with asyncio.timeout(timeout):
         while True:
-            msg = await p.inbox.get()
+            if p.inbox.empty() and p.closed.is_set():
+                # Closed with nothing more to read: its node died (cluster).
+                raise ConnectionError(f"socket closed ({p.close_code}) before {kinds}")
+            get = asyncio.ensure_future(p.inbox.get())
+            closed = asyncio.ensure_future(p.closed.wait())
+            await asyncio.wait((get, closed), return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+            if not get.done():
+                get.cancel()
+                continue
+            msg = get.result()
             if isinstance(msg, (*kinds, t.Shutdown)):
                 return msg
             if isinstance(msg, t.Error):
@@ -770,10 +1067,31 @@ class SoakResult:
     log_errors: dict[str, list[str]]  # tracebacks and ERROR lines, by "server"/"workers"
     known_issues: dict[str, int]
     figures: dict[str, Any]  # every figure, JSON-ready (SOAK_RESULT, --json)
+    cluster: ClusterFigures | None = None  # --cluster N only
 
     def rss_allowance(self, before: float) -> float:
         """Bytes of RSS growth tolerated from ``before`` bytes."""
         return max(self.cfg.rss_tolerance_mb * MB, self.cfg.rss_tolerance_fraction * before)
+
+
+@dataclass
+class ClusterFigures:
+    """What cluster mode adds: node kills, partial reads, Redis's keys."""
+
+    nodes: int
+    node_kills: int
+    restart_seconds: list[float]  # SIGKILL to listening again (waits out its first life)
+    node_losses: list[str]  # scenarios ended by a node's death
+    partial_reads: int
+    transient_violations: list[str]  # seen once, gone on the re-read
+    census: dict[str, dict[str, int]]  # keys by kind at the quiet points
+    at_rest_problems: list[str]
+    leftover: dict[str, int]  # keys by kind after everything stopped
+    leftover_without_ttl: list[str]  # of those: neither pc:seq nor expiring
+    balancer: dict[str, int]  # connections per node port, skipped connects
+
+    def to_json(self) -> dict[str, Any]:
+        return vars(self)
 
 
 def trend(series: Series, since: float) -> dict[str, float] | None:
@@ -862,16 +1180,25 @@ def problems(r: SoakResult) -> list[str]:
             if end.fds - warm.fds > r.cfg.fd_slack_quiet:
                 out.append(f"{name}: open fds at rest grew {warm.fds} -> {end.fds}")
     a = r.accounting
-    if a.server_started != a.soak_started:
+    c = r.cluster
+    if c is not None:
+        out += c.at_rest_problems
+        if c.node_kills == 0 and c.nodes > 1:
+            out.append("no node was killed")
+        if c.leftover_without_ttl:
+            out.append(f"left behind in Redis: {c.leftover_without_ttl[:10]}")
+    elif a.server_started != a.soak_started:
         out.append(
             f"sessions started: server counted {a.server_started}, the soak {a.soak_started}"
         )
-    if a.server_ended != a.soak_ended:
+    if c is None and a.server_ended != a.soak_ended:
         out.append(f"sessions ended by reason: server {a.server_ended}, the soak {a.soak_ended}")
-    if a.server_rejections != a.soak_rejections:
+    if c is None and a.server_rejections != a.soak_rejections:
         out.append(f"rejections: server {a.server_rejections}, the soak {a.soak_rejections}")
     hb = a.server_heartbeat_timeouts
-    if hb.get("client", 0) != a.soak_client_heartbeat_timeouts or hb.get("worker", 0):
+    if c is None and (
+        hb.get("client", 0) != a.soak_client_heartbeat_timeouts or hb.get("worker", 0)
+    ):
         out.append(f"heartbeat timeouts: server {hb}, the soak {a.soak_client_heartbeat_timeouts}")
     out += r.end_state + r.unexpected_exits
     if r.violations:
@@ -880,7 +1207,7 @@ def problems(r: SoakResult) -> list[str]:
         out.append(f"{len(r.errors)} scenarios failed")
     if r.unexpected:
         out.append(f"{len(r.unexpected)} sessions ended unexpectedly")
-    if r.exit_codes["server"] != 0 or any(r.exit_codes["workers"]):
+    if r.exit_codes["server"] != 0 or any(r.exit_codes["workers"]) or any(r.exit_codes["nodes"]):
         out.append(f"exit codes on SIGTERM: {r.exit_codes}")
     for who, lines in r.log_errors.items():
         if lines:
@@ -980,23 +1307,51 @@ def report(soak: Soak, r: SoakResult, failures: list[str]) -> None:
         )
         mark = "" if series.measured else "*"
         print(f"  {name + mark:24} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16}   {tail}")
-    print("  * not checked (the killed worker is a new process after each kill; the soak itself)")
-    server_series = soak.series["server"].samples
+    print("  * not checked (killed and restarted, or the soak itself, or redis-server)")
+    main = "server" if soak.front is None else f"node {soak.front.names[0]}"
+    server_series = soak.series[main].samples
     if server_series:
         step = max(1, len(server_series) // 10)
         picks = server_series[::step] + ([server_series[-1]] if len(server_series) > 1 else [])
         print(
-            "  server under load, t s: RSS MB/fds: "
+            f"  {main} under load, t s: RSS MB/fds: "
             + ", ".join(f"{s.at:.0f}: {s.rss / MB:.1f}/{s.fds}" for s in picks)
         )
     print(
         f"\ninvariants: {len(tally.violations)} violations in "
-        f"{len(soak.series['server'].samples)} status reads; "
+        f"{len(soak.series[main].samples)} status reads; "
         f"exit codes on SIGTERM: server {r.exit_codes['server']}, "
         f"workers {r.exit_codes['workers']}"
     )
     for line in tally.violations[:10]:
         print(f"  violation {line}")
+    c = r.cluster
+    if c is not None:
+        print(
+            f"\ncluster: {c.nodes} nodes behind a round-robin balancer "
+            f"(connections by node port {c.balancer}); {c.node_kills} node SIGKILLs, "
+            "kill to listening again "
+            + (
+                f"median {statistics.median(c.restart_seconds):.2f} s, "
+                f"max {max(c.restart_seconds):.2f} s"
+                if c.restart_seconds
+                else "-"
+            )
+        )
+        print(
+            f"  sessions ended by a node's death: {len(c.node_losses)}; status reads missing "
+            f"a node (not judged): {c.partial_reads}; violations gone on a re-read: "
+            f"{len(c.transient_violations)}"
+        )
+        for line in (c.node_losses + c.transient_violations)[:10]:
+            print(f"    {line}")
+        for point, kinds in c.census.items():
+            shown = dict(sorted(kinds.items()))
+            print(f"  Redis keys at rest ({point}): {sum(kinds.values())} {shown}")
+        print(
+            f"  Redis keys after every node stopped: {sum(c.leftover.values())} "
+            f"{c.leftover}; without a TTL (pc:seq aside): {c.leftover_without_ttl or 'none'}"
+        )
     for line in tally.unexpected[:20]:
         print(f"  unexpected: {line}")
     for line in tally.errors[:20]:
@@ -1026,7 +1381,14 @@ async def run_soak(cfg: Config) -> SoakResult:
     worker_flags = ["--width", str(cfg.width), "--height", str(cfg.height), "--fps", str(cfg.fps)]
     wall = time.monotonic()
     end_state: list[str] = []
-    async with running_server(**SERVER_SETTINGS) as server:
+    async with contextlib.AsyncExitStack() as stack:
+        server: ServerProcess | ClusterFront
+        if cfg.cluster:
+            server = front = ClusterFront(cfg.cluster)
+            stack.push_async_callback(front.close)
+            await front.start()
+        else:
+            server = await stack.enter_async_context(running_server(**SERVER_SETTINGS))
         pool = Pool(server, worker_flags, cfg.workers)
         try:
             for slot in pool.slots:
@@ -1034,19 +1396,18 @@ async def run_soak(cfg: Config) -> SoakResult:
             soak = Soak(cfg, server, pool)
             async with asyncio.timeout(cfg.duration + 600):
                 await soak.run_all()
-            try:
-                consistent = await server.assert_consistent()
-                status_ids = {w["id"] for w in consistent["workers"]}
-                if status_ids != {s.current_id for s in pool.slots}:
-                    end_state.append(
-                        "the workers at the end are not each slot's latest registration"
-                    )
-            except AssertionError as exc:
-                end_state.append(f"/api/status and /metrics disagree at the end: {exc}")
-            metrics = parse_metrics(await server.metrics())
+            metrics, consistent = await _end_check(server, end_state)
+            status_ids = {w["id"] for w in consistent["workers"]}
+            if status_ids != {s.current_id for s in pool.slots}:
+                end_state.append("the workers at the end are not each slot's latest registration")
         finally:
             await pool.stop()
-        server_code = await server.stop()
+        node_codes: list[int] = []
+        if isinstance(server, ClusterFront):
+            node_codes = await server.stop()
+            server_code = next((c for c in node_codes if c), 0)
+        else:
+            server_code = await server.stop()
         tally = soak.tally
         server_errors, known = scan_logs(server.lines)
         worker_errors: list[str] = []
@@ -1075,12 +1436,29 @@ async def run_soak(cfg: Config) -> SoakResult:
         "unexpected": tally.unexpected,
         "errors": tally.errors,
         "end_state": end_state,
-        "exit_codes": {"server": server_code, "workers": pool.exit_codes},
+        "exit_codes": {"server": server_code, "workers": pool.exit_codes, "nodes": node_codes},
         "log_errors": {"server": server_errors[:20], "workers": worker_errors[:20]},
         "known_issues": dict(known),
         "processes": {name: p.to_json() for name, p in processes.items()},
         "server": vars(counted),
     }
+    cluster = None
+    if isinstance(server, ClusterFront):
+        lb = server.lb
+        cluster = ClusterFigures(
+            nodes=cfg.cluster,
+            node_kills=len(server.kills),
+            restart_seconds=server.restart_seconds,
+            node_losses=list(tally.node_losses),
+            partial_reads=tally.partial_reads,
+            transient_violations=list(tally.transient),
+            census=server.census,
+            at_rest_problems=server.at_rest_problems(cfg.workers),
+            leftover=server.leftover,
+            leftover_without_ttl=server.leftover_without_ttl,
+            balancer={**{str(k): v for k, v in lb.picked.items()}, "skipped": lb.skipped},
+        )
+        figures["cluster"] = cluster.to_json()
     result = SoakResult(
         cfg=cfg,
         load_seconds=soak.load_seconds,
@@ -1100,6 +1478,7 @@ async def run_soak(cfg: Config) -> SoakResult:
         log_errors={"server": server_errors, "workers": worker_errors},
         known_issues=dict(known),
         figures=figures,
+        cluster=cluster,
     )
     failures = problems(result)
     figures["failures"] = failures
@@ -1121,6 +1500,34 @@ async def run_soak(cfg: Config) -> SoakResult:
     return result
 
 
+async def _end_check(
+    server: ServerProcess | ClusterFront, end_state: list[str]
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The end's status (no violation) and metrics: a lone server's /metrics must
+    agree with its /api/status; a cluster's status is read on n1, its counters
+    summed over the nodes alive now (a killed node's went with it)."""
+    if isinstance(server, ServerProcess):
+        try:
+            doc = await server.assert_consistent()
+        except AssertionError as exc:
+            end_state.append(f"/api/status and /metrics disagree at the end: {exc}")
+            doc = await server.status()
+        return parse_metrics(await server.metrics()), doc
+    summed: Counter[str] = Counter()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.status_url}/api/status?check=1") as r:
+            doc = await r.json()
+        for life in server.nodes.values():
+            async with http.get(f"{life.proc.url}/metrics") as r:
+                for key, value in parse_metrics(await r.text()).items():
+                    summed[re.sub(r'node="[^"]*",?', "", key).replace("{}", "")] += value
+    if doc["violations"]:
+        end_state.append(f"violations at the end: {doc['violations']}")
+    if doc.get("unanswered_nodes"):
+        end_state.append(f"nodes not answering at the end: {doc['unanswered_nodes']}")
+    return dict(summed), doc
+
+
 def _write(path: str, text: str) -> None:
     with open(path, "w") as out:
         out.write(text)
@@ -1140,6 +1547,15 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--fps", type=int, default=10)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", dest="json_path", help="write every figure here")
+    p.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        help="nodes on one redis-server behind a balancer (default 0: one lone server)",
+    )
+    p.add_argument(
+        "--node-kill-every", type=float, help="cluster: seconds between node SIGKILLs (60; --ci 20)"
+    )
     a = p.parse_args(argv)
     ci = a.ci
 
@@ -1158,9 +1574,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         fps=a.fps,
         seed=a.seed,
         json_path=a.json_path,
+        cluster=a.cluster,
+        node_kill_every=pick(a.node_kill_every, 60, 20),
     )
     if cfg.workers < 2:
         p.error("--workers must be at least 2 (one is killed, the others are measured)")
+    if cfg.cluster == 1 or cfg.cluster < 0:
+        p.error("--cluster needs at least 2 nodes (n1 lives, the others are killed in turn)")
     if cfg.warmup >= cfg.duration:
         p.error("--warmup must be shorter than --duration")
     return cfg

@@ -20,6 +20,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     ("script", "expect"),
     [
         ("signaling_load.py", ("setup latency",)),
+        # Two nodes on a real redis-server, worker and player on different nodes.
+        ("cluster_load.py", ("Redis commands per setup", "capacity")),
         ("worker_latency.py", ("touch",)),
         # Tap to photon in Chromium (H.264, VP8) and Firefox (VP8) side by side.
         pytest.param(

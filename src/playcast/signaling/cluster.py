@@ -67,6 +67,10 @@ class ClusterLink:
         self.known: set[str] = set()
         self._announced = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Set by stop: the loops end at their next turn even if a cancellation
+        # is lost (Python 3.11's wait_for, which redis-py uses for writes,
+        # drops one that lands as the write completes).
+        self._stopping = False
         self.commands = 0  # Redis commands sent (pipelined ones counted one by one)
 
     # --- from the pump -----------------------------------------------------
@@ -97,6 +101,8 @@ class ClusterLink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await self._idle.wait()
+        self._stopping = True
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -108,11 +114,41 @@ class ClusterLink:
         await self.redis.aclose()
         await self.reader.aclose()
 
+    async def take_over(self) -> None:
+        """Before this node listens: a previous process under the same id
+        (systemd restarting ``--node-id A`` after a crash) may have died
+        within the TTL, unseen by the others, its records and its bus stream
+        still in Redis. Wait until its liveness key expires and the others
+        have had a TTL to find it dead (each ends the sessions it shared),
+        clean up after it, announce this node, and give the others a liveness
+        period to see it back before any peer can reach it. Redis out of
+        reach: nothing can be checked; the node starts as before (503 until
+        Redis answers)."""
+        node, redis = self.node, self.redis
+        try:
+            if not (
+                await redis.exists(f"pc:node:{node}") or await redis.sismember("pc:nodes", node)
+            ):
+                return
+            log.warning("node id %s was in use: waiting out its previous process", node)
+            while True:  # a live namesake renews its key: this waits, as it should
+                left = await redis.pttl(f"pc:node:{node}")
+                if left < 0:
+                    break
+                await asyncio.sleep(left / 1000)  # until the key expires on Redis's clock
+            await asyncio.sleep(self.ttl)  # the others' liveness loops find it dead
+            await self.shared.forget_node(node, force=True)
+            await self.shared.beat(node, self.ttl, json.dumps({"started": time.time()}))
+            await asyncio.sleep(self.ttl / 2)  # the others see this node back
+            event("node_took_over", node=node)
+        except (RedisError, OSError) as exc:
+            log.warning("cannot check node id %s for a previous process: %r", node, exc)
+
     # --- the loops -------------------------------------------------------------
 
     async def _outbound(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
             self._idle.clear()
@@ -172,7 +208,7 @@ class ClusterLink:
         key = f"pc:bus:{self.node}"
         last = "0-0"
         block_ms = int(BUS_BLOCK * 1000)
-        while True:
+        while not self._stopping:
             try:
                 response: Any = await self.reader.xread({key: last}, block=block_ms, count=BATCH)
             except (RedisError, OSError) as exc:
@@ -196,7 +232,7 @@ class ClusterLink:
     async def _liveness(self) -> None:
         period = self.ttl / 4
         info = json.dumps({"started": time.time()})
-        while True:
+        while not self._stopping:
             try:
                 dropped = await self.shared.beat(self.node, self.ttl, info)
                 self._reached()
@@ -228,6 +264,8 @@ class ClusterLink:
             alive = await pipe.execute()
         self.known = {n for n, up in zip(candidates, alive, strict=True) if up}
         for node, up in zip(candidates, alive, strict=True):
+            if up and node in self.hub.gone_nodes:
+                self.hub.node_back(node)  # restarted under its id: a new node
             if up or node in self.hub.gone_nodes:
                 continue
             lines = await self.shared.forget_node(node, grace=self.hub.settings.resume_grace)

@@ -176,6 +176,10 @@ class Hub(State):
             pairing.announce_line(self, game, line)
         self._settle()
 
+    def node_back(self, node: str) -> None:
+        pairing.node_back(self, node)
+        self._settle()
+
     def cut_off(self) -> None:
         nodes.cut_off(self)
         self._settle()

@@ -341,6 +341,7 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
     pump = app[PUMP_KEY]
     if settings.redis:
         pump.cluster = ClusterLink(hub, pump.flush, settings.redis)
+        await pump.cluster.take_over()
         pump.cluster.start()
     # No access log: every WebSocket would cost a line; lifecycle events say more.
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)

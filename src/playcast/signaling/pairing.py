@@ -155,6 +155,11 @@ def begin(state: State, paired: Paired) -> None:
     if entry.client_node == here and not free_client(state, entry.client):
         _orphaned(state, paired, "client")
         return
+    # Redis just paired with a member there, so its node is alive: if this
+    # node had found it dead, it has come back under the same id.
+    for node in (entry.worker_node, entry.client_node):
+        if node in state.gone_nodes:
+            node_back(state, node)
     session = sessions.open_session(state, entry)
     ice = ice_servers_for(state.settings, entry.id, state.wall_clock())
     worker_token = client_token = None
@@ -233,6 +238,15 @@ def begin(state: State, paired: Paired) -> None:
     )
     if paired.line is not None:
         announce_line(state, entry.game, paired.line)
+
+
+def node_back(state: State, node: str) -> None:
+    """A node found dead earlier is alive again: a new process under the same
+    id (its predecessor's records are gone), told and relayed to like any."""
+    if node in state.gone_nodes:
+        state.gone_nodes.discard(node)
+        state.metrics.count(state.metrics.node_events, "peer_back")
+        event("node_back", node=node)
 
 
 def announce_line(state: State, game: str, line: tuple[ClientEntry, ...]) -> None:
