@@ -137,7 +137,10 @@ class ClusterLink:
                     break
                 await asyncio.sleep(left / 1000)  # until the key expires on Redis's clock
             await asyncio.sleep(self.ttl)  # the others' liveness loops find it dead
-            await self.shared.forget_node(node, force=True)
+            # Its sessions stay for the resume grace: their members may be
+            # resuming on other nodes right now.
+            grace = self.hub.settings.resume_grace
+            await self.shared.forget_node(node, force=True, grace=grace)
             await self.shared.beat(node, self.ttl, json.dumps({"started": time.time()}))
             await asyncio.sleep(self.ttl / 2)  # the others see this node back
             event("node_took_over", node=node)
