@@ -137,3 +137,14 @@ def test_the_report_counts_what_a_collection_finds() -> None:
     del knot
     assert gcpolicy.report() >= 1  # the object (its __dict__ too, if made)
     assert gcpolicy.report() == 0  # and it was freed, not kept
+
+
+def test_after_startup_freezes_what_lives_and_raises_the_young_threshold() -> None:
+    threshold = gc.get_threshold()
+    try:
+        gcpolicy.after_startup()
+        assert gc.get_freeze_count() > 1000  # this process's modules, at least
+        assert gc.get_threshold() == (gcpolicy.YOUNG_THRESHOLD, *threshold[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -318,6 +318,8 @@ async def serve(
     if debug_gc:
         gcpolicy.debug()
         loop.add_signal_handler(signal.SIGUSR1, gcpolicy.report)
+    else:
+        gcpolicy.after_startup()
     await stop.wait()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Stopping already, and bounded by the ack timeout: a second signal (a
