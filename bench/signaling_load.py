@@ -78,12 +78,17 @@ HOST = "127.0.0.1"
 GAME = "com.supercell.clashroyale"
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SESSION_TIMEOUT = 10.0  # a session not done by then (from its scheduled start) failed
+# A process's descriptors other than its sockets (stdio, the log, epoll,
+# the listener, the event loop's pipes): an idle server has 15.
+FDS_BESIDE_SOCKETS = 20
 CANDIDATES = 3  # real candidates each way; the 4th message is the end-of-candidates marker
 
-# Targets from issue 2 (reported, never enforced by the exit code).
-TARGET_P99_MS = 20.0
-TARGET_CPU_MS_PER_SETUP = 1.0
-TARGET_KB_PER_CONNECTION = 30.0
+# Targets from issue 10 (reported, never enforced by the exit code); the
+# latency ones are from the player's TCP connect start.
+TARGET_P99_MS = 10.0
+TARGET_P999_MS = 25.0
+TARGET_CPU_MS_PER_SETUP = 0.70
+TARGET_KB_PER_CONNECTION = 16.0
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -273,6 +278,7 @@ class Session:
     index: int
     scheduled: float
     measured: bool
+    connect_at: float = 0.0  # the client's TCP connect started
     join_sent: float = 0.0
     session_id: str = ""
     client_end: float = 0.0  # client received the worker's end-of-candidates
@@ -531,7 +537,8 @@ class GenConfig:
 class GenResult:
     sessions: int = 0
     measured: int = 0
-    setup_ms: list[float] = field(default_factory=list)  # measured sessions
+    connect_ms: list[float] = field(default_factory=list)  # TCP connect start -> setup
+    setup_ms: list[float] = field(default_factory=list)  # join sent -> setup
     e2e_ms: list[float] = field(default_factory=list)  # scheduled start -> setup
     setup_times: list[float] = field(default_factory=list)  # monotonic, every session
     failures: dict[str, int] = field(default_factory=dict)
@@ -648,6 +655,7 @@ class Generator:
         r = self.result
         r.setup_times.append(sess.setup_at)
         if sess.measured:
+            r.connect_ms.append((sess.setup_at - sess.connect_at) * 1000.0)
             r.setup_ms.append((sess.setup_at - sess.join_sent) * 1000.0)
             r.e2e_ms.append((sess.setup_at - sess.scheduled) * 1000.0)
         if not self.leave_after_setup:
@@ -671,6 +679,7 @@ class Generator:
         self.result.sessions += 1
         if measured:
             self.result.measured += 1
+        sess.connect_at = now()
         client.connect("/ws/client")
         return client
 
@@ -1013,7 +1022,9 @@ def _games(procs: int) -> list[str]:
 def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     procs = args.procs
     pool = args.workers or max(64, math.ceil(args.rate))
-    flags: list[str] = []  # production defaults: heartbeat 5 s / 15 s, info logging
+    # Production defaults (heartbeat 5 s / 15 s, info logging); each generator
+    # process plays its own game, which the server must host.
+    flags = ["--games", ",".join(_games(procs))]
     server = Server(flags, log_dir / f"server-setup-{int(args.rate)}.log", args.profile_server)
     cfgs = [
         GenConfig(
@@ -1052,6 +1063,7 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         gens.join()
         raise
     setup_ms = [x for r in results for x in r["setup_ms"]]
+    connect_ms = [x for r in results for x in r["connect_ms"]]
     e2e_ms = [x for r in results for x in r["e2e_ms"]]
     in_window = sum(1 for r in results for t in r["setup_times"] if w0 <= t < w1)
     failures: Counter[str] = Counter()
@@ -1076,6 +1088,11 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         "stray": [s for r in results for s in r["stray"]][:5],
         "achieved_rate": round(in_window / window, 1),
         "setups_in_window": in_window,
+        "connect_p50_ms": round(pct(connect_ms, 50), 2),
+        "connect_p90_ms": round(pct(connect_ms, 90), 2),
+        "connect_p99_ms": round(pct(connect_ms, 99), 2),
+        "connect_p999_ms": round(pct(connect_ms, 99.9), 2),
+        "connect_max_ms": round(max(connect_ms, default=0.0), 2),
         "setup_p50_ms": round(pct(setup_ms, 50), 2),
         "setup_p90_ms": round(pct(setup_ms, 90), 2),
         "setup_p99_ms": round(pct(setup_ms, 99), 2),
@@ -1108,9 +1125,22 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     }
 
 
+def _hold_procs(conns: int, asked: int) -> int:
+    """Generator processes for ``conns`` sockets: each one's open-files limit
+    must hold its share; the server needs all of them (bench/README.md)."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if conns + FDS_BESIDE_SOCKETS > limit:
+        raise SystemExit(
+            f"holding {conns} connections needs an open-files limit of at least "
+            f"{conns + FDS_BESIDE_SOCKETS} for the server; the hard limit here is {limit} "
+            "(raise it as bench/README.md says, or hold fewer)"
+        )
+    return max(asked, math.ceil(conns / (limit - FDS_BESIDE_SOCKETS)))
+
+
 def run_hold(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
-    procs = args.procs
     conns = args.connections
+    procs = _hold_procs(conns, args.procs)
     pairs = conns // 2
     hb = args.heartbeat_interval
     hb_timeout = args.heartbeat_timeout or 3 * hb
@@ -1124,6 +1154,8 @@ def run_hold(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         "86400",
         "--handshake-timeout",
         "120",
+        "--games",
+        ",".join(_games(procs)),
     ]
     server = Server(flags, log_dir / f"server-hold-{conns}.log", args.profile_server)
     time.sleep(1.0)
@@ -1234,13 +1266,19 @@ def report_setup(r: dict[str, Any]) -> bool:
         f"({r['setups_in_window']} setups completed inside the window)"
     )
     print(
-        f"  setup latency (join -> both connected)  p50 {r['setup_p50_ms']:.2f} ms  "
-        f"p90 {r['setup_p90_ms']:.2f}  p99 {r['setup_p99_ms']:.2f}  max {r['setup_max_ms']:.2f}"
-        f"   [target p99 < {TARGET_P99_MS:g} ms: "
-        f"{_verdict(r['setup_p99_ms'] < TARGET_P99_MS)}]"
+        f"  setup latency (TCP connect start -> last candidate delivered)  "
+        f"p50 {r['connect_p50_ms']:.2f} ms  p90 {r['connect_p90_ms']:.2f}  "
+        f"p99 {r['connect_p99_ms']:.2f}  p99.9 {r['connect_p999_ms']:.2f}  "
+        f"max {r['connect_max_ms']:.2f}   [target p99 <= {TARGET_P99_MS:g} ms: "
+        f"{_verdict(r['connect_p99_ms'] <= TARGET_P99_MS)}, p99.9 <= {TARGET_P999_MS:g} ms: "
+        f"{_verdict(r['connect_p999_ms'] <= TARGET_P999_MS)}]"
     )
     print(
-        f"  scheduled start -> both connected       p50 {r['e2e_p50_ms']:.2f} ms  "
+        f"  join -> both connected                  p50 {r['setup_p50_ms']:.2f} ms  "
+        f"p90 {r['setup_p90_ms']:.2f}  p99 {r['setup_p99_ms']:.2f}  max {r['setup_max_ms']:.2f}"
+    )
+    print(
+        f"  scheduled start -> last candidate       p50 {r['e2e_p50_ms']:.2f} ms  "
         f"p99 {r['e2e_p99_ms']:.2f}   (includes TCP+WebSocket connect; "
         f"max start lag {r['max_start_lag_ms']:.1f} ms)"
     )
@@ -1312,8 +1350,8 @@ def report_hold(r: dict[str, Any]) -> bool:
     print(
         f"  server RSS                idle {r['rss_idle_mb']} MB, held {r['rss_held_mb']} MB, "
         f"peak {r['peak_rss_mb']} MB -> {kb:.2f} KB per connection"
-        f"   [target < {TARGET_KB_PER_CONNECTION:g} KB: "
-        f"{_verdict(kb < TARGET_KB_PER_CONNECTION)}]"
+        f"   [target <= {TARGET_KB_PER_CONNECTION:g} KB: "
+        f"{_verdict(kb <= TARGET_KB_PER_CONNECTION)}]"
     )
     print(
         f"  server stop               exit {r['server_exit_code']} in {r['server_stop_s']} s, "
@@ -1341,7 +1379,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=500.0, help="offered setups/s (setup mode)")
     p.add_argument("--duration", type=float, help="measured seconds (default: setup 10, hold 30)")
     p.add_argument("--warmup", type=float, default=2.0, help="setup mode: unmeasured seconds")
-    p.add_argument("--connections", type=int, default=10_000, help="hold mode: sockets to hold")
+    p.add_argument("--connections", type=int, default=20_000, help="hold mode: sockets to hold")
     p.add_argument("--heartbeat-interval", type=float, default=1.0, help="hold mode")
     p.add_argument("--heartbeat-timeout", type=float, help="hold mode (default: 3 x interval)")
     p.add_argument("--procs", type=int, default=1, help="load-generator processes")
@@ -1357,7 +1395,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rate = 100.0 if args.rate == 500.0 else args.rate
         args.warmup = 0.5
-        args.connections = 1000 if args.connections == 10_000 else args.connections
+        args.connections = 1000 if args.connections == 20_000 else args.connections
     _raise_nofile()  # the server and the generators inherit it
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="signaling-load-"))
     log_dir.mkdir(parents=True, exist_ok=True)
