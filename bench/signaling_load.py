@@ -531,6 +531,7 @@ class GenConfig:
     workers: int = 0
     clients: int = 0
     ramp_concurrency: int = 200
+    in_flight: int = 0  # setup mode: closed loop with this many sessions at once
 
 
 @dataclass
@@ -731,6 +732,28 @@ class Generator:
         ctl.send(("ready", self.registered))
         _, t0, warmup, duration = await _recv(ctl)
         cpu0 = time.process_time()
+        if cfg.in_flight:
+            await self._closed_loop(t0, warmup, duration)
+        else:
+            await self._open_loop(t0, warmup, duration)
+        await self.until(lambda: not self.active, SESSION_TIMEOUT + 1.0)
+        watchdog.cancel()
+        self.result.cpu_s = time.process_time() - cpu0
+        self.result.failures = dict(self.failures)
+        ctl.send(("result", msgspec.to_builtins(self.result)))
+
+    async def _closed_loop(self, t0: float, warmup: float, duration: float) -> None:
+        """Saturation: a new session as soon as one of ``in_flight`` ends."""
+        begin, end = t0 + warmup, t0 + warmup + duration
+        await asyncio.sleep(max(0.0, t0 - now()))
+        i = 0
+        while now() < end:
+            self.start_session(i, now(), now() >= begin)
+            i += 1
+            await self.until(lambda: len(self.active) < self.cfg.in_flight, SESSION_TIMEOUT)
+
+    async def _open_loop(self, t0: float, warmup: float, duration: float) -> None:
+        cfg = self.cfg
         interval = 1.0 / cfg.rate
         begin, end = t0 + warmup, t0 + warmup + duration
         i = 0
@@ -746,11 +769,6 @@ class Generator:
                 self.result.max_start_lag_ms = lag
             self.start_session(i, t, t >= begin)
             i += 1
-        await self.until(lambda: not self.active, SESSION_TIMEOUT + 1.0)
-        watchdog.cancel()
-        self.result.cpu_s = time.process_time() - cpu0
-        self.result.failures = dict(self.failures)
-        ctl.send(("result", msgspec.to_builtins(self.result)))
 
     async def run_hold(self, ctl: Connection) -> None:
         cfg = self.cfg
@@ -1033,6 +1051,7 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             game=game,
             rate=args.rate / procs,
             offset=i / args.rate,
+            in_flight=math.ceil(args.closed / procs) if args.closed else 0,
             workers=math.ceil(pool / procs),
         )
         for i, game in enumerate(_games(procs))
@@ -1076,6 +1095,7 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     return {
         "mode": "setup",
         "offered_rate": args.rate,
+        "closed_in_flight": args.closed,
         "window_s": round(window, 3),
         "warmup_s": args.warmup,
         "generator_procs": procs,
@@ -1251,8 +1271,13 @@ def _verdict(ok: bool) -> str:
 def report_setup(r: dict[str, Any]) -> bool:
     """Print a setup-mode result; True when every session succeeded."""
     cpu = r["server_cpu_ms_per_setup"]
+    offered = (
+        f"closed loop, {r['closed_in_flight']} in flight,"
+        if r["closed_in_flight"]
+        else f"{r['offered_rate']:g}/s offered"
+    )
     print(
-        f"\n== setup: {r['offered_rate']:g}/s offered for {r['window_s']:.1f} s "
+        f"\n== setup: {offered} for {r['window_s']:.1f} s "
         f"(+{r['warmup_s']:g} s warm-up), {r['generator_procs']} generator process(es), "
         f"{r['worker_pool']} pooled workers"
     )
@@ -1383,6 +1408,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heartbeat-interval", type=float, default=1.0, help="hold mode")
     p.add_argument("--heartbeat-timeout", type=float, help="hold mode (default: 3 x interval)")
     p.add_argument("--procs", type=int, default=1, help="load-generator processes")
+    p.add_argument(
+        "--closed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="setup mode, closed loop: N sessions in flight, a new one as each ends "
+        "(saturation: the achieved rate is the figure; --rate is ignored)",
+    )
     p.add_argument(
         "--workers", type=int, help="setup mode: pooled workers (default: rate x 1 s, min 64)"
     )
