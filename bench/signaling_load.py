@@ -20,15 +20,17 @@ setup  Complete sessions started open-loop at ``--rate`` per second (on a fixed
          then the client sends leave (the server closes its socket), the worker
          gets shutdown(client_left), answers shutdown_ack, the server closes the
          worker's socket and the worker registers again on a new WebSocket.
-       Setup latency = from the client sending ``join`` to the moment both
-       end-of-candidates markers have been relayed (the later of: client
-       received the worker's, worker received the client's). Each marker is sent
+       Setup latency = from the moment the client starts its TCP connection
+       (what the player waits from) to the moment both end-of-candidates
+       markers have been relayed (the later of: client received the worker's,
+       worker received the client's); also shown from its ``join``. Each marker is sent
        after its sender's ``webrtc_connected`` on the same socket, and the server
        handles a socket's frames in order, so at that moment the server has
        accepted both webrtc_connected (the session is in phase ``connected``)
        and the client has received the last relayed message.
        Server CPU per setup = (user+system CPU of the server process over the
-       measured window) / (setups completed in that window).
+       measured window) / (setups completed in that window). ``--closed N``
+       runs them closed-loop instead, N in flight (saturation).
 
 hold   ``--connections`` sockets (half workers, half clients, every pair in a
        session whose handshake completed as above) held for ``--duration``
