@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, web, web_ws
+from aiohttp._websocket.models import WSMessage
+from aiohttp._websocket.reader import WebSocketDataQueue
 
 from playcast.envflags import add_flag, env_list
 from playcast.logs import setup_logging
@@ -102,6 +104,38 @@ def _write(peer: Peer, msg: Message) -> bool:
     return cast(WsConnection, peer.ws).write(msg)
 
 
+class FrameSink(WebSocketDataQueue):
+    """aiohttp's queue of a socket's incoming messages, with text frames handed
+    straight to the protocol core once ``sink`` is set.
+
+    aiohttp's reader feeds every message to this queue from ``data_received``;
+    through the queue each frame cost a future, a wake-up of the handler task
+    and ``WebSocketResponse.receive`` (a setup has about 17 inbound frames).
+    With ``sink`` set, text and binary frames go to the core at once, in
+    order, still in ``data_received``; control messages (close, ping, pong,
+    errors) keep aiohttp's path, so its close handshake and limits are
+    unchanged. A frame that arrives before the sink is set is read from the
+    queue as before, and so is every later frame of that socket (order kept).
+    """
+
+    sink: Callable[[str | bytes], None] | None = None
+
+    def feed_data(self, data: Any, size: int) -> None:
+        sink = self.sink
+        if sink is not None and (data.type is WSMsgType.TEXT or data.type is WSMsgType.BINARY):
+            sink(cast(WSMessage, data).data)
+        else:
+            super().feed_data(data, size)
+
+
+def install_frame_sink() -> bool:
+    """Make aiohttp build its WebSocket queues as ``FrameSink``s; False when
+    this aiohttp has no such seam (every frame then goes through the queue)."""
+    if getattr(web_ws, "WebSocketDataQueue", None) is WebSocketDataQueue:
+        setattr(web_ws, "WebSocketDataQueue", FrameSink)  # noqa: B010 (not exported)
+    return getattr(web_ws, "WebSocketDataQueue", None) is FrameSink
+
+
 def _close(peer: Peer, code: int, reason: str) -> None:
     cast(WsConnection, peer.ws).close(code, reason)
 
@@ -167,12 +201,22 @@ async def _serve_socket(request: web.Request, role: str) -> web.StreamResponse:
         conn = WsConnection(ws, remote, request.transport, hub.settings.max_send_queue_bytes)
         peer: Peer = hub.open_worker(conn) if role == "worker" else hub.open_client(conn)
         pump.flush()
+        reader = ws._reader
+        if isinstance(reader, FrameSink) and not reader._buffer:
+
+            def deliver(frame: str | bytes) -> None:
+                hub.on_message(peer, frame)
+                pump.flush()
+
+            reader.sink = deliver
         try:
-            async for msg in ws:
+            async for msg in ws:  # with the sink: only close and errors come here
                 if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                     hub.on_message(peer, msg.data)
                     pump.flush()
         finally:
+            if isinstance(reader, FrameSink):
+                reader.sink = None  # peer -> conn -> ws -> reader -> sink -> peer
             if ws.exception() is not None:  # e.g. a frame over the limit, refused with 1009
                 event(f"{role}_socket_error", peer=peer.id, error=repr(str(ws.exception())))
             hub.on_close(peer, ws.close_code)
@@ -269,6 +313,7 @@ async def _no_stale_page(request: web.Request, response: web.StreamResponse) -> 
 
 
 def make_app(settings: Settings, hub: Hub | None = None) -> web.Application:
+    install_frame_sink()
     app = web.Application()
     app[PUMP_KEY] = Pump(hub or Hub(settings))
     app.router.add_get("/ws/worker", worker_socket)

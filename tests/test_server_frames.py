@@ -1,0 +1,46 @@
+"""Text frames go from aiohttp's reader straight to the core (main.FrameSink).
+
+Over real sockets the whole protocol suite runs through the sink; these pin
+the seam in aiohttp it relies on and what goes which way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import WSMsgType, web_ws
+from aiohttp._websocket.reader import WebSocketReader
+
+from playcast.signaling.main import FrameSink, install_frame_sink
+
+
+class _Protocol:
+    _reading_paused = False
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    # A client frame, masked with a zero key (the XOR is the identity).
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+def test_this_aiohttp_builds_its_queues_as_frame_sinks() -> None:
+    # If an aiohttp upgrade removes the seam, frames still flow (through the
+    # queue) but the saving is gone: this says so.
+    assert install_frame_sink()
+    assert web_ws.WebSocketDataQueue is FrameSink  # type: ignore[attr-defined]
+
+
+async def test_text_goes_to_the_sink_in_order_and_close_to_the_queue() -> None:
+    queue = FrameSink(_Protocol(), 1 << 16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+    reader = WebSocketReader(queue, 1 << 16, compress=False, decode_text=True)
+    got: list[str | bytes] = []
+    reader.feed_data(_frame(0x1, b'{"type":"pong","ts":1}'))  # before the sink: queued
+    assert not got and len(queue._buffer) == 1
+    queue.sink = got.append
+    reader.feed_data(_frame(0x1, b"one") + _frame(0x1, b"two") + _frame(0x8, b"\x03\xe8"))
+    assert got == ["one", "two"]
+    kinds = [msg.type for msg, _ in queue._buffer]
+    assert kinds == [WSMsgType.TEXT, WSMsgType.CLOSE]
