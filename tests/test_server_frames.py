@@ -7,6 +7,7 @@ the seam in aiohttp it relies on and what goes which way.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 from aiohttp import WSMsgType, web_ws
 from aiohttp._websocket.reader import WebSocketReader
@@ -36,11 +37,22 @@ def test_this_aiohttp_builds_its_queues_as_frame_sinks() -> None:
 async def test_text_goes_to_the_sink_in_order_and_close_to_the_queue() -> None:
     queue = FrameSink(_Protocol(), 1 << 16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
     reader = WebSocketReader(queue, 1 << 16, compress=False, decode_text=True)
-    got: list[str | bytes] = []
-    reader.feed_data(_frame(0x1, b'{"type":"pong","ts":1}'))  # before the sink: queued
-    assert not got and len(queue._buffer) == 1
-    queue.sink = got.append
+    got: list[tuple[object, str | bytes]] = []
+    pump = SimpleNamespace(deliver=lambda peer, frame: got.append((peer, frame)))
+    peer = object()
+    assert queue.attach(pump, peer)  # type: ignore[arg-type]
     reader.feed_data(_frame(0x1, b"one") + _frame(0x1, b"two") + _frame(0x8, b"\x03\xe8"))
-    assert got == ["one", "two"]
-    kinds = [msg.type for msg, _ in queue._buffer]
-    assert kinds == [WSMsgType.TEXT, WSMsgType.CLOSE]
+    assert got == [(peer, "one"), (peer, "two")]
+    assert [msg.type for msg, _ in queue._buffer] == [WSMsgType.CLOSE]
+    queue.detach()
+    reader.feed_data(_frame(0x1, b"three"))
+    assert len(got) == 2 and len(queue._buffer) == 2
+
+
+async def test_a_socket_with_frames_already_queued_keeps_the_queue() -> None:
+    queue = FrameSink(_Protocol(), 1 << 16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+    reader = WebSocketReader(queue, 1 << 16, compress=False, decode_text=True)
+    reader.feed_data(_frame(0x1, b'{"type":"join"}'))  # before the peer exists
+    assert not queue.attach(SimpleNamespace(), object())  # type: ignore[arg-type]
+    reader.feed_data(_frame(0x1, b"next"))
+    assert [msg.data for msg, _ in queue._buffer] == ['{"type":"join"}', "next"]
