@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
 from aiohttp import WSMsgType, web_ws
 from aiohttp._websocket.reader import WebSocketReader
 
-from playcast.signaling.main import FrameSink, install_frame_sink
+from playcast.signaling.main import FrameSink, Pump, install_frame_sink
 
 
 class _Protocol:
@@ -56,3 +57,19 @@ async def test_a_socket_with_frames_already_queued_keeps_the_queue() -> None:
     assert not queue.attach(SimpleNamespace(), object())  # type: ignore[arg-type]
     reader.feed_data(_frame(0x1, b"next"))
     assert [msg.data for msg, _ in queue._buffer] == ['{"type":"join"}', "next"]
+
+
+async def test_a_bug_while_delivering_is_logged_and_fails_only_that_socket(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class BuggyHub:
+        def on_message(self, peer: object, frame: str | bytes) -> None:
+            raise RuntimeError("a bug in a rule")
+
+    queue = FrameSink(_Protocol(), 1 << 16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+    reader = WebSocketReader(queue, 1 << 16, compress=False, decode_text=True)
+    queue.attach(Pump(BuggyHub()), SimpleNamespace(id="c-1"))  # type: ignore[arg-type]
+    reader.feed_data(_frame(0x1, b'{"type":"join"}'))
+    assert isinstance(queue.exception(), RuntimeError)  # the socket's reader fails
+    assert "internal error delivering a frame from c-1" in caplog.text
+    assert "a bug in a rule" in caplog.text  # with its traceback
