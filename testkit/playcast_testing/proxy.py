@@ -2,6 +2,8 @@
 
 ``blackhole()`` stops forwarding in both directions but keeps every socket
 open, so neither end sees a close or a reset: only heartbeats can tell.
+``cut()`` is the other kind of drop: every open connection is closed at once
+(both ends see it), while the proxy keeps listening for new ones.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ class BlackholeProxy:
 
     def restore(self) -> None:
         self.dropping = False
+
+    def cut(self) -> None:
+        """Close every open connection, both sides; new ones are still accepted."""
+        for task in self._tasks:
+            task.cancel()
+        for w in self._writers:
+            w.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
