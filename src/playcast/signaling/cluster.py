@@ -67,6 +67,7 @@ class ClusterLink:
         self.known: set[str] = set()
         self._announced = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self.commands = 0  # Redis commands sent (pipelined ones counted one by one)
 
     # --- from the pump -----------------------------------------------------
@@ -97,6 +98,7 @@ class ClusterLink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await self._idle.wait()
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -172,7 +174,10 @@ class ClusterLink:
         key = f"pc:bus:{self.node}"
         last = "0-0"
         block_ms = int(BUS_BLOCK * 1000)
-        while True:
+        # Not ``while True``: redis-py can swallow the cancellation of a
+        # blocking XREAD (it returns empty instead), and stop() would wait on
+        # this loop forever.
+        while not self._stopping:
             try:
                 response: Any = await self.reader.xread({key: last}, block=block_ms, count=BATCH)
             except (RedisError, OSError) as exc:
