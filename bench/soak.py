@@ -1456,7 +1456,7 @@ async def run_soak(cfg: Config) -> SoakResult:
             at_rest_problems=server.at_rest_problems(cfg.workers),
             leftover=server.leftover,
             leftover_without_ttl=server.leftover_without_ttl,
-            balancer={str(k): v for k, v in lb.by_port.items()},
+            balancer={**{str(k): v for k, v in lb.by_port.items()}, "skipped": lb.skipped},
         )
         figures["cluster"] = cluster.to_json()
     result = SoakResult(

@@ -25,6 +25,7 @@ class RoundRobinBalancer:
         self.port = 0
         self.connections = 0
         self.by_port: dict[int, int] = {}  # connections made to each node
+        self.skipped = 0  # connects a node refused, passed on to the next
         self._turn = itertools.count()
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.Task[None], asyncio.Task[None]]] = set()
@@ -59,6 +60,7 @@ class RoundRobinBalancer:
             try:
                 up = await asyncio.open_connection(HOST, port)
             except OSError:
+                self.skipped += 1
                 continue  # down: the next node
             self.by_port[port] = self.by_port.get(port, 0) + 1
             return up
