@@ -88,7 +88,7 @@ from typing import Any
 
 import aiohttp
 import psutil  # type: ignore[import-untyped]
-from playcast_testing.balancer import RoundRobin
+from playcast_testing.balancer import RoundRobinBalancer
 from playcast_testing.metrics import by_label, parse_metrics, slope_per_minute
 from playcast_testing.peer import HandshakeMode, PeerOptions, TestPeer
 from playcast_testing.redis_server import RedisServer
@@ -372,7 +372,7 @@ class ClusterFront:
         self.redis = RedisServer()
         self.nodes: dict[str, NodeLife] = {}
         self.history: list[ServerProcess] = []
-        self.balancer: RoundRobin | None = None
+        self.balancer: RoundRobinBalancer | None = None
         self.kills: list[tuple[float, float]] = []  # (SIGKILL, listening again), monotonic
         self.restart_seconds: list[float] = []
         self.census: dict[str, dict[str, int]] = {}
@@ -384,7 +384,7 @@ class ClusterFront:
         return {**SERVER_SETTINGS, "redis": self.redis.url}
 
     @property
-    def lb(self) -> RoundRobin:
+    def lb(self) -> RoundRobinBalancer:
         assert self.balancer is not None
         return self.balancer
 
@@ -416,7 +416,7 @@ class ClusterFront:
         await self.redis.start()
         for name in self.names:
             await self._start_node(name, 0)
-        self.balancer = RoundRobin([life.port for life in self.nodes.values()])
+        self.balancer = RoundRobinBalancer([life.port for life in self.nodes.values()])
         await self.balancer.start()
 
     async def _start_node(self, name: str, port: int) -> None:
@@ -1456,7 +1456,7 @@ async def run_soak(cfg: Config) -> SoakResult:
             at_rest_problems=server.at_rest_problems(cfg.workers),
             leftover=server.leftover,
             leftover_without_ttl=server.leftover_without_ttl,
-            balancer={**{str(k): v for k, v in lb.picked.items()}, "skipped": lb.skipped},
+            balancer={**{str(k): v for k, v in lb.by_port.items()}, "skipped": lb.skipped},
         )
         figures["cluster"] = cluster.to_json()
     result = SoakResult(

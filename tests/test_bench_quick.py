@@ -23,6 +23,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         # Two nodes on a real redis-server, worker and player on different nodes.
         ("cluster_load.py", ("Redis commands per setup", "capacity")),
         ("worker_latency.py", ("touch",)),
+        # Socket drop to resumed, on one node and across nodes, and a node kill.
+        ("resume_latency.py", ("one_node_p95_ms", "across_nodes_p95_ms", "frames_lost")),
         # Tap to photon in Chromium (H.264, VP8) and Firefox (VP8) side by side.
         pytest.param(
             "browser_latency.py",

@@ -31,9 +31,12 @@ from playcast.protocol import (
     Leave,
     Offer,
     Queued,
+    Reconnect,
     Register,
     Registered,
     Rejected,
+    Resume,
+    Resumed,
     SessionStart,
     Shutdown,
     ShutdownAck,
@@ -365,3 +368,34 @@ async def _health(node: ServerProcess, status: int) -> None:
 
 
 __all__ = ["RedisServer"]
+
+
+async def test_a_node_stopped_while_others_live_exits_once_its_members_moved() -> None:
+    """SIGTERM with resume on: reconnect, the members resume on the other
+    node, and the stopped node exits then (it used to hang in its bus loop:
+    redis-py swallowed the cancellation of the blocking XREAD)."""
+    async with (
+        running_redis() as redis,
+        cluster(redis.url, "AB", resume_grace=5.0) as nodes,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        w = await register(nodes["A"], stack)
+        c = await join(nodes["A"], stack)
+        assigned = await c.expect(Assigned)
+        start = await w.expect(SessionStart)
+        assert assigned.resume_token and start.resume_token
+        # A learns of B on its next liveness round (node_ttl / 4): no event says so.
+        await asyncio.sleep(float(FAST["node_ttl"]) / 2)
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+        nodes["A"].send_signal(signal.SIGTERM)
+        assert isinstance(await w.recv(), Reconnect) and isinstance(await c.recv(), Reconnect)
+        for token, role in ((start.resume_token, "worker"), (assigned.resume_token, "client")):
+            back = await stack.enter_async_context(connect(nodes["B"].ws_url(role)))
+            await back.send(Resume(session_id=assigned.session_id, token=token))
+            assert (await back.expect(Resumed)).session_id == assigned.session_id
+        assert await nodes["A"].stop(None, timeout=4.0) == 0
+        assert loop.time() - stopped_at < 4.0  # not the grace's bound: handed over
+        del nodes["A"]
+        doc = await consistent(nodes)
+        assert [s["id"] for s in doc["sessions"]] == [assigned.session_id]

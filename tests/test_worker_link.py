@@ -3,6 +3,7 @@ no backend, no sleeps. Each test feeds events and reads the effects."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 
@@ -90,7 +91,7 @@ class Rig:
         assert deadline is not None
         return deadline - self.now
 
-    def register(self, worker_id: str = "w-1") -> None:
+    def register(self, worker_id: str = "w-1", grace: float | None = None) -> None:
         """From checking the game (or waiting to) to available."""
         if self.link.phase is Phase.WAITING:
             assert self.wake() == [CheckHealth()]
@@ -102,14 +103,15 @@ class Rig:
                     worker_id=worker_id,
                     heartbeat_interval=1.0,
                     heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    resume_grace=grace,
                 )
             )
             == []
         )
         assert self.link.available and self.link.worker_id == worker_id
 
-    def start_session(self) -> None:
-        start = t.SessionStart(session_id=SID, client_id="c-1", ice_servers=[])
+    def start_session(self, token: str | None = None) -> None:
+        start = t.SessionStart(session_id=SID, client_id="c-1", ice_servers=[], resume_token=token)
         assert self.msg(start) == [StartSession(start)]
         assert not self.link.available
 
@@ -399,3 +401,205 @@ def test_stop_exits_from_anywhere(rig: Rig, where: str) -> None:
     assert rig.feed(StopRequested()) == [Exit()]
     assert rig.link.done and rig.link.deadline is None
     assert rig.msg(t.Ping(ts=1.0)) == []
+
+
+# --- resume (the server's --resume-grace) ------------------------------------
+
+GRACE = 5.0
+TOKEN = "tok-1"
+
+
+@pytest.fixture
+def playing() -> Rig:
+    """A session whose server offers resume: a grace and a token."""
+    r = Rig()
+    r.feed(BackendStarted(True))
+    r.register(grace=GRACE)
+    r.start_session(token=TOKEN)
+    r.connect_media()
+    return r
+
+
+def resume_msg(token: str = TOKEN) -> Send:
+    return Send(t.Resume(session_id=SID, token=token))
+
+
+def test_a_dropped_socket_keeps_the_game_and_resumes(playing: Rig) -> None:
+    r = playing
+    # No CloseSession: the peer connection and the game run on; a new socket at once.
+    assert r.feed(SocketClosed("reset by peer")) == [CloseSocket(), Connect()]
+    assert r.link.phase is Phase.AWAY and r.link.away
+    assert r.feed(Connected()) == [resume_msg()]
+    assert r.msg(t.Ping(ts=4.0)) == [Send(t.Pong(ts=4.0))]  # answered meanwhile
+    r.now += 0.05
+    assert r.msg(t.Resumed(session_id=SID, resume_token="tok-2")) == []
+    assert not r.link.away and r.link.resumes == 1
+    assert r.link.last_resume_s == pytest.approx(0.05)
+    # What the server held for us is fed to the session as usual.
+    answer = t.Answer(session_id=SID, sdp="v=0")
+    assert r.msg(answer) == [FeedSession(answer)]
+    # The next drop resumes with the new token: the old one is spent.
+    assert r.feed(SocketClosed("again")) == [CloseSocket(), Connect()]
+    assert r.feed(Connected()) == [resume_msg("tok-2")]
+    assert r.msg(t.Resumed(session_id=SID, resume_token="tok-3")) == []
+    assert r.link.resumes == 2 and r.link.sessions == 1 and r.link.registrations == 1
+    # And the session still ends the usual way.
+    assert r.msg(t.Shutdown(reason="client_left", message="")) == [CloseSession(SID)]
+
+
+def test_resume_retries_quickly_then_backs_off_until_the_grace_is_over(playing: Rig) -> None:
+    r = playing
+    dropped_at = r.now
+    r.feed(SocketClosed("gone"))
+    attempts = [r.now]
+    # Quick first: 0.1, 0.25, 0.5 s after each failure.
+    for quick in (0.1, 0.25, 0.5):
+        assert r.feed(ConnectFailed("refused")) == []
+        assert r.link.deadline == pytest.approx(r.now + quick)
+        assert r.wake() == [Connect()]
+        attempts.append(r.now)
+    # Then the server backoff (full jitter), never past the grace.
+    same = random.Random(SEED)
+    assert r.feed(ConnectFailed("refused")) == []
+    assert r.link.deadline == pytest.approx(r.now + same.uniform(0, 0.5))
+    effects: list[Effect] = []
+    while r.link.phase is Phase.AWAY:
+        if r.link.deadline is not None:
+            assert r.wake() == [Connect()]
+            attempts.append(r.now)
+        effects = r.feed(ConnectFailed("refused"))
+    assert max(attempts) == pytest.approx(dropped_at + GRACE)  # a last try at the end
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert max(gaps) <= SETTINGS.backoff_cap  # the backoff's cap holds while away too
+    # No server reached within the grace: the session ends, as without resume.
+    assert effects == [CloseSocket(), CloseSession(SID)]
+    assert r.link.resume_failures["grace_over"] == 1 and not r.link.away
+    assert r.feed(SessionClosed(SID, True, "closed")) == [ResetBackend()]
+    assert r.feed(BackendReset(True)) == []
+    assert r.link.phase is Phase.WAITING  # then the server backoff, and a fresh registration
+    r.register("w-2", grace=GRACE)
+
+
+def test_a_connect_that_outlasts_the_grace_ends_the_session(playing: Rig) -> None:
+    r = playing
+    r.feed(SocketClosed("gone"))
+    r.now += 10.0  # a frozen server: the connect times out after the grace
+    assert r.feed(ConnectFailed("timeout")) == [CloseSocket(), CloseSession(SID)]
+
+
+def test_resume_refused_ends_the_session_and_restarts(playing: Rig) -> None:
+    r = playing
+    r.feed(SocketClosed("gone"))
+    r.feed(Connected())
+    refused = t.Error(code="resume_failed", message="no such session waiting here")
+    assert r.msg(refused) == [CloseSocket(), CloseSession(SID)]
+    assert r.link.resume_failures["refused"] == 1
+    assert r.feed(SocketClosed("1008")) == []  # the server's close is expected
+    assert r.feed(SessionClosed(SID, True, "closed")) == [ResetBackend()]
+    assert r.feed(BackendReset(True)) == []
+    assert r.wait() == SETTINGS.restart_delay  # the server is up: a normal restart
+
+
+def test_a_failed_resume_socket_is_retried_within_the_same_grace(playing: Rig) -> None:
+    r = playing
+    dropped_at = r.now
+    r.feed(SocketClosed("gone"))
+    assert r.feed(Connected()) == [resume_msg()]
+    # The new socket closes before resumed: the next quick try.
+    assert r.feed(SocketClosed("closed")) == [CloseSocket()]
+    assert r.link.deadline == pytest.approx(r.now + 0.1)
+    assert r.wake() == [Connect()]
+    assert r.feed(Connected()) == [resume_msg()]
+    # A node that is stopping greets a new socket with server_shutdown: elsewhere.
+    assert r.msg(t.Shutdown(reason="server_shutdown", message="")) == [CloseSocket()]
+    assert r.link.deadline == pytest.approx(r.now + 0.25)
+    r.wake()
+    r.feed(Connected())
+    assert r.msg(t.Resumed(session_id=SID, resume_token="tok-2")) == []
+    # The grace was counted from the first drop, and is over now that it resumed.
+    assert r.link.last_resume_s == pytest.approx(r.now - dropped_at)
+    assert not r.link.away
+
+
+def test_a_resume_socket_that_never_answers_is_given_up_on() -> None:
+    r = Rig()
+    r.feed(BackendStarted(True))
+    r.register(grace=60.0)
+    r.start_session(token=TOKEN)
+    r.connect_media()
+    r.feed(SocketClosed("gone"))
+    r.feed(Connected())
+    connected_at = r.now
+    while r.link.phase is Phase.LINKED:
+        effects = r.wake()
+    assert effects == [CloseSocket()]  # another attempt, not the session's end
+    assert r.now == pytest.approx(connected_at + HEARTBEAT_TIMEOUT + 0.25)
+    assert r.link.phase is Phase.AWAY and r.link.deadline == pytest.approx(r.now + 0.1)
+
+
+def test_what_the_session_says_while_away_goes_out_once_resumed() -> None:
+    r = Rig()
+    r.feed(BackendStarted(True))
+    r.register(grace=GRACE)
+    r.start_session(token=TOKEN)
+    assert r.feed(SocketClosed("gone")) == [CloseSocket(), Connect()]  # mid-handshake
+    assert r.feed(OfferReady(SID, "v=0")) == []
+    assert r.feed(MediaConnected(SID)) == []
+    assert r.feed(Connected()) == [resume_msg()]
+    assert r.msg(t.Resumed(session_id=SID, resume_token="tok-2")) == [
+        Send(t.Offer(session_id=SID, sdp="v=0")),
+        Send(t.IceCandidate(session_id=SID, candidate=None)),
+        Send(t.WebrtcConnected(session_id=SID)),
+    ]
+
+
+def test_reconnect_in_a_session_resumes_at_once(playing: Rig) -> None:
+    assert playing.msg(t.Reconnect()) == [CloseSocket(), Connect()]
+    assert playing.feed(SocketClosed("1012")) == []  # the old socket's close is old news
+    assert playing.feed(Connected()) == [resume_msg()]
+    assert playing.msg(t.Resumed(session_id=SID, resume_token="tok-2")) == []
+    assert playing.link.resumes == 1
+
+
+def test_reconnect_while_idle_registers_anew_at_once(rig: Rig) -> None:
+    assert rig.msg(t.Reconnect()) == [CloseSocket()]
+    assert rig.wait() == 0.0  # no backoff, no reset: there was no session
+    assert rig.link.server_backoff.attempt == 0
+    rig.register("w-2")
+
+
+def test_heartbeat_silence_still_ends_a_resumable_session(playing: Rig) -> None:
+    r = playing
+    effects: list[Effect] = []
+    while r.link.phase is Phase.LINKED:
+        effects = r.wake()
+    # The server counts a silent socket as dead: the session is over there.
+    assert effects == [CloseSocket(), CloseSession(SID)] and not r.link.away
+
+
+@pytest.mark.parametrize(("grace", "token"), [(None, TOKEN), (GRACE, None), (0.0, TOKEN)])
+def test_no_resume_without_both_a_grace_and_a_token(grace: float | None, token: str | None) -> None:
+    r = Rig()
+    r.feed(BackendStarted(True))
+    r.register(grace=grace)
+    r.start_session(token=token)
+    r.connect_media()
+    assert r.feed(SocketClosed("gone")) == [CloseSocket(), CloseSession(SID)]
+
+
+def test_media_dying_while_away_ends_the_session(playing: Rig) -> None:
+    r = playing
+    r.feed(SocketClosed("gone"))
+    reason = "the player's peer connection failed"
+    assert r.feed(MediaFailed(SID, reason, backend=False)) == [CloseSocket(), CloseSession(SID)]
+    assert not r.link.away
+    assert r.feed(Connected()) == [CloseSocket()]  # the attempt under way is dropped
+    assert r.feed(SessionClosed(SID, True, "closed")) == [ResetBackend()]
+
+
+def test_the_game_failing_while_away_ends_the_session_on_the_game_backoff(playing: Rig) -> None:
+    r = playing
+    r.feed(SocketClosed("gone"))
+    assert r.feed(BackendFailed("video stalled")) == [CloseSocket(), CloseSession(SID)]
+    assert r.feed(SessionClosed(SID, True, "closed")) == []
+    assert r.link.failures["session"] == 1 and r.wake() == [ResetBackend()]

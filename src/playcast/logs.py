@@ -43,7 +43,7 @@ class CoalescingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         raw = io.FileIO(sys.stderr.fileno(), "w", closefd=False)
         super().__init__(io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding="utf-8"))
         self.delay = delay
-        self._pending = False
+        self._pending: asyncio.AbstractEventLoop | None = None  # a write-out is due on it
 
     def emit(self, record: logging.LogRecord) -> None:
         super().emit(record)
@@ -51,17 +51,21 @@ class CoalescingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._write_out()
 
     def flush(self) -> None:  # called by emit after every record, and at exit
+        pending = self._pending
+        if pending is not None and pending.is_running():
+            # Already due. Checked first: asyncio.get_running_loop() makes a
+            # getpid system call (a fork check), one per record otherwise.
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (start-up, exit): a write-out pending on a
             self._write_out()  # finished loop would never run
             return
-        if not self._pending:
-            self._pending = True
-            loop.call_later(self.delay, self._write_out)
+        self._pending = loop
+        loop.call_later(self.delay, self._write_out)
 
     def _write_out(self) -> None:
-        self._pending = False
+        self._pending = None
         super().flush()
 
 

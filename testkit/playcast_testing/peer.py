@@ -13,16 +13,26 @@ bit, so the latency measured here is the worker's, not aiortc's.
 Sound, when the worker sends it, is decoded too (aiortc's Opus decoder) and
 each 20 ms frame's peak level kept, so a test can hear the synthetic game's
 click after a touch.
+
+With ``PeerOptions(resume=True)`` and a server that offers resume, the player
+survives its signaling socket: on a drop (or ``reconnect``) it connects again,
+to the next of ``resume_urls``, sends ``resume`` with its token, and carries
+on; what it says meanwhile goes out once ``resumed``. The viewer keeps each
+frame's arrival time and RTP timestamp, so a test can count the frames that
+arrived, and those lost, through the drop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
+import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -131,6 +141,8 @@ class Viewer:
         self.first_frame = asyncio.Event()
         self.latest: DecodedFrame | None = None
         self.frames_received = 0
+        # (arrival time, RTP timestamp) of recent frames, for gaps and losses.
+        self.timeline: deque[tuple[float, int]] = deque(maxlen=20_000)
         self._frame_waiters: list[
             tuple[Callable[[DecodedFrame], bool], asyncio.Future[DecodedFrame]]
         ] = []
@@ -216,6 +228,7 @@ class Viewer:
                 decoded = DecodedFrame(frame, time.monotonic(), index)
                 index += 1
                 self.frames_received = index
+                self.timeline.append((decoded.received_at, int(frame.pts or 0)))
                 self.latest = decoded
                 self.first_frame.set()
                 for waiter in list(self._frame_waiters):
@@ -262,6 +275,25 @@ class Viewer:
             if entry in self._frame_waiters:
                 self._frame_waiters.remove(entry)
 
+    def frames_between(self, start: float, end: float) -> int:
+        """Frames that arrived within [start, end] (monotonic times)."""
+        return sum(1 for at, _ in self.timeline if start <= at <= end)
+
+    def longest_gap(self, start: float, end: float) -> float:
+        """The longest wait between frames (or the window's ends) in [start, end]."""
+        times = [start, *(at for at, _ in self.timeline if start <= at <= end), end]
+        return max(b - a for a, b in itertools.pairwise(times))
+
+    def frames_lost(self, start: float, end: float) -> int:
+        """Frames the sender made but that never arrived, within [start, end]:
+        counted from gaps in the RTP timestamps (90 kHz) against the usual step."""
+        stamps = [pts for at, pts in self.timeline if start <= at <= end]
+        steps = [b - a for a, b in itertools.pairwise(stamps) if b > a]
+        if not steps:
+            return 0
+        usual = statistics.median(steps)
+        return sum(max(0, round(step / usual) - 1) for step in steps)
+
     def send_input(self, event: dict[str, Any] | str) -> None:
         if self.channel is None or self.channel.readyState != "open":
             raise RuntimeError("the input data channel is not open")
@@ -299,6 +331,10 @@ class PeerOptions:
     # Forward each input to the server too, as the web page does (it keeps the
     # inactivity clock from running out).
     forward_inputs: bool = True
+    # Resume after a dropped socket when the server gave a token; where to
+    # reconnect, in turn (base URLs; none: the one joined).
+    resume: bool = False
+    resume_urls: Sequence[str] = ()
 
 
 @dataclass
@@ -347,6 +383,16 @@ class TestPeer:
         self._handshake: asyncio.Task[None] | None = None
         self._pending: asyncio.Queue[t.Answer | t.IceCandidate | t.Offer] = asyncio.Queue()
         self._reported = False
+        # Resume: the current token, how each drop went, what waits to be said.
+        self.resume_token: str | None = None
+        self.resumes = 0
+        self.resume_latencies: list[float] = []  # drop -> resumed, seconds
+        self.drops: list[tuple[float, float | None]] = []  # (dropped, resumed) monotonic
+        self.resume_failed: t.Error | None = None
+        self.resumed_event = asyncio.Event()  # set on each resumed; cleared on a drop
+        self._away = False
+        self._outbox: list[t.Message] = []
+        self._leaving = False
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -362,28 +408,129 @@ class TestPeer:
 
     async def start(self) -> None:
         url = self.base_url.replace("http://", "ws://").replace("https://", "wss://")
-        self._http = aiohttp.ClientSession()
+        # No kept-alive connections: a resume attempt refused by a stopping
+        # node must not pin the next one to it behind a load balancer.
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         self._ws = await self._http.ws_connect(url + "/ws/client", heartbeat=None, autoping=True)
         self.joined_at = time.monotonic()
         await self.send(t.Join(game=self.options.game))
         self._reader = asyncio.create_task(self._read())
 
     async def send(self, msg: t.Message) -> None:
+        if self._away:
+            self._outbox.append(msg)  # said once resumed
+            return
         if self._ws is None or self._ws.closed:
             raise ConnectionError("the signaling socket is closed")
         await self._ws.send_str(t.encode_str(msg))
 
     async def _read(self) -> None:
-        assert self._ws is not None
         try:
-            async for raw in self._ws:
+            while True:
+                await self._read_socket()
+                if not await self._resume():
+                    return
+        finally:
+            self.socket_closed.set()
+
+    async def _read_socket(self) -> None:
+        """Until this socket closes, or the server says ``reconnect``."""
+        ws = self._ws
+        assert ws is not None
+        async for raw in ws:
+            if raw.type != aiohttp.WSMsgType.TEXT:
+                continue
+            msg = t.decode(raw.data)
+            self.log.messages.append(msg)
+            if isinstance(msg, t.Reconnect):
+                return  # the node is stopping: elsewhere, at once
+            await self._handle(msg)
+
+    def _can_resume(self) -> bool:
+        return (
+            self.options.resume
+            and self.resume_token is not None
+            and self.shutdown is None
+            and not self._leaving
+        )
+
+    async def _resume(self) -> bool:
+        """The socket is gone: try to resume until the grace is over."""
+        if not self._can_resume() or self.assigned is None or self._http is None:
+            return False
+        dropped = time.monotonic()
+        self._away = True
+        self.resumed_event.clear()
+        self.drops.append((dropped, None))
+        old = self._ws
+        if old is not None and not old.closed:
+            await old.close()
+        urls = list(self.options.resume_urls) or [self.base_url]
+        until = dropped + (self.assigned.resume_grace or 0.0)
+        waits = iter((0.1, 0.25, 0.5))
+        attempt = 0
+        while time.monotonic() <= until:
+            base = urls[attempt % len(urls)].rstrip("/")
+            attempt += 1
+            outcome = await self._try_resume(_ws_base(base) + "/ws/client")
+            if outcome is True:
+                resumed = time.monotonic()
+                self.resumes += 1
+                self.resume_latencies.append(resumed - dropped)
+                self.drops[-1] = (dropped, resumed)
+                self._away = False
+                outbox, self._outbox = self._outbox, []
+                for msg in outbox:
+                    await self.send(msg)
+                self.resumed_event.set()
+                return True
+            if outcome is False:
+                break
+            await asyncio.sleep(min(next(waits, 0.5), max(0.0, until - time.monotonic())))
+        self._away = False
+        return False
+
+    async def _try_resume(self, url: str) -> bool | None:
+        """One attempt: True resumed, False refused, None no answer (try again)."""
+        assert self._http is not None and self.assigned is not None
+        assert self.resume_token is not None
+        try:
+            async with asyncio.timeout(5.0):
+                ws = await self._http.ws_connect(url, heartbeat=None, autoping=True)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return None
+        sid = self.assigned.session_id
+        try:
+            await ws.send_str(t.encode_str(t.Resume(session_id=sid, token=self.resume_token)))
+            async for raw in ws:
                 if raw.type != aiohttp.WSMsgType.TEXT:
                     continue
                 msg = t.decode(raw.data)
                 self.log.messages.append(msg)
-                await self._handle(msg)
-        finally:
-            self.socket_closed.set()
+                if isinstance(msg, t.Ping):
+                    await ws.send_str(t.encode_str(t.Pong(ts=msg.ts)))
+                elif isinstance(msg, t.Resumed):
+                    self.resume_token = msg.resume_token
+                    self._ws = ws
+                    return True
+                elif isinstance(msg, t.Error) and msg.code == "resume_failed":
+                    self.resume_failed = msg
+                    self.log.errors.append(msg)
+                    await ws.close()
+                    return False
+                else:  # e.g. a stopping node's server_shutdown: elsewhere
+                    break
+        except (aiohttp.ClientError, ConnectionError):
+            pass
+        await ws.close()
+        return None
+
+    async def wait_resumed(self, count: int) -> None:
+        """Until this player has resumed ``count`` times in all."""
+        while self.resumes < count:
+            if self.socket_closed.is_set():
+                raise AssertionError(f"gave up resuming: {self.resume_failed!r}")
+            await _first(self.resumed_event.wait(), self.socket_closed.wait())
 
     async def _handle(self, msg: t.Message) -> None:
         match msg:
@@ -392,6 +539,7 @@ class TestPeer:
                     await self.send(t.Pong(ts=ts))
             case t.Assigned():
                 self.assigned = msg
+                self.resume_token = msg.resume_token
                 self.viewer = Viewer(msg.ice_servers)
                 self._watch_viewer(self.viewer, msg.session_id)
                 self._handshake = asyncio.create_task(self._run_handshake(msg.session_id))
@@ -491,14 +639,17 @@ class TestPeer:
         assert not unexpected, f"server errors for {self.assigned or self.base_url}: {unexpected}"
 
     async def leave(self) -> None:
+        self._leaving = True
         await self.send(t.Leave())
 
     async def drop_socket(self) -> None:
         """Vanish from the server without a word (a closed tab, a lost network)."""
+        self._leaving = True  # gone for good: no resume
         if self._ws is not None:
             await self._ws.close()
 
     async def close(self) -> None:
+        self._leaving = True
         for task in (self._handshake, self._reader):
             if task is not None:
                 task.cancel()
@@ -510,6 +661,10 @@ class TestPeer:
             await self._ws.close()
         if self._http is not None:
             await self._http.close()
+
+
+def _ws_base(url: str) -> str:
+    return url.replace("http://", "ws://").replace("https://", "wss://")
 
 
 async def _first(*aws: Any) -> tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]:

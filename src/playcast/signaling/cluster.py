@@ -211,6 +211,9 @@ class ClusterLink:
         key = f"pc:bus:{self.node}"
         last = "0-0"
         block_ms = int(BUS_BLOCK * 1000)
+        # Not ``while True``: redis-py can swallow the cancellation of a
+        # blocking XREAD (it returns empty instead), and stop() would wait on
+        # this loop forever.
         while not self._stopping:
             try:
                 response: Any = await self.reader.xread({key: last}, block=block_ms, count=BATCH)

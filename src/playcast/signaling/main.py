@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, web, web_ws
+from aiohttp._websocket.models import WSMessage
+from aiohttp._websocket.reader import WebSocketDataQueue
 from redis.exceptions import RedisError
 
 from playcast.envflags import add_flag, env_list
 from playcast.logs import setup_logging
 from playcast.protocol import MAX_FRAME_BYTES, IceServer, Message, encode
+from playcast.signaling import gcpolicy
 from playcast.signaling.cluster import ClusterLink
 from playcast.signaling.events import CLOSE_NORMAL, event
 from playcast.signaling.hub import Hub, drain_effects
@@ -103,6 +106,55 @@ def _write(peer: Peer, msg: Message) -> bool:
     return cast(WsConnection, peer.ws).write(msg)
 
 
+class FrameSink(WebSocketDataQueue):
+    """aiohttp's queue of a socket's incoming messages, with text frames handed
+    straight to the protocol core once ``attach`` names the peer.
+
+    aiohttp's reader feeds every message to this queue from ``data_received``;
+    through the queue each frame cost a future, a wake-up of the handler task
+    and ``WebSocketResponse.receive`` (a setup has about 17 inbound frames).
+    Once attached, text and binary frames go to the core at once, in order,
+    still in ``data_received``; control messages (close, ping, pong, errors)
+    keep aiohttp's path, so its close handshake and limits are unchanged. If a
+    frame arrived before ``attach``, the queue stays in use for every frame of
+    that socket (order kept).
+    Slots, not a closure: 0.7 KB less per held connection (15.58 -> 14.86 KB).
+    """
+
+    __slots__ = ("peer", "pump")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peer: Peer | None = None
+        self.pump: Pump | None = None
+
+    def attach(self, pump: Pump, peer: Peer) -> bool:
+        """Frames to ``peer`` from now on; False (no change) if some are queued."""
+        if self._buffer:
+            return False
+        self.pump, self.peer = pump, peer
+        return True
+
+    def detach(self) -> None:
+        # peer -> conn -> ws -> this queue -> peer: a cycle until the socket ends
+        self.pump = self.peer = None
+
+    def feed_data(self, data: Any, size: int) -> None:
+        pump = self.pump
+        if pump is not None and (data.type is WSMsgType.TEXT or data.type is WSMsgType.BINARY):
+            pump.deliver(cast(Peer, self.peer), cast(WSMessage, data).data)
+        else:
+            super().feed_data(data, size)
+
+
+def install_frame_sink() -> bool:
+    """Make aiohttp build its WebSocket queues as ``FrameSink``s; False when
+    this aiohttp has no such seam (every frame then goes through the queue)."""
+    if getattr(web_ws, "WebSocketDataQueue", None) is WebSocketDataQueue:
+        setattr(web_ws, "WebSocketDataQueue", FrameSink)  # noqa: B010 (not exported)
+    return getattr(web_ws, "WebSocketDataQueue", None) is FrameSink
+
+
 def _close(peer: Peer, code: int, reason: str) -> None:
     cast(WsConnection, peer.ws).close(code, reason)
 
@@ -134,6 +186,17 @@ class Pump:
     def serving(self) -> bool:
         """Taking new peers: not stopping, and (in a cluster) reaching Redis."""
         return not self.hub.stopping and (self.cluster is None or self.cluster.serving)
+
+    def deliver(self, peer: Peer, frame: str | bytes) -> None:
+        """A frame from ``FrameSink``: a step, then its effects."""
+        try:
+            self.hub.on_message(peer, frame)
+            self.flush()
+        except Exception:
+            # aiohttp's reader turns the exception into a socket error (the
+            # socket closes, as when a handler raised); the traceback is here.
+            log.exception("internal error delivering a frame from %s", peer.id)
+            raise
 
     def tick(self) -> None:
         try:
@@ -186,12 +249,17 @@ async def _serve_socket(request: web.Request, role: str) -> web.StreamResponse:
         conn = WsConnection(ws, remote, request.transport, hub.settings.max_send_queue_bytes)
         peer: Peer = hub.open_worker(conn) if role == "worker" else hub.open_client(conn)
         pump.flush()
+        reader = ws._reader
+        if isinstance(reader, FrameSink):
+            reader.attach(pump, peer)
         try:
-            async for msg in ws:
+            async for msg in ws:  # with the sink: only close and errors come here
                 if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                     hub.on_message(peer, msg.data)
                     pump.flush()
         finally:
+            if isinstance(reader, FrameSink):
+                reader.detach()
             if ws.exception() is not None:  # e.g. a frame over the limit, refused with 1009
                 event(f"{role}_socket_error", peer=peer.id, error=repr(str(ws.exception())))
             hub.on_close(peer, ws.close_code)
@@ -298,6 +366,7 @@ async def _no_stale_page(request: web.Request, response: web.StreamResponse) -> 
 
 
 def make_app(settings: Settings, hub: Hub | None = None) -> web.Application:
+    install_frame_sink()
     app = web.Application()
     app[PUMP_KEY] = Pump(hub or Hub(settings))
     app.router.add_get("/ws/worker", worker_socket)
@@ -335,7 +404,9 @@ async def drain(pump: Pump) -> None:
             await pump.drained.wait()
 
 
-async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> int:
+async def serve(
+    settings: Settings, ssl_context: ssl.SSLContext | None = None, *, debug_gc: bool = False
+) -> int:
     hub = Hub(settings)
     app = make_app(settings, hub)
     pump = app[PUMP_KEY]
@@ -363,6 +434,11 @@ async def serve(settings: Settings, ssl_context: ssl.SSLContext | None = None) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if debug_gc:
+        gcpolicy.debug()
+        loop.add_signal_handler(signal.SIGUSR1, gcpolicy.report)
+    else:
+        gcpolicy.after_startup()
     await stop.wait()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Stopping already, and bounded by the ack timeout: a second signal (a
@@ -492,6 +568,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--tls-key", help="PEM private key for --tls-cert")
     add_flag(parser, "--log-level", default="info", help="debug, info, warning")
     add_flag(parser, "--log-format", default="text", choices=["text", "json"], help="log format")
+    # Hidden, for tests and cycle hunts: the collector off, SIGUSR1 logs what
+    # one collection finds (gcpolicy.report).
+    parser.add_argument("--debug-gc", action="store_true", help=argparse.SUPPRESS)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -544,7 +623,7 @@ def run(args: argparse.Namespace) -> int:
     shown["redis"] = _redacted(settings.redis)
     log.info("settings %s", json.dumps(shown))
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(serve(settings, ssl_context))
+        return runner.run(serve(settings, ssl_context, debug_gc=args.debug_gc))
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

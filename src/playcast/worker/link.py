@@ -16,9 +16,23 @@ One life of the worker (PROTOCOL.md, "Worker lifecycle")::
       -> reset game -> pause -> check health -> connect -> register ...
 
 Two backoffs, both full jitter with a cap: one for the server (reset once
-``registered`` arrives), one for the game (reset once it has stayed healthy
-for ``stable_after``), so a phone that fails again and again is retried
-ever more slowly instead of at a fixed pace.
+``registered`` or ``resumed`` arrives), one for the game (reset once it has
+stayed healthy for ``stable_after``), so a phone that fails again and again
+is retried ever more slowly instead of at a fixed pace.
+
+Resume (the server's ``--resume-grace``): when ``registered`` announced a
+grace and ``session_start`` carried a ``resume_token``, a socket that drops
+mid-session does not end the game. The link goes ``AWAY``: the game and the
+peer connection keep running, and it reconnects at once, then after
+``resume_quick`` (0.1, 0.25, 0.5 s), then on the server backoff, sending
+``resume`` as its first message each time. ``resumed`` brings a new token and
+the link carries on (what the server held for it arrives as usual, and what
+the session said meanwhile goes out then). ``resume_failed``, or no server
+reached within the grace, ends the session and restarts as without resume.
+``reconnect`` from a stopping node means the same at once (idle: register
+anew at once). Heartbeat silence from a connected socket is still server
+loss: the server counts such a socket as dead too, and has already ended
+the session.
 """
 
 from __future__ import annotations
@@ -55,6 +69,9 @@ class LinkSettings:
     health_interval: float = 5.0
     # A game healthy this long has recovered: its failure streak starts over.
     stable_after: float = 60.0
+    # Waits before each resume attempt after a drop (the first at once); then
+    # the server backoff, until the grace is over.
+    resume_quick: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5)
 
 
 class Backoff:
@@ -260,6 +277,7 @@ class Phase(enum.Enum):
     CONNECTING = "connecting"
     LINKED = "linked"  # socket open: registering, available or in a session
     LEAVING = "leaving"  # socket closed, waiting for the session to close
+    AWAY = "away"  # socket dropped mid-session: the session runs on, resuming
     WAITING = "waiting"
     STOPPED = "stopped"
 
@@ -276,6 +294,7 @@ class Plan(enum.Enum):
     """Why a link ended, which decides what comes next."""
 
     RESTART = "restart"  # the session (or registration) ended normally: short pause
+    RECONNECT = "reconnect"  # the node is stopping, others live: at once, elsewhere
     LOST = "server lost"  # socket closed or heartbeats stopped: server backoff
     BACKEND_FAILED = "backend failed"  # the game is down: game backoff, reset
 
@@ -287,6 +306,7 @@ class _Session:
     reported: bool = False  # webrtc_connected or webrtc_failed was sent
     failed_after_connect: bool = False
     closing: bool = False
+    resume_token: str | None = None  # the current one; replaced by each resumed
 
 
 class Link:
@@ -305,6 +325,9 @@ class Link:
         self.failures: Counter[str] = Counter()  # by kind: start, reset, health, idle, session
         self.failure_streak = 0
         self.last_delay = 0.0
+        self.resumes = 0
+        self.last_resume_s: float | None = None  # socket drop to resumed
+        self.resume_failures: Counter[str] = Counter()  # refused, grace_over
         self._healthy_since: float | None = None
         self._wake_at: float | None = None
         self._then = Then.CHECK
@@ -326,6 +349,15 @@ class Link:
         self._unconfirmed_at: float | None = None
         self._poll_at: float | None = None
         self._polling = False
+        # Resume: the grace registered announced, and while away (or on a new
+        # socket waiting for resumed): since when, until when, what is next.
+        self.resume_grace = 0.0
+        self._away_since: float | None = None
+        self._away_until = 0.0
+        self._attempts = 0
+        self._attempt_at: float | None = None  # None while connecting
+        self._awaiting_resumed = False
+        self._outbox: list[t.Message] = []  # the session's news while away
 
     # --- the interface -----------------------------------------------------
 
@@ -347,10 +379,17 @@ class Link:
         return self.phase is Phase.LINKED and self.worker_id is not None and not self._had_session
 
     @property
+    def away(self) -> bool:
+        """The socket dropped mid-session and the session has not resumed yet."""
+        return self._away_since is not None
+
+    @property
     def deadline(self) -> float | None:
         """When to feed ``TimerFired`` (None: no timer)."""
         if self.phase is Phase.WAITING:
             return self._wake_at
+        if self.phase is Phase.AWAY:
+            return self._attempt_at
         if self.phase is not Phase.LINKED:
             return None
         times = [
@@ -391,6 +430,9 @@ class Link:
             case BackendFailed(detail=detail):
                 self._on_backend_failed(detail, now)
             case Connected():
+                if self.phase is Phase.AWAY and self._attempt_at is None:
+                    self._resume_on_new_socket(now)
+                    return
                 if self.phase is not Phase.CONNECTING:
                     self._emit(CloseSocket())  # the game failed meanwhile
                     return
@@ -398,15 +440,19 @@ class Link:
                 self._reset_link(now)
                 s = self.settings
                 self._emit(Send(t.Register(game=s.game, addr=s.addr, port=s.port)))
-            case ConnectFailed():
-                if self.phase is Phase.CONNECTING:
+            case ConnectFailed(why=why):
+                if self.phase is Phase.AWAY and self._attempt_at is None:
+                    log.info("resume attempt %d: %s", self._attempts, why)
+                    self._next_attempt(now)
+                elif self.phase is Phase.CONNECTING:
                     self._wait(
                         self.server_backoff.next_delay(), Then.CHECK, "server unreachable", now
                     )
             case SocketClosed(why=why):
                 if self.phase is Phase.LINKED and not self._ack_pending:
                     log.warning("server connection lost: %s", why)
-                    self._leave(Plan.LOST, now)
+                    if not self._go_away(now):
+                        self._leave(Plan.LOST, now)
             case Received(msg=msg):
                 if self.phase is Phase.LINKED:
                     self._on_message(msg, now)
@@ -465,6 +511,8 @@ class Link:
                         self._check()
         elif self.phase is Phase.LINKED:
             self._on_link_timer(now)
+        elif self.phase is Phase.AWAY and self._attempt_at is not None and now >= self._attempt_at:
+            self._attempt(now)
 
     def _on_health(self, ok: bool, detail: str, now: float) -> None:
         if self.phase is Phase.CHECKING:
@@ -491,7 +539,11 @@ class Link:
             self.failure_streak = 0
 
     def _on_backend_failed(self, detail: str, now: float) -> None:
-        if self.phase is Phase.LINKED:
+        if self.phase is Phase.AWAY:
+            self._backend_fault = detail
+            self._stop_resuming()
+            self._leave(Plan.BACKEND_FAILED, now)
+        elif self.phase is Phase.LINKED:
             session = self._session
             if session is not None:
                 self._media_failed(session, detail, backend=True, now=now)
@@ -528,6 +580,8 @@ class Link:
             return
         if self._plan is Plan.LOST:
             after = (self.server_backoff.next_delay(), Plan.LOST.value)
+        elif self._plan is Plan.RECONNECT:
+            after = (0.0, Plan.RECONNECT.value)
         else:
             after = (self.settings.restart_delay, Plan.RESTART.value)
         if had_session:
@@ -549,6 +603,12 @@ class Link:
                 self._grace_until = now + min(SILENCE_GRACE, self.heartbeat_timeout / 4)
             elif now >= self._grace_until:
                 what = "registered" if self.worker_id is None else "ping"
+                if self._awaiting_resumed:
+                    # A new socket that never answers the resume: another try.
+                    log.warning("no answer to resume for %.1f s", self.heartbeat_timeout)
+                    self._emit(CloseSocket())
+                    self._back_away(now)
+                    return
                 log.warning("server silent: no %s for %.1f s", what, self.heartbeat_timeout)
                 self._leave(Plan.LOST, now)
                 return
@@ -569,6 +629,7 @@ class Link:
                     return
                 self.worker_id = msg.worker_id
                 self.heartbeat_timeout = msg.heartbeat_timeout
+                self.resume_grace = msg.resume_grace or 0.0
                 self._last_ping = now
                 self._grace_until = None
                 self.registrations += 1
@@ -589,8 +650,23 @@ class Link:
                 self._had_session = True
                 self.sessions += 1
                 self._poll_at = None  # a session's own failures end it
-                self._session = _Session(msg.session_id)
+                self._session = _Session(msg.session_id, resume_token=msg.resume_token)
                 self._emit(StartSession(msg))
+            case t.Resumed():
+                self._on_resumed(msg, now)
+            case t.Reconnect():
+                self._on_reconnect(now)
+            case t.Error(code="resume_failed") if self._awaiting_resumed:
+                log.warning("resume refused: %s; ending the session", msg.message)
+                self.resume_failures["refused"] += 1
+                self._stop_resuming()
+                self._leave(Plan.RESTART, now)
+            case t.Shutdown() if self._awaiting_resumed:
+                # A node that is stopping greets a new socket this way: it is
+                # not our session's end; try another node.
+                log.info("resume attempt met a stopping node (%s)", msg.reason)
+                self._emit(CloseSocket())
+                self._back_away(now)
             case t.Answer() | t.IceCandidate():
                 session = self._session
                 if session is None or session.closing or msg.session_id != session.id:
@@ -639,15 +715,15 @@ class Link:
             case _ if session.closing:
                 return
             case OfferReady(sdp=sdp):
-                self._emit(Send(t.Offer(session_id=session.id, sdp=sdp)))
+                self._say(t.Offer(session_id=session.id, sdp=sdp))
                 # aiortc gathers every candidate before the offer, so they all
                 # travel in its SDP; the null candidate says there are no more.
-                self._emit(Send(t.IceCandidate(session_id=session.id, candidate=None)))
+                self._say(t.IceCandidate(session_id=session.id, candidate=None))
             case MediaConnected():
                 session.connected = True
                 if not session.reported:
                     session.reported = True
-                    self._emit(Send(t.WebrtcConnected(session_id=session.id)))
+                    self._say(t.WebrtcConnected(session_id=session.id))
             case MediaFailed(reason=reason, backend=backend, kind=kind):
                 self._media_failed(session, reason, backend=backend, now=now, kind=kind)
 
@@ -663,6 +739,14 @@ class Link:
         if session.closing:
             return
         log.warning("session %s: %s", session.id, reason)
+        if self.away:
+            # The media died while the socket is down: the partner's side sees
+            # it die too and says so; this end gives up at once.
+            self._stop_resuming()
+            if backend:
+                self._backend_fault = reason
+            self._leave(Plan.BACKEND_FAILED if backend else Plan.LOST, now)
+            return
         failed = t.WebrtcFailed(session_id=session.id, reason=reason[:500], kind=kind)
         if not session.connected:
             # Still in the handshake: the server ends it (handshake_failed) and
@@ -687,3 +771,118 @@ class Link:
         self._emit(CloseSession(session.id))
         # The server answers with shutdown; if it never does, leave anyway.
         self._unconfirmed_at = now + self.heartbeat_timeout
+
+    # --- resume --------------------------------------------------------------
+
+    def _resumable(self) -> bool:
+        session = self._session
+        return (
+            session is not None
+            and not session.closing
+            and session.resume_token is not None
+            and self.resume_grace > 0
+        )
+
+    def _go_away(self, now: float) -> bool:
+        """The socket is gone mid-session: keep the game and try to resume.
+        False when this session cannot be resumed (the seed's rule applies)."""
+        if not self._resumable():
+            return False
+        self._emit(CloseSocket())
+        if self._awaiting_resumed:
+            self._back_away(now)  # a resume socket dropped: the same grace
+            return True
+        session = self._session
+        assert session is not None
+        log.info("resuming session %s for up to %.1f s", session.id, self.resume_grace)
+        self._away_since = now
+        self._away_until = now + self.resume_grace
+        self._attempts = 0
+        self._poll_at = None
+        self.phase = Phase.AWAY
+        self._next_attempt(now)
+        return True
+
+    def _back_away(self, now: float) -> None:
+        """One resume attempt failed after connecting: the next one."""
+        self._awaiting_resumed = False
+        self.phase = Phase.AWAY
+        self._next_attempt(now)
+
+    def _next_attempt(self, now: float) -> None:
+        if now >= self._away_until:
+            self._grace_over(now)
+            return
+        quick = self.settings.resume_quick
+        if self._attempts < len(quick):
+            delay = quick[self._attempts]
+        else:
+            delay = self.server_backoff.next_delay()
+        self._attempt_at = min(now + delay, self._away_until)
+        if self._attempt_at <= now:
+            self._attempt(now)
+
+    def _attempt(self, now: float) -> None:
+        self._attempts += 1
+        self._attempt_at = None  # connecting: Connected or ConnectFailed next
+        self._emit(Connect())
+
+    def _resume_on_new_socket(self, now: float) -> None:
+        session = self._session
+        assert session is not None and session.resume_token is not None
+        self.phase = Phase.LINKED
+        self._awaiting_resumed = True
+        self._last_ping = now
+        self._grace_until = None
+        self._emit(Send(t.Resume(session_id=session.id, token=session.resume_token)))
+
+    def _on_resumed(self, msg: t.Resumed, now: float) -> None:
+        session = self._session
+        if not self._awaiting_resumed or session is None or msg.session_id != session.id:
+            log.warning("resumed %s ignored: no resume asked", msg.session_id)
+            return
+        since = self._away_since if self._away_since is not None else now
+        self.last_resume_s = now - since
+        log.info(
+            "resumed session=%s after %.0f ms (%d attempts)",
+            session.id,
+            self.last_resume_s * 1000,
+            self._attempts,
+        )
+        session.resume_token = msg.resume_token
+        self.resumes += 1
+        outbox, self._outbox = self._outbox, []
+        self._stop_resuming()
+        self.server_backoff.reset()
+        for said in outbox:
+            self._emit(Send(said))
+
+    def _on_reconnect(self, now: float) -> None:
+        """The node is stopping while others live: elsewhere, at once."""
+        if self._ack_pending:
+            return  # the session is closing anyway; the close follows
+        log.info("server says reconnect")
+        if self._go_away(now):
+            return
+        self._leave(Plan.RECONNECT, now)
+
+    def _grace_over(self, now: float) -> None:
+        log.warning(
+            "no server took the resume within %.1f s: ending the session", self.resume_grace
+        )
+        self.resume_failures["grace_over"] += 1
+        self._stop_resuming()
+        self._leave(Plan.LOST, now)
+
+    def _stop_resuming(self) -> None:
+        self._away_since = None
+        self._attempt_at = None
+        self._awaiting_resumed = False
+        self._outbox = []
+
+    def _say(self, msg: t.Message) -> None:
+        """A message of the session: sent now, or once resumed."""
+        if self.away:
+            self._outbox.append(msg)
+        else:
+            self._emit(Send(msg))

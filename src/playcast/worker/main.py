@@ -447,7 +447,11 @@ class Worker:
     async def _connect(self) -> None:
         s = self.settings
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            # A fresh TCP connection for every attempt: a refused upgrade (a
+            # node that is stopping answers 503) must not leave a kept-alive
+            # connection that pins the next attempt to the same node behind a
+            # load balancer.
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         headers = {"Authorization": f"Bearer {s.token}"} if s.token else {}
         try:
             # Bounded: a frozen server still accepts TCP but never upgrades.

@@ -58,10 +58,19 @@ class WorkerCollector(Collector):
         for name, help_text, value in (
             ("registrations", "Registrations with the server", link.registrations),
             ("sessions", "Sessions started", link.sessions),
+            ("resumes", "Sessions resumed over a new socket after a drop", link.resumes),
         ):
             counter = CounterMetricFamily(f"playcast_worker_{name}", help_text, labels=["game"])
             counter.add_metric([game], value)
             yield counter
+        refused = CounterMetricFamily(
+            "playcast_worker_resume_failures",
+            "Resumes that ended the session: refused by the server, or grace over",
+            labels=["game", "why"],
+        )
+        for why in ("refused", "grace_over"):
+            refused.add_metric([game, why], link.resume_failures[why])
+        yield refused
         available = GaugeMetricFamily(
             "playcast_worker_available",
             "1 while registered and waiting for a player",

@@ -1,12 +1,15 @@
 // The player's page: one play session at a time, from the Play button to the
-// end card. The page's state lives on <body data-state="idle|waiting|
+// end card. The page's state lives on <body data-state="idle|waiting|queued|
 // connecting|connected|ended"> (and data-reason once ended), so the CSS, the
-// tests and a curious player all read the same thing.
+// tests and a curious player all read the same thing. While the signaling
+// socket is down and being resumed, body[data-reconnecting="true"] joins it.
 
 import { checkBrowser, failureKind } from "./capabilities.js";
 import { InputCapture, ActivityReporter } from "./input.js";
 import { describeEnd, PROGRESS } from "./messages.js";
 import { Peer } from "./peer.js";
+import { QueueDisplay } from "./queue.js";
+import { ATTEMPT_TIMEOUT_MS, Outbox, retryDelayMs } from "./resume.js";
 import { Signaling, clientSocketUrl, DEFAULT_GAME } from "./signaling.js";
 import { Sound } from "./sound.js";
 import { StatsOverlay } from "./stats.js";
@@ -22,6 +25,8 @@ const ui = {
   play: $("#play"),
   again: $("#again"),
   leave: $("#leave"),
+  leaveLine: $("#leave-line"),
+  reconnecting: $("#reconnecting-text"),
   statsButton: $("#stats-button"),
   fullscreenButton: $("#fullscreen-button"),
   statusTitle: $("#status-title"),
@@ -50,7 +55,15 @@ function setState(state, reason = null, serverText = "", detail = null) {
     ui.statusTitle.textContent = card.title;
     ui.statusText.textContent = card.text;
   }
+  if (state !== "queued") queue.hide();
   if (state === "ended") ui.again.focus({ preventScroll: true });
+}
+
+/** The "Reconnecting…" sign; its text is set when shown, so it is announced. */
+function setReconnecting(on) {
+  if (on) ui.body.dataset.reconnecting = "true";
+  else delete ui.body.dataset.reconnecting;
+  ui.reconnecting.textContent = on ? "Reconnecting…" : "";
 }
 
 function setVideo(playing) {
@@ -67,9 +80,15 @@ let current = null; // the PlaySession in progress, if any
 
 const sound = new Sound(ui.video, $("#mute-button"));
 const stats = new StatsOverlay($("#stats"), () => (current && current.peer ? current.peer : null));
+const queue = new QueueDisplay({ title: ui.statusTitle, text: ui.statusText, waited: $("#queue-waited") });
 const warning = new InactivityWarning($("#warning"), $("#warning-seconds"), () => current && current.keepAlive());
 
-/** One attempt at playing: a socket, then a peer connection, until it ends. */
+/**
+ * One attempt at playing: a socket, then a peer connection, until it ends.
+ * With a resume token (the server's --resume-grace) a socket that drops
+ * mid-session is replaced by a new one that resumes the session; the peer
+ * connection, and so the game, never notices.
+ */
 class PlaySession {
   constructor() {
     this.ended = false;
@@ -77,18 +96,43 @@ class PlaySession {
     this.channel = null;
     this.sessionId = null;
     this.wakeLock = null;
+    this.token = null; // resume_token: from assigned, replaced by each resumed
+    this.graceMs = 0;
+    this.resuming = null; // while the socket is down: {deadline, attempt, timer, old, leave}
+    this.outbox = new Outbox();
     // Picture and sound in one stream, whatever streams the worker's tracks
     // are announced in (they are not synchronized: each plays at once).
     this.media = new MediaStream();
-    this.reporter = new ActivityReporter((msg) => this.sig.send(msg));
+    this.reporter = new ActivityReporter((msg) => this.#send(msg));
     const emit = (event, byPlayer) => this.#input(event, byPlayer);
     this.input = new InputCapture(ui.video, emit, isStatsKey);
+    this.#join();
+  }
+
+  #join() {
     setState("waiting");
-    this.sig = new Signaling(clientSocketUrl(), {
-      onOpen: () => this.sig.send(support.codecs ? { type: "join", game, codecs: support.codecs } : { type: "join", game }),
-      onMessage: (msg) => this.#message(msg),
-      onClose: () => this.#end("server_lost"),
+    const join = support.codecs ? { type: "join", game, codecs: support.codecs } : { type: "join", game };
+    this.sig = this.#open(join);
+  }
+
+  /**
+   * A signaling socket whose first message is `hello`. Only the current one
+   * (this.sig) is listened to: a socket replaced by a resume is ignored.
+   */
+  #open(hello) {
+    const sig = new Signaling(clientSocketUrl(), {
+      onOpen: () => sig.send(hello),
+      onMessage: (msg) => sig === this.sig && this.#message(msg),
+      onError: (msg) => sig === this.sig && this.#error(msg),
+      onClose: () => sig === this.sig && this.#socketClosed(),
     });
+    return sig;
+  }
+
+  /** Send now, or, while the socket is being resumed, once it is back. */
+  #send(msg) {
+    if (this.resuming) this.outbox.push(msg);
+    else if (this.sig) this.sig.send(msg);
   }
 
   #message(msg) {
@@ -101,10 +145,20 @@ class PlaySession {
       this.sig.close();
       return;
     }
+    if (msg.type === "resumed") {
+      this.#resumed(msg);
+      return;
+    }
     if (this.ended) return;
     switch (msg.type) {
+      case "queued":
+        setState("queued");
+        queue.show(msg.position);
+        break;
       case "assigned":
         this.sessionId = msg.session_id;
+        this.token = msg.resume_token || null;
+        this.graceMs = (msg.resume_grace || 0) * 1000;
         ui.body.dataset.worker = msg.worker_id;
         setState("connecting");
         this.#createPeer(msg.ice_servers);
@@ -112,6 +166,10 @@ class PlaySession {
       case "rejected":
         this.#end(msg.reason, msg.message);
         this.sig.close();
+        break;
+      case "reconnect":
+        // This server is draining: go elsewhere now, before it closes us.
+        this.#reconnect();
         break;
       case "offer":
         this.#answer(msg.sdp);
@@ -136,19 +194,19 @@ class PlaySession {
       // instead of holding the machine until the handshake times out.
       console.error("webrtc:", err);
       const reason = `the page could not create its peer connection: ${err && err.message ? err.message : err}`;
-      this.sig.send({ type: "webrtc_failed", session_id: sid(), reason, kind: failureKind(err) });
+      this.#send({ type: "webrtc_failed", session_id: sid(), reason, kind: failureKind(err) });
     }
   }
 
   #newPeer(iceServers, sid) {
     this.peer = new Peer(iceServers, {
-      onCandidate: (candidate) => this.sig.send({ type: "ice_candidate", session_id: sid(), candidate }),
+      onCandidate: (candidate) => this.#send({ type: "ice_candidate", session_id: sid(), candidate }),
       onTrack: (track) => this.#addTrack(track),
       onChannel: (channel) => {
         if (channel.label === "input") this.channel = channel;
       },
       onConnected: () => {
-        this.sig.send({ type: "webrtc_connected", session_id: sid() });
+        this.#send({ type: "webrtc_connected", session_id: sid() });
         if (this.ended) return;
         setState("connected");
         setVideo(ui.body.dataset.video === "playing");
@@ -156,14 +214,14 @@ class PlaySession {
         this.#keepScreenOn();
       },
       // The server answers with a shutdown (handshake_failed or worker_failed).
-      onFailed: (reason, kind) => this.sig.send({ type: "webrtc_failed", session_id: sid(), reason, kind }),
+      onFailed: (reason, kind) => this.#send({ type: "webrtc_failed", session_id: sid(), reason, kind }),
     });
   }
 
   async #answer(sdp) {
     if (!this.peer) return;
     const answer = await this.peer.acceptOffer(sdp);
-    if (answer && !this.ended) this.sig.send({ type: "answer", session_id: this.sessionId, sdp: answer });
+    if (answer && !this.ended) this.#send({ type: "answer", session_id: this.sessionId, sdp: answer });
   }
 
   #addTrack(track) {
@@ -202,17 +260,128 @@ class PlaySession {
     }
   }
 
-  /** The player pressed Leave, or is closing the tab. */
+  /** The player pressed Leave (in game or in line), or is closing the tab. */
   leave() {
     if (this.ended) return;
+    const reason = ui.body.dataset.state === "queued" ? "left_line" : "client_left";
+    if (this.resuming) {
+      // The game ends for the player now; the resume goes on quietly only to
+      // say `leave`, so the machine is freed now rather than after the grace.
+      this.resuming.leave = true;
+      this.#end(reason);
+      return;
+    }
     this.sig.send({ type: "leave" });
-    this.#end("client_left");
+    this.#end(reason);
     this.sig.close();
+  }
+
+  // --- the socket dropped: resume (or end) ------------------------------------
+
+  #socketClosed() {
+    if (this.resuming) {
+      this.#retry(); // that attempt failed
+      return;
+    }
+    if (this.ended) return;
+    if (this.#canResume()) this.#startResume(null);
+    else this.#end("server_lost");
+  }
+
+  #canResume() {
+    const state = ui.body.dataset.state;
+    return Boolean(this.token && this.graceMs > 0 && (state === "connecting" || state === "connected"));
+  }
+
+  /** The server said `reconnect` (a node draining): resume at once, elsewhere. */
+  #reconnect() {
+    if (this.resuming) return;
+    if (this.#canResume()) {
+      this.#startResume(this.sig);
+      return;
+    }
+    // Not in a session yet (waiting or in line): join again on a new socket.
+    // The place in line stays with the node that let us go. In a session
+    // without a token, the coming close ends it (server_lost), as always.
+    const state = ui.body.dataset.state;
+    if (state !== "waiting" && state !== "queued") return;
+    const old = this.sig;
+    this.#join();
+    old.close();
+  }
+
+  /** `old`: the socket still open (a draining node's), closed once resumed. */
+  #startResume(old) {
+    this.resuming = { deadline: performance.now() + this.graceMs, attempt: 0, timer: 0, old, leave: false };
+    setReconnecting(true);
+    this.#attempt();
+  }
+
+  #attempt() {
+    const r = this.resuming;
+    const left = r.deadline - performance.now();
+    if (left <= 0) {
+      this.#resumeFailed("the resume grace ran out");
+      return;
+    }
+    const sig = this.#open({ type: "resume", session_id: this.sessionId, token: this.token });
+    this.sig = sig;
+    // A socket that neither opens nor is answered (a dead link) is given up.
+    r.timer = setTimeout(() => {
+      if (this.sig !== sig || this.resuming !== r) return;
+      this.sig = null;
+      sig.close();
+      this.#retry();
+    }, Math.min(ATTEMPT_TIMEOUT_MS, left));
+  }
+
+  #retry() {
+    const r = this.resuming;
+    clearTimeout(r.timer);
+    const left = r.deadline - performance.now();
+    if (left <= 0) {
+      this.#resumeFailed("the resume grace ran out");
+      return;
+    }
+    r.timer = setTimeout(() => this.#attempt(), Math.min(retryDelayMs(++r.attempt), left));
+  }
+
+  #resumed(msg) {
+    const r = this.resuming;
+    if (!r || msg.session_id !== this.sessionId) return;
+    clearTimeout(r.timer);
+    this.resuming = null;
+    this.token = msg.resume_token;
+    if (r.old) r.old.close();
+    if (!this.ended) setReconnecting(false);
+    if (r.leave) {
+      this.sig.send({ type: "leave" });
+      this.sig.close();
+      return;
+    }
+    this.outbox.flush((m) => this.sig.send(m));
+  }
+
+  #error(msg) {
+    if (msg.code === "resume_failed" && this.resuming) this.#resumeFailed(msg.message);
+  }
+
+  #resumeFailed(why) {
+    const r = this.resuming;
+    console.warn("signaling: resume failed:", why);
+    clearTimeout(r.timer);
+    this.resuming = null;
+    const sig = this.sig;
+    this.sig = null;
+    if (sig) sig.close();
+    if (r.old) r.old.close();
+    this.#end("server_lost");
   }
 
   #end(reason, serverText = "", detail = null) {
     if (this.ended) return;
     this.ended = true;
+    setReconnecting(false); // a quiet resume to say `leave` shows nothing
     this.input.disable();
     this.reporter.stop();
     if (this.peer) this.peer.close();
@@ -247,6 +416,7 @@ ui.gameName.textContent = GAME_NAMES[game] || game;
 ui.play.addEventListener("click", start);
 ui.again.addEventListener("click", start);
 ui.leave.addEventListener("click", () => current && current.leave());
+ui.leaveLine.addEventListener("click", () => current && current.leave());
 ui.statsButton.addEventListener("click", () => showStats());
 if (document.fullscreenEnabled) ui.fullscreenButton.addEventListener("click", toggleFullscreen);
 else ui.fullscreenButton.hidden = true; // iPhone Safari: no element fullscreen

@@ -1,6 +1,6 @@
 // What the player reads when a session ends: one entry per reason the page can
 // end with (the server's rejection and shutdown reasons, plus the page's own
-// `server_lost`, `client_left`, and `no_webrtc` / `no_video_codecs` found on
+// `server_lost`, `client_left`, `left_line`, and `no_webrtc` / `no_video_codecs` found on
 // load). Each says what happened and what to do, and only what is known: a
 // network is blamed only when the failure was the network's (ICE).
 
@@ -42,6 +42,18 @@ const REASONS = {
   client_left: {
     title: "You left the game",
     text: "Thanks for playing! Press Play again whenever you want another round.",
+  },
+  left_line: {
+    title: "You left the line",
+    text: "Press Play again whenever you want to get back in line.",
+  },
+  queue_timeout: {
+    title: "No game machine came free in time",
+    text: "You waited in line a long time and every machine stayed busy. Please try again in a few minutes.",
+  },
+  service_unavailable: {
+    title: "Playcast cannot start new games right now",
+    text: "The service is having trouble on our side. Please try again in a minute.",
   },
 };
 
@@ -106,6 +118,17 @@ export function describeEnd(reason, serverText, detail = null) {
   if (known) return known;
   if (!serverText) return UNKNOWN;
   return { title: UNKNOWN.title, text: `${serverText} Press Play again to start a new game.` };
+}
+
+/** The status card while waiting in line (the server's `queued`); 1 is next. */
+export function queuedCard(position) {
+  return {
+    title: `You are number ${position} in line`,
+    text:
+      position === 1
+        ? "You get the next game machine that comes free. Keep this page open."
+        : "Every game machine is in use. Keep this page open: your game starts as soon as one is free.",
+  };
 }
 
 /** What the status card says while a session is being set up. */

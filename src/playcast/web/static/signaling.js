@@ -12,7 +12,8 @@ export function clientSocketUrl(loc = window.location) {
 export class Signaling {
   /**
    * @param {string} url the /ws/client endpoint
-   * @param {{onOpen: () => void, onMessage: (msg: object) => void, onClose: (ev: CloseEvent) => void}} handlers
+   * @param {{onOpen: () => void, onMessage: (msg: object) => void, onClose: (ev: CloseEvent) => void,
+   *          onError?: (msg: object) => void}} handlers
    */
   constructor(url, handlers) {
     this.handlers = handlers;
@@ -42,8 +43,10 @@ export class Signaling {
       return;
     }
     if (msg.type === "error") {
-      // The server keeps the socket open after an error; it is a bug report, not an end.
+      // The server keeps the socket open after most errors: a bug report, not
+      // an end. The one that matters to the app (resume_failed) goes on to it.
       console.warn(`signaling error ${msg.code}: ${msg.message}`);
+      if (this.handlers.onError) this.handlers.onError(msg);
       return;
     }
     this.handlers.onMessage(msg);
