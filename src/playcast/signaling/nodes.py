@@ -11,7 +11,7 @@ found.
 
 from __future__ import annotations
 
-from playcast.protocol import Assigned, BadMessage, SessionStart, decode
+from playcast.protocol import BadMessage, decode
 from playcast.signaling import handshake, pairing, resume, sessions
 from playcast.signaling.bus import (
     Again,
@@ -70,7 +70,7 @@ def on_bus(state: State, msg: BusMessage) -> None:
 def _start(state: State, msg: Start) -> None:
     worker = state.workers.get(msg.worker_id)
     if worker is None or not pairing.free_worker(state, worker.id):
-        # Gone between its listing and this word: the player looks again.
+        # Gone between its listing and this word: the player hears it failed.
         state.request(EndSession(msg.session_id))
         state.tell(msg.client_node, End(session_id=msg.session_id, reason="worker_failed"))
         return
@@ -87,16 +87,7 @@ def _start(state: State, msg: Start) -> None:
     session = sessions.open_session(state, entry)
     if msg.resume_token:
         session.worker_token = resume.digest(msg.resume_token)
-    state.send(
-        worker,
-        SessionStart(
-            session_id=msg.session_id,
-            client_id=msg.client_id,
-            ice_servers=msg.ice_servers,
-            codec=msg.codec,
-            resume_token=msg.resume_token or None,
-        ),
-    )
+    pairing.greet_worker(state, worker, session, msg.ice_servers, msg.resume_token or None)
 
 
 def _assign(state: State, msg: Assign) -> None:
@@ -119,18 +110,7 @@ def _assign(state: State, msg: Assign) -> None:
     session = sessions.open_session(state, entry)
     if msg.resume_token:
         session.client_token = resume.digest(msg.resume_token)
-    state.send(
-        client,
-        Assigned(
-            session_id=msg.session_id,
-            client_id=client.id,
-            worker_id=msg.worker_id,
-            ice_servers=msg.ice_servers,
-            codec=msg.codec,
-            resume_token=msg.resume_token or None,
-            resume_grace=state.settings.resume_grace if msg.resume_token else None,
-        ),
-    )
+    pairing.greet_client(state, client, session, msg.ice_servers, msg.resume_token or None)
 
 
 def node_down(state: State, node: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from playcast.protocol import (
     Assigned,
+    IceServer,
     Queued,
     Registered,
     Rejected,
@@ -43,7 +44,7 @@ from playcast.signaling.shared import (
     Queued as InLine,
 )
 from playcast.signaling.state import State, fmt_remote
-from playcast.signaling.types import Client
+from playcast.signaling.types import Client, Session, Worker
 
 
 def settle(state: State, op: Op, outcome: Outcome | None) -> None:
@@ -163,9 +164,7 @@ def begin(state: State, paired: Paired) -> None:
     session = sessions.open_session(state, entry)
     ice = ice_servers_for(state.settings, entry.id, state.wall_clock())
     worker_token = client_token = None
-    grace = None
     if resume.enabled(state):
-        grace = state.settings.resume_grace
         worker_token, session.worker_token = resume.new_token()
         client_token, session.client_token = resume.new_token()
         if state.memory is None:  # a member may resume on any node
@@ -174,16 +173,7 @@ def begin(state: State, paired: Paired) -> None:
             )
     worker = sessions.local_worker(state, session)
     if worker is not None:
-        state.send(
-            worker,
-            SessionStart(
-                session_id=entry.id,
-                client_id=entry.client,
-                ice_servers=ice,
-                codec=entry.codec,
-                resume_token=worker_token,
-            ),
-        )
+        greet_worker(state, worker, session, ice, worker_token)
     elif entry.worker_node != state.node:
         state.tell(
             entry.worker_node,
@@ -199,18 +189,7 @@ def begin(state: State, paired: Paired) -> None:
         )
     client = sessions.local_client(state, session)
     if client is not None:
-        state.send(
-            client,
-            Assigned(
-                session_id=entry.id,
-                client_id=entry.client,
-                worker_id=entry.worker,
-                ice_servers=ice,
-                codec=entry.codec,
-                resume_token=client_token,
-                resume_grace=grace,
-            ),
-        )
+        greet_client(state, client, session, ice, client_token)
     elif entry.client_node != state.node:
         state.tell(
             entry.client_node,
@@ -238,6 +217,40 @@ def begin(state: State, paired: Paired) -> None:
     )
     if paired.line is not None:
         announce_line(state, entry.game, paired.line)
+
+
+def greet_worker(
+    state: State, worker: Worker, session: Session, ice: list[IceServer], token: str | None
+) -> None:
+    """Tell a worker here its session has begun (with its resume token)."""
+    state.send(
+        worker,
+        SessionStart(
+            session_id=session.id,
+            client_id=session.client_id,
+            ice_servers=ice,
+            codec=session.codec,
+            resume_token=token,
+        ),
+    )
+
+
+def greet_client(
+    state: State, client: Client, session: Session, ice: list[IceServer], token: str | None
+) -> None:
+    """Tell a client here it has its worker (with its resume token and grace)."""
+    state.send(
+        client,
+        Assigned(
+            session_id=session.id,
+            client_id=session.client_id,
+            worker_id=session.worker_id,
+            ice_servers=ice,
+            codec=session.codec,
+            resume_token=token,
+            resume_grace=state.settings.resume_grace if token else None,
+        ),
+    )
 
 
 def node_back(state: State, node: str) -> None:
