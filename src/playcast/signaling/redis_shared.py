@@ -51,7 +51,12 @@ from playcast.signaling.shared import (
     WorkerEntry,
 )
 
+# The pool and the line are read a few entries at a time, from the head:
+# the first candidate nearly always matches, so a pairing costs O(1), not
+# O(pool). What is passed over stays; what is removed (a dead node's) shifts
+# the rest, hence "kept" as the next start.
 _LIB = r"""
+local CHUNK = 8
 local function split(s)
   local out = {}
   for part in string.gmatch(s or '', '[^,]+') do out[#out + 1] = part end
@@ -120,16 +125,22 @@ end
 redis.call('HSET', 'pc:w:' .. wid, 'node', node, 'game', game, 'codecs', codecs,
   'addr', addr, 'port', port, 'busy', '0')
 redis.call('SADD', 'pc:nw:' .. node, wid)
-for _, cid in ipairs(redis.call('ZRANGE', 'pc:line:' .. game, 0, -1)) do
-  local c = redis.call('HMGET', 'pc:c:' .. cid, 'node', 'codecs')
-  if not c[1] or not alive(c[1]) then
-    drop_client(cid)
-  else
-    local codec = first_shared(codecs, c[2])
-    if codec then
+local kept = 0
+while true do
+  local chunk = redis.call('ZRANGE', 'pc:line:' .. game, kept, kept + CHUNK - 1)
+  if #chunk == 0 then break end
+  for _, cid in ipairs(chunk) do
+    local c = redis.call('HMGET', 'pc:c:' .. cid, 'node', 'codecs')
+    if not c[1] or not alive(c[1]) then
       drop_client(cid)
-      start(sid, wid, node, cid, c[1], game, codec, now)
-      return cjson.encode({'paired', cid, c[1], c[2], codec, line_of(game)})
+    else
+      local codec = first_shared(codecs, c[2])
+      if codec then
+        drop_client(cid)
+        start(sid, wid, node, cid, c[1], game, codec, now)
+        return cjson.encode({'paired', cid, c[1], c[2], codec, line_of(game)})
+      end
+      kept = kept + 1
     end
   end
 end
@@ -143,16 +154,22 @@ _PAIR = (
     + r"""
 local cid, node, game, codecs, sid, limit, now =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
-for _, wid in ipairs(redis.call('ZRANGE', 'pc:pool:' .. game, 0, -1)) do
-  local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'codecs', 'addr', 'port')
-  if not w[1] or not alive(w[1]) then
-    redis.call('ZREM', 'pc:pool:' .. game, wid)
-  else
-    local codec = first_shared(w[2], codecs)
-    if codec then
+local kept = 0
+while true do
+  local chunk = redis.call('ZRANGE', 'pc:pool:' .. game, kept, kept + CHUNK - 1)
+  if #chunk == 0 then break end
+  for _, wid in ipairs(chunk) do
+    local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'codecs', 'addr', 'port')
+    if not w[1] or not alive(w[1]) then
       redis.call('ZREM', 'pc:pool:' .. game, wid)
-      start(sid, wid, w[1], cid, node, game, codec, now)
-      return cjson.encode({'paired', wid, w[1], w[2], codec, w[3], w[4]})
+    else
+      local codec = first_shared(w[2], codecs)
+      if codec then
+        redis.call('ZREM', 'pc:pool:' .. game, wid)
+        start(sid, wid, w[1], cid, node, game, codec, now)
+        return cjson.encode({'paired', wid, w[1], w[2], codec, w[3], w[4]})
+      end
+      kept = kept + 1
     end
   end
 end
