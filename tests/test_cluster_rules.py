@@ -290,3 +290,18 @@ def test_a_cut_off_node_ends_what_it_shares_and_refuses_joins() -> None:
     assert not cluster.hubs["B"].isolated
     cluster.assert_consistent()
     del w1, c1, idle
+
+
+def test_a_stream_entry_holds_one_message_or_several_in_order() -> None:
+    from playcast.signaling import bus
+
+    one = [bus.Up(session_id="s1")]
+    several = [
+        bus.Relay(session_id="s1", to="c1", frame='{"type":"offer"}'),
+        bus.Relay(session_id="s1", to="c1", frame='{"type":"ice_candidate"}'),
+        bus.End(session_id="s1", reason="worker_failed"),
+    ]
+    for msgs in (one, several):
+        fields = {k.encode(): v for k, v in bus.entry(list(msgs)).items()}
+        assert bus.unpack(fields) == msgs
+    assert set(bus.entry(one)) == {"m"} and set(bus.entry(list(several))) == {"b"}

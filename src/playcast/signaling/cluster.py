@@ -27,7 +27,7 @@ from collections import deque
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from playcast.signaling import bus
 from playcast.signaling.events import event
@@ -42,6 +42,7 @@ Item = Op | tuple[str, bus.BusMessage]
 BATCH = 512
 BUS_BLOCK = 0.5  # seconds an XREAD waits for news
 STREAM_MAXLEN = 10_000
+_REQUEUED: Any = object()  # an operation put back in the queue, no answer yet
 
 
 class ClusterLink:
@@ -151,6 +152,8 @@ class ClusterLink:
 
     async def _outbound(self) -> None:
         backoff = 0.05
+        with contextlib.suppress(RedisError, OSError):
+            await self.shared.load()  # else the first NOSCRIPT loads them
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
@@ -167,33 +170,62 @@ class ClusterLink:
                     continue
                 backoff = 0.05
                 self._reached()
-                for item, result in zip(batch, results, strict=True):
-                    if not isinstance(item, tuple):
-                        outcome = None
-                        if isinstance(result, Exception):
-                            log.error("shared-state op %r failed: %r", item, result)
-                        else:
-                            outcome = outcome_of(item, result)
-                        self.hub.on_outcome(item, outcome)
+                for op, result in results:
+                    if result is _REQUEUED:
+                        continue
+                    outcome = None
+                    if isinstance(result, Exception):
+                        log.error("shared-state op %r failed: %r", op, result)
+                    else:
+                        outcome = outcome_of(op, result)
+                    self.hub.on_outcome(op, outcome)
                 self.flush()
             self._idle.set()
 
-    async def _write(self, batch: list[Item]) -> list[Any]:
+    async def _write(self, batch: list[Item]) -> list[tuple[Op, Any]]:
+        """One pipeline for the batch: each operation one EVALSHA, in order,
+        then one XADD per node holding every message for it, in order (one
+        stream entry, so one wake-up of its reader, however many messages).
+        The messages going after the operations only delays them: the other
+        node reads its stream when it will anyway, so nothing it can see
+        now was impossible before. Returns each operation's raw answer."""
+        ops: list[Op] = []
+        tells: dict[str, list[bus.BusMessage]] = {}
+        for item in batch:
+            if isinstance(item, tuple):
+                tells.setdefault(item[0], []).append(item[1])
+            else:
+                ops.append(item)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for item in batch:
-                if isinstance(item, tuple):
-                    node, msg = item
-                    pipe.xadd(
-                        f"pc:bus:{node}",
-                        {"m": bus.encode(msg)},
-                        maxlen=STREAM_MAXLEN,
-                        approximate=True,
-                    )
-                else:
-                    await self.shared.call(item, client=pipe)
-            self.commands += len(batch)
+            for op in ops:
+                self.shared.evalsha(op, pipe)
+            for node, msgs in tells.items():
+                pipe.xadd(f"pc:bus:{node}", bus.entry(msgs), maxlen=STREAM_MAXLEN, approximate=True)
+            self.commands += len(ops) + len(tells)
             results: list[Any] = await pipe.execute(raise_on_error=False)
-            return results
+        answers = list(zip(ops, results, strict=False))
+        if any(isinstance(r, NoScriptError) for _, r in answers):
+            answers = await self._again(answers)
+        return answers
+
+    async def _again(self, answers: list[tuple[Op, Any]]) -> list[tuple[Op, Any]]:
+        """Redis lost its script cache (restarted, or failed over): load the
+        scripts and send the operations it refused again, in order. If that
+        fails too, they go back at the head of the queue (the messages of
+        their batch are written already)."""
+        refused = [op for op, r in answers if isinstance(r, NoScriptError)]
+        try:
+            await self.shared.load()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for op in refused:
+                    self.shared.evalsha(op, pipe)
+                self.commands += len(refused)
+                again = iter(await pipe.execute(raise_on_error=False))
+        except (RedisError, OSError) as exc:
+            self._unreachable(exc)
+            self._requeue(list(refused))
+            return [(op, _REQUEUED if isinstance(r, NoScriptError) else r) for op, r in answers]
+        return [(op, next(again) if isinstance(r, NoScriptError) else r) for op, r in answers]
 
     def _requeue(self, batch: list[Item]) -> None:
         """Back at the head, in order; but a join or a registration is not
@@ -222,14 +254,15 @@ class ClusterLink:
                 for entry_id, fields in entries:
                     last = _text(entry_id)
                     try:
-                        msg = bus.decode(fields[b"m"])
+                        msgs = bus.unpack(fields)
                     except Exception:
-                        log.exception("unreadable bus message dropped")
+                        log.exception("unreadable bus entry dropped")
                         continue
-                    if isinstance(msg, bus.Snap):
-                        asyncio.get_running_loop().create_task(self._answer_snap(msg.reply))
-                        continue
-                    self.hub.on_bus(msg)
+                    for msg in msgs:
+                        if isinstance(msg, bus.Snap):
+                            asyncio.get_running_loop().create_task(self._answer_snap(msg.reply))
+                            continue
+                        self.hub.on_bus(msg)
                 self.flush()
 
     async def _liveness(self) -> None:
@@ -320,7 +353,7 @@ class ClusterLink:
             for node in others:
                 pipe.xadd(
                     f"pc:bus:{node}",
-                    {"m": bus.encode(bus.Snap(reply=reply))},
+                    bus.entry([bus.Snap(reply=reply)]),
                     maxlen=STREAM_MAXLEN,
                     approximate=True,
                 )

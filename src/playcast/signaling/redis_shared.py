@@ -316,35 +316,58 @@ class RedisShared:
         self._set_tokens: AsyncScript = r(_SET_TOKENS)
         self._reattach: AsyncScript = r(_REATTACH)
         self._beat: AsyncScript = r(_BEAT)
+        self._scripts = (
+            self._publish, self._pair, self._withdraw, self._leave, self._end, self._mark,
+            self._forget, self._set_tokens, self._reattach, self._beat,
+        )  # fmt: skip
 
-    def call(self, op: Op, client: Any = None) -> Any:
-        """The script call for ``op`` (an awaitable; on a pipeline, queued)."""
-        c = client or self.redis
+    def script_of(self, op: Op) -> tuple[AsyncScript, list[str | int | float]]:
+        """The script that carries out ``op``, and its arguments."""
         if isinstance(op, Publish):
             w = op.worker
             args: list[str | int | float] = [
                 w.id, w.node, w.game, ",".join(w.codecs), w.addr, w.port, op.session_id, op.now
             ]  # fmt: skip
-            return self._publish(args=args, client=c)
+            return self._publish, args
         if isinstance(op, Pair):
             cl = op.client
             args = [
                 cl.id, cl.node, cl.game, ",".join(cl.codecs), op.session_id, op.queue_limit, op.now
             ]  # fmt: skip
-            return self._pair(args=args, client=c)
+            return self._pair, args
         if isinstance(op, Withdraw):
-            return self._withdraw(args=[op.worker_id], client=c)
+            return self._withdraw, [op.worker_id]
         if isinstance(op, LeaveLine):
-            return self._leave(args=[op.client_id], client=c)
+            return self._leave, [op.client_id]
         if isinstance(op, EndSession):
-            return self._end(args=[op.session_id], client=c)
+            return self._end, [op.session_id]
         if isinstance(op, SetTokens):
-            return self._set_tokens(args=[op.session_id, op.worker, op.client], client=c)
+            return self._set_tokens, [op.session_id, op.worker, op.client]
         if isinstance(op, Reattach):
-            args = [op.session_id, op.role, op.token, op.fresh, op.node]
-            return self._reattach(args=args, client=c)
+            return self._reattach, [op.session_id, op.role, op.token, op.fresh, op.node]
         assert isinstance(op, MarkConnected)
-        return self._mark(args=[op.session_id], client=c)
+        return self._mark, [op.session_id]
+
+    def call(self, op: Op, client: Any = None) -> Any:
+        """The script call for ``op`` (an awaitable; on a pipeline, queued).
+        On a pipeline redis-py adds a ``SCRIPT EXISTS`` round trip to every
+        execute: hot paths use ``evalsha`` instead."""
+        script, args = self.script_of(op)
+        return script(args=args, client=client or self.redis)
+
+    def evalsha(self, op: Op, pipe: Any) -> None:
+        """Queue ``op`` on ``pipe`` as a bare EVALSHA: the scripts must be
+        loaded (``load``); a NOSCRIPT answer (Redis restarted or failed
+        over, its script cache empty) means load and send again."""
+        script, args = self.script_of(op)
+        pipe.evalsha(script.sha, 0, *args)
+
+    async def load(self) -> None:
+        """Put every script in Redis's script cache (idempotent)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script in self._scripts:
+                pipe.script_load(script.script)
+            await pipe.execute()
 
     async def execute(self, op: Op) -> Outcome:
         return outcome_of(op, await self.call(op))
