@@ -9,7 +9,7 @@ owns the session's deadlines (handshake, inactivity), so each fires once.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -118,13 +118,13 @@ def decode(data: bytes | str) -> BusMessage:
     return msg
 
 
-def entry(msgs: list[BusMessage]) -> dict[Any, Any]:  # what redis-py's xadd takes
-    """A stream entry's fields for ``msgs`` (in order): ``m``, one message;
-    ``b``, a JSON array of several, written at once (one XADD, one wake-up
-    of the reader)."""
+def entry(msgs: list[BusMessage]) -> tuple[str, bytes]:
+    """A stream entry's field and value for ``msgs`` (in order): ``m``, one
+    message; ``b``, a JSON array of several, written at once (one XADD, one
+    wake-up of the reader)."""
     if len(msgs) == 1:
-        return {"m": _encoder.encode(msgs[0])}
-    return {"b": _encoder.encode(msgs)}
+        return "m", _encoder.encode(msgs[0])
+    return "b", _encoder.encode(msgs)
 
 
 def unpack(fields: dict[bytes, bytes]) -> list[BusMessage]:

@@ -355,12 +355,12 @@ class RedisShared:
         script, args = self.script_of(op)
         return script(args=args, client=client or self.redis)
 
-    def evalsha(self, op: Op, pipe: Any) -> None:
-        """Queue ``op`` on ``pipe`` as a bare EVALSHA: the scripts must be
-        loaded (``load``); a NOSCRIPT answer (Redis restarted or failed
-        over, its script cache empty) means load and send again."""
+    def evalsha(self, op: Op) -> tuple[str | int | float, ...]:
+        """``op`` as a bare EVALSHA command: the scripts must be loaded
+        (``load``); a NOSCRIPT answer (Redis restarted or failed over, its
+        script cache empty) means load and send again."""
         script, args = self.script_of(op)
-        pipe.evalsha(script.sha, 0, *args)
+        return ("EVALSHA", script.sha, 0, *args)
 
     async def load(self) -> None:
         """Put every script in Redis's script cache (idempotent)."""
