@@ -216,6 +216,9 @@ def run_phase(args: argparse.Namespace, log_dir: Path, cluster: bool) -> dict[st
         gen_ps = [psutil.Process(p.pid) for p in gens.procs]
         cpu0 = [n.cpu() for n in nodes]
         gcpu0 = sum(_cpu(p) for p in gen_ps)
+        pids = [n.proc.pid for n in nodes] + [p.pid for p in gen_ps]
+        pids += [rds.proc.pid] if rds is not None else []
+        wait0 = [_runqueue_wait(pid) for pid in pids]
         rcpu0 = rds.cpu() if rds is not None else 0.0
         cmd0 = rds.commands() if rds is not None else Counter()
         reads0 = rds.reads() if rds is not None else 0
@@ -231,6 +234,7 @@ def run_phase(args: argparse.Namespace, log_dir: Path, cluster: bool) -> dict[st
             time.sleep(min(0.1, max(0.0, end - sl.now())))  # the window's schedule
         cpu1 = [n.cpu() for n in nodes]
         gcpu1 = sum(_cpu(p) for p in gen_ps)
+        wait1 = [_runqueue_wait(pid) for pid in pids]
         rcpu1 = rds.cpu() if rds is not None else 0.0
         cmd1 = rds.commands() if rds is not None else Counter()
         reads1 = rds.reads() if rds is not None else 0
@@ -272,6 +276,11 @@ def run_phase(args: argparse.Namespace, log_dir: Path, cluster: bool) -> dict[st
         "load_average": [round(load0[0], 2), round(load1[0], 2)],
         "generator_cpu_ms_per_setup": round((gcpu1 - gcpu0) * per, 3),
         # Share of one core over the window: nodes, then the generator (and Redis).
+        # Time each process was ready to run but waited for a core (ms a
+        # second of the window; nodes, generator, Redis): queueing for CPU.
+        "runqueue_wait_ms_per_s": [
+            round((b - a) * 1000 / (w1 - w0)) for a, b in zip(wait0, wait1, strict=True)
+        ],
         "cpu_percent": [round((b - a) / (w1 - w0) * 100) for a, b in zip(cpu0, cpu1, strict=True)]
         + [round((gcpu1 - gcpu0) / (w1 - w0) * 100)],
         "sessions_started_by_nodes": sum(
@@ -329,7 +338,8 @@ def report(single: dict[str, Any], cluster: dict[str, Any], cap: dict[str, Any])
             f"p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.2f} ms; CPU per setup: nodes "
             f"{r['node_cpu_ms_per_setup']} ms{extra}, generator "
             f"{r['generator_cpu_ms_per_setup']:.3f} ms; % of a core (nodes, generator"
-            f"{', Redis' if extra else ''}) {r['cpu_percent']}; load average {r['load_average']}"
+            f"{', Redis' if extra else ''}) {r['cpu_percent']}, waiting for a core "
+            f"{r['runqueue_wait_ms_per_s']} ms/s; load average {r['load_average']}"
         )
     print(
         f"\nRedis commands per setup: {cluster['redis_commands_sent_per_setup']} sent by the "
@@ -371,6 +381,14 @@ def report(single: dict[str, Any], cluster: dict[str, Any], cap: dict[str, Any])
         print(f"PROBLEM: {cluster['redis_keys_after_stop']} keys left in Redis (pc:seq aside)")
         fine = False
     return fine
+
+
+def _runqueue_wait(pid: int) -> float:
+    """Seconds ``pid`` spent runnable but not running (/proc/PID/schedstat)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _cpu(ps: Any) -> float:
