@@ -174,6 +174,17 @@ class Redis:
         stats = self.client.info("commandstats")
         return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
 
+    def command_usec(self) -> Counter[str]:
+        """Microseconds spent executing each command (a script's own
+        commands are counted in its EVALSHA too)."""
+        stats = self.client.info("commandstats")
+        return Counter({k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in stats.items()})
+
+    def reads(self) -> int:
+        """Read events served: one per round trip a client makes (a pipeline
+        or a single command), whatever it holds."""
+        return int(self.client.info("stats")["total_reads_processed"])
+
     def used_memory(self) -> int:
         return int(self.client.info("memory")["used_memory"])
 
@@ -208,9 +219,16 @@ def run_phase(args: argparse.Namespace, log_dir: Path, cluster: bool) -> dict[st
         gens.send(("go", t0, args.warmup, args.duration))
         begin, end = t0 + args.warmup, t0 + args.warmup + args.duration
         time.sleep(max(0.0, begin - sl.now()))  # the schedule: the window opens
+        gen_ps = [psutil.Process(p.pid) for p in gens.procs]
         cpu0 = [n.cpu() for n in nodes]
+        gcpu0 = sum(_cpu(p) for p in gen_ps)
+        pids = [n.proc.pid for n in nodes] + [p.pid for p in gen_ps]
+        pids += [rds.proc.pid] if rds is not None else []
+        wait0 = [_runqueue_wait(pid) for pid in pids]
         rcpu0 = rds.cpu() if rds is not None else 0.0
         cmd0 = rds.commands() if rds is not None else Counter()
+        reads0 = rds.reads() if rds is not None else 0
+        usec0 = rds.command_usec() if rds is not None else Counter()
         w0, load0 = sl.now(), os.getloadavg()
         session_bytes: list[int] = []
         while sl.now() < end:
@@ -222,8 +240,12 @@ def run_phase(args: argparse.Namespace, log_dir: Path, cluster: bool) -> dict[st
                     break
             time.sleep(min(0.1, max(0.0, end - sl.now())))  # the window's schedule
         cpu1 = [n.cpu() for n in nodes]
+        gcpu1 = sum(_cpu(p) for p in gen_ps)
+        wait1 = [_runqueue_wait(pid) for pid in pids]
         rcpu1 = rds.cpu() if rds is not None else 0.0
         cmd1 = rds.commands() if rds is not None else Counter()
+        reads1 = rds.reads() if rds is not None else 0
+        usec1 = rds.command_usec() if rds is not None else Counter()
         w1, load1 = sl.now(), os.getloadavg()
         (result,) = gens.recv("result", sl.SESSION_TIMEOUT + 60.0)
         metrics = [n.metrics() for n in nodes]
@@ -260,6 +282,15 @@ def run_phase(args: argparse.Namespace, log_dir: Path, cluster: bool) -> dict[st
         "max_ms": round(max(result["from_connect_ms"], default=0.0), 2),
         "node_cpu_ms_per_setup": [round(x, 3) for x in cpu_ms],
         "load_average": [round(load0[0], 2), round(load1[0], 2)],
+        "generator_cpu_ms_per_setup": round((gcpu1 - gcpu0) * per, 3),
+        # Share of one core over the window: nodes, then the generator (and Redis).
+        # Time each process was ready to run but waited for a core (ms a
+        # second of the window; nodes, generator, Redis): queueing for CPU.
+        "runqueue_wait_ms_per_s": [
+            round((b - a) * 1000 / (w1 - w0)) for a, b in zip(wait0, wait1, strict=True)
+        ],
+        "cpu_percent": [round((b - a) / (w1 - w0) * 100) for a, b in zip(cpu0, cpu1, strict=True)]
+        + [round((gcpu1 - gcpu0) / (w1 - w0) * 100)],
         "sessions_started_by_nodes": sum(
             metric_sum(m, "playcast_sessions_started_total") for m in metrics
         ),
@@ -268,6 +299,14 @@ def run_phase(args: argparse.Namespace, log_dir: Path, cluster: bool) -> dict[st
     }
     if rds is not None:
         out["redis_cpu_ms_per_setup"] = round((rcpu1 - rcpu0) * per, 3)
+        out["cpu_percent"].append(round((rcpu1 - rcpu0) / (w1 - w0) * 100))
+        out["redis_round_trips_per_setup"] = round((reads1 - reads0) / in_window, 2)
+        # Redis's time in the commands the nodes sent (EVALSHA includes its
+        # script's commands); the rest of its CPU is I/O and its event loop.
+        usec = usec1 - usec0
+        out["redis_command_ms_per_setup"] = {
+            k: round(usec[k] / in_window / 1000, 3) for k in sorted(SENT) if usec[k]
+        }
         out["redis_commands_per_setup"] = round(sum(commands.values()) / in_window, 2)
         sent = sum(v for k, v in commands.items() if k in SENT)
         out["redis_commands_sent_per_setup"] = round(sent / in_window, 2)
@@ -311,12 +350,17 @@ def report(single: dict[str, Any], cluster: dict[str, Any], cap: dict[str, Any])
             f"({r['setups_in_window']} setups, {r['measured_setups']} measured, "
             f"{r['failed_measured']} failed); from connect: p50 {r['p50_ms']:.2f} ms, "
             f"p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.2f} ms; CPU per setup: nodes "
-            f"{r['node_cpu_ms_per_setup']} ms{extra}; load average {r['load_average']}"
+            f"{r['node_cpu_ms_per_setup']} ms{extra}, generator "
+            f"{r['generator_cpu_ms_per_setup']:.3f} ms; % of a core (nodes, generator"
+            f"{', Redis' if extra else ''}) {r['cpu_percent']}, waiting for a core "
+            f"{r['runqueue_wait_ms_per_s']} ms/s; load average {r['load_average']}"
         )
     print(
         f"\nRedis commands per setup: {cluster['redis_commands_sent_per_setup']} sent by the "
         f"nodes (EVALSHA, XADD, XREAD, SCRIPT EXISTS), {cluster['redis_commands_per_setup']} "
-        f"executed counting those inside the scripts: {cluster['redis_commands_by_kind']}"
+        f"executed counting those inside the scripts: {cluster['redis_commands_by_kind']}; "
+        f"{cluster['redis_round_trips_per_setup']} round trips (reads Redis served); "
+        f"time in the commands, ms per setup: {cluster['redis_command_ms_per_setup']}"
     )
     print(
         f"Redis memory: {cluster['redis_bytes_per_worker']} B per registered worker "
@@ -352,6 +396,19 @@ def report(single: dict[str, Any], cluster: dict[str, Any], cap: dict[str, Any])
         print(f"PROBLEM: {cluster['redis_keys_after_stop']} keys left in Redis (pc:seq aside)")
         fine = False
     return fine
+
+
+def _runqueue_wait(pid: int) -> float:
+    """Seconds ``pid`` spent runnable but not running (/proc/PID/schedstat)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _cpu(ps: Any) -> float:
+    t = ps.cpu_times()
+    return float(t.user + t.system)
 
 
 def _v(ok: bool) -> str:

@@ -344,6 +344,8 @@ async def test_redis_killed_and_started_again() -> None:
         await redis.start()
         for node in nodes.values():
             await _healthy(node)
+        # A new Redis has no scripts: the first EVALSHA is refused (NOSCRIPT),
+        # the node loads them and sends it again.
         w2 = await register(nodes["B"], stack)
         c2 = await join(nodes["A"], stack)
         await handshake(w2, c2)

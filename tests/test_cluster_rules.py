@@ -290,3 +290,18 @@ def test_a_cut_off_node_ends_what_it_shares_and_refuses_joins() -> None:
     assert not cluster.hubs["B"].isolated
     cluster.assert_consistent()
     del w1, c1, idle
+
+
+def test_a_stream_entry_holds_one_message_or_several_in_order() -> None:
+    from playcast.signaling import bus
+
+    one = [bus.Up(session_id="s1")]
+    several = [
+        bus.Relay(session_id="s1", to="c1", frame='{"type":"offer"}'),
+        bus.Relay(session_id="s1", to="c1", frame='{"type":"ice_candidate"}'),
+        bus.End(session_id="s1", reason="worker_failed"),
+    ]
+    for msgs in (one, several):
+        field, value = bus.entry(list(msgs))
+        assert bus.unpack({field.encode(): value}) == msgs
+    assert bus.entry(one)[0] == "m" and bus.entry(list(several))[0] == "b"

@@ -135,3 +135,46 @@ async def test_reattach_spends_the_token_and_moves_the_member(run: Run) -> None:
     assert isinstance(back, Reattached) and back.old_node == "A"
     await run(EndSession("s1"))
     assert await run(Reattach("s1", "worker", "aa" * 32, "ee" * 32, "B")) == Denied()
+
+
+# The scripts read the pool and the line a few entries at a time (CHUNK = 8 in
+# redis_shared.py): a match past several chunks is still found, and what was
+# passed over keeps its place.
+async def test_a_match_many_entries_down_the_pool(run: Run) -> None:
+    for i in range(20):
+        await run(Publish(worker(f"h{i:02}", "H264"), "x", float(i)))
+    await run(Publish(worker("v", "VP8"), "x", 30.0))
+    out = await run(Pair(client("c1", "VP8"), "s1", 0, 31.0))
+    assert isinstance(out, Paired) and out.worker.id == "v"
+    out = await run(Pair(client("c2", "H264"), "s2", 0, 32.0))
+    assert isinstance(out, Paired) and out.worker.id == "h00"
+
+
+async def test_a_match_many_entries_down_the_line(run: Run) -> None:
+    await run(Publish(worker("w0", "H264", "VP8"), "x", 1.0))
+    await run(Pair(client("c0"), "s0", 30, 2.0))
+    for i in range(20):
+        await run(Pair(client(f"h{i:02}", "H264"), f"q{i}", 30, 3.0 + i))
+    await run(Pair(client("v", "VP8"), "sv", 30, 30.0))
+    out = await run(Publish(worker("w1", "VP8"), "s1", 31.0))
+    assert isinstance(out, Paired) and out.client.id == "v"
+    assert [c.id for c in out.line] == [f"h{i:02}" for i in range(20)]
+
+
+async def test_dead_nodes_entries_dropped_across_chunks() -> None:
+    """Redis only (the memory state has no liveness): workers of a node whose
+    key is gone leave the pool as the scan meets them, chunk after chunk."""
+    async with running_redis() as server:
+        redis = Redis.from_url(server.url)
+        shared = RedisShared(redis)
+        await shared.beat("A", 60.0, "{}")
+        await shared.beat("B", 60.0, "{}")
+        for i in range(20):  # D never beats: dead; every third one on A is H264-only
+            node, codecs = ("A", ("H264",)) if i % 3 == 0 else ("D", ("VP8",))
+            await shared.execute(Publish(worker(f"w{i:02}", *codecs, node=node), "x", float(i)))
+        await shared.execute(Publish(worker("v", "VP8"), "x", 30.0))
+        out = await shared.execute(Pair(client("c1", "VP8"), "s1", 0, 31.0))
+        assert isinstance(out, Paired) and out.worker.id == "v"
+        pool = [m.decode() for m in await redis.zrange(f"pc:pool:{GAME}", 0, -1)]
+        assert pool == [f"w{i:02}" for i in range(20) if i % 3 == 0]
+        await redis.aclose()

@@ -105,6 +105,7 @@ BusMessage = Start | Assign | Relay | Connected | Up | End | Again | Take | Move
 Role = Literal["worker", "client"]
 
 _decoder: Final[msgspec.json.Decoder[BusMessage]] = msgspec.json.Decoder(BusMessage)
+_many: Final[msgspec.json.Decoder[list[BusMessage]]] = msgspec.json.Decoder(list[BusMessage])
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -115,3 +116,21 @@ def encode(msg: BusMessage) -> bytes:
 def decode(data: bytes | str) -> BusMessage:
     msg: BusMessage = _decoder.decode(data)
     return msg
+
+
+def entry(msgs: list[BusMessage]) -> tuple[str, bytes]:
+    """A stream entry's field and value for ``msgs`` (in order): ``m``, one
+    message; ``b``, a JSON array of several, written at once (one XADD, one
+    wake-up of the reader)."""
+    if len(msgs) == 1:
+        return "m", _encoder.encode(msgs[0])
+    return "b", _encoder.encode(msgs)
+
+
+def unpack(fields: dict[bytes, bytes]) -> list[BusMessage]:
+    """The messages of a stream entry, in order."""
+    one = fields.get(b"m")
+    if one is not None:
+        return [decode(one)]
+    many: list[BusMessage] = _many.decode(fields[b"b"])
+    return many

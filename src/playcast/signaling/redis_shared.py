@@ -51,7 +51,12 @@ from playcast.signaling.shared import (
     WorkerEntry,
 )
 
+# The pool and the line are read a few entries at a time, from the head:
+# the first candidate nearly always matches, so a pairing costs O(1), not
+# O(pool). What is passed over stays; what is removed (a dead node's) shifts
+# the rest, hence "kept" as the next start.
 _LIB = r"""
+local CHUNK = 8
 local function split(s)
   local out = {}
   for part in string.gmatch(s or '', '[^,]+') do out[#out + 1] = part end
@@ -120,16 +125,22 @@ end
 redis.call('HSET', 'pc:w:' .. wid, 'node', node, 'game', game, 'codecs', codecs,
   'addr', addr, 'port', port, 'busy', '0')
 redis.call('SADD', 'pc:nw:' .. node, wid)
-for _, cid in ipairs(redis.call('ZRANGE', 'pc:line:' .. game, 0, -1)) do
-  local c = redis.call('HMGET', 'pc:c:' .. cid, 'node', 'codecs')
-  if not c[1] or not alive(c[1]) then
-    drop_client(cid)
-  else
-    local codec = first_shared(codecs, c[2])
-    if codec then
+local kept = 0
+while true do
+  local chunk = redis.call('ZRANGE', 'pc:line:' .. game, kept, kept + CHUNK - 1)
+  if #chunk == 0 then break end
+  for _, cid in ipairs(chunk) do
+    local c = redis.call('HMGET', 'pc:c:' .. cid, 'node', 'codecs')
+    if not c[1] or not alive(c[1]) then
       drop_client(cid)
-      start(sid, wid, node, cid, c[1], game, codec, now)
-      return cjson.encode({'paired', cid, c[1], c[2], codec, line_of(game)})
+    else
+      local codec = first_shared(codecs, c[2])
+      if codec then
+        drop_client(cid)
+        start(sid, wid, node, cid, c[1], game, codec, now)
+        return cjson.encode({'paired', cid, c[1], c[2], codec, line_of(game)})
+      end
+      kept = kept + 1
     end
   end
 end
@@ -143,16 +154,22 @@ _PAIR = (
     + r"""
 local cid, node, game, codecs, sid, limit, now =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
-for _, wid in ipairs(redis.call('ZRANGE', 'pc:pool:' .. game, 0, -1)) do
-  local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'codecs', 'addr', 'port')
-  if not w[1] or not alive(w[1]) then
-    redis.call('ZREM', 'pc:pool:' .. game, wid)
-  else
-    local codec = first_shared(w[2], codecs)
-    if codec then
+local kept = 0
+while true do
+  local chunk = redis.call('ZRANGE', 'pc:pool:' .. game, kept, kept + CHUNK - 1)
+  if #chunk == 0 then break end
+  for _, wid in ipairs(chunk) do
+    local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'codecs', 'addr', 'port')
+    if not w[1] or not alive(w[1]) then
       redis.call('ZREM', 'pc:pool:' .. game, wid)
-      start(sid, wid, w[1], cid, node, game, codec, now)
-      return cjson.encode({'paired', wid, w[1], w[2], codec, w[3], w[4]})
+    else
+      local codec = first_shared(w[2], codecs)
+      if codec then
+        redis.call('ZREM', 'pc:pool:' .. game, wid)
+        start(sid, wid, w[1], cid, node, game, codec, now)
+        return cjson.encode({'paired', wid, w[1], w[2], codec, w[3], w[4]})
+      end
+      kept = kept + 1
     end
   end
 end
@@ -299,35 +316,58 @@ class RedisShared:
         self._set_tokens: AsyncScript = r(_SET_TOKENS)
         self._reattach: AsyncScript = r(_REATTACH)
         self._beat: AsyncScript = r(_BEAT)
+        self._scripts = (
+            self._publish, self._pair, self._withdraw, self._leave, self._end, self._mark,
+            self._forget, self._set_tokens, self._reattach, self._beat,
+        )  # fmt: skip
 
-    def call(self, op: Op, client: Any = None) -> Any:
-        """The script call for ``op`` (an awaitable; on a pipeline, queued)."""
-        c = client or self.redis
+    def script_of(self, op: Op) -> tuple[AsyncScript, list[str | int | float]]:
+        """The script that carries out ``op``, and its arguments."""
         if isinstance(op, Publish):
             w = op.worker
             args: list[str | int | float] = [
                 w.id, w.node, w.game, ",".join(w.codecs), w.addr, w.port, op.session_id, op.now
             ]  # fmt: skip
-            return self._publish(args=args, client=c)
+            return self._publish, args
         if isinstance(op, Pair):
             cl = op.client
             args = [
                 cl.id, cl.node, cl.game, ",".join(cl.codecs), op.session_id, op.queue_limit, op.now
             ]  # fmt: skip
-            return self._pair(args=args, client=c)
+            return self._pair, args
         if isinstance(op, Withdraw):
-            return self._withdraw(args=[op.worker_id], client=c)
+            return self._withdraw, [op.worker_id]
         if isinstance(op, LeaveLine):
-            return self._leave(args=[op.client_id], client=c)
+            return self._leave, [op.client_id]
         if isinstance(op, EndSession):
-            return self._end(args=[op.session_id], client=c)
+            return self._end, [op.session_id]
         if isinstance(op, SetTokens):
-            return self._set_tokens(args=[op.session_id, op.worker, op.client], client=c)
+            return self._set_tokens, [op.session_id, op.worker, op.client]
         if isinstance(op, Reattach):
-            args = [op.session_id, op.role, op.token, op.fresh, op.node]
-            return self._reattach(args=args, client=c)
+            return self._reattach, [op.session_id, op.role, op.token, op.fresh, op.node]
         assert isinstance(op, MarkConnected)
-        return self._mark(args=[op.session_id], client=c)
+        return self._mark, [op.session_id]
+
+    def call(self, op: Op, client: Any = None) -> Any:
+        """The script call for ``op`` (an awaitable; on a pipeline, queued).
+        On a pipeline redis-py adds a ``SCRIPT EXISTS`` round trip to every
+        execute: hot paths use ``evalsha`` instead."""
+        script, args = self.script_of(op)
+        return script(args=args, client=client or self.redis)
+
+    def evalsha(self, op: Op) -> tuple[str | int | float, ...]:
+        """``op`` as a bare EVALSHA command: the scripts must be loaded
+        (``load``); a NOSCRIPT answer (Redis restarted or failed over, its
+        script cache empty) means load and send again."""
+        script, args = self.script_of(op)
+        return ("EVALSHA", script.sha, 0, *args)
+
+    async def load(self) -> None:
+        """Put every script in Redis's script cache (idempotent)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script in self._scripts:
+                pipe.script_load(script.script)
+            await pipe.execute()
 
     async def execute(self, op: Op) -> Outcome:
         return outcome_of(op, await self.call(op))
