@@ -381,7 +381,8 @@ class Results:
         rest = mean - packet / 2 - jitter
         line = (
             f"sound, mean {mean:.1f} ms = next {packet:.0f} ms packet ~{packet / 2:.1f}"
-            f" + audio jitter buffer {jitter:.1f} + worker/network/decode {rest:.1f}"
+            f" + audio jitter buffer {jitter:.1f} + rest {rest:.1f} (worker, network,"
+            " decode, less up to 10 ms: the ear dates the 10 ms chunk the click starts in)"
         )
         if self.sound_webaudio_ms:
             extra = statistics.mean(self.sound_webaudio_ms) - mean
@@ -395,7 +396,7 @@ class Results:
 def _percentiles(
     name: str, values: list[float], p50: bool = True, p95: bool = True
 ) -> dict[str, float]:
-    """p50/p95/max of one sound figure; nothing when the browser could not measure it."""
+    """p50/p95 of one sound figure; nothing when the browser could not measure it."""
     if not values:
         return {}
     ordered = sorted(values)
