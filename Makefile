@@ -74,7 +74,6 @@ bench: setup system-deps
 	$(BIN)/python bench/signaling_load.py --mode hold --connections 10000
 	$(BIN)/python bench/worker_latency.py
 	$(BIN)/python bench/browser_latency.py
-	$(BIN)/python bench/sound_latency.py
 	$(BIN)/python bench/android_latency.py
 	$(BIN)/python bench/soak.py
 

@@ -58,7 +58,7 @@ from playcast.worker.media import (
     BackendVideoTrack,
     forward_keyframe_requests,
     prefer_h264,
-    prefer_opus,
+    send_game_audio,
 )
 
 TARGETS = {
@@ -185,8 +185,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     prefer_h264(transceiver)
     forward_keyframe_requests(transceiver.sender, backend)
     audio_track = TimedAudioTrack(backend)
+    # The worker's own set-up of the sound's sender (levels: none from a phone).
     audio_transceiver = worker_pc.addTransceiver(audio_track, direction="sendonly")
-    prefer_opus(audio_transceiver)
+    send_game_audio(audio_transceiver, audio_track)
     channel = worker_pc.createDataChannel("input", ordered=True)
     inputs: asyncio.Queue[str | bytes] = asyncio.Queue()
     delivered: list[float] = []

@@ -25,15 +25,12 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("worker_latency.py", ("touch",)),
         # Socket drop to resumed, on one node and across nodes, and a node kill.
         ("resume_latency.py", ("one_node_p95_ms", "across_nodes_p95_ms", "frames_lost")),
-        # Tap to photon in Chromium (H.264, VP8) and Firefox (VP8) side by side.
+        # Tap to photon in Chromium (H.264, VP8) and Firefox (VP8) side by side,
+        # and tap to sound with the audio/video offset for the same taps.
         pytest.param(
             "browser_latency.py",
-            ("tap", "Firefox VP8"),
+            ("tap", "Firefox VP8", "sound_p50_ms", "av_offset", "Chromium H264 sound, mean"),
             marks=[pytest.mark.browser, pytest.mark.firefox],
-        ),
-        # Tap to sound, with the audio/video offset for the same taps.
-        pytest.param(
-            "sound_latency.py", ("tap", "sound_p50_ms", "av_offset"), marks=pytest.mark.browser
         ),
         # The worker's own delay for the phone's video, touches and Opus.
         ("android_latency.py", ("touch", "audio  device socket -> RTP packet out")),

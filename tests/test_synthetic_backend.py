@@ -208,3 +208,23 @@ async def test_a_failed_game_is_pushed_ends_its_stream_and_stays_down_until_rese
     unwatch()
     backend.fail("again")
     assert heard == ["drill"]  # unsubscribed
+
+
+async def test_sound_comes_in_10_ms_packets_with_their_levels_and_skips_a_stall(
+    backend: SyntheticBackend,
+) -> None:
+    packets = aiter(backend.audio_packets())
+    first = await anext(packets)
+    second = await anext(packets)
+    assert second.pts - first.pts == 480  # 10 ms at 48 kHz
+    assert first.level is not None and first.level > 30  # the quiet hum
+    await backend.inject_touch("down", 0, 0.5, 0.5)
+    click = await anext(packets)
+    assert click.level is not None and click.level < 30
+    # A stalled loop: the time it missed passes unheard, the timestamps keep
+    # to the clock (no burst of packets late for theirs).
+    time.sleep(0.1)  # noqa: ASYNC251 (blocking the loop is the stall)
+    after = await anext(packets)
+    assert after.pts - click.pts >= 480 * 9
+    assert backend.audio_frames_skipped >= 8
+    await packets.aclose()  # type: ignore[attr-defined]

@@ -18,7 +18,12 @@ from playcast_testing.peer import Viewer
 
 from playcast.backends.audio import CLICK_THRESHOLD, AudioPacket
 from playcast.backends.synthetic import SyntheticBackend
-from playcast.worker.media import BackendAudioTrack, BackendVideoTrack, prefer_h264, prefer_opus
+from playcast.worker.media import (
+    BackendAudioTrack,
+    BackendVideoTrack,
+    prefer_h264,
+    send_game_audio,
+)
 
 T = 20.0
 
@@ -36,7 +41,7 @@ class RecordingBackend(SyntheticBackend):
             yield packet
 
 
-Link = tuple[RecordingBackend, RTCPeerConnection, Viewer, list[bytes], str]
+Link = tuple[RecordingBackend, RTCPeerConnection, Viewer, list[RtpPacket], str]
 
 
 @pytest.fixture
@@ -47,12 +52,12 @@ async def link() -> AsyncIterator[Link]:
     audio = BackendAudioTrack(backend)
     pc = RTCPeerConnection()
     prefer_h264(pc.addTransceiver(video, direction="sendonly"))
-    prefer_opus(pc.addTransceiver(audio, direction="sendonly"))
+    send_game_audio(pc.addTransceiver(audio, direction="sendonly"), audio)
     await pc.setLocalDescription(await pc.createOffer())
     offer = pc.localDescription.sdp
     viewer = Viewer([])
     answer, _ = await viewer.answer(offer, trickle=False)
-    payloads: list[bytes] = []
+    payloads: list[RtpPacket] = []
     for transceiver in viewer.pc.getTransceivers():
         if transceiver.kind == "audio":
             _record_payloads(transceiver.receiver, payloads)
@@ -65,11 +70,11 @@ async def link() -> AsyncIterator[Link]:
     await backend.stop()
 
 
-def _record_payloads(receiver: RTCRtpReceiver, into: list[bytes]) -> None:
+def _record_payloads(receiver: RTCRtpReceiver, into: list[RtpPacket]) -> None:
     original = receiver._handle_rtp_packet
 
     async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
-        into.append(packet.payload)
+        into.append(packet)
         await original(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
@@ -114,4 +119,11 @@ async def test_opus_packets_cross_unchanged(link: Link) -> None:
     assert len(payloads) >= 10
     # The payloads received are packets the game made, in order, bytes intact.
     n = len(payloads)
-    assert any(made[i : i + n] == payloads for i in range(len(made) - n + 1))
+    received = [p.payload for p in payloads]
+    assert any(made[i : i + n] == received for i in range(len(made) - n + 1))
+    # Each carries its RFC 6464 level: the hum quiet (about -43 dBov), the click loud.
+    levels = [p.extensions.audio_level for p in payloads]
+    assert all(level is not None for level in levels)
+    assert (
+        min(level[1] for level in levels if level) < 30 < max(level[1] for level in levels if level)
+    )

@@ -7,7 +7,7 @@ Frames come on a steady clock, and one comes at once when input arrives, so
 what a player does shows up in the next packet, not at the next tick.
 
 The game has sound too (``GameAudio``): a quiet hum, and a short click in the
-next 20 ms Opus packet after each touch-down, so sound is testable end to end
+next 10 ms Opus packet after each touch-down, so sound is testable end to end
 just as the white disc makes video testable.
 """
 
@@ -24,7 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from playcast.backends.arena import ArenaScene, Mark, Plane
-from playcast.backends.audio import FRAME_SECONDS, AudioPacket, AudioStatus, GameAudio, SoundMaker
+from playcast.backends.audio import (
+    GAME_FRAME_SAMPLES,
+    SAMPLE_RATE,
+    AudioPacket,
+    AudioStatus,
+    GameAudio,
+    SoundMaker,
+)
 from playcast.backends.base import H264, VP8, BackendError, GameBackend, Health, VideoPacket
 from playcast.backends.h264 import EncodedPicture, EncoderSettings, H264Encoder
 from playcast.backends.vp8 import Vp8Encoder
@@ -50,9 +57,16 @@ ENCODERS = {H264: H264Encoder, VP8: Vp8Encoder}
 DEFAULT_CODECS = (H264, VP8)
 
 
-# Sound this far behind its clock (a stalled loop) restarts the clock instead
-# of catching up in a burst the player would hear as a glitch anyway.
-AUDIO_MAX_LATE = 0.2
+AUDIO_FRAME_MS = (2.5, 5.0, 10.0, 20.0)  # Opus frame lengths (CELT low delay)
+# Sound more than this behind its clock (a stalled loop) skips what it
+# missed: that time passes unheard and the next packet's timestamp is the
+# clock's, as a sound card's is after an overrun (and a phone's: scrcpy takes
+# its PTS from the clock). Caught up in a burst instead, every packet of the
+# burst reaches the browser late for its timestamp, and its audio jitter
+# buffer answers by holding all later sound back about as long as the stall
+# lasted (measured on a busy machine: 72 to 400 ms instead of 30 to 40 after
+# a stall, and slow to shrink back).
+AUDIO_MAX_LATE = 0.015
 
 
 class SyntheticBackend(GameBackend, GameAudio):
@@ -64,6 +78,7 @@ class SyntheticBackend(GameBackend, GameAudio):
         fps: int = 30,
         preset: str = "ultrafast",
         codecs: tuple[str, ...] = DEFAULT_CODECS,
+        audio_frame_samples: int = GAME_FRAME_SAMPLES,
     ) -> None:
         if not 1 <= fps <= MAX_FPS:
             raise ValueError(f"fps must be within 1..{MAX_FPS}")
@@ -74,6 +89,7 @@ class SyntheticBackend(GameBackend, GameAudio):
         self.codecs = tuple(codecs)
         self.codec: str | None = None  # of the current (or last) stream
         self.fps = fps
+        self.audio_frame_samples = audio_frame_samples
         self._settings = EncoderSettings(width=width, height=height, fps=fps, preset=preset)
         self._scene = ArenaScene(width, height)
         self._executor: ThreadPoolExecutor | None = None
@@ -95,6 +111,7 @@ class SyntheticBackend(GameBackend, GameAudio):
         self.keyframe_requests = 0
         self.resets = 0
         self.clicks = 0
+        self.audio_frames_skipped = 0
 
     @property
     def size(self) -> tuple[int, int]:
@@ -129,6 +146,7 @@ class SyntheticBackend(GameBackend, GameAudio):
         self._failure = None
         self._click_pending = False
         self.frames = self.keyframes = self.keyframe_requests = self.clicks = 0
+        self.audio_frames_skipped = 0
 
     def _scene_time(self) -> float:
         return time.monotonic() - self._origin
@@ -250,25 +268,29 @@ class SyntheticBackend(GameBackend, GameAudio):
         if self._audio_consumer is not None:
             raise BackendError("synthetic backend's sound already has a consumer")
         token = self._audio_consumer = object()
-        maker = SoundMaker()
+        maker = SoundMaker(frame_samples=self.audio_frame_samples)
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         try:
             while self._audio_consumer is token:
-                # The sound card's clock: one 20 ms packet per tick, each made
-                # as its tick comes, so a click waits at most one frame.
+                # The sound card's clock: one packet per tick, each made as its
+                # tick comes (not ahead), so a click waits at most one frame.
                 delay = next_at - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
                     if self._audio_consumer is not token:
                         return
                 elif -delay > AUDIO_MAX_LATE:
-                    next_at = loop.time()
+                    missed = int(-delay / maker.frame_seconds)
+                    maker.skip(missed)
+                    next_at += missed * maker.frame_seconds
+                    self.audio_frames_skipped += missed
+                    log.debug("synthetic sound: %d frames skipped after a stall", missed)
                 click, self._click_pending = self._click_pending, False
                 data, pts = maker.frame(click)
                 self.clicks += click
-                yield AudioPacket(data, pts, time.monotonic())
-                next_at += FRAME_SECONDS
+                yield AudioPacket(data, pts, time.monotonic(), maker.last_level)
+                next_at += maker.frame_seconds
         finally:
             if self._audio_consumer is token:
                 self._audio_consumer = None
@@ -324,6 +346,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--x264-preset", default="ultrafast", help="synthetic libx264 preset")
     add_flag(
         parser,
+        "--audio-frame-ms",
+        type=float,
+        default=1000 * GAME_FRAME_SAMPLES / SAMPLE_RATE,
+        choices=AUDIO_FRAME_MS,
+        help="synthetic Opus frame length in ms (20: as a phone's scrcpy sends)",
+    )
+    add_flag(
+        parser,
         "--codecs",
         default=",".join(DEFAULT_CODECS),
         help=f"video codecs the synthetic game sends, preferred first (of {', '.join(ENCODERS)})",
@@ -340,6 +370,7 @@ def create_backend(args: argparse.Namespace) -> GameBackend:
             fps=args.fps,
             preset=args.x264_preset,
             codecs=codecs,
+            audio_frame_samples=round(args.audio_frame_ms * SAMPLE_RATE / 1000),
         )
     except ValueError as exc:
         raise SystemExit(f"synthetic backend: {exc}") from None

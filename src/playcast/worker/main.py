@@ -49,7 +49,7 @@ from playcast.worker.media import (
     BackendAudioTrack,
     BackendVideoTrack,
     forward_keyframe_requests,
-    prefer_opus,
+    send_game_audio,
     send_playout_delay,
 )
 from playcast.worker.metrics import serve_metrics
@@ -210,7 +210,8 @@ class Session:
         if self._playout_delay_ms is not None:
             send_playout_delay(transceiver.sender, self._playout_delay_ms)
         if self.audio_track is not None:
-            prefer_opus(self.pc.addTransceiver(self.audio_track, direction="sendonly"))
+            audio = self.pc.addTransceiver(self.audio_track, direction="sendonly")
+            send_game_audio(audio, self.audio_track)
         channel = self.pc.createDataChannel("input", ordered=True)
         channel.on("message", self._on_input)
         channel.on("close", self._on_channel_close)

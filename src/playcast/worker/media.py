@@ -14,7 +14,10 @@ from tap to photon, see docs/performance.md).
 Sound takes the same road: ``BackendAudioTrack`` hands aiortc the backend's
 Opus packets as ``av.Packet`` objects (pts in 1/48000 s), which aiortc's Opus
 "encoder" only wraps in RTP (``OpusEncoder.pack``), and the audio transceiver
-offers Opus alone.
+offers Opus alone. aiortc writes the RFC 6464 audio level only for sound it
+encodes itself; ``send_audio_level`` writes the backend's own, when it knows
+it (the synthetic game: what lets a benchmark see in the browser when the
+click leaves the jitter buffer).
 """
 
 from __future__ import annotations
@@ -120,6 +123,8 @@ class BackendAudioTrack(MediaStreamTrack):
         self.sent = 0
         # captured_at of the packet last handed to the sender (for benchmarks).
         self.last_captured_at = 0.0
+        # Its RFC 6464 level, if the backend knows it (see send_audio_level).
+        self.last_level: int | None = None
 
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
@@ -139,6 +144,7 @@ class BackendAudioTrack(MediaStreamTrack):
         packet.time_base = AUDIO_CLOCK
         self.sent += 1
         self.last_captured_at = sound.captured_at
+        self.last_level = sound.level
         return packet
 
     def _end(self, reason: str) -> None:
@@ -231,3 +237,26 @@ def send_playout_delay(sender: RTCRtpSender, delay_ms: int) -> PlayoutDelayExten
     extensions = PlayoutDelayExtensionsMap(delay_ms)
     sender._RTCRtpSender__rtp_header_extensions_map = extensions  # type: ignore[attr-defined]
     return extensions
+
+
+class AudioLevelExtensionsMap(HeaderExtensionsMap):
+    """aiortc's extension map, plus the RFC 6464 level of the packet the track
+    last handed the sender (which packs and sends each before asking for the next)."""
+
+    def __init__(self, track: BackendAudioTrack) -> None:
+        super().__init__()
+        self._track = track
+
+    def set(self, values: HeaderExtensions) -> tuple[int, bytes]:
+        level = self._track.last_level
+        if values.audio_level is None and level is not None:
+            values.audio_level = (False, level)
+        return super().set(values)
+
+
+def send_game_audio(transceiver: RTCRtpTransceiver, track: BackendAudioTrack) -> None:
+    """Set up the sound's transceiver before the offer: Opus alone, and the
+    backend's audio levels in the RTP header."""
+    prefer_opus(transceiver)
+    sender = transceiver.sender
+    sender._RTCRtpSender__rtp_header_extensions_map = AudioLevelExtensionsMap(track)  # type: ignore[attr-defined]
