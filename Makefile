@@ -71,11 +71,15 @@ test: setup system-deps lint typecheck
 # quiet machine). CI runs their short versions through tests/test_bench_quick.py.
 bench: setup system-deps
 	$(BIN)/python bench/signaling_load.py --rate 500
-	$(BIN)/python bench/signaling_load.py --mode hold --connections 10000
+	$(BIN)/python bench/signaling_load.py --closed 64
+	$(BIN)/python bench/signaling_load.py --mode hold --connections 19980 --procs 2
+	$(BIN)/python bench/cluster_load.py
 	$(BIN)/python bench/worker_latency.py
 	$(BIN)/python bench/browser_latency.py
 	$(BIN)/python bench/android_latency.py
+	$(BIN)/python bench/resume_latency.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/soak.py --cluster 3
 
 # Refresh the lock on purpose: new or changed requirements in pyproject.toml
 # (and its build-system.requires) resolved with the fewest changes to existing
