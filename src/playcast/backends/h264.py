@@ -68,15 +68,20 @@ class H264Encoder:
         self._ctx = ctx
 
     def encode(self, i420: npt.NDArray[np.uint8], pts: int, keyframe: bool) -> EncodedPicture:
-        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
-        frame.pts = pts
-        frame.time_base = self._ctx.time_base
-        frame.pict_type = (
-            av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
-        )
-        packets = self._ctx.encode(frame)
-        data = b"".join(bytes(p) for p in packets)
-        if not data:
-            # Zero-latency x264 never holds a picture back; anything else is a bug.
-            raise RuntimeError("libx264 returned no access unit for a picture")
-        return EncodedPicture(data=data, keyframe=any(p.is_keyframe for p in packets))
+        return encode_picture(self._ctx, i420, pts, keyframe)
+
+
+def encode_picture(
+    ctx: av.VideoCodecContext, i420: npt.NDArray[np.uint8], pts: int, keyframe: bool
+) -> EncodedPicture:
+    """One picture through an opened encoder set up to hold none back
+    (zero-latency x264, libvpx with lag-in-frames 0): anything else is a bug."""
+    frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+    frame.pts = pts
+    frame.time_base = ctx.time_base
+    frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+    packets = ctx.encode(frame)
+    data = b"".join(bytes(p) for p in packets)
+    if not data:
+        raise RuntimeError(f"{ctx.name} returned nothing for a picture")
+    return EncodedPicture(data=data, keyframe=any(p.is_keyframe for p in packets))

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from playcast.backends.base import VIDEO_CLOCK
-from playcast.backends.h264 import EncodedPicture, EncoderSettings
+from playcast.backends.h264 import EncodedPicture, EncoderSettings, encode_picture
 
 # Average bitrate for the synthetic scene at 720x1280: flat colours, so a
 # fraction of this is used; it bounds what a busy picture may spend.
@@ -61,15 +61,4 @@ class Vp8Encoder:
         self._ctx = ctx
 
     def encode(self, i420: npt.NDArray[np.uint8], pts: int, keyframe: bool) -> EncodedPicture:
-        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
-        frame.pts = pts
-        frame.time_base = self._ctx.time_base
-        frame.pict_type = (
-            av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
-        )
-        packets = self._ctx.encode(frame)
-        data = b"".join(bytes(p) for p in packets)
-        if not data:
-            # With lag-in-frames 0 libvpx never holds a picture back.
-            raise RuntimeError("libvpx returned no frame for a picture")
-        return EncodedPicture(data=data, keyframe=any(p.is_keyframe for p in packets))
+        return encode_picture(self._ctx, i420, pts, keyframe)
