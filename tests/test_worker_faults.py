@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -62,9 +63,19 @@ async def server() -> AsyncIterator[ServerProcess]:
         yield s
 
 
+class Ceiling(random.Random):
+    """A backoff that always waits its whole ceiling (no jitter): exact timing."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
 @contextlib.asynccontextmanager
 async def worker_in_process(
-    server: ServerProcess, backend: BreakableBackend, **overrides: Any
+    server: ServerProcess,
+    backend: BreakableBackend,
+    rng: random.Random | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Worker]:
     settings = WorkerSettings(
         **{
@@ -76,7 +87,7 @@ async def worker_in_process(
             **overrides,
         }
     )
-    worker = Worker(settings, backend)
+    worker = Worker(settings, backend, rng)
     task = asyncio.create_task(worker.run())
     try:
         yield worker
@@ -147,10 +158,12 @@ async def test_a_game_failing_while_idle_leaves_the_pool_at_once(server: ServerP
     the worker within a fraction of a second, and a player who joins right
     then is rejected instead of being handed a dead game."""
     backend = BreakableBackend()
-    # A 1 s backoff keeps it out while the player joins (a faster comeback
-    # would serve the player a healthy game, which is fine too).
+    # A 1 s backoff, jitter-free, keeps it out while the player joins.
     settings = dict(health_interval=30.0, metrics_port=0, backoff_base=1.0, backoff_cap=1.0)
-    async with asyncio.timeout(TIMEOUT), worker_in_process(server, backend, **settings) as worker:
+    async with (
+        asyncio.timeout(TIMEOUT),
+        worker_in_process(server, backend, Ceiling(), **settings) as worker,
+    ):
         line, first_id = await registered_ids(server)
         failed_at = time.monotonic()
         backend.fail("drill: the game crashed")
