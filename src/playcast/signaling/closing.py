@@ -17,16 +17,15 @@ from playcast.signaling.types import Client, Peer, Worker
 def forget(state: State, peer: Peer) -> None:
     """Drop ``peer`` from every live set (its heartbeat slot; the shared
     directory, pool and waiting line)."""
-    state.slots[peer.slot].pop(peer.id, None)
+    if not state.unlist(peer):
+        return
     if isinstance(peer, Worker):
         # Published at register: the shared directory and pool must let go.
-        if state.workers.pop(peer.id, None) is not None and peer.status != "registering":
+        if peer.status != "registering":
             state.request(Withdraw(peer.id))
-    elif isinstance(peer, Client):
-        was_live = state.clients.pop(peer.id, None) is not None
-        if was_live and peer.queued_at:
-            state.waiting.pop(peer.id, None)
-            state.request(LeaveLine(peer.id, peer.game))
+    elif isinstance(peer, Client) and peer.queued_at:
+        state.waiting.pop(peer.id, None)
+        state.request(LeaveLine(peer.id, peer.game))
 
 
 def shut_down(

@@ -73,11 +73,7 @@ def step_away(state: State, peer: Peer) -> bool:
     session = state.sessions.get(peer.session_id or "")
     if session is None:
         return False
-    state.slots[peer.slot].pop(peer.id, None)
-    if isinstance(peer, Worker):
-        state.workers.pop(peer.id, None)
-    else:
-        state.clients.pop(peer.id, None)
+    state.unlist(peer)
     state.away[peer.id] = peer
     mark_away(state, session, role(peer))
     state.metrics.count(state.metrics.resume_events, "away")
@@ -157,7 +153,7 @@ def come_back(state: State, peer: Peer, msg: Resume) -> None:
             return
         # Still attached: a socket half-open on our side. The token holder
         # wins, and the old socket goes.
-        state.slots[old.slot].pop(old.id, None)
+        state.unlist(old)
         state.close(old, 1000, "resumed on another socket")
     take_place(state, peer, old, session)
 
@@ -178,11 +174,7 @@ def take_place(
     """``peer`` (a fresh socket) becomes the member ``old`` was."""
     # The fresh record takes the member's id, so every reference to the
     # member (the session, the partner, other nodes) stays true.
-    state.slots[peer.slot].pop(peer.id, None)
-    if isinstance(peer, Worker):
-        state.workers.pop(peer.id, None)
-    else:
-        state.clients.pop(peer.id, None)
+    state.unlist(peer)
     peer.id = old.id
     state.slots[peer.slot][peer.id] = peer
     if isinstance(peer, Worker) and isinstance(old, Worker):
@@ -223,17 +215,8 @@ def refuse(state: State, peer: Peer, why: str) -> None:
     state.metrics.count(state.metrics.resume_events, "refused")
     event(f"{role(peer)}_resume_refused", why=repr(why), peer=peer.id)
     error(state, peer, "resume_failed", why)
-    forget_fresh(state, peer)
+    state.unlist(peer)  # a socket that never became anyone: nothing else to undo
     state.close(peer, CLOSE_POLICY, "resume failed")
-
-
-def forget_fresh(state: State, peer: Peer) -> None:
-    """A socket that never became anyone: out of the live sets, nothing else."""
-    state.slots[peer.slot].pop(peer.id, None)
-    if isinstance(peer, Worker):
-        state.workers.pop(peer.id, None)
-    else:
-        state.clients.pop(peer.id, None)
 
 
 # --- in a cluster ------------------------------------------------------------
@@ -270,7 +253,7 @@ def reattached(state: State, op: Reattach, outcome: Reattached | Denied | None) 
     if old is None and outcome.old_node == here:
         old = _attached(state, op.role, member_id)
         if old is not None:
-            state.slots[old.slot].pop(old.id, None)
+            state.unlist(old)
             state.close(old, 1000, "resumed on another socket")
     take_place(
         state,
@@ -338,19 +321,12 @@ def take(state: State, msg: Take) -> None:
     if state.away.pop(member_id, None) is None:
         old = _attached(state, msg.role, member_id)
         if old is not None and old.session_id == session.id:  # half-open here
-            state.slots[old.slot].pop(old.id, None)
-            if isinstance(old, Worker):
-                state.workers.pop(old.id, None)
-            else:
-                state.clients.pop(old.id, None)
+            state.unlist(old)
             state.close(old, 1000, "resumed on another node")
     handed_over(state, session, msg.role, msg.node)
     partner_node = session.client_node if msg.role == "worker" else session.worker_node
     if partner_node != state.node:
-        # Neither member is here any more: this copy is done (not ended).
-        state.sessions.pop(session.id, None)
-        state.handshaking.pop(session.id, None)
-        state.waiting_for.pop(session.id, None)
+        state.let_go(session)  # neither member is here any more
 
 
 def moved(state: State, msg: Moved) -> None:
@@ -372,10 +348,7 @@ def send_elsewhere(state: State, chosen: list[Session]) -> None:
                 continue
             member = _attached(state, member_role, member_id)
             if member is not None and member.session_id == session.id:
-                if isinstance(member, Worker):
-                    state.workers.pop(member.id, None)
-                else:
-                    state.clients.pop(member.id, None)
+                state.unlist(member)
                 state.away[member.id] = member
                 mark_away(state, session, member_role)
     for peer in [*state.workers.values(), *state.clients.values(), *state.away.values()]:
@@ -405,13 +378,7 @@ def send_elsewhere_only(state: State, chosen: list[Session]) -> None:
             if member is None or member.session_id != session.id:
                 continue
             state.away.pop(member.id, None)
-            state.slots[member.slot].pop(member.id, None)
-            if isinstance(member, Worker):
-                state.workers.pop(member.id, None)
-            else:
-                state.clients.pop(member.id, None)
+            state.unlist(member)
             state.send(member, Reconnect())
             state.close(member, CLOSE_SERVICE_RESTART, "reconnect")
-        state.sessions.pop(session.id, None)
-        state.handshaking.pop(session.id, None)
-        state.waiting_for.pop(session.id, None)
+        state.let_go(session)

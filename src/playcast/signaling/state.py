@@ -125,6 +125,23 @@ class State:
         """Stopping, and every peer told so has acked or been closed."""
         return self.stopping and not self.closing
 
+    def unlist(self, peer: Peer) -> bool:
+        """Out of its heartbeat slot and its role's live set (only this very
+        record: after a resume its id may name a newer one). True if it was live."""
+        self.slots[peer.slot].pop(peer.id, None)
+        live = self.workers if isinstance(peer, Worker) else self.clients
+        if live.get(peer.id) is peer:
+            del live[peer.id]
+            return True
+        return False
+
+    def let_go(self, session: Session) -> None:
+        """This node's copy of a session is done here, without ending it
+        (its members are elsewhere now)."""
+        self.sessions.pop(session.id, None)
+        self.handshaking.pop(session.id, None)
+        self.waiting_for.pop(session.id, None)
+
     def is_live(self, peer: Peer) -> bool:
         if isinstance(peer, Worker):
             return self.workers.get(peer.id) is peer
