@@ -201,6 +201,29 @@ class Sample:
     rss: int
     fds: int
     threads: int
+    fd_kinds: Counter[str] = field(default_factory=Counter)  # quiet points only
+
+
+def fd_kinds(proc: psutil.Process) -> Counter[str]:
+    """What a process's descriptors are, so that a growth names its cause:
+    sockets by protocol, state and remote port, the rest by what they point to."""
+    kinds: Counter[str] = Counter()
+    with contextlib.suppress(psutil.Error, OSError):
+        for c in proc.net_connections(kind="inet"):
+            proto = "tcp" if c.type == socket.SOCK_STREAM else "udp"
+            remote = f"->{c.raddr.port}" if c.raddr else ""
+            kinds[f"{proto} {c.status}{remote}".replace(" NONE", "")] += 1
+        for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+                if not target.startswith("socket:"):
+                    kinds[re.sub(r"\[\d+\]$", "", target)] += 1
+    return kinds
+
+
+def kinds_diff(before: Counter[str], after: Counter[str]) -> str:
+    more = after - before
+    return ", ".join(f"+{n} {k}" for k, n in sorted(more.items())) or "no kind grew"
 
 
 @dataclass
@@ -717,6 +740,10 @@ class Soak:
             got = [r[series_name] for r in readings if series_name in r]
             if got:
                 series.quiet[name] = median_sample(got)
+                pid = series.pids[-1] if series.pids else None
+                if pid is not None:
+                    with contextlib.suppress(psutil.Error):
+                        series.quiet[name].fd_kinds = fd_kinds(self._process(pid))
 
     # --- the load --------------------------------------------------------
 
@@ -1178,7 +1205,10 @@ def problems(r: SoakResult) -> list[str]:
             if end.rss - warm.rss > r.rss_allowance(warm.rss):
                 out.append(f"{name}: RSS at rest grew {warm.rss / MB:.1f} -> {end.rss / MB:.1f} MB")
             if end.fds - warm.fds > r.cfg.fd_slack_quiet:
-                out.append(f"{name}: open fds at rest grew {warm.fds} -> {end.fds}")
+                out.append(
+                    f"{name}: open fds at rest grew {warm.fds} -> {end.fds} "
+                    f"({kinds_diff(warm.fd_kinds, end.fd_kinds)})"
+                )
     a = r.accounting
     c = r.cluster
     if c is not None:

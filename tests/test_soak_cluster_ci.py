@@ -49,7 +49,9 @@ def test_nothing_left_behind_in_redis(result: Any) -> None:
     start, end = c.census["start"], c.census["end"]
     assert start["pc:w"] == end["pc:w"] == result.cfg.workers
     assert sum(end.values()) <= sum(start.values()) + 2, (start, end)  # + streams, node sets
-    assert c.leftover == {"pc:seq": 1}, c.leftover  # the arrival counter, and nothing else
+    # The arrival counter, and nothing else but a status answer that came after
+    # its asker stopped waiting (it expires within seconds, see below).
+    assert {k: n for k, n in c.leftover.items() if k != "pc:reply"} == {"pc:seq": 1}, c.leftover
     assert c.leftover_without_ttl == []
 
 

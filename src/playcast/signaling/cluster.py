@@ -368,7 +368,9 @@ class ClusterLink:
             doc["violations"] = list(self.hub.check_invariants())
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.rpush(reply, json.dumps(doc))
-                pipe.expire(reply, 10)
+                # The asker waits a second at most: an answer later than that
+                # is never read, and must not outlive it by much.
+                pipe.expire(reply, 3)
                 await pipe.execute()
 
     async def status(self, check: bool) -> dict[str, Any]:

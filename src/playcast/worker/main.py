@@ -411,6 +411,9 @@ class Worker:
             case lk.CheckHealth():
                 self._job(self._check_health(), "health-check")
             case lk.StartSession(start=start):
+                if self.session is not None:  # the core never does this; never leak one
+                    log.error("session %s replaced while open", self.session.id)
+                    self._close_in_background(self.session)
                 s = self.settings
                 self.session = Session(
                     start, self.backend, self.post, s.playout_delay_ms, s.input_limit, s.audio
@@ -420,13 +423,17 @@ class Worker:
                 if self.session is not None and self.session.id == msg.session_id:
                     self.session.feed(msg)
             case lk.CloseSession(session_id=session_id):
-                session, self.session = self.session, None
+                session = self.session
                 if session is not None and session.id == session_id:
-                    task = asyncio.create_task(self._close_session(session))
-                    self._closing.add(task)
-                    task.add_done_callback(self._closing.discard)
+                    self.session = None  # only that one: another would leak its sockets
+                    self._close_in_background(session)
             case lk.Exit():
                 pass  # run() tears down once the loop sees link.done
+
+    def _close_in_background(self, session: Session) -> None:
+        task = asyncio.create_task(self._close_session(session))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _send(self, msg: t.Message) -> None:
         if isinstance(msg, t.Register):
