@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""What a WebSocket connection and a frame cost a server: aiohttp against picows.
+"""What a WebSocket connection and a frame cost a server: aiohttp, the server's
+own layer (signaling.wsproto on an asyncio protocol) and picows.
 
 Issue 10 asks whether aiohttp's own per-connection and per-frame work keeps the
 signaling server above 0.70 ms of CPU per setup (two connections and about 30
@@ -13,7 +14,7 @@ at a time, and the server's CPU (user + system) is read with psutil. Run once
 with no frames and once with frames: per connection = CPU(0) / connections,
 per frame = (CPU(frames) - CPU(0)) / (connections x frames).
 
-  .venv/bin/python bench/ws_engines.py                 # both engines
+  .venv/bin/python bench/ws_engines.py                 # every engine
   .venv/bin/python bench/ws_engines.py --engine aiohttp
 
 picows is not a dependency of the project: install it to measure it
@@ -34,6 +35,7 @@ import time
 import psutil
 
 HOST = "127.0.0.1"
+ENGINES = ["aiohttp", "playcast", "picows"]
 PAYLOAD = b'{"type":"ice_candidate","session_id":"s-0123456789ab","candidate":null}'
 
 
@@ -63,6 +65,48 @@ def serve_aiohttp() -> None:
         site = web.TCPSite(runner, HOST, 0, backlog=1024)
         await site.start()
         print("port", site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def serve_playcast() -> None:
+    """The signaling server's own WebSocket layer (signaling.wsproto), bare."""
+    import uvloop
+
+    from playcast.signaling import wsproto as wp
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+            self.reader: wp.FrameReader | None = None
+            self.head = b""
+
+        def data_received(self, data: bytes) -> None:
+            if self.reader is not None:
+                self.reader.feed(data)
+                return
+            self.head += data
+            end = wp.head_end(self.head)
+            if end >= 0:
+                self.transport.write(wp.handshake(wp.parse_request(self.head[:end])))
+                self.reader = wp.FrameReader(65536, self.on_message, self.on_control)
+
+        def on_message(self, opcode: int, payload: bytes) -> None:
+            text = payload.decode()
+            if text == "bye":
+                self.transport.write(wp.close_frame(1000))
+            else:
+                self.transport.write(wp.frame(wp.OP_TEXT, text.encode()))
+
+        def on_control(self, opcode: int, payload: bytes) -> None:
+            if opcode == wp.OP_CLOSE:
+                self.transport.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, HOST, 0, backlog=1024)
+        print("port", server.sockets[0].getsockname()[1], flush=True)
         await asyncio.Event().wait()
 
     uvloop.run(main())
@@ -161,17 +205,17 @@ def measure(engine: str, connections: int, frames: int, concurrency: int) -> flo
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--engine", choices=["aiohttp", "picows"], action="append")
+    p.add_argument("--engine", choices=ENGINES, action="append")
     p.add_argument("--connections", type=int, default=3000)
     p.add_argument("--frames", type=int, default=15, help="frames each way per connection")
     p.add_argument("--concurrency", type=int, default=50)
-    p.add_argument("--serve", choices=["aiohttp", "picows"], help=argparse.SUPPRESS)
+    p.add_argument("--serve", choices=ENGINES, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
-        serve_aiohttp() if args.serve == "aiohttp" else serve_picows()
+        {"aiohttp": serve_aiohttp, "picows": serve_picows, "playcast": serve_playcast}[args.serve]()
         return 0
     print(f"ws_engines: load average {os.getloadavg()[0]:.2f}", flush=True)
-    for engine in args.engine or ["aiohttp", "picows"]:
+    for engine in args.engine or ENGINES:
         if engine == "picows":
             try:
                 import picows  # noqa: F401

@@ -9,154 +9,49 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hmac
 import ipaddress
 import json
 import logging
 import signal
 import ssl
-import struct
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
 import msgspec
-from aiohttp import WSMsgType, web, web_ws
-from aiohttp._websocket.models import WSMessage
-from aiohttp._websocket.reader import WebSocketDataQueue
+from aiohttp import web
 from redis.exceptions import RedisError
 
 from playcast.envflags import add_flag, env_list
 from playcast.logs import setup_logging
-from playcast.protocol import MAX_FRAME_BYTES, IceServer, Message, encode
+from playcast.protocol import IceServer, Message
 from playcast.signaling import gcpolicy
 from playcast.signaling.cluster import ClusterLink
-from playcast.signaling.events import CLOSE_NORMAL, event
+from playcast.signaling.events import event
 from playcast.signaling.hub import Hub, drain_effects
 from playcast.signaling.settings import Settings
 from playcast.signaling.types import Peer
+from playcast.signaling.wsserver import (
+    FRONT_KEY,
+    ROLES,
+    Front,
+    SignalingSocket,
+    late_upgrade,
+    token_ok,
+)
 
 log = logging.getLogger("playcast.signaling")
 
-CLOSE_TIMEOUT = 5.0
-_HEAD1 = struct.Struct("!BB").pack
-_HEAD2 = struct.Struct("!BBH").pack
-_HEAD3 = struct.Struct("!BBQ").pack
 STATIC_DIR = Path(str(resources.files("playcast") / "web" / "static"))
 
 
-class WsConnection:
-    """A peer's socket: ``types.Connection`` for the core, written directly.
-
-    ``write`` puts a whole frame (a server frame is unmasked: a 2 to 10 byte
-    header and the JSON) on the transport at once, so nothing awaits a peer
-    and no task is started per message; writes of one connection keep their
-    order. It reports a peer whose unsent bytes pass the limit: the pump then
-    closes it as a slow consumer, as a step of its own.
-    """
-
-    __slots__ = ("_closing", "limit", "remote", "transport", "ws")
-
-    def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        remote: tuple[str, int],
-        transport: asyncio.Transport | None,
-        limit: int,
-    ) -> None:
-        self.ws = ws
-        self.remote = remote
-        self.transport = transport
-        self.limit = limit
-        self._closing = False
-
-    def write(self, msg: Message) -> bool:
-        """Send ``msg``; True when the peer is not reading (past the limit)."""
-        transport = self.transport
-        if self._closing or transport is None or transport.is_closing() or self.ws.closed:
-            return False
-        data = encode(msg)
-        n = len(data)
-        if n < 126:
-            head = _HEAD1(0x81, n)  # FIN + text frame
-        elif n < 65536:
-            head = _HEAD2(0x81, 126, n)
-        else:
-            head = _HEAD3(0x81, 127, n)
-        transport.write(head + data)
-        return transport.get_write_buffer_size() > self.limit
-
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        if not self._closing:
-            self._closing = True
-            asyncio.get_running_loop().create_task(self._close(code, reason))
-
-    async def _close(self, code: int, reason: str) -> None:
-        try:
-            # A peer that never reads would block the close frame forever.
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self.ws.close(code=code, message=reason.encode()[:120])
-        except (ConnectionError, RuntimeError, TimeoutError):
-            if self.transport is not None:
-                self.transport.abort()  # the peer is gone; on_close will follow
-
-
 def _write(peer: Peer, msg: Message) -> bool:
-    return cast(WsConnection, peer.ws).write(msg)
-
-
-class FrameSink(WebSocketDataQueue):
-    """aiohttp's queue of a socket's incoming messages, with text frames handed
-    straight to the protocol core once ``attach`` names the peer.
-
-    aiohttp's reader feeds every message to this queue from ``data_received``;
-    through the queue each frame cost a future, a wake-up of the handler task
-    and ``WebSocketResponse.receive`` (a setup has about 17 inbound frames).
-    Once attached, text and binary frames go to the core at once, in order,
-    still in ``data_received``; control messages (close, ping, pong, errors)
-    keep aiohttp's path, so its close handshake and limits are unchanged. If a
-    frame arrived before ``attach``, the queue stays in use for every frame of
-    that socket (order kept).
-    Slots, not a closure: 0.7 KB less per held connection (15.58 -> 14.86 KB).
-    """
-
-    __slots__ = ("peer", "pump")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.peer: Peer | None = None
-        self.pump: Pump | None = None
-
-    def attach(self, pump: Pump, peer: Peer) -> bool:
-        """Frames to ``peer`` from now on; False (no change) if some are queued."""
-        if self._buffer:
-            return False
-        self.pump, self.peer = pump, peer
-        return True
-
-    def detach(self) -> None:
-        # peer -> conn -> ws -> this queue -> peer: a cycle until the socket ends
-        self.pump = self.peer = None
-
-    def feed_data(self, data: Any, size: int) -> None:
-        pump = self.pump
-        if pump is not None and (data.type is WSMsgType.TEXT or data.type is WSMsgType.BINARY):
-            pump.deliver(cast(Peer, self.peer), cast(WSMessage, data).data)
-        else:
-            super().feed_data(data, size)
-
-
-def install_frame_sink() -> bool:
-    """Make aiohttp build its WebSocket queues as ``FrameSink``s; False when
-    this aiohttp has no such seam (every frame then goes through the queue)."""
-    if getattr(web_ws, "WebSocketDataQueue", None) is WebSocketDataQueue:
-        setattr(web_ws, "WebSocketDataQueue", FrameSink)  # noqa: B010 (not exported)
-    return getattr(web_ws, "WebSocketDataQueue", None) is FrameSink
+    return cast(SignalingSocket, peer.ws).write(msg)
 
 
 def _close(peer: Peer, code: int, reason: str) -> None:
-    cast(WsConnection, peer.ws).close(code, reason)
+    cast(SignalingSocket, peer.ws).close(code, reason)
 
 
 class Pump:
@@ -168,7 +63,6 @@ class Pump:
         self.drained = asyncio.Event()
         # Stopping with "reconnect": every away member taken by another node.
         self.handed_over = asyncio.Event()
-        self.per_ip: dict[str, int] = {}
         # In a cluster: where the core's shared-state requests and messages
         # for other nodes go (a lone server settles its own in memory).
         self.cluster: ClusterLink | None = None
@@ -188,13 +82,12 @@ class Pump:
         return not self.hub.stopping and (self.cluster is None or self.cluster.serving)
 
     def deliver(self, peer: Peer, frame: str | bytes) -> None:
-        """A frame from ``FrameSink``: a step, then its effects."""
+        """A frame from a peer's socket: a step, then its effects."""
         try:
             self.hub.on_message(peer, frame)
             self.flush()
         except Exception:
-            # aiohttp's reader turns the exception into a socket error (the
-            # socket closes, as when a handler raised); the traceback is here.
+            # The socket closes with 1011 (wsserver); the traceback is here.
             log.exception("internal error delivering a frame from %s", peer.id)
             raise
 
@@ -212,80 +105,14 @@ class Pump:
 PUMP_KEY = web.AppKey("pump", Pump)
 
 
-def _token_ok(request: web.Request, expected: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
-def _remote(request: web.Request) -> tuple[str, int]:
-    peername = request.transport.get_extra_info("peername") if request.transport else None
-    return (str(peername[0]), int(peername[1])) if peername else ("", 0)
-
-
-async def _serve_socket(request: web.Request, role: str) -> web.StreamResponse:
-    pump = request.app[PUMP_KEY]
-    hub = pump.hub
-    if hub.stopping:
-        raise web.HTTPServiceUnavailable(text="server is shutting down")
-    if role == "worker" and not pump.serving:
-        # A worker here would not be found by players on other nodes: it
-        # backs off and comes back through the load balancer.
-        raise web.HTTPServiceUnavailable(text="this node cannot reach the cluster")
-    token = hub.settings.worker_token
-    if role == "worker" and token and not _token_ok(request, token):
-        event("worker_refused", remote=request.remote, why="bad or missing worker token")
-        raise web.HTTPUnauthorized(text="worker token required")
-    remote = _remote(request)
-    cap = hub.settings.max_connections_per_ip
-    if cap and pump.per_ip.get(remote[0], 0) >= cap:
-        hub.metrics.count(hub.metrics.per_ip_refusals, role)
-        event(f"{role}_refused", remote=remote[0], why="too many connections from this address")
-        raise web.HTTPTooManyRequests(text="too many connections from your address")
-    pump.per_ip[remote[0]] = pump.per_ip.get(remote[0], 0) + 1
-    try:
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, compress=False)
-        await ws.prepare(request)
-        conn = WsConnection(ws, remote, request.transport, hub.settings.max_send_queue_bytes)
-        peer: Peer = hub.open_worker(conn) if role == "worker" else hub.open_client(conn)
-        pump.flush()
-        reader = ws._reader
-        if isinstance(reader, FrameSink):
-            reader.attach(pump, peer)
-        try:
-            async for msg in ws:  # with the sink: only close and errors come here
-                if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
-                    hub.on_message(peer, msg.data)
-                    pump.flush()
-        finally:
-            if isinstance(reader, FrameSink):
-                reader.detach()
-            if ws.exception() is not None:  # e.g. a frame over the limit, refused with 1009
-                event(f"{role}_socket_error", peer=peer.id, error=repr(str(ws.exception())))
-            hub.on_close(peer, ws.close_code)
-            pump.flush()
-        return ws
-    finally:
-        left = pump.per_ip[remote[0]] - 1
-        if left:
-            pump.per_ip[remote[0]] = left
-        else:
-            del pump.per_ip[remote[0]]
-
-
-async def worker_socket(request: web.Request) -> web.StreamResponse:
-    return await _serve_socket(request, "worker")
-
-
-async def client_socket(request: web.Request) -> web.StreamResponse:
-    return await _serve_socket(request, "client")
-
-
 def _may_observe(request: web.Request, settings: Settings) -> bool:
     """/api/status and /metrics: loopback, or the bearer of --status-token."""
-    if settings.status_token and _token_ok(request, settings.status_token):
+    token = settings.status_token
+    if token and token_ok(
+        request.headers.get("Authorization", ""), request.query.get("token", ""), token
+    ):
         return True
-    host = _remote(request)[0]
+    host = request.remote or ""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -366,11 +193,13 @@ async def _no_stale_page(request: web.Request, response: web.StreamResponse) -> 
 
 
 def make_app(settings: Settings, hub: Hub | None = None) -> web.Application:
-    install_frame_sink()
+    """The HTTP routes; the signaling sockets are ``wsserver``'s (``listen``)."""
     app = web.Application()
-    app[PUMP_KEY] = Pump(hub or Hub(settings))
-    app.router.add_get("/ws/worker", worker_socket)
-    app.router.add_get("/ws/client", client_socket)
+    pump = app[PUMP_KEY] = Pump(hub or Hub(settings))
+    # aiohttp's request handler joins when ``listen`` has built it.
+    app[FRONT_KEY] = Front(pump, None, head_timeout=settings.hello_timeout)
+    for path in ROLES:
+        app.router.add_get(path, late_upgrade)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/status", status)
@@ -417,11 +246,14 @@ async def serve(
     # No access log: every WebSocket would cost a line; lifecycle events say more.
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
     await runner.setup()
+    front = app[FRONT_KEY]
+    front.http = runner.server
     # aiohttp's default accept backlog (128) overflows when hundreds of peers
     # connect in the same moment; a dropped SYN costs its peer a 1 s retry.
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context, backlog=1024)
-    await site.start()
-    port = _bound_port(site, settings.port)
+    server = await asyncio.get_running_loop().create_server(
+        front, settings.host, settings.port, ssl=ssl_context, backlog=1024
+    )
+    port = int(server.sockets[0].getsockname()[1]) if server.sockets else settings.port
     scheme = "https" if ssl_context else "http"
     event(
         "server_listening",
@@ -449,6 +281,8 @@ async def serve(
     if pump.cluster is not None:
         await pump.cluster.stop()
     event("server_stopped", unacked=len(hub.closing))
+    server.close()
+    front.abort_all()
     await runner.cleanup()
     return 0
 
@@ -459,12 +293,6 @@ def _redacted(url: str | None) -> str | None:
         return None
     head, sep, tail = url.rpartition("@")
     return f"{head.split('://')[0]}://***@{tail}" if sep else url
-
-
-def _bound_port(site: web.TCPSite, fallback: int) -> int:
-    server = site._server  # the only way aiohttp exposes a port-0 bind
-    sockets = getattr(server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else fallback
 
 
 def parse_ice_server(text: str) -> IceServer:
