@@ -50,6 +50,9 @@ class Front:
         self.head_timeout = head_timeout
         self.sockets: set[SignalingSocket] = set()
         self.per_ip: dict[str, int] = {}
+        # While one read's frames are stepped through: the sockets written to,
+        # each sent its frames in one system call when the read is done.
+        self.corked: list[SignalingSocket] | None = None
 
     def __call__(self) -> SignalingSocket:
         return SignalingSocket(self)
@@ -72,6 +75,7 @@ class SignalingSocket(asyncio.Protocol):
     __slots__ = (
         "_buffer",
         "_close_code",
+        "_out",
         "_state",
         "_timer",
         "front",
@@ -95,6 +99,7 @@ class SignalingSocket(asyncio.Protocol):
         self._state = _HEAD
         self._close_code: int | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._out: list[bytes] | None = None  # frames held while corked
 
     # --- asyncio ------------------------------------------------------------
 
@@ -111,10 +116,19 @@ class SignalingSocket(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reader = self.reader
         if reader is not None:
+            # A read often holds several frames (a burst of ICE candidates):
+            # what their steps send to each peer goes out in one write.
+            front = self.front
+            corked: list[SignalingSocket] = []
+            front.corked = corked
             try:
                 reader.feed(data)
             except wp.ProtocolError as exc:
                 self._fail(exc.code, exc.text)
+            finally:
+                front.corked = None
+                for sock in corked:
+                    sock._uncork()
             return
         if self._state != _HEAD:
             return
@@ -224,18 +238,18 @@ class SignalingSocket(asyncio.Protocol):
 
     def _on_control(self, opcode: int, payload: bytes) -> None:
         if opcode == wp.OP_PING:
-            if self._state == _OPEN and self.transport is not None:
-                self.transport.write(wp.frame(wp.OP_PONG, payload))
+            if self._state == _OPEN:
+                self._send(wp.frame(wp.OP_PONG, payload))
         elif opcode == wp.OP_CLOSE:
             code = wp.parse_close(payload)
             if self._state == _OPEN:  # the peer closes: answer with its code
                 self._close_code = code
                 self._state = _CLOSING
-                if self.transport is not None:
-                    echo = b"" if code == wp.CLOSE_NO_STATUS else payload[:2]
-                    self.transport.write(wp.frame(wp.OP_CLOSE, echo))
+                echo = b"" if code == wp.CLOSE_NO_STATUS else payload[:2]
+                self._send(wp.frame(wp.OP_CLOSE, echo))
             # Either way the handshake is complete: the server closes TCP first.
             self.reader = None
+            self._uncork()
             if self.transport is not None:
                 self.transport.close()
 
@@ -252,8 +266,25 @@ class SignalingSocket(asyncio.Protocol):
         transport = self.transport
         if self._state != _OPEN or transport is None or transport.is_closing():
             return False
-        transport.write(wp.frame(wp.OP_TEXT, encode(msg)))
+        self._send(wp.frame(wp.OP_TEXT, encode(msg)))
         return transport.get_write_buffer_size() > self.limit
+
+    def _send(self, data: bytes) -> None:
+        corked = self.front.corked
+        if corked is None:
+            if self.transport is not None:
+                self.transport.write(data)
+        elif self._out is None:
+            self._out = [data]
+            corked.append(self)
+        else:
+            self._out.append(data)
+
+    def _uncork(self) -> None:
+        out, self._out = self._out, None
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the close handshake; a peer that does not answer within
@@ -265,7 +296,7 @@ class SignalingSocket(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        transport.write(wp.close_frame(code, reason))
+        self._send(wp.close_frame(code, reason))
         self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
 
     def _abort(self) -> None:
