@@ -213,6 +213,7 @@ _END = (
     _LIB
     + r"""
 end_session(ARGV[1])
+if ARGV[2] ~= '' then withdraw(ARGV[2]) end
 return cjson.encode({'done'})
 """
 )
@@ -356,7 +357,7 @@ class RedisShared:
         if isinstance(op, LeaveLine):
             return self._leave, [op.client_id]
         if isinstance(op, EndSession):
-            return self._end, [op.session_id]
+            return self._end, [op.session_id, op.worker_id]
         if isinstance(op, SetTokens):
             return self._set_tokens, [op.session_id, op.worker, op.client]
         if isinstance(op, Reattach):
