@@ -36,7 +36,7 @@ from playcast.signaling.events import event
 from playcast.signaling.hub import Hub
 from playcast.signaling.redis_link import RedisLink
 from playcast.signaling.redis_shared import RedisShared, outcome_of
-from playcast.signaling.shared import Op, Pair, Publish
+from playcast.signaling.shared import EndSession, Op, Pair, Publish
 
 log = logging.getLogger("playcast.signaling")
 
@@ -50,6 +50,12 @@ BUS_PING = 0.5  # seconds between checks that the bus link still answers
 # meanwhile rides along. An idle node waits for nothing (its last round trip
 # is older than that).
 GATHER = 0.001
+# What nobody waits for at this scale (the shared state's bookkeeping after
+# a session, the word that a handshake or a session is over, a line's new
+# order, a worker's registration: a worker restarting takes seconds) does
+# not make a round trip of its own: it waits, in order, for the next item
+# that is waited for, or at most LINGER seconds.
+LINGER = 0.005
 STREAM_MAXLEN = 10_000
 _REQUEUED: Any = object()  # an operation put back in the queue, no answer yet
 
@@ -81,7 +87,16 @@ class ClusterLink:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set whenever the outbound queue empties
         self._sent_at = 0.0  # when the last batch went out (monotonic)
+        # The queue holds an item that is waited for (else, since when it
+        # has held items that may linger).
+        self._urgent = False
+        self._lingering_since = 0.0
         self.reachable = False  # the last exchange with Redis worked
+        # This node's liveness was renewed since Redis became reachable again
+        # (a restarted Redis has lost every node's key: until this node's is
+        # back, the others may take it for dead, so it takes no one new).
+        self.renewed = False
+        self._beat_now = asyncio.Event()
         self.last_ok = time.monotonic()
         self.known: set[str] = set()
         self._announced = False
@@ -97,12 +112,15 @@ class ClusterLink:
     def submit(self) -> None:
         """Take what the last step asked of the cluster, in order."""
         hub = self.hub
-        if hub.requests:
-            self.outbound.extend(hub.take_requests())
-        if hub.tells:
-            self.outbound.extend(hub.take_tells())
-        if self.outbound:
-            self._wake.set()
+        if not (hub.requests or hub.tells):
+            return
+        if not self.outbound:
+            self._lingering_since = time.monotonic()
+        new: list[Item] = [*hub.take_requests(), *hub.take_tells()]
+        self.outbound.extend(new)
+        if not self._urgent and not all(map(_may_linger, new)):
+            self._urgent = True
+        self._wake.set()
 
     # --- lifetime ------------------------------------------------------------
 
@@ -178,12 +196,22 @@ class ClusterLink:
             self._wake.clear()
             self._idle.clear()
             while self.outbound:
+                if not self._urgent:
+                    wait = self._lingering_since + LINGER - time.monotonic()
+                    if wait > 0:  # only what may wait: until something may not
+                        self._wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(wait):
+                                await self._wake.wait()
+                        continue
                 if GATHER:
                     wait = self._sent_at + GATHER - time.monotonic()
                     if wait > 0:  # busy: what comes meanwhile goes in the same round trip
                         await asyncio.sleep(wait)
                 self._sent_at = time.monotonic()
                 batch = [self.outbound.popleft() for _ in range(min(BATCH, len(self.outbound)))]
+                self._urgent = bool(self.outbound)
+                self._lingering_since = self._sent_at
                 try:
                     results = await self._write(batch)
                 except (RedisError, OSError) as exc:
@@ -272,6 +300,7 @@ class ClusterLink:
             elif not self.hub.isolated:
                 keep.append(item)
         self.outbound.extendleft(reversed(keep))
+        self._urgent = True
         self.flush()
 
     async def _bus(self) -> None:
@@ -352,9 +381,11 @@ class ClusterLink:
         period = self.ttl / 4
         info = json.dumps({"started": time.time()})
         while not self._stopping:
+            self._beat_now.clear()
             try:
                 dropped = await self.shared.beat(self.node, self.ttl, info)
                 self._reached()
+                self.renewed = True
                 if dropped and self._announced:
                     # The others found this node dead (a pause longer than the
                     # TTL, or Redis lost its data): what it shared is gone.
@@ -367,7 +398,9 @@ class ClusterLink:
                 await self._find_dead()
             except (RedisError, OSError) as exc:
                 self._unreachable(exc)
-            await asyncio.sleep(period * random.uniform(0.8, 1.0))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(period * random.uniform(0.8, 1.0)):
+                    await self._beat_now.wait()  # or at once when Redis is back
 
     async def _find_dead(self) -> None:
         members = {_text(m) for m in await self.redis.smembers("pc:nodes")}
@@ -398,6 +431,8 @@ class ClusterLink:
         self.last_ok = time.monotonic()
         if not self.reachable:
             self.reachable = True
+            self.renewed = False
+            self._beat_now.set()
             self.hub.metrics.count(self.hub.metrics.node_events, "redis_reachable")
             event("redis_reachable", node=self.node)
 
@@ -413,7 +448,7 @@ class ClusterLink:
 
     @property
     def serving(self) -> bool:
-        return self.reachable and not self.hub.isolated
+        return self.reachable and self.renewed and not self.hub.isolated
 
     # --- the whole cluster's status --------------------------------------------
 
@@ -495,6 +530,15 @@ class ClusterLink:
                 elif w is None:
                     out.append(f"pool holds {wid}, which is gone")
         return out
+
+
+def _may_linger(item: Item) -> bool:
+    """Nobody waits for it: it may ride with the next round trip (LINGER)."""
+    if isinstance(item, tuple):
+        return isinstance(item[1], bus.Up | bus.End | bus.Line)
+    # Not MarkConnected: a node dying within LINGER of a handshake's end
+    # would leave the shared phase behind, and a resume elsewhere reads it.
+    return isinstance(item, EndSession | Publish)
 
 
 def _streams(response: Any) -> Any:

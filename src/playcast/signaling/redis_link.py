@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -39,18 +40,10 @@ _MESSAGE = b"message"
 
 
 def pack(commands: Sequence[Command]) -> bytes:
-    """``commands`` in the Redis protocol, as one buffer (integers and
-    floats as redis-py writes them: ``repr``)."""
-    out: list[bytes] = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            if isinstance(arg, str):
-                arg = arg.encode()
-            elif not isinstance(arg, bytes):
-                arg = repr(arg).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(out)
+    """``commands`` in the Redis protocol, as one buffer (hiredis's packer,
+    the one redis-py uses when hiredis is installed)."""
+    # (its stub types the argument as a 1-tuple)
+    return b"".join([hiredis.pack_command(tuple(c)) for c in commands])  # type: ignore[arg-type]
 
 
 class _Protocol(asyncio.Protocol):
@@ -64,8 +57,9 @@ class _Protocol(asyncio.Protocol):
         self.reader = hiredis.Reader(replyError=_reply_error)
         self.on_push = on_push
         self.on_lost = on_lost
-        # Each batch waiting for answers: (future, answers expected, answers so far).
-        self.waiting: deque[tuple[asyncio.Future[list[Any]], int, list[Any]]] = deque()
+        # Each batch waiting for answers: (future, answers expected, answers
+        # so far, when it was sent).
+        self.waiting: deque[tuple[asyncio.Future[list[Any]], int, list[Any], float]] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost = False
         # The stream writer redis-py opened: kept, since it closes its
@@ -83,7 +77,7 @@ class _Protocol(asyncio.Protocol):
             try:
                 reply = self.reader.gets()
             except hiredis.ProtocolError as exc:
-                self._fail(RedisConnectionError(f"unreadable answer from Redis: {exc}"))
+                self.fail(RedisConnectionError(f"unreadable answer from Redis: {exc}"))
                 if self.transport is not None:
                     self.transport.abort()
                 return
@@ -94,7 +88,7 @@ class _Protocol(asyncio.Protocol):
                 continue
             if not self.waiting:
                 continue  # an answer for a batch that timed out: the link is dropped anyway
-            future, expected, answers = self.waiting[0]
+            future, expected, answers, _ = self.waiting[0]
             answers.append(reply)
             if len(answers) == expected:
                 self.waiting.popleft()
@@ -105,13 +99,13 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self._fail(RedisConnectionError(f"connection to Redis lost: {exc!r}"))
+        self.fail(RedisConnectionError(f"connection to Redis lost: {exc!r}"))
         if self.on_lost is not None:
             self.on_lost()
 
-    def _fail(self, exc: Exception) -> None:
+    def fail(self, exc: Exception) -> None:
         while self.waiting:
-            future, _, _ = self.waiting.popleft()
+            future = self.waiting.popleft()[0]
             if not future.done():
                 future.set_exception(exc)
 
@@ -136,6 +130,9 @@ class RedisLink:
         self.on_push = on_push
         self.on_lost = on_lost
         self._proto: _Protocol | None = None
+        # One timer looks at the oldest unanswered batch now and then (a
+        # timer per batch costs more than the batch's own work).
+        self._watch: asyncio.TimerHandle | None = None
 
     @property
     def connected(self) -> bool:
@@ -165,22 +162,37 @@ class RedisLink:
             except TimeoutError:
                 raise RedisTimeout(f"no connection to Redis within {self.timeout} s") from None
         assert proto.transport is not None
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        proto.waiting.append((future, len(commands), []))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        proto.waiting.append((future, len(commands), [], time.monotonic()))
+        if self._watch is None:
+            self._watch = loop.call_later(self.timeout / 4, self._check)
         proto.transport.write(pack(commands))
         try:
-            async with asyncio.timeout(self.timeout):
-                return await future
-        except TimeoutError:
-            self.drop()
-            raise RedisTimeout(f"no answer from Redis within {self.timeout} s") from None
+            return await future
         except RedisError:
             self.drop()
             raise
 
+    def _check(self) -> None:
+        """The oldest batch still unanswered after ``timeout``: the link is
+        dropped and every waiting batch fails with ``redis.TimeoutError``."""
+        self._watch = None
+        proto = self._proto
+        if proto is None or not proto.waiting:
+            return
+        if time.monotonic() - proto.waiting[0][3] > self.timeout:
+            proto.fail(RedisTimeout(f"no answer from Redis within {self.timeout} s"))
+            self.drop()
+            return
+        self._watch = asyncio.get_running_loop().call_later(self.timeout / 4, self._check)
+
     def drop(self) -> None:
         """Close the connection now; the next ``run`` opens a new one."""
         proto, self._proto = self._proto, None
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if proto is not None and proto.transport is not None:
             proto.transport.abort()
 
