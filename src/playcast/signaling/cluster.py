@@ -350,6 +350,8 @@ class ClusterLink:
     def _on_push(self, pushes: list[list[Any]]) -> None:
         """Entries published on this node's channel: ``[b"message", channel,
         b"ID FIELD VALUE"]`` each, in the order of the stream."""
+        if self._stopping:
+            return  # leaving: the core takes no more steps from the cluster
         if self._catching:
             self._held.extend(pushes)
             return
