@@ -68,6 +68,15 @@ def handshake(cluster: Cluster, worker: Worker, client: Client, sid: str) -> Non
     cluster.send("B", client, WebrtcConnected(session_id=sid))
 
 
+def test_with_resume_on_the_shared_record_knows_the_handshake_is_over() -> None:
+    """A member resuming on a node with no copy of its session reads the
+    phase from the shared record."""
+    cluster = Cluster(resume_grace=5.0)
+    worker, _, client, _, sid = pair_across(cluster)
+    handshake(cluster, worker, client, sid)
+    assert cluster.shared.sessions[sid].phase == "connected"
+
+
 def test_worker_on_a_and_player_on_b_complete_the_whole_protocol() -> None:
     cluster = Cluster()
     worker, wconn, client, cconn, sid = pair_across(cluster)
@@ -85,7 +94,8 @@ def test_worker_on_a_and_player_on_b_complete_the_whole_protocol() -> None:
     assert client.connection_state == "connected"
     assert cluster.hubs["B"].sessions[sid].phase == "connected"
     assert cluster.hubs["A"].sessions[sid].phase == "connected"  # told by the owner
-    assert cluster.shared.sessions[sid].phase == "connected"
+    # The shared record's phase is read only by a resume: written only with it on.
+    assert cluster.shared.sessions[sid].phase == "awaiting_offer"
     count = "playcast_handshake_seconds_count"
     assert cluster.hubs["B"].metrics.registry.get_sample_value(count) == 1.0  # the owner's
     assert cluster.hubs["A"].metrics.registry.get_sample_value(count) == 0.0

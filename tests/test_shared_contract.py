@@ -117,6 +117,20 @@ async def test_ending_sessions(run: Run) -> None:
     assert await run(EndSession("s1")) == Done()
 
 
+async def test_ending_a_session_with_its_worker_withdraws_it(run: Run) -> None:
+    await run(Publish(worker("w1", "VP8"), "x", 1.0))
+    await run(Publish(worker("w2", "H264"), "x", 1.5))
+    out = await run(Pair(client("c1", "VP8"), "s1", 0, 2.0))
+    assert isinstance(out, Paired) and out.worker.id == "w1"
+    assert await run(EndSession("s1", "w1")) == Done()
+    # w1 is gone with its codec: a VP8-only browser has nothing left to use.
+    assert await run(Pair(client("c2", "VP8"), "s2", 0, 3.0)) == Refused("unsupported_browser")
+    assert await run(Withdraw("w1")) == Done()  # the worker's own, late: nothing to do
+    await run(Publish(worker("w1b", "VP8"), "x", 4.0))  # restarted, registered anew
+    out = await run(Pair(client("c3", "VP8"), "s3", 0, 5.0))
+    assert isinstance(out, Paired) and out.worker.id == "w1b"
+
+
 async def test_reattach_spends_the_token_and_moves_the_member(run: Run) -> None:
     from playcast.signaling.shared import Denied, Reattach, Reattached, SetTokens
 

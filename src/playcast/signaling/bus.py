@@ -2,7 +2,8 @@
 
 A session's two members may sit on different nodes; each node keeps its own
 copy of the session and the node of the partner. These messages keep the
-copies in step, travel through the cluster (a Redis stream per node) in the
+copies in step, travel through the cluster (a Redis stream per node, each
+entry also pushed to its node by pub/sub) in the
 order they were told, and are applied by ``hub.on_bus``. The client's node
 owns the session's deadlines (handshake, inactivity), so each fires once.
 """
@@ -120,8 +121,8 @@ def decode(data: bytes | str) -> BusMessage:
 
 def entry(msgs: list[BusMessage]) -> tuple[str, bytes]:
     """A stream entry's field and value for ``msgs`` (in order): ``m``, one
-    message; ``b``, a JSON array of several, written at once (one XADD, one
-    wake-up of the reader)."""
+    message; ``b``, a JSON array of several, written at once (one entry, one
+    push to the node and one wake-up of it)."""
     if len(msgs) == 1:
         return "m", _encoder.encode(msgs[0])
     return "b", _encoder.encode(msgs)

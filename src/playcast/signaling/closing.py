@@ -14,14 +14,15 @@ from playcast.signaling.state import State, ids, role
 from playcast.signaling.types import Client, Peer, Worker
 
 
-def forget(state: State, peer: Peer) -> None:
+def forget(state: State, peer: Peer, *, withdrawn: bool = False) -> None:
     """Drop ``peer`` from every live set (its heartbeat slot; the shared
-    directory, pool and waiting line)."""
+    directory, pool and waiting line). ``withdrawn``: a worker whose
+    session's end takes it out of the directory already."""
     if not state.unlist(peer):
         return
     if isinstance(peer, Worker):
         # Published at register: the shared directory and pool must let go.
-        if peer.status != "registering":
+        if peer.status != "registering" and not withdrawn:
             state.request(Withdraw(peer.id))
     elif isinstance(peer, Client) and peer.queued_at:
         state.waiting.pop(peer.id, None)
@@ -29,10 +30,16 @@ def forget(state: State, peer: Peer) -> None:
 
 
 def shut_down(
-    state: State, peer: Peer, reason: ShutdownReason, detail: FailureKind | None = None
+    state: State,
+    peer: Peer,
+    reason: ShutdownReason,
+    detail: FailureKind | None = None,
+    *,
+    withdrawn: bool = False,
 ) -> None:
-    """Ask a peer to shut down; its socket closes on ack or at the deadline."""
-    forget(state, peer)
+    """Ask a peer to shut down; its socket closes on ack or at the deadline.
+    ``withdrawn``: as for ``forget``."""
+    forget(state, peer, withdrawn=withdrawn)
     peer.closing_deadline = state.clock() + state.settings.shutdown_ack_timeout
     peer.shutdown_reason = reason
     state.closing[peer.id] = peer

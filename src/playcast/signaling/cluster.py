@@ -4,8 +4,10 @@ Three loops, each thin:
 - the **outbound** loop carries out, in order and pipelined, what the core
   asked of the shared state (scripts in ``redis_shared``) and told other
   nodes (an entry on their stream), and feeds each outcome back as a step;
-- the **bus** loop reads this node's stream and feeds each message to the
-  core;
+- the **bus** link is subscribed to this node's channel: every entry put
+  on its stream is also published there, so it is handed over without a
+  request and fed to the core at once, in order; the stream is read only to
+  catch up, after (re)subscribing;
 - the **liveness** loop renews this node's key, finds nodes whose key has
   expired (and cleans up after them, once, cluster-wide), and notices when
   this node is cut off from Redis for longer than a node may be.
@@ -20,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import random
 import secrets
 import time
@@ -28,28 +29,33 @@ from collections import deque
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeout
 
 from playcast.signaling import bus
 from playcast.signaling.events import event
 from playcast.signaling.hub import Hub
+from playcast.signaling.redis_link import RedisLink
 from playcast.signaling.redis_shared import RedisShared, outcome_of
-from playcast.signaling.shared import Op, Pair, Publish
+from playcast.signaling.shared import EndSession, Op, Pair, Publish
 
 log = logging.getLogger("playcast.signaling")
 
 # Outbound items: an operation on the shared state, or (node, message).
 Item = Op | tuple[str, bus.BusMessage]
 BATCH = 512
-BUS_BLOCK = 0.5  # seconds an XREAD waits for news
+BUS_PING = 0.5  # seconds between checks that the bus link still answers
 # A busy node's round trips to Redis cost more than what they carry (about
-# 90 µs of a node's CPU and 30 µs of Redis's each, however few commands): the
-# outbound loop sends at most once, and the bus reader reads at most once,
-# per GATHER seconds; what comes meanwhile rides along. An idle node waits
-# for nothing (its last round trip is older than that).
+# 20 µs of Redis's CPU each, however few commands, and a wake-up of the
+# node): the outbound loop sends at most once per GATHER seconds; what comes
+# meanwhile rides along. An idle node waits for nothing (its last round trip
+# is older than that).
 GATHER = 0.001
+# What nobody waits for at this scale (the shared state's bookkeeping after
+# a session, the word that a handshake or a session is over, a line's new
+# order, a worker's registration: a worker restarting takes seconds) does
+# not make a round trip of its own: it waits, in order, for the next item
+# that is waited for, or at most LINGER seconds.
+LINGER = 0.005
 STREAM_MAXLEN = 10_000
 _REQUEUED: Any = object()  # an operation put back in the queue, no answer yet
 
@@ -64,20 +70,33 @@ class ClusterLink:
         self.redis: Redis = Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        # The bus reader blocks in XREAD: its socket may wait that much longer.
-        self.reader: Redis = Redis.from_url(
-            url, socket_timeout=timeout + BUS_BLOCK, socket_connect_timeout=timeout
-        )
         self.shared = RedisShared(self.redis)
-        # The two hot loops each own one connection, used without the
-        # client's per-command machinery (below, ``_Link``).
-        self.out_link = _Link(self.redis, timeout)
-        self.bus_link = _Link(self.reader, timeout + BUS_BLOCK)
+        # The two hot paths each own one connection, used without the
+        # client's per-command machinery (``redis_link``).
+        self.out_link = RedisLink(self.redis, timeout)
+        self.bus_link = RedisLink(self.redis, timeout, self._on_push, self._bus_lost)
+        self._bus_down = asyncio.Event()  # the bus link's connection was lost
+        # The last entry of this node's stream fed to the core: its id as
+        # Redis wrote it, and as numbers (ms, seq) to compare.
+        self._last_id: bytes = b"0-0"
+        self._last: tuple[int, int] = (0, 0)
+        # While catching up on the stream, what is pushed waits here.
+        self._catching = True
+        self._held: list[list[Any]] = []
         self.outbound: deque[Item] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set whenever the outbound queue empties
         self._sent_at = 0.0  # when the last batch went out (monotonic)
+        # The queue holds an item that is waited for (else, since when it
+        # has held items that may linger).
+        self._urgent = False
+        self._lingering_since = 0.0
         self.reachable = False  # the last exchange with Redis worked
+        # This node's liveness was renewed since Redis became reachable again
+        # (a restarted Redis has lost every node's key: until this node's is
+        # back, the others may take it for dead, so it takes no one new).
+        self.renewed = False
+        self._beat_now = asyncio.Event()
         self.last_ok = time.monotonic()
         self.known: set[str] = set()
         self._announced = False
@@ -93,12 +112,15 @@ class ClusterLink:
     def submit(self) -> None:
         """Take what the last step asked of the cluster, in order."""
         hub = self.hub
-        if hub.requests:
-            self.outbound.extend(hub.take_requests())
-        if hub.tells:
-            self.outbound.extend(hub.take_tells())
-        if self.outbound:
-            self._wake.set()
+        if not (hub.requests or hub.tells):
+            return
+        if not self.outbound:
+            self._lingering_since = time.monotonic()
+        new: list[Item] = [*hub.take_requests(), *hub.take_tells()]
+        self.outbound.extend(new)
+        if not self._urgent and not all(map(_may_linger, new)):
+            self._urgent = True
+        self._wake.set()
 
     # --- lifetime ------------------------------------------------------------
 
@@ -129,7 +151,6 @@ class ClusterLink:
         await self.out_link.close()
         await self.bus_link.close()
         await self.redis.aclose()
-        await self.reader.aclose()
 
     async def take_over(self) -> None:
         """Before this node listens: a previous process under the same id
@@ -175,12 +196,22 @@ class ClusterLink:
             self._wake.clear()
             self._idle.clear()
             while self.outbound:
+                if not self._urgent:
+                    wait = self._lingering_since + LINGER - time.monotonic()
+                    if wait > 0:  # only what may wait: until something may not
+                        self._wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(wait):
+                                await self._wake.wait()
+                        continue
                 if GATHER:
                     wait = self._sent_at + GATHER - time.monotonic()
                     if wait > 0:  # busy: what comes meanwhile goes in the same round trip
                         await asyncio.sleep(wait)
                 self._sent_at = time.monotonic()
                 batch = [self.outbound.popleft() for _ in range(min(BATCH, len(self.outbound)))]
+                self._urgent = bool(self.outbound)
+                self._lingering_since = self._sent_at
                 try:
                     results = await self._write(batch)
                 except (RedisError, OSError) as exc:
@@ -205,11 +236,11 @@ class ClusterLink:
 
     async def _write(self, batch: list[Item]) -> list[tuple[Op, Any]]:
         """One pipeline for the batch: each operation one EVALSHA, in order,
-        then one XADD per node holding every message for it, in order (one
-        stream entry, so one wake-up of its reader, however many messages).
-        The messages going after the operations only delays them: the other
-        node reads its stream when it will anyway, so nothing it can see
-        now was impossible before. Returns each operation's raw answer."""
+        then one script putting every message on its node's stream, one
+        entry per node holding its messages in order (one push, however
+        many messages). The messages going after the operations only delays
+        them: the other node hears when it will anyway, so nothing it can
+        see now was impossible before. Returns each operation's raw answer."""
         ops: list[Op] = []
         tells: dict[str, list[bus.BusMessage]] = {}
         for item in batch:
@@ -218,31 +249,44 @@ class ClusterLink:
             else:
                 ops.append(item)
         commands: list[tuple[Any, ...]] = [self.shared.evalsha(op) for op in ops]
-        for node, msgs in tells.items():
-            field, value = bus.entry(msgs)
-            commands.append(
-                ("XADD", f"pc:bus:{node}", "MAXLEN", "~", STREAM_MAXLEN, "*", field, value)
-            )
+        if tells:
+            entries = [(node, *bus.entry(msgs)) for node, msgs in tells.items()]
+            commands.append(self.shared.tell(entries, STREAM_MAXLEN))
         self.commands += len(commands)
         results = await self.out_link.run(commands)
         answers = list(zip(ops, results, strict=False))
-        if any(isinstance(r, NoScriptError) for _, r in answers):
-            answers = await self._again(answers)
+        told: Any = results[len(ops)] if tells else None
+        messages: list[Item] = [(n, m) for n, msgs in tells.items() for m in msgs]
+        if isinstance(told, NoScriptError) or any(isinstance(r, NoScriptError) for _, r in answers):
+            answers = await self._again(
+                answers, messages if isinstance(told, NoScriptError) else []
+            )
+        elif isinstance(told, Exception):
+            log.error("messages for other nodes refused: %r", told)
         return answers
 
-    async def _again(self, answers: list[tuple[Op, Any]]) -> list[tuple[Op, Any]]:
+    async def _again(
+        self, answers: list[tuple[Op, Any]], messages: list[Item]
+    ) -> list[tuple[Op, Any]]:
         """Redis lost its script cache (restarted, or failed over): load the
-        scripts and send the operations it refused again, in order. If that
-        fails too, they go back at the head of the queue (the messages of
-        their batch are written already)."""
+        scripts and send what it refused again, in order: the operations,
+        then ``messages`` (if refused too). If that fails, they go back at
+        the head of the queue."""
         refused = [op for op, r in answers if isinstance(r, NoScriptError)]
+        commands: list[tuple[Any, ...]] = [self.shared.evalsha(op) for op in refused]
+        tells: dict[str, list[bus.BusMessage]] = {}
+        for node, msg in (m for m in messages if isinstance(m, tuple)):
+            tells.setdefault(node, []).append(msg)
+        if tells:
+            entries = [(node, *bus.entry(msgs)) for node, msgs in tells.items()]
+            commands.append(self.shared.tell(entries, STREAM_MAXLEN))
         try:
             await self.shared.load()
-            self.commands += len(refused)
-            again = iter(await self.out_link.run([self.shared.evalsha(op) for op in refused]))
+            self.commands += len(commands)
+            again = iter(await self.out_link.run(commands))
         except (RedisError, OSError) as exc:
             self._unreachable(exc)
-            self._requeue(list(refused))
+            self._requeue([*refused, *messages])
             return [(op, _REQUEUED if isinstance(r, NoScriptError) else r) for op, r in answers]
         return [(op, next(again) if isinstance(r, NoScriptError) else r) for op, r in answers]
 
@@ -256,50 +300,94 @@ class ClusterLink:
             elif not self.hub.isolated:
                 keep.append(item)
         self.outbound.extendleft(reversed(keep))
+        self._urgent = True
         self.flush()
 
     async def _bus(self) -> None:
+        """Keep the bus link subscribed to this node's channel (catching up
+        on the stream each time it subscribes) and check that it answers."""
         key = f"pc:bus:{self.node}"
-        last: bytes | str = "0-0"
-        block_ms = int(BUS_BLOCK * 1000)
-        # Not ``while True``: redis-py can swallow the cancellation of a
-        # blocking XREAD (it returns empty instead), and stop() would wait on
-        # this loop forever.
         while not self._stopping:
             try:
-                read = ("XREAD", "COUNT", BATCH, "BLOCK", block_ms, "STREAMS", key, last)
-                (response,) = await self.bus_link.run([read])
-                if isinstance(response, ResponseError):
-                    raise response
+                if not self.bus_link.connected:
+                    self._catching, self._held = True, []
+                    self._bus_down.clear()
+                    (answer,) = await self.bus_link.run([("SUBSCRIBE", key)])
+                    if isinstance(answer, ResponseError):
+                        raise answer
+                    await self._catch_up(key)
+                else:
+                    (answer,) = await self.bus_link.run([("PING",)])
+                    if isinstance(answer, ResponseError):
+                        raise answer
             except (RedisError, OSError) as exc:
+                self.bus_link.drop()
                 self._unreachable(exc)
                 await asyncio.sleep(0.1)
                 continue
-            for _stream, entries in _streams(response):
-                for entry_id, fields in entries:
-                    last = entry_id
-                    try:
-                        msgs = bus.unpack(_fields(fields))
-                    except Exception:
-                        log.exception("unreadable bus entry dropped")
-                        continue
-                    for msg in msgs:
-                        if isinstance(msg, bus.Snap):
-                            asyncio.get_running_loop().create_task(self._answer_snap(msg.reply))
-                            continue
-                        self.hub.on_bus(msg)
-                self.flush()
-            if response is not None and GATHER:
-                # Busy: let the next read gather what comes in the meantime.
-                await asyncio.sleep(GATHER)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(BUS_PING):
+                    await self._bus_down.wait()
+
+    def _bus_lost(self) -> None:
+        self._bus_down.set()
+
+    async def _catch_up(self, key: str) -> None:
+        """What was put on this node's stream since the last entry read (or
+        ever, at start): read it, then what was pushed meanwhile."""
+        while True:
+            response = await self.redis.xread({key: self._last_id}, count=BATCH)
+            entries = [e for _stream, es in _streams(response) for e in es]
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                self._deliver(entry_id, _fields(fields))
+            self.flush()
+        held, self._held, self._catching = self._held, [], False
+        if held:
+            self._on_push(held)
+
+    def _on_push(self, pushes: list[list[Any]]) -> None:
+        """Entries published on this node's channel: ``[b"message", channel,
+        b"ID FIELD VALUE"]`` each, in the order of the stream."""
+        if self._stopping:
+            return  # leaving: the core takes no more steps from the cluster
+        if self._catching:
+            self._held.extend(pushes)
+            return
+        for push in pushes:
+            data: bytes = push[2]
+            entry_id, _, rest = data.partition(b" ")
+            self._deliver(entry_id, {rest[:1]: rest[1:]})
+        self.flush()
+
+    def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        """One stream entry to the core, unless it was fed already."""
+        ms, _, seq = entry_id.partition(b"-")
+        key = (int(ms), int(seq or 0))
+        if key <= self._last:
+            return  # read when catching up, and pushed as well
+        self._last, self._last_id = key, entry_id
+        try:
+            msgs = bus.unpack(fields)
+        except Exception:
+            log.exception("unreadable bus entry dropped")
+            return
+        for msg in msgs:
+            if isinstance(msg, bus.Snap):
+                asyncio.get_running_loop().create_task(self._answer_snap(msg.reply))
+                continue
+            self.hub.on_bus(msg)
 
     async def _liveness(self) -> None:
         period = self.ttl / 4
         info = json.dumps({"started": time.time()})
         while not self._stopping:
+            self._beat_now.clear()
             try:
                 dropped = await self.shared.beat(self.node, self.ttl, info)
                 self._reached()
+                self.renewed = True
                 if dropped and self._announced:
                     # The others found this node dead (a pause longer than the
                     # TTL, or Redis lost its data): what it shared is gone.
@@ -312,7 +400,9 @@ class ClusterLink:
                 await self._find_dead()
             except (RedisError, OSError) as exc:
                 self._unreachable(exc)
-            await asyncio.sleep(period * random.uniform(0.8, 1.0))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(period * random.uniform(0.8, 1.0)):
+                    await self._beat_now.wait()  # or at once when Redis is back
 
     async def _find_dead(self) -> None:
         members = {_text(m) for m in await self.redis.smembers("pc:nodes")}
@@ -343,6 +433,8 @@ class ClusterLink:
         self.last_ok = time.monotonic()
         if not self.reachable:
             self.reachable = True
+            self.renewed = False
+            self._beat_now.set()
             self.hub.metrics.count(self.hub.metrics.node_events, "redis_reachable")
             event("redis_reachable", node=self.node)
 
@@ -358,7 +450,7 @@ class ClusterLink:
 
     @property
     def serving(self) -> bool:
-        return self.reachable and not self.hub.isolated
+        return self.reachable and self.renewed and not self.hub.isolated
 
     # --- the whole cluster's status --------------------------------------------
 
@@ -379,15 +471,9 @@ class ClusterLink:
         nodes = sorted(_text(m) for m in await self.redis.smembers("pc:nodes"))
         others = [n for n in nodes if n != self.node]
         reply = f"pc:reply:{secrets.token_hex(8)}"
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for node in others:
-                pipe.xadd(
-                    f"pc:bus:{node}",
-                    dict([bus.entry([bus.Snap(reply=reply)])]),
-                    maxlen=STREAM_MAXLEN,
-                    approximate=True,
-                )
-            await pipe.execute()
+        if others:
+            ask = bus.entry([bus.Snap(reply=reply)])
+            await self.shared.post([(node, *ask) for node in others], STREAM_MAXLEN)
         mine = self.hub.snapshot()
         mine["violations"] = list(self.hub.check_invariants())
         docs = [mine]
@@ -448,46 +534,18 @@ class ClusterLink:
         return out
 
 
-class _Link:
-    """One connection of redis-py's, owned by one loop (so never shared):
-    a batch of commands goes out in one write and their raw answers come
-    back in order, with none of the client's per-command machinery (pool,
-    retries, event hooks, reply callbacks), which cost a node about half of
-    its CPU per round trip. The connection carries the client's URL
-    settings (database, password, TLS) and reconnects on next use after
-    any failure."""
-
-    def __init__(self, client: Redis, timeout: float) -> None:
-        pool: Any = client.connection_pool  # make_connection is untyped
-        self.conn: AbstractConnection = pool.make_connection()
-        self.timeout = timeout
-
-    async def run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Each command's answer, an error answer as its ResponseError."""
-        conn = self.conn
-        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-        out: list[Any] = []
-        try:
-            # One timer for the whole answer, not one per reply.
-            async with asyncio.timeout(self.timeout):
-                for _ in commands:
-                    try:
-                        out.append(await conn.read_response(timeout=math.inf))
-                    except ResponseError as exc:
-                        out.append(exc)
-        except TimeoutError:
-            await conn.disconnect(nowait=True)
-            raise RedisTimeout(f"no answer from Redis within {self.timeout} s") from None
-        return out
-
-    async def close(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self.conn.disconnect(nowait=True)
+def _may_linger(item: Item) -> bool:
+    """Nobody waits for it: it may ride with the next round trip (LINGER)."""
+    if isinstance(item, tuple):
+        return isinstance(item[1], bus.Up | bus.End | bus.Line)
+    # Not MarkConnected: a node dying within LINGER of a handshake's end
+    # would leave the shared phase behind, and a resume elsewhere reads it.
+    return isinstance(item, EndSession | Publish)
 
 
 def _streams(response: Any) -> Any:
     """XREAD's answer as (stream, entries) pairs: a map in RESP3, a list of
-    pairs in RESP2, None when the block timed out."""
+    pairs in RESP2, None when there is nothing new."""
     if response is None:
         return ()
     return response.items() if isinstance(response, dict) else response

@@ -145,7 +145,9 @@ def complete(state: State, session: Session) -> bool:
         client.connection_state = "connected"
     if session.worker_node != state.node and session.worker_node not in state.gone_nodes:
         state.tell(session.worker_node, Up(session_id=session.id))
-    if state.memory is None:  # a lone server's status reads its own sessions
+    if state.memory is None and resume.enabled(state):
+        # Only a resume on a node without a copy reads the shared phase (a
+        # lone server's status reads its own sessions).
         state.request(MarkConnected(session.id))
     state.metrics.handshake_seconds.observe(now - session.started_at)
     event(

@@ -93,8 +93,9 @@ def _start(state: State, msg: Start) -> None:
 def _assign(state: State, msg: Assign) -> None:
     client = state.clients.get(msg.client_id)
     if client is None or not pairing.free_client(state, client.id):
-        # Gone before this word: its worker, already told, hears it failed.
-        state.request(EndSession(msg.session_id))
+        # Gone before this word: its worker, already told, hears it failed
+        # (and leaves the directory with the session).
+        state.request(EndSession(msg.session_id, msg.worker_id))
         state.tell(msg.worker_node, End(session_id=msg.session_id, reason="client_failed"))
         return
     entry = SessionEntry(

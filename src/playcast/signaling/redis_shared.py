@@ -16,7 +16,8 @@ runs both through the same cases). Keys, all under ``pc:``:
 | | | waiting clients, for its cleanup |
 | ``pc:node:{node}`` | string, expires | the node is alive (renewed well within its TTL) |
 | ``pc:nodes`` | set | the nodes announced and not yet cleaned up |
-| ``pc:bus:{node}`` | stream | what other nodes tell it (``bus.py``) |
+| ``pc:bus:{node}`` | stream | what other nodes tell it (``bus.py``); each entry is also |
+| | | published on the channel of the same name, so its node gets it pushed |
 | ``pc:seq`` | counter | the order of arrival, cluster-wide |
 """
 
@@ -212,6 +213,7 @@ _END = (
     _LIB
     + r"""
 end_session(ARGV[1])
+if ARGV[2] ~= '' then withdraw(ARGV[2]) end
 return cjson.encode({'done'})
 """
 )
@@ -292,6 +294,20 @@ return cjson.encode({'forgot', lines})
 """
 )
 
+# Messages for other nodes: ARGV[1] the streams' length cap, then for each
+# node (node, field, value): the entry goes on its stream and is published
+# on its channel as "ID FIELD VALUE" (FIELD is one character, m or b), so
+# its node is handed it without asking and reads the stream only to catch
+# up. One script, so entries are published in the order of their ids.
+_TELL = r"""
+for i = 2, #ARGV, 3 do
+  local key = 'pc:bus:' .. ARGV[i]
+  local id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', ARGV[i + 1], ARGV[i + 2])
+  redis.call('PUBLISH', key, id .. ' ' .. ARGV[i + 1] .. ARGV[i + 2])
+end
+return #ARGV
+"""
+
 # Renew this node's liveness; 1 if it had been dropped from the set (found
 # dead by the others, or new).
 _BEAT = r"""
@@ -316,9 +332,10 @@ class RedisShared:
         self._set_tokens: AsyncScript = r(_SET_TOKENS)
         self._reattach: AsyncScript = r(_REATTACH)
         self._beat: AsyncScript = r(_BEAT)
+        self._tell: AsyncScript = r(_TELL)
         self._scripts = (
             self._publish, self._pair, self._withdraw, self._leave, self._end, self._mark,
-            self._forget, self._set_tokens, self._reattach, self._beat,
+            self._forget, self._set_tokens, self._reattach, self._beat, self._tell,
         )  # fmt: skip
 
     def script_of(self, op: Op) -> tuple[AsyncScript, list[str | int | float]]:
@@ -340,7 +357,7 @@ class RedisShared:
         if isinstance(op, LeaveLine):
             return self._leave, [op.client_id]
         if isinstance(op, EndSession):
-            return self._end, [op.session_id]
+            return self._end, [op.session_id, op.worker_id]
         if isinstance(op, SetTokens):
             return self._set_tokens, [op.session_id, op.worker, op.client]
         if isinstance(op, Reattach):
@@ -361,6 +378,21 @@ class RedisShared:
         script cache empty) means load and send again."""
         script, args = self.script_of(op)
         return ("EVALSHA", script.sha, 0, *args)
+
+    def tell(self, entries: list[tuple[str, str, bytes]], maxlen: int) -> tuple[Any, ...]:
+        """Stream entries ``(node, field, value)`` as one bare EVALSHA (see
+        ``_TELL``; the scripts must be loaded, as for ``evalsha``)."""
+        args: list[Any] = [maxlen]
+        for entry in entries:
+            args.extend(entry)
+        return ("EVALSHA", self._tell.sha, 0, *args)
+
+    async def post(self, entries: list[tuple[str, str, bytes]], maxlen: int) -> None:
+        """``tell`` through the client (loading the script if need be)."""
+        args: list[Any] = [maxlen]
+        for entry in entries:
+            args.extend(entry)
+        await self._tell(args=args)
 
     async def load(self) -> None:
         """Put every script in Redis's script cache (idempotent)."""

@@ -99,7 +99,7 @@ def end(
             client_reason=client_reason,
             candidates=f"{session.worker_candidates}/{session.client_candidates}",
         )
-        state.request(EndSession(session.id))
+        state.request(EndSession(session.id, session.worker_id))
     else:
         step("session_ended_by_partner_node", session=session.id)
     _member_ends(state, session, "worker", worker_reason or "client_failed", detail, origin)
@@ -122,7 +122,9 @@ def _member_ends(
             else state.clients.get(session.client_id)
         )
         if member is not None and member.session_id == session.id:
-            shut_down(state, member, reason, detail)
+            # The session's end takes its worker out of the directory (its
+            # EndSession, here or on the node that ended it, sent first).
+            shut_down(state, member, reason, detail, withdrawn=True)
     elif origin and node not in state.gone_nodes:
         state.tell(node, End(session_id=session.id, reason=reason, detail=detail))
 
@@ -131,12 +133,13 @@ def fail(state: State, peer: Peer, reason: ShutdownReason | None = None, code: i
     """A peer has failed: drop it (telling it ``reason`` if given, closing
     with ``code`` if non-zero) and shut its partner down as failed."""
     session_id = peer.session_id if isinstance(peer, Worker | Client) else None
-    forget(state, peer)
+    session = state.sessions.get(session_id) if session_id else None
+    # A worker's session ends below, and its EndSession withdraws it.
+    forget(state, peer, withdrawn=session is not None)
     if reason is not None:
         state.send(peer, Shutdown(reason=reason, message=REASON_TEXT[reason]))
     if code:
         state.close(peer, code, reason or "")
-    session = state.sessions.get(session_id) if session_id else None
     if session is not None:
         if isinstance(peer, Worker):
             end(state, session, None, "worker_failed")

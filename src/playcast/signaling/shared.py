@@ -93,7 +93,12 @@ class LeaveLine:
 
 @dataclass(frozen=True, slots=True)
 class EndSession:
+    """A session is over. ``worker_id``: its worker, which leaves the
+    directory in the same step (a worker restarts after every session, so
+    its own ``Withdraw`` is not needed)."""
+
     session_id: str
+    worker_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +221,8 @@ class MemoryShared:
         if isinstance(op, EndSession):
             self.sessions.pop(op.session_id, None)
             self.tokens.pop(op.session_id, None)
+            if op.worker_id:
+                self._withdraw(op.worker_id)
             return Done()
         if isinstance(op, SetTokens):
             if op.session_id in self.sessions:
