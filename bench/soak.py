@@ -557,6 +557,7 @@ class Tally:
     node_losses: list[str] = field(default_factory=list)  # ended by a node's death
     partial_reads: int = 0  # cluster status reads missing a node's answer
     transient: list[str] = field(default_factory=list)  # violations gone on a re-read
+    settling: list[str] = field(default_factory=list)  # fds over the slack at a first read
 
 
 class Soak:
@@ -732,18 +733,36 @@ class Soak:
             )
         if self.front is not None:
             await self.front.count_keys(name)
-        readings: list[dict[str, Sample]] = []
-        for _ in range(3):
-            readings.append(await self.sample())
-            await asyncio.sleep(0.2)
-        for series_name, series in self.series.items():
-            got = [r[series_name] for r in readings if series_name in r]
-            if got:
-                series.quiet[name] = median_sample(got)
-                pid = series.pids[-1] if series.pids else None
-                if pid is not None:
-                    with contextlib.suppress(psutil.Error):
-                        series.quiet[name].fd_kinds = fd_kinds(self._process(pid))
+        # A socket still closing (a peer connection's transports, a link
+        # torn down a moment ago) is not a leak: a growth over the slack
+        # counts when it is still there after a few seconds, as a leak would be.
+        for attempt in range(6):
+            readings: list[dict[str, Sample]] = []
+            for _ in range(3):
+                readings.append(await self.sample())
+                await asyncio.sleep(0.2)
+            for series_name, series in self.series.items():
+                got = [r[series_name] for r in readings if series_name in r]
+                if got:
+                    series.quiet[name] = median_sample(got)
+                    pid = series.pids[-1] if series.pids else None
+                    if pid is not None:
+                        with contextlib.suppress(psutil.Error):
+                            series.quiet[name].fd_kinds = fd_kinds(self._process(pid))
+            grown = [
+                f"{series_name}: {start.fds} -> {series.quiet[name].fds} "
+                f"({kinds_diff(start.fd_kinds, series.quiet[name].fd_kinds)})"
+                for series_name, series in self.series.items()
+                if name != "warm"
+                and series.measured
+                and (start := series.quiet.get("warm")) is not None
+                and name in series.quiet
+                and series.quiet[name].fds - start.fds > self.cfg.fd_slack_quiet
+            ]
+            if not grown:
+                break
+            self.tally.settling.append(f"{name}, read {attempt + 1}: {'; '.join(grown)}")
+            await asyncio.sleep(1.0)  # give a closing socket the time to go
 
     # --- the load --------------------------------------------------------
 
@@ -1338,6 +1357,8 @@ def report(soak: Soak, r: SoakResult, failures: list[str]) -> None:
         mark = "" if series.measured else "*"
         print(f"  {name + mark:24} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16}   {tail}")
     print("  * not checked (killed and restarted, or the soak itself, or redis-server)")
+    for line in tally.settling:
+        print(f"  descriptors still closing at a quiet point (read again): {line}")
     main = "server" if soak.front is None else f"node {soak.front.names[0]}"
     server_series = soak.series[main].samples
     if server_series:
@@ -1469,6 +1490,7 @@ async def run_soak(cfg: Config) -> SoakResult:
         "exit_codes": {"server": server_code, "workers": pool.exit_codes, "nodes": node_codes},
         "log_errors": {"server": server_errors[:20], "workers": worker_errors[:20]},
         "known_issues": dict(known),
+        "fds_settling": tally.settling,  # over the slack at a first read, gone later
         "processes": {name: p.to_json() for name, p in processes.items()},
         "server": vars(counted),
     }

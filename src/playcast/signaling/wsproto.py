@@ -157,8 +157,10 @@ def parse_close(payload: bytes) -> int:
     if len(payload) == 1:
         raise ProtocolError(CLOSE_PROTOCOL_ERROR, "close frame of one byte")
     code: int = _U16.unpack_from(payload)[0]
-    if not (code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014)
-            or 3000 <= code < 5000):
+    if not (
+        code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014)
+        or 3000 <= code < 5000
+    ):
         raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"invalid close code {code}")
     try:
         payload[2:].decode()

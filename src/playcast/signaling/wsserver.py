@@ -109,9 +109,7 @@ class SignalingSocket(asyncio.Protocol):
         if peername:
             self.remote = (str(peername[0]), int(peername[1]))
         # A head that never ends (a slow or idle client) must not hold the socket.
-        self._timer = asyncio.get_running_loop().call_later(
-            self.front.head_timeout, self._abort
-        )
+        self._timer = asyncio.get_running_loop().call_later(self.front.head_timeout, self._abort)
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader
@@ -325,10 +323,14 @@ def admission(
         # backs off and comes back through the load balancer.
         return 503, "this node cannot reach the cluster"
     token = hub.settings.worker_token
-    if role == "worker" and token and not token_ok(
-        request.headers.get("authorization", ""),
-        parse_qs(request.query).get("token", [""])[0],
-        token,
+    if (
+        role == "worker"
+        and token
+        and not token_ok(
+            request.headers.get("authorization", ""),
+            parse_qs(request.query).get("token", [""])[0],
+            token,
+        )
     ):
         event("worker_refused", remote=host, why="bad or missing worker token")
         return 401, "worker token required"
