@@ -148,7 +148,8 @@ class Redis:
             raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly",
-             "no", "--dir", self.dir, "--protected-mode", "no"],
+             "no", "--dir", self.dir, "--protected-mode", "no",
+             "--unixsocket", f"{self.dir}/redis.sock", "--unixsocketperm", "700"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.ps = psutil.Process(self.proc.pid)
@@ -166,6 +167,11 @@ class Redis:
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        """The same server on its Unix socket: nodes on Redis's own machine."""
+        return f"unix://{self.dir}/redis.sock?db=0"
 
     def cpu(self) -> float:
         t = self.ps.cpu_times()
@@ -204,7 +210,7 @@ def run_phase(args: argparse.Namespace, log_dir: Path, cluster: bool) -> dict[st
     try:
         if rds is not None:
             for node in ("A", "B"):
-                flags = ["--redis", rds.url, "--node-id", node]
+                flags = ["--redis", rds.unix_url if args.unix else rds.url, "--node-id", node]
                 nodes.append(BlockingServer(flags, log_dir / f"node-{node}.log"))
         else:
             nodes.append(BlockingServer([], log_dir / "single.log"))
@@ -426,6 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds a phase")
     p.add_argument("--workers", type=int, help="pooled workers (default: rate x 1 s, min 64)")
     p.add_argument("--quick", action="store_true", help="CI: 100 setups/s, 3 s a phase")
+    p.add_argument(
+        "--unix",
+        action="store_true",
+        help="nodes reach Redis on its Unix socket (as nodes on Redis's machine would)",
+    )
     p.add_argument("--json", type=Path, help="also write every figure as JSON here")
     p.add_argument("--log-dir", type=Path, help="node logs (default: a temporary folder)")
     args = p.parse_args(argv)
