@@ -8,7 +8,7 @@ or relayed to again) and waits in ``closing`` for its ``shutdown_ack`` until
 from __future__ import annotations
 
 from playcast.protocol import FailureKind, Shutdown, ShutdownAck, ShutdownReason
-from playcast.signaling.events import CLOSE_NORMAL, REASON_TEXT, event, step
+from playcast.signaling.events import CLOSE_NORMAL, REASON_TEXT, event
 from playcast.signaling.shared import LeaveLine, Withdraw
 from playcast.signaling.state import State, ids, role
 from playcast.signaling.types import Client, Peer, Worker
@@ -44,9 +44,7 @@ def shut_down(
     peer.shutdown_reason = reason
     state.closing[peer.id] = peer
     state.send(peer, Shutdown(reason=reason, message=REASON_TEXT[reason], detail=detail))
-    # At debug: session_ended gives each side's reason, and the ack line (or
-    # shutdown_no_ack) closes every shutdown.
-    step(f"{role(peer)}_shutdown", reason=reason, **ids(peer))
+    event(f"{role(peer)}_shutdown", reason=reason, **ids(peer))
 
 
 def release(state: State, peer: Peer) -> bool:

@@ -44,15 +44,10 @@ def event(name: str, **fields: Any) -> None:
 
 
 def step(name: str, **fields: Any) -> None:
-    """Detail logged at debug, what the info lines already say: each ICE
-    candidate (a session has eight or more; their counts are in the session's
-    connected and ended lines), each socket opening (its registered, assigned
-    or rejected line follows), the offer and the answer and each side's
-    ``webrtc_connected`` (``session_connected`` follows, with the time), each
-    ``shutdown`` sent (``session_ended`` has each side's reason, and the ack or
-    ``shutdown_no_ack`` line follows). At info a setup logs five lines
-    (registered, assigned, connected, ended, the ack); each costs about 5 µs,
-    and nine of them were a sixth of the server's busy CPU (issue 10)."""
+    """Detail logged at debug: each ICE candidate (a session has eight or
+    more; at info they cost a tenth of the server's CPU per session; their
+    counts are logged with the session's connected and ended events) and each
+    socket opening (its registered, assigned or rejected line follows)."""
     if log.isEnabledFor(logging.DEBUG):
         text = " ".join([name, *(f"{k}={v}" for k, v in fields.items() if v is not None)])
         log.debug(text, extra={"event": name, "fields": fields})

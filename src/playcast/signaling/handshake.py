@@ -95,7 +95,7 @@ def relay_sdp(
         return
     session.phase = then
     deliver(state, session, peer, msg)
-    step(name, session=session.id, worker=session.worker_id, client=session.client_id)
+    event(name, session=session.id, worker=session.worker_id, client=session.client_id)
 
 
 def relay_candidate(state: State, peer: Worker | Client, msg: IceCandidate) -> None:
@@ -125,12 +125,12 @@ def report_connected(state: State, peer: Worker | Client, msg: WebrtcConnected) 
     else:
         session.client_connected = True
     if not session.owner:  # the client's node decides when the handshake is over
-        step(f"{role(peer)}_webrtc_connected", **ids(peer))
+        event(f"{role(peer)}_webrtc_connected", **ids(peer))
         if session.client_node not in state.gone_nodes:
             state.tell(session.client_node, Connected(session_id=session.id))
         return
     if not complete(state, session):  # else session_connected says it, with both sides
-        step(f"{role(peer)}_webrtc_connected", **ids(peer))
+        event(f"{role(peer)}_webrtc_connected", **ids(peer))
 
 
 def complete(state: State, session: Session) -> bool:
