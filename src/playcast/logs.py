@@ -23,11 +23,21 @@ class TextFormatter(logging.Formatter):
         self._stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        second = int(record.created)
+        return self._time(record.created, record.msecs)
+
+    def _time(self, created: float, msecs: float) -> str:
+        second = int(created)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._stamp}.{int(record.msecs):03d}Z"
+        return f"{self._stamp}.{int(msecs):03d}Z"
+
+    def line(
+        self, created: float, level: str, logger: str, msg: str, fields: dict[str, Any]
+    ) -> str:
+        """What ``format`` makes of such a record, without building one."""
+        msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord computes it
+        return f"{self._time(created, msecs)} {level} {logger} {msg}"
 
 
 class CoalescingHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -86,9 +96,63 @@ class JsonFormatter(logging.Formatter):
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
 
+    def line(
+        self, created: float, level: str, logger: str, msg: str, fields: dict[str, Any]
+    ) -> str:
+        """What ``format`` makes of an event's record, without building one."""
+        doc: dict[str, Any] = {
+            "ts": round(created, 3),
+            "level": level.lower(),
+            "logger": logger,
+            "msg": msg,
+            "event": fields["event"],
+        }
+        doc.update({k: v for k, v in fields["fields"].items() if v is not None})
+        return json.dumps(doc, default=str)
+
+
+_handler: CoalescingHandler | None = None  # the one setup_logging installed
+
+
+def emit_event(logger: logging.Logger, level: int, msg: str, extra: dict[str, Any]) -> None:
+    """``logger.log(level, msg, extra=extra)`` for a lifecycle line, the same
+    text, through ``setup_logging``'s handler without a ``LogRecord``: the
+    record machinery was most of a line's 5 µs, and a busy server writes
+    thousands a second. Anything else attached to the logging tree (a test's
+    capture, a filter, another handler) gets the ordinary path."""
+    h = _handler
+    root = logging.root
+    if (
+        h is None
+        or logger.handlers
+        or logger.filters
+        or root.filters
+        or h.filters
+        or len(root.handlers) != 1
+        or root.handlers[0] is not h
+        or not logger.propagate
+        or h.level > level
+    ):
+        logger.log(level, msg, extra=extra)
+        return
+    fmt = h.formatter
+    if not isinstance(fmt, TextFormatter | JsonFormatter):
+        logger.log(level, msg, extra=extra)
+        return
+    text = fmt.line(time.time(), logging.getLevelName(level), logger.name, msg, extra)
+    h.acquire()  # as Handler.handle: other threads may log too
+    try:
+        h.stream.write(text + h.terminator)
+        h.flush()
+    except Exception:  # as Handler.emit: a broken stream must not break the caller
+        h.handleError(logging.makeLogRecord({"msg": msg, "levelno": level}))
+    finally:
+        h.release()
+
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
-    handler = CoalescingHandler()
+    global _handler
+    handler = _handler = CoalescingHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

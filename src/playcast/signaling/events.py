@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
+from playcast.logs import emit_event
 from playcast.protocol import RejectReason, ShutdownReason
 
 log = logging.getLogger("playcast.signaling")
@@ -40,7 +41,7 @@ def event(name: str, **fields: Any) -> None:
     """One log line per lifecycle event: ids as key=value, and as JSON fields."""
     if log.isEnabledFor(logging.INFO):
         text = " ".join([name, *(f"{k}={v}" for k, v in fields.items() if v is not None)])
-        log.info(text, extra={"event": name, "fields": fields})
+        emit_event(log, logging.INFO, text, {"event": name, "fields": fields})
 
 
 def step(name: str, **fields: Any) -> None:
@@ -50,4 +51,4 @@ def step(name: str, **fields: Any) -> None:
     socket opening (its registered, assigned or rejected line follows)."""
     if log.isEnabledFor(logging.DEBUG):
         text = " ".join([name, *(f"{k}={v}" for k, v in fields.items() if v is not None)])
-        log.debug(text, extra={"event": name, "fields": fields})
+        emit_event(log, logging.DEBUG, text, {"event": name, "fields": fields})
