@@ -19,6 +19,7 @@ from playcast_testing.servers import ServerProcess, running_server
 from test_wsproto import client_frame
 
 from playcast.signaling import wsproto as wp
+from playcast.signaling import wsserver
 from playcast.signaling.hub import Hub
 from playcast.signaling.main import Pump
 from playcast.signaling.settings import Settings
@@ -224,3 +225,26 @@ async def test_a_bug_while_delivering_is_logged_and_fails_only_that_socket(
     finally:
         server.close()
         front.abort_all()
+
+
+async def test_a_peer_that_never_answers_our_close_is_cut_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wsserver, "CLOSE_TIMEOUT", 0.2)
+    hub = Hub(Settings(port=0))
+    front = Front(Pump(hub), None, head_timeout=5.0)
+    server = await asyncio.get_running_loop().create_server(front, "127.0.0.1", 0)
+    try:
+        target = SimpleNamespace(port=server.sockets[0].getsockname()[1])
+        async with raw(target) as ws:  # type: ignore[arg-type]
+            ws.send(upgrade_head("/ws/client"))
+            await ws.head()
+            (sock,) = front.sockets
+            assert front.per_ip == {"127.0.0.1": 1} and len(hub.clients) == 1
+            sock.close(1000, "bye")
+            assert await ws.close_code() == 1000
+            # No close frame back: the server ends the connection by itself.
+            assert await ws.eof()
+        assert front.sockets == set() and front.per_ip == {} and not hub.clients
+    finally:
+        server.close()
