@@ -32,9 +32,7 @@ class TextFormatter(logging.Formatter):
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._stamp}.{int(msecs):03d}Z"
 
-    def line(
-        self, created: float, level: str, logger: str, msg: str, fields: dict[str, Any]
-    ) -> str:
+    def line(self, created: float, level: str, logger: str, msg: str, extra: dict[str, Any]) -> str:
         """What ``format`` makes of such a record, without building one."""
         msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord computes it
         return f"{self._time(created, msecs)} {level} {logger} {msg}"
@@ -81,34 +79,37 @@ class CoalescingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        name = getattr(record, "event", None)
-        if name is not None:
-            doc["event"] = name
-            fields = getattr(record, "fields", {})
-            doc.update({k: v for k, v in fields.items() if v is not None})
+        doc = _json_doc(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "event", None),
+            getattr(record, "fields", {}),
+        )
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
 
-    def line(
-        self, created: float, level: str, logger: str, msg: str, fields: dict[str, Any]
-    ) -> str:
+    def line(self, created: float, level: str, logger: str, msg: str, extra: dict[str, Any]) -> str:
         """What ``format`` makes of an event's record, without building one."""
-        doc: dict[str, Any] = {
-            "ts": round(created, 3),
-            "level": level.lower(),
-            "logger": logger,
-            "msg": msg,
-            "event": fields["event"],
-        }
-        doc.update({k: v for k, v in fields["fields"].items() if v is not None})
+        doc = _json_doc(created, level, logger, msg, extra["event"], extra["fields"])
         return json.dumps(doc, default=str)
+
+
+def _json_doc(
+    created: float, level: str, logger: str, msg: str, event: str | None, fields: dict[str, Any]
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "ts": round(created, 3),
+        "level": level.lower(),
+        "logger": logger,
+        "msg": msg,
+    }
+    if event is not None:
+        doc["event"] = event
+        doc.update({k: v for k, v in fields.items() if v is not None})
+    return doc
 
 
 _handler: CoalescingHandler | None = None  # the one setup_logging installed

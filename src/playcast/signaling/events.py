@@ -39,9 +39,7 @@ REJECT_TEXT: Final[dict[RejectReason, str]] = {
 
 def event(name: str, **fields: Any) -> None:
     """One log line per lifecycle event: ids as key=value, and as JSON fields."""
-    if log.isEnabledFor(logging.INFO):
-        text = " ".join([name, *(f"{k}={v}" for k, v in fields.items() if v is not None)])
-        emit_event(log, logging.INFO, text, {"event": name, "fields": fields})
+    _emit(logging.INFO, name, fields)
 
 
 def step(name: str, **fields: Any) -> None:
@@ -49,6 +47,10 @@ def step(name: str, **fields: Any) -> None:
     more; at info they cost a tenth of the server's CPU per session; their
     counts are logged with the session's connected and ended events) and each
     socket opening (its registered, assigned or rejected line follows)."""
-    if log.isEnabledFor(logging.DEBUG):
+    _emit(logging.DEBUG, name, fields)
+
+
+def _emit(level: int, name: str, fields: dict[str, Any]) -> None:
+    if log.isEnabledFor(level):
         text = " ".join([name, *(f"{k}={v}" for k, v in fields.items() if v is not None)])
-        emit_event(log, logging.DEBUG, text, {"event": name, "fields": fields})
+        emit_event(log, level, text, {"event": name, "fields": fields})

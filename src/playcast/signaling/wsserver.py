@@ -231,7 +231,8 @@ class SignalingSocket(asyncio.Protocol):
             frame = payload
         try:
             self.front.pump.deliver(peer, frame)
-        except Exception:  # logged by the pump, with its traceback; only this socket fails
+        except Exception:  # a bug outside the core's own containment: only this socket fails
+            log.exception("internal error delivering a frame from %s", peer.id)
             self._fail(CLOSE_INTERNAL, "internal error")
 
     def _on_control(self, opcode: int, payload: bytes) -> None:
