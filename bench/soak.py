@@ -221,9 +221,14 @@ def fd_kinds(proc: psutil.Process) -> Counter[str]:
     return kinds
 
 
-def kinds_diff(before: Counter[str], after: Counter[str]) -> str:
-    more = after - before
-    return ", ".join(f"+{n} {k}" for k, n in sorted(more.items())) or "no kind grew"
+def fd_growth(before: Sample, after: Sample, slack: int) -> str | None:
+    """``7 -> 10 (+3 udp)`` when ``after`` holds more than ``slack`` descriptors
+    over ``before``, naming the kinds that grew; None otherwise."""
+    if after.fds - before.fds <= slack:
+        return None
+    more = after.fd_kinds - before.fd_kinds
+    kinds = ", ".join(f"+{n} {k}" for k, n in sorted(more.items())) or "no kind grew"
+    return f"{before.fds} -> {after.fds} ({kinds})"
 
 
 @dataclass
@@ -750,14 +755,13 @@ class Soak:
                         with contextlib.suppress(psutil.Error):
                             series.quiet[name].fd_kinds = fd_kinds(self._process(pid))
             grown = [
-                f"{series_name}: {start.fds} -> {series.quiet[name].fds} "
-                f"({kinds_diff(start.fd_kinds, series.quiet[name].fd_kinds)})"
+                f"{series_name}: {growth}"
                 for series_name, series in self.series.items()
                 if name != "warm"
                 and series.measured
                 and (start := series.quiet.get("warm")) is not None
                 and name in series.quiet
-                and series.quiet[name].fds - start.fds > self.cfg.fd_slack_quiet
+                and (growth := fd_growth(start, series.quiet[name], self.cfg.fd_slack_quiet))
             ]
             if not grown:
                 break
@@ -1223,11 +1227,8 @@ def problems(r: SoakResult) -> list[str]:
         if warm is not None and end is not None:
             if end.rss - warm.rss > r.rss_allowance(warm.rss):
                 out.append(f"{name}: RSS at rest grew {warm.rss / MB:.1f} -> {end.rss / MB:.1f} MB")
-            if end.fds - warm.fds > r.cfg.fd_slack_quiet:
-                out.append(
-                    f"{name}: open fds at rest grew {warm.fds} -> {end.fds} "
-                    f"({kinds_diff(warm.fd_kinds, end.fd_kinds)})"
-                )
+            if growth := fd_growth(warm, end, r.cfg.fd_slack_quiet):
+                out.append(f"{name}: open fds at rest grew {growth}")
     a = r.accounting
     c = r.cluster
     if c is not None:
