@@ -13,6 +13,7 @@ from playcast_testing.workers import free_port
 from playcast import protocol as t
 from playcast.backends.base import VideoPacket
 from playcast.backends.synthetic import SyntheticBackend
+from playcast.worker.link import LinkSettings
 from playcast.worker.main import Session, Worker, WorkerSettings
 from playcast.worker.media import BackendVideoTrack
 
@@ -95,7 +96,9 @@ async def test_a_failed_session_task_is_logged_and_reported_in_the_ack(
 
 async def test_backend_stop_failing_at_exit_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     backend = Buggy()
-    settings = WorkerSettings(server=f"ws://127.0.0.1:{free_port()}", backoff_base=10.0)
+    settings = WorkerSettings(
+        server=f"ws://127.0.0.1:{free_port()}", link=LinkSettings(backoff_base=10.0)
+    )
     worker = Worker(settings, backend)
     worker.stop.set()  # stopped as soon as it runs: straight to the teardown
     async with asyncio.timeout(30):

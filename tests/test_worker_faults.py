@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from playcast_testing.servers import ServerProcess, running_server
 from playcast.backends.base import H264, BackendError, Health, VideoPacket
 from playcast.backends.synthetic import SyntheticBackend
 from playcast.protocol import DEFAULT_GAME as GAME
+from playcast.worker.link import LinkSettings
 from playcast.worker.main import Worker, WorkerSettings
 
 TIMEOUT = 60
@@ -77,16 +79,11 @@ async def worker_in_process(
     rng: random.Random | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Worker]:
-    settings = WorkerSettings(
-        **{
-            "server": server.ws_base,
-            "restart_delay": 0.05,
-            "backoff_base": 0.05,
-            "backoff_cap": 0.2,
-            "health_interval": 0.1,
-            **overrides,
-        }
-    )
+    link = {"restart_delay": 0.05, "backoff_base": 0.05, "backoff_cap": 0.2, "health_interval": 0.1}
+    names = {f.name for f in dataclasses.fields(LinkSettings)}
+    link.update({k: v for k, v in overrides.items() if k in names})
+    rest = {k: v for k, v in overrides.items() if k not in names}
+    settings = WorkerSettings(server=server.ws_base, link=LinkSettings(**link), **rest)
     worker = Worker(settings, backend, rng)
     task = asyncio.create_task(worker.run())
     try:

@@ -25,7 +25,7 @@ import os
 import random
 import signal
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
@@ -66,18 +66,8 @@ CLOSE_TIMEOUT: Final = 10.0
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     server: str = "ws://127.0.0.1:8080"
-    game: str = t.DEFAULT_GAME
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    # The "short pause" offline between one player and the next registration.
-    restart_delay: float = 1.0
-    # Until ``registered`` tells us the heartbeat timeout, this bounds the wait.
-    register_timeout: float = 10.0
-    health_interval: float = 5.0
-    # A game healthy this long has recovered: its failure backoff starts over.
-    stable_after: float = 60.0
-    addr: str | None = None
-    port: int | None = None
+    # The lifecycle's own: the game, the address to register, backoff, delays.
+    link: LinkSettings = field(default_factory=LinkSettings)
     # The server's PLAYCAST_WORKER_TOKEN, when it requires one.
     token: str | None = None
     # Asked of the browser with the playout-delay RTP extension: 0 shows each
@@ -98,20 +88,6 @@ class WorkerSettings:
             if base.startswith(http):
                 base = ws + base[len(http) :]
         return base if base.endswith(WORKER_PATH) else base + WORKER_PATH
-
-    @property
-    def link(self) -> LinkSettings:
-        return LinkSettings(
-            game=self.game,
-            addr=self.addr,
-            port=self.port,
-            backoff_base=self.backoff_base,
-            backoff_cap=self.backoff_cap,
-            restart_delay=self.restart_delay,
-            register_timeout=self.register_timeout,
-            health_interval=self.health_interval,
-            stable_after=self.stable_after,
-        )
 
 
 Post = Callable[[lk.Event], None]
@@ -463,7 +439,7 @@ class Worker:
         headers = {"Authorization": f"Bearer {s.token}"} if s.token else {}
         try:
             # Bounded: a frozen server still accepts TCP but never upgrades.
-            async with asyncio.timeout(s.register_timeout):
+            async with asyncio.timeout(s.link.register_timeout):
                 ws = await self._http.ws_connect(
                     s.url,
                     headers=headers,
@@ -585,17 +561,17 @@ def audio_info(backend: GameBackend, enabled: bool) -> t.AudioInfo:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = WorkerSettings()
+    d, dl = WorkerSettings(), LinkSettings()
     add_flag(parser, "--server", default=d.server, help="signaling server base address")
-    add_flag(parser, "--game", default=d.game, help="the game this worker serves")
+    add_flag(parser, "--game", default=dl.game, help="the game this worker serves")
     add_flag(parser, "--backend", default="synthetic", choices=sorted(BACKENDS), help="backend")
     for flag, default, help_text in (
-        ("--backoff-base", d.backoff_base, "first retry delay ceiling (server and game), s"),
-        ("--backoff-cap", d.backoff_cap, "retry delay cap, s"),
-        ("--restart-delay", d.restart_delay, "pause offline between sessions, s"),
-        ("--register-timeout", d.register_timeout, "wait for connect and registered, s"),
-        ("--health-interval", d.health_interval, "backend health poll while idle, s"),
-        ("--stable-after", d.stable_after, "healthy this long ends a game's failure streak, s"),
+        ("--backoff-base", dl.backoff_base, "first retry delay ceiling (server and game), s"),
+        ("--backoff-cap", dl.backoff_cap, "retry delay cap, s"),
+        ("--restart-delay", dl.restart_delay, "pause offline between sessions, s"),
+        ("--register-timeout", dl.register_timeout, "wait for connect and registered, s"),
+        ("--health-interval", dl.health_interval, "backend health poll while idle, s"),
+        ("--stable-after", dl.stable_after, "healthy this long ends a game's failure streak, s"),
     ):
         add_flag(parser, flag, type=float, default=default, help=help_text)
     add_flag(
@@ -636,14 +612,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
     return WorkerSettings(
         server=args.server,
-        game=args.game,
-        backoff_base=args.backoff_base,
-        backoff_cap=args.backoff_cap,
-        restart_delay=args.restart_delay,
-        register_timeout=args.register_timeout,
-        health_interval=args.health_interval,
-        stable_after=args.stable_after,
-        addr=args.advertise_addr,
+        link=LinkSettings(
+            game=args.game,
+            addr=args.advertise_addr,
+            backoff_base=args.backoff_base,
+            backoff_cap=args.backoff_cap,
+            restart_delay=args.restart_delay,
+            register_timeout=args.register_timeout,
+            health_interval=args.health_interval,
+            stable_after=args.stable_after,
+        ),
         token=args.worker_token or None,
         playout_delay_ms=args.playout_delay if args.playout_delay >= 0 else None,
         input_limit=args.input_limit,
@@ -661,7 +639,10 @@ async def _main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.set)
     log.info(
-        "worker starting: server=%s game=%s backend=%s", settings.url, settings.game, args.backend
+        "worker starting: server=%s game=%s backend=%s",
+        settings.url,
+        settings.link.game,
+        args.backend,
     )
     await worker.run()
     log.info("worker stopped")
