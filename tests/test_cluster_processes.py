@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from playcast_testing.proxy import BlackholeProxy
 from playcast_testing.redis_server import RedisServer, running_redis
 from playcast_testing.scripted import ScriptedPeer, connect
@@ -259,6 +260,44 @@ async def _assigned_soon(peer: ScriptedPeer) -> bool:
                 return True
     except TimeoutError:
         return False
+
+
+async def test_a_dropped_bus_subscription_loses_nothing() -> None:
+    """Redis pub/sub hands a message only to whoever is subscribed then:
+    the nodes' subscriptions are cut again and again while a worker on A
+    sends its player on B a stream of candidates. Each node, subscribed
+    again, asks the others for what came meanwhile (busorder): the player
+    gets every candidate, once, in order."""
+    async with (
+        running_redis() as redis,
+        cluster(redis.url, names="AB") as nodes,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        w = await register(nodes["A"], stack)
+        c = await join(nodes["B"], stack)
+        sid = (await c.expect(Assigned)).session_id
+        await w.expect(SessionStart)
+        await w.send(Offer(session_id=sid, sdp="offer"))
+        await c.expect(Offer)
+        r = aioredis.Redis.from_url(redis.url)
+        stack.push_async_callback(r.aclose)
+        sent = []
+        for cut in range(5):
+            marks = {n: len(node.lines) for n, node in nodes.items()}
+            assert await r.client_kill_filter(_type="pubsub") == 2  # one a node
+            for i in range(20):
+                cand = Candidate(candidate=f"candidate:{cut * 20 + i} 1 udp 1 10.0.0.1 9 typ host")
+                sent.append(cand.candidate)
+                await w.send(IceCandidate(session_id=sid, candidate=cand))
+            for n, node in nodes.items():  # each subscribed again, and asked the other
+                await node.find_line("bus_resend_asked .*why=subscribed_again", after=marks[n])
+        got = []
+        for _ in sent:
+            cand = (await c.expect(IceCandidate)).candidate
+            assert cand is not None
+            got.append(cand.candidate)
+        assert got == sent
+        await consistent(nodes)
 
 
 async def test_a_killed_node_ends_its_sessions_on_the_others() -> None:

@@ -2,9 +2,9 @@
 
 A session's two members may sit on different nodes; each node keeps its own
 copy of the session and the node of the partner. These messages keep the
-copies in step, travel through the cluster (a Redis stream per node, each
-entry also pushed to its node by pub/sub) in the
-order they were told, and are applied by ``hub.on_bus``. The client's node
+copies in step, travel through the cluster (pushed to the node by Redis
+pub/sub, numbered so that none is lost: ``busorder.py``) in the order they
+were told, and are applied by ``hub.on_bus``. The client's node
 owns the session's deadlines (handshake, inactivity), so each fires once.
 """
 
@@ -102,7 +102,44 @@ class Snap(_Bus, tag="snap"):
     reply: str
 
 
-BusMessage = Start | Assign | Relay | Connected | Up | End | Again | Take | Moved | Line | Snap
+class Resend(_Bus, tag="resend"):
+    """Send me again what you sent me after ``after`` under ``epoch``
+    (``busorder``: I missed some of it)."""
+
+    after: int
+    epoch: str
+
+
+class Lost(_Bus, tag="lost"):
+    """What I sent you up to ``upto`` is no longer kept: do not wait for it."""
+
+    upto: int
+
+
+class Upto(_Bus, tag="upto"):
+    """After what a ``Resend`` asked for: I have sent you up to ``last``."""
+
+    last: int
+
+
+BusMessage = (
+    Start
+    | Assign
+    | Relay
+    | Connected
+    | Up
+    | End
+    | Again
+    | Take
+    | Moved
+    | Line
+    | Snap
+    | Resend
+    | Lost
+    | Upto
+)
+# Handled by the cluster layer itself (a control entry, never numbered).
+Control = Snap | Resend | Lost | Upto
 Role = Literal["worker", "client"]
 
 _decoder: Final[msgspec.json.Decoder[BusMessage]] = msgspec.json.Decoder(BusMessage)
@@ -119,19 +156,20 @@ def decode(data: bytes | str) -> BusMessage:
     return msg
 
 
-def entry(msgs: list[BusMessage]) -> tuple[str, bytes]:
-    """A stream entry's field and value for ``msgs`` (in order): ``m``, one
-    message; ``b``, a JSON array of several, written at once (one entry, one
-    push to the node and one wake-up of it)."""
+def pack(msgs: list[BusMessage]) -> bytes:
+    """An entry's body for ``msgs`` (in order): ``m`` and one message, or
+    ``b`` and a JSON array of several, sent at once (one push to the node
+    and one wake-up of it)."""
     if len(msgs) == 1:
-        return "m", _encoder.encode(msgs[0])
-    return "b", _encoder.encode(msgs)
+        return b"m" + _encoder.encode(msgs[0])
+    return b"b" + _encoder.encode(msgs)
 
 
-def unpack(fields: dict[bytes, bytes]) -> list[BusMessage]:
-    """The messages of a stream entry, in order."""
-    one = fields.get(b"m")
-    if one is not None:
-        return [decode(one)]
-    many: list[BusMessage] = _many.decode(fields[b"b"])
+def unpack(body: bytes) -> list[BusMessage]:
+    """The messages of an entry's body, in order."""
+    if body[:1] == b"m":
+        return [decode(body[1:])]
+    if body[:1] != b"b":
+        raise ValueError("not a bus entry body")
+    many: list[BusMessage] = _many.decode(body[1:])
     return many

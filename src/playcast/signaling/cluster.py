@@ -3,11 +3,12 @@
 Three loops, each thin:
 - the **outbound** loop carries out, in order and pipelined, what the core
   asked of the shared state (scripts in ``redis_shared``) and told other
-  nodes (an entry on their stream), and feeds each outcome back as a step;
-- the **bus** link is subscribed to this node's channel: every entry put
-  on its stream is also published there, so it is handed over without a
-  request and fed to the core at once, in order; the stream is read only to
-  catch up, after (re)subscribing;
+  nodes (a numbered entry published on their channel, ``busorder``), and
+  feeds each outcome back as a step;
+- the **bus** link is subscribed to this node's channel: what other nodes
+  publish there is handed over without a request and fed to the core at
+  once, in each sender's order; a gap (the subscription dropped, say) is
+  filled by asking the sender again;
 - the **liveness** loop renews this node's key, finds nodes whose key has
   expired (and cleans up after them, once, cluster-wide), and notices when
   this node is cut off from Redis for longer than a node may be.
@@ -26,12 +27,14 @@ import random
 import secrets
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from playcast.signaling import bus
+from playcast.signaling.busorder import Ask, Inbox, Outbox, parse
 from playcast.signaling.events import event
 from playcast.signaling.hub import Hub
 from playcast.signaling.redis_link import RedisLink
@@ -40,8 +43,16 @@ from playcast.signaling.shared import EndSession, Op, Pair, Publish
 
 log = logging.getLogger("playcast.signaling")
 
-# Outbound items: an operation on the shared state, or (node, message).
-Item = Op | tuple[str, bus.BusMessage]
+
+class Raw(NamedTuple):
+    """An entry for ``node`` already numbered (sent again) or a control."""
+
+    node: str
+    data: bytes
+
+
+# Outbound items: an operation on the shared state, (node, message), or a Raw.
+Item = Op | tuple[str, bus.BusMessage] | Raw
 BATCH = 512
 BUS_PING = 0.5  # seconds between checks that the bus link still answers
 # A busy node's round trips to Redis cost more than what they carry (about
@@ -56,7 +67,10 @@ GATHER = 0.001
 # not make a round trip of its own: it waits, in order, for the next item
 # that is waited for, or at most LINGER seconds.
 LINGER = 0.005
-STREAM_MAXLEN = 10_000
+# Entries published with their answers skipped are confirmed by the next
+# answer on the link; with none coming, a PING after this long confirms them
+# (a link lost before that sends them again: the receiver drops doubles).
+CONFIRM = 0.25
 _REQUEUED: Any = object()  # an operation put back in the queue, no answer yet
 
 
@@ -73,19 +87,21 @@ class ClusterLink:
         self.shared = RedisShared(self.redis)
         # The two hot paths each own one connection, used without the
         # client's per-command machinery (``redis_link``).
-        self.out_link = RedisLink(self.redis, timeout)
+        self.out_link = RedisLink(self.redis, timeout, on_lost=self._out_lost)
         self.bus_link = RedisLink(self.redis, timeout, self._on_push, self._bus_lost)
         self._bus_down = asyncio.Event()  # the bus link's connection was lost
-        # The last entry of this node's stream fed to the core: its id as
-        # Redis wrote it, and as numbers (ms, seq) to compare.
-        self._last_id: bytes = b"0-0"
-        self._last: tuple[int, int] = (0, 0)
-        # While catching up on the stream, what is pushed waits here.
-        self._catching = True
-        self._held: list[list[Any]] = []
+        self._subscribed = asyncio.Event()  # set once: the node listens before it is announced
+        self.outbox = Outbox(self.node, secrets.token_hex(4))
+        self.inbox = Inbox()
+        # Redis takes CLIENT REPLY SKIP (a managed Redis may not): published
+        # entries then cost Redis no answer, and this node no wake-up for it.
+        self._skip = False
+        self._unconfirmed: list[Raw] = []  # published, answer skipped, not yet confirmed
+        self._link_lost = False
         self.outbound: deque[Item] = deque()
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()  # set whenever the outbound queue empties
+        self._idle = asyncio.Event()  # nothing queued, nothing being written
+        self._idle.set()
         self._sent_at = 0.0  # when the last batch went out (monotonic)
         # The queue holds an item that is waited for (else, since when it
         # has held items that may linger).
@@ -118,9 +134,23 @@ class ClusterLink:
             self._lingering_since = time.monotonic()
         new: list[Item] = [*hub.take_requests(), *hub.take_tells()]
         self.outbound.extend(new)
+        self._idle.clear()
         if not self._urgent and not all(map(_may_linger, new)):
             self._urgent = True
         self._wake.set()
+
+    async def settle(self, timeout: float = 0.25) -> None:
+        """What this node has queued for Redis is written, lingering or not:
+        a read of the shared state then sees every change this node made
+        (the invariants' check would otherwise find, say, a worker whose
+        session ended here still in the directory for a few milliseconds)."""
+        if self._idle.is_set():
+            return
+        self._urgent = True
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
 
     # --- lifetime ------------------------------------------------------------
 
@@ -191,10 +221,23 @@ class ClusterLink:
         backoff = 0.05
         with contextlib.suppress(RedisError, OSError):
             await self.shared.load()  # else the first NOSCRIPT loads them
+            (on,) = await self.out_link.run([("CLIENT", "REPLY", "ON")])
+            self._skip = on in (b"OK", "OK")
         while not self._stopping:
-            await self._wake.wait()
+            if self._unconfirmed and not self.outbound:
+                try:
+                    async with asyncio.timeout(CONFIRM):
+                        await self._wake.wait()
+                except TimeoutError:
+                    await self._confirm()
+                    continue
+            else:
+                await self._wake.wait()
             self._wake.clear()
             self._idle.clear()
+            if self._link_lost:
+                self._link_lost = False
+                self._resend_unconfirmed()
             while self.outbound:
                 if not self._urgent:
                     wait = self._lingering_since + LINGER - time.monotonic()
@@ -212,11 +255,13 @@ class ClusterLink:
                 batch = [self.outbound.popleft() for _ in range(min(BATCH, len(self.outbound)))]
                 self._urgent = bool(self.outbound)
                 self._lingering_since = self._sent_at
+                ops, raws = self._prepare(batch)
                 try:
-                    results = await self._write(batch)
+                    results = await self._write(ops, raws)
                 except (RedisError, OSError) as exc:
                     self._unreachable(exc)
-                    self._requeue(batch)
+                    unconfirmed, self._unconfirmed = self._unconfirmed, []
+                    self._requeue([*unconfirmed, *ops, *raws])
                     await asyncio.sleep(backoff)
                     backoff = min(1.0, backoff * 2)
                     continue
@@ -234,59 +279,80 @@ class ClusterLink:
                 self.flush()
             self._idle.set()
 
-    async def _write(self, batch: list[Item]) -> list[tuple[Op, Any]]:
-        """One pipeline for the batch: each operation one EVALSHA, in order,
-        then one script putting every message on its node's stream, one
-        entry per node holding its messages in order (one push, however
-        many messages). The messages going after the operations only delays
-        them: the other node hears when it will anyway, so nothing it can
-        see now was impossible before. Returns each operation's raw answer."""
+    def _prepare(self, batch: list[Item]) -> tuple[list[Op], list[Raw]]:
+        """The batch's operations, and its entries: what was numbered already
+        first, then one new entry per node holding its messages in order
+        (one push, however many messages), numbered now: once, so that if it
+        must go again the receiver knows it."""
         ops: list[Op] = []
+        raws: list[Raw] = []
         tells: dict[str, list[bus.BusMessage]] = {}
         for item in batch:
-            if isinstance(item, tuple):
+            if isinstance(item, Raw):
+                raws.append(item)
+            elif isinstance(item, tuple):
                 tells.setdefault(item[0], []).append(item[1])
             else:
                 ops.append(item)
+        for node, msgs in tells.items():
+            raws.append(Raw(node, self.outbox.stamp(node, bus.pack(msgs))))
+        return ops, raws
+
+    async def _write(self, ops: list[Op], raws: list[Raw]) -> list[tuple[Op, Any]]:
+        """One pipeline: each operation one EVALSHA, in order, then each
+        entry one PUBLISH on its node's channel, its answer skipped. The
+        messages going after the operations only delays them: the other node
+        hears when it will anyway, so nothing it can see now was impossible
+        before. Returns each operation's raw answer."""
         commands: list[tuple[Any, ...]] = [self.shared.evalsha(op) for op in ops]
-        if tells:
-            entries = [(node, *bus.entry(msgs)) for node, msgs in tells.items()]
-            commands.append(self.shared.tell(entries, STREAM_MAXLEN))
+        for raw in raws:
+            if self._skip:
+                commands.append(("CLIENT", "REPLY", "SKIP"))
+            commands.append(("PUBLISH", f"pc:bus:{raw.node}", raw.data))
         self.commands += len(commands)
-        results = await self.out_link.run(commands)
+        results = await self.out_link.run(commands, len(ops) if self._skip else None)
+        if self._skip and not ops:
+            self._unconfirmed.extend(raws)
+        else:
+            self._unconfirmed.clear()  # answered: Redis has run all sent before
         answers = list(zip(ops, results, strict=False))
-        told: Any = results[len(ops)] if tells else None
-        messages: list[Item] = [(n, m) for n, msgs in tells.items() for m in msgs]
-        if isinstance(told, NoScriptError) or any(isinstance(r, NoScriptError) for _, r in answers):
-            answers = await self._again(
-                answers, messages if isinstance(told, NoScriptError) else []
-            )
-        elif isinstance(told, Exception):
-            log.error("messages for other nodes refused: %r", told)
+        if any(isinstance(r, NoScriptError) for _, r in answers):
+            answers = await self._again(answers)
         return answers
 
-    async def _again(
-        self, answers: list[tuple[Op, Any]], messages: list[Item]
-    ) -> list[tuple[Op, Any]]:
+    async def _confirm(self) -> None:
+        """Entries published with no answer since: a PING's answer confirms them."""
+        try:
+            await self.out_link.run([("PING",)])
+            self._unconfirmed.clear()
+        except (RedisError, OSError) as exc:
+            self._unreachable(exc)
+            self._resend_unconfirmed()
+
+    def _out_lost(self) -> None:
+        self._link_lost = True
+        self._wake.set()
+
+    def _resend_unconfirmed(self) -> None:
+        """The link was lost: what it may not have delivered goes again."""
+        unconfirmed, self._unconfirmed = self._unconfirmed, []
+        if unconfirmed and not self.hub.isolated:
+            self.outbound.extendleft(reversed(unconfirmed))
+            self._urgent = True
+
+    async def _again(self, answers: list[tuple[Op, Any]]) -> list[tuple[Op, Any]]:
         """Redis lost its script cache (restarted, or failed over): load the
-        scripts and send what it refused again, in order: the operations,
-        then ``messages`` (if refused too). If that fails, they go back at
-        the head of the queue."""
+        scripts and send the operations it refused again, in order. If that
+        fails, they go back at the head of the queue."""
         refused = [op for op, r in answers if isinstance(r, NoScriptError)]
         commands: list[tuple[Any, ...]] = [self.shared.evalsha(op) for op in refused]
-        tells: dict[str, list[bus.BusMessage]] = {}
-        for node, msg in (m for m in messages if isinstance(m, tuple)):
-            tells.setdefault(node, []).append(msg)
-        if tells:
-            entries = [(node, *bus.entry(msgs)) for node, msgs in tells.items()]
-            commands.append(self.shared.tell(entries, STREAM_MAXLEN))
         try:
             await self.shared.load()
             self.commands += len(commands)
             again = iter(await self.out_link.run(commands))
         except (RedisError, OSError) as exc:
             self._unreachable(exc)
-            self._requeue([*refused, *messages])
+            self._requeue(list(refused))
             return [(op, _REQUEUED if isinstance(r, NoScriptError) else r) for op, r in answers]
         return [(op, next(again) if isinstance(r, NoScriptError) else r) for op, r in answers]
 
@@ -304,18 +370,24 @@ class ClusterLink:
         self.flush()
 
     async def _bus(self) -> None:
-        """Keep the bus link subscribed to this node's channel (catching up
-        on the stream each time it subscribes) and check that it answers."""
+        """Keep the bus link subscribed to this node's channel (asking the
+        others for what came meanwhile each time it subscribes again) and
+        check that it answers."""
         key = f"pc:bus:{self.node}"
         while not self._stopping:
             try:
                 if not self.bus_link.connected:
-                    self._catching, self._held = True, []
                     self._bus_down.clear()
                     (answer,) = await self.bus_link.run([("SUBSCRIBE", key)])
                     if isinstance(answer, ResponseError):
                         raise answer
-                    await self._catch_up(key)
+                    if self._subscribed.is_set():
+                        live = self.known | {
+                            _text(m) for m in await self.redis.smembers("pc:nodes")
+                        }
+                        for ask in self.inbox.resync(live - {self.node}, time.monotonic()):
+                            self._ask(ask, "subscribed_again")
+                    self._subscribed.set()
                 else:
                     (answer,) = await self.bus_link.run([("PING",)])
                     if isinstance(answer, ResponseError):
@@ -332,58 +404,95 @@ class ClusterLink:
     def _bus_lost(self) -> None:
         self._bus_down.set()
 
-    async def _catch_up(self, key: str) -> None:
-        """What was put on this node's stream since the last entry read (or
-        ever, at start): read it, then what was pushed meanwhile."""
-        while True:
-            response = await self.redis.xread({key: self._last_id}, count=BATCH)
-            entries = [e for _stream, es in _streams(response) for e in es]
-            if not entries:
-                break
-            for entry_id, fields in entries:
-                self._deliver(entry_id, _fields(fields))
-            self.flush()
-        held, self._held, self._catching = self._held, [], False
-        if held:
-            self._on_push(held)
-
     def _on_push(self, pushes: list[list[Any]]) -> None:
         """Entries published on this node's channel: ``[b"message", channel,
-        b"ID FIELD VALUE"]`` each, in the order of the stream."""
+        entry]`` each, fed to the core in each sender's order."""
         if self._stopping:
             return  # leaving: the core takes no more steps from the cluster
-        if self._catching:
-            self._held.extend(pushes)
-            return
+        now = time.monotonic()
         for push in pushes:
-            data: bytes = push[2]
-            entry_id, _, rest = data.partition(b" ")
-            self._deliver(entry_id, {rest[:1]: rest[1:]})
+            try:
+                entry = parse(push[2])
+            except (ValueError, UnicodeDecodeError):
+                log.error("unreadable bus entry dropped: %r", push[2][:80])
+                continue
+            if entry.seq == 0:
+                self._control(entry.sender, entry.epoch, entry.body)
+                continue
+            bodies, ask = self.inbox.receive(entry, now)
+            if ask is not None:
+                self._ask(ask, "gap")
+            for body in bodies:
+                self._deliver(body)
         self.flush()
 
-    def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        """One stream entry to the core, unless it was fed already."""
-        ms, _, seq = entry_id.partition(b"-")
-        key = (int(ms), int(seq or 0))
-        if key <= self._last:
-            return  # read when catching up, and pushed as well
-        self._last, self._last_id = key, entry_id
+    def _deliver(self, body: bytes) -> None:
         try:
-            msgs = bus.unpack(fields)
-        except Exception:
+            msgs = bus.unpack(body)
+        except (ValueError, msgspec.DecodeError):
             log.exception("unreadable bus entry dropped")
+            return
+        for msg in msgs:
+            self.hub.on_bus(msg)
+
+    def _control(self, sender: str, epoch: str, body: bytes) -> None:
+        try:
+            msgs = bus.unpack(body)
+        except (ValueError, msgspec.DecodeError):
+            log.exception("unreadable bus control dropped")
             return
         for msg in msgs:
             if isinstance(msg, bus.Snap):
                 asyncio.get_running_loop().create_task(self._answer_snap(msg.reply))
-                continue
-            self.hub.on_bus(msg)
+            elif isinstance(msg, bus.Resend):
+                lost, entries = self.outbox.resend(sender, msg.after, msg.epoch)
+                event("bus_resend", to=sender, after=msg.after, entries=len(entries), lost=lost)
+                if lost:
+                    self._queue(
+                        Raw(sender, self.outbox.control(sender, _pack(bus.Lost(upto=lost))))
+                    )
+                for data in entries:
+                    self._queue(Raw(sender, data))
+                upto = bus.Upto(last=self.outbox.last(sender))
+                self._queue(Raw(sender, self.outbox.control(sender, _pack(upto))))
+            elif isinstance(msg, bus.Lost):
+                log.error(
+                    "node %s no longer holds its entries up to %d for this node", sender, msg.upto
+                )
+                self.hub.metrics.count(self.hub.metrics.node_events, "bus_entries_lost")
+                for body in self.inbox.lost(sender, epoch, msg.upto):
+                    self._deliver(body)
+            elif isinstance(msg, bus.Upto):
+                ask = self.inbox.upto(sender, epoch, msg.last, time.monotonic())
+                if ask is not None:
+                    self._ask(ask, "lost_again")
+
+    def _ask(self, ask: Ask, why: str) -> None:
+        """What ``ask.sender`` sent may have been missed: ask it for the rest."""
+        self.hub.metrics.count(self.hub.metrics.node_events, "bus_resend_asked")
+        event("bus_resend_asked", sender=ask.sender, after=ask.after, why=why)
+        resend = bus.Resend(after=ask.after, epoch=ask.epoch)
+        self._queue(Raw(ask.sender, self.outbox.control(ask.sender, _pack(resend))))
+
+    def _queue(self, raw: Raw) -> None:
+        self.outbound.append(raw)
+        self._idle.clear()
+        self._urgent = True
+        self._wake.set()
 
     async def _liveness(self) -> None:
         period = self.ttl / 4
         info = json.dumps({"started": time.time()})
         while not self._stopping:
+            if not self._subscribed.is_set():
+                # Announced only once listening: nothing said to it is missed.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(period):
+                        await self._subscribed.wait()
+                continue
             self._beat_now.clear()
+            for ask in self.inbox.overdue(time.monotonic()):
+                self._ask(ask, "still_missing")
             try:
                 dropped = await self.shared.beat(self.node, self.ttl, info)
                 self._reached()
@@ -392,7 +501,7 @@ class ClusterLink:
                     # The others found this node dead (a pause longer than the
                     # TTL, or Redis lost its data): what it shared is gone.
                     log.warning("this node was dropped from the cluster; rejoining")
-                    self.hub.cut_off()
+                    self._cut_off()
                 if self.hub.isolated:
                     self.hub.reconnected()
                 self._announced = True
@@ -424,6 +533,8 @@ class ClusterLink:
                 continue
             lines = await self.shared.forget_node(node, grace=self.hub.settings.resume_grace)
             event("node_found_dead", node=node, cleaned_here=lines is not None)
+            self.outbox.forget(node)
+            self.inbox.forget(node)
             self.hub.node_down(node, lines)
             self.flush()
 
@@ -444,9 +555,17 @@ class ClusterLink:
             self.hub.metrics.count(self.hub.metrics.node_events, "redis_unreachable")
             log.warning("redis unreachable: %r", exc)
         if time.monotonic() - self.last_ok > self.ttl and not self.hub.isolated:
-            self.hub.cut_off()
+            self._cut_off()
             self.outbound = deque(i for i in self.outbound if isinstance(i, Pair | Publish))
             self.flush()
+
+    def _cut_off(self) -> None:
+        """The others hold this node dead and have forgotten what it told
+        them and what they told it: every numbering starts over."""
+        self.hub.cut_off()
+        self.outbox.forget_all()
+        self.inbox.forget_all()
+        self._unconfirmed = []
 
     @property
     def serving(self) -> bool:
@@ -455,6 +574,7 @@ class ClusterLink:
     # --- the whole cluster's status --------------------------------------------
 
     async def _answer_snap(self, reply: str) -> None:
+        await self.settle()
         with contextlib.suppress(RedisError, OSError):
             doc = self.hub.snapshot()
             doc["violations"] = list(self.hub.check_invariants())
@@ -472,8 +592,12 @@ class ClusterLink:
         others = [n for n in nodes if n != self.node]
         reply = f"pc:reply:{secrets.token_hex(8)}"
         if others:
-            ask = bus.entry([bus.Snap(reply=reply)])
-            await self.shared.post([(node, *ask) for node in others], STREAM_MAXLEN)
+            ask = _pack(bus.Snap(reply=reply))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for node in others:
+                    pipe.publish(f"pc:bus:{node}", self.outbox.control(node, ask))
+                await pipe.execute()
+        await self.settle()
         mine = self.hub.snapshot()
         mine["violations"] = list(self.hub.check_invariants())
         docs = [mine]
@@ -536,25 +660,19 @@ class ClusterLink:
 
 def _may_linger(item: Item) -> bool:
     """Nobody waits for it: it may ride with the next round trip (LINGER)."""
+    if isinstance(item, Raw):  # (a tuple too) a resend or a control: asked for now
+        return False
     if isinstance(item, tuple):
-        return isinstance(item[1], bus.Up | bus.End | bus.Line)
+        # Connected: the worker's word that its media is up; the owner only
+        # needs it before the handshake deadline, seconds away.
+        return isinstance(item[1], bus.Connected | bus.Up | bus.End | bus.Line)
     # Not MarkConnected: a node dying within LINGER of a handshake's end
     # would leave the shared phase behind, and a resume elsewhere reads it.
     return isinstance(item, EndSession | Publish)
 
 
-def _streams(response: Any) -> Any:
-    """XREAD's answer as (stream, entries) pairs: a map in RESP3, a list of
-    pairs in RESP2, None when there is nothing new."""
-    if response is None:
-        return ()
-    return response.items() if isinstance(response, dict) else response
-
-
-def _fields(fields: Any) -> dict[bytes, bytes]:
-    if isinstance(fields, dict):
-        return fields
-    return dict(zip(fields[::2], fields[1::2], strict=True))
+def _pack(msg: bus.BusMessage) -> bytes:
+    return bus.pack([msg])
 
 
 def _merge(docs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,11 +18,11 @@ from playcast.signaling.bus import (
     Assign,
     BusMessage,
     Connected,
+    Control,
     End,
     Line,
     Moved,
     Relay,
-    Snap,
     Start,
     Take,
     Up,
@@ -34,8 +34,8 @@ from playcast.signaling.state import State
 
 
 def on_bus(state: State, msg: BusMessage) -> None:
-    if isinstance(msg, Snap):
-        return  # answered by the cluster layer, which reads the status
+    if isinstance(msg, Control):
+        return  # the cluster layer's own (a status asked, a resend asked)
     if isinstance(msg, Line):
         pairing.update_positions(state, msg.game, msg.clients)
     elif isinstance(msg, Start):

@@ -153,7 +153,9 @@ class RedisLink:
         proto.connection_made(transport)
         return proto
 
-    async def run(self, commands: Sequence[Command]) -> list[Any]:
+    async def run(self, commands: Sequence[Command], answers: int | None = None) -> list[Any]:
+        """``answers``: how many of the commands answer (``CLIENT REPLY
+        SKIP`` silences the next one); none: written, not waited for."""
         proto = self._proto
         if proto is None or proto.lost:
             try:
@@ -162,9 +164,13 @@ class RedisLink:
             except TimeoutError:
                 raise RedisTimeout(f"no connection to Redis within {self.timeout} s") from None
         assert proto.transport is not None
+        expected = len(commands) if answers is None else answers
+        if expected == 0:
+            proto.transport.write(pack(commands))
+            return []
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        proto.waiting.append((future, len(commands), [], time.monotonic()))
+        proto.waiting.append((future, expected, [], time.monotonic()))
         if self._watch is None:
             self._watch = loop.call_later(self.timeout / 4, self._check)
         proto.transport.write(pack(commands))

@@ -16,8 +16,8 @@ runs both through the same cases). Keys, all under ``pc:``:
 | | | waiting clients, for its cleanup |
 | ``pc:node:{node}`` | string, expires | the node is alive (renewed well within its TTL) |
 | ``pc:nodes`` | set | the nodes announced and not yet cleaned up |
-| ``pc:bus:{node}`` | stream | what other nodes tell it (``bus.py``); each entry is also |
-| | | published on the channel of the same name, so its node gets it pushed |
+| ``pc:bus:{node}`` | channel | what other nodes tell it (``bus.py``, ``busorder.py``): |
+| | | pub/sub, nothing stored |
 | ``pc:seq`` | counter | the order of arrival, cluster-wide |
 """
 
@@ -286,27 +286,12 @@ for _, cid in ipairs(redis.call('SMEMBERS', 'pc:nc:' .. node)) do
   local game = drop_client(cid)
   if game then games[game] = true end
 end
-redis.call('DEL', 'pc:nw:' .. node, 'pc:ns:' .. node, 'pc:nc:' .. node, 'pc:bus:' .. node,
-  'pc:node:' .. node)
+redis.call('DEL', 'pc:nw:' .. node, 'pc:ns:' .. node, 'pc:nc:' .. node, 'pc:node:' .. node)
 local lines = {}
 for game, _ in pairs(games) do lines[#lines + 1] = {game, line_of(game)} end
 return cjson.encode({'forgot', lines})
 """
 )
-
-# Messages for other nodes: ARGV[1] the streams' length cap, then for each
-# node (node, field, value): the entry goes on its stream and is published
-# on its channel as "ID FIELD VALUE" (FIELD is one character, m or b), so
-# its node is handed it without asking and reads the stream only to catch
-# up. One script, so entries are published in the order of their ids.
-_TELL = r"""
-for i = 2, #ARGV, 3 do
-  local key = 'pc:bus:' .. ARGV[i]
-  local id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', ARGV[i + 1], ARGV[i + 2])
-  redis.call('PUBLISH', key, id .. ' ' .. ARGV[i + 1] .. ARGV[i + 2])
-end
-return #ARGV
-"""
 
 # Renew this node's liveness; 1 if it had been dropped from the set (found
 # dead by the others, or new).
@@ -332,10 +317,9 @@ class RedisShared:
         self._set_tokens: AsyncScript = r(_SET_TOKENS)
         self._reattach: AsyncScript = r(_REATTACH)
         self._beat: AsyncScript = r(_BEAT)
-        self._tell: AsyncScript = r(_TELL)
         self._scripts = (
             self._publish, self._pair, self._withdraw, self._leave, self._end, self._mark,
-            self._forget, self._set_tokens, self._reattach, self._beat, self._tell,
+            self._forget, self._set_tokens, self._reattach, self._beat,
         )  # fmt: skip
 
     def script_of(self, op: Op) -> tuple[AsyncScript, list[str | int | float]]:
@@ -378,21 +362,6 @@ class RedisShared:
         script cache empty) means load and send again."""
         script, args = self.script_of(op)
         return ("EVALSHA", script.sha, 0, *args)
-
-    def tell(self, entries: list[tuple[str, str, bytes]], maxlen: int) -> tuple[Any, ...]:
-        """Stream entries ``(node, field, value)`` as one bare EVALSHA (see
-        ``_TELL``; the scripts must be loaded, as for ``evalsha``)."""
-        args: list[Any] = [maxlen]
-        for entry in entries:
-            args.extend(entry)
-        return ("EVALSHA", self._tell.sha, 0, *args)
-
-    async def post(self, entries: list[tuple[str, str, bytes]], maxlen: int) -> None:
-        """``tell`` through the client (loading the script if need be)."""
-        args: list[Any] = [maxlen]
-        for entry in entries:
-            args.extend(entry)
-        await self._tell(args=args)
 
     async def load(self) -> None:
         """Put every script in Redis's script cache (idempotent)."""
