@@ -211,6 +211,8 @@ def run_phase(args: argparse.Namespace, log_dir: Path, cluster: bool) -> dict[st
         if rds is not None:
             for node in ("A", "B"):
                 flags = ["--redis", rds.unix_url if args.unix else rds.url, "--node-id", node]
+                if args.gather is not None:
+                    flags += ["--cluster-gather", str(args.gather)]
                 nodes.append(BlockingServer(flags, log_dir / f"node-{node}.log"))
         else:
             nodes.append(BlockingServer([], log_dir / "single.log"))
@@ -437,6 +439,11 @@ def main(argv: list[str] | None = None) -> int:
         "--unix",
         action="store_true",
         help="nodes reach Redis on its Unix socket (as nodes on Redis's machine would)",
+    )
+    p.add_argument(
+        "--gather",
+        type=float,
+        help="the nodes' --cluster-gather, seconds (default: the server's default)",
     )
     p.add_argument("--json", type=Path, help="also write every figure as JSON here")
     p.add_argument("--log-dir", type=Path, help="node logs (default: a temporary folder)")

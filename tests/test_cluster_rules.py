@@ -109,6 +109,22 @@ def test_worker_on_a_and_player_on_b_complete_the_whole_protocol() -> None:
     cluster.assert_consistent()
 
 
+def test_a_pairing_from_a_node_found_dead_means_it_is_back() -> None:
+    """Redis restarted: A took B for dead before B renewed its liveness, then
+    B paired its player with A's worker. B's word proves it alive: A relays
+    to it at once, not only after its next liveness check."""
+    cluster = Cluster()
+    cluster.hubs["A"].node_down("B")
+    cluster.settle()
+    assert "B" in cluster.hubs["A"].gone_nodes
+    worker, _, client, cconn, sid = pair_across(cluster)
+    assert "B" not in cluster.hubs["A"].gone_nodes
+    handshake(cluster, worker, client, sid)
+    assert [m for m in cconn.sent if isinstance(m, Offer)] == [Offer(session_id=sid, sdp="offer")]
+    assert cluster.hubs["B"].sessions[sid].phase == "connected"
+    cluster.assert_consistent()
+
+
 def test_relaying_never_reaches_a_stranger_across_nodes() -> None:
     cluster = Cluster()
     w1, w1conn, c1, c1conn, s1 = pair_across(cluster)

@@ -92,8 +92,10 @@ class Outbox:
         sent.kept.append((sent.seq, data))
         return data
 
-    def control(self, node: str, body: bytes) -> bytes:
-        return self._header(0, self._sent(node).epoch) + body
+    def control(self, node: str | None, body: bytes) -> bytes:
+        """A control for ``node`` (None: for whichever node it reaches)."""
+        epoch = self._sent(node).epoch if node is not None else "-"
+        return self._header(0, epoch) + body
 
     def resend(self, node: str, after: int, epoch: str) -> tuple[int, list[bytes]]:
         """What ``node`` asked for: the kept entries after ``after`` (all of

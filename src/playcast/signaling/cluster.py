@@ -37,9 +37,10 @@ from playcast.signaling import bus
 from playcast.signaling.busorder import Ask, Inbox, Outbox, parse
 from playcast.signaling.events import event
 from playcast.signaling.hub import Hub
+from playcast.signaling.ice import ice_servers_for
 from playcast.signaling.redis_link import RedisLink
 from playcast.signaling.redis_shared import RedisShared, outcome_of
-from playcast.signaling.shared import EndSession, Op, Pair, Publish
+from playcast.signaling.shared import EndSession, Op, Pair, Paired, Publish
 
 log = logging.getLogger("playcast.signaling")
 
@@ -55,12 +56,6 @@ class Raw(NamedTuple):
 Item = Op | tuple[str, bus.BusMessage] | Raw
 BATCH = 512
 BUS_PING = 0.5  # seconds between checks that the bus link still answers
-# A busy node's round trips to Redis cost more than what they carry (about
-# 20 µs of Redis's CPU each, however few commands, and a wake-up of the
-# node): the outbound loop sends at most once per GATHER seconds; what comes
-# meanwhile rides along. An idle node waits for nothing (its last round trip
-# is older than that).
-GATHER = 0.001
 # What nobody waits for at this scale (the shared state's bookkeeping after
 # a session, the word that a handshake or a session is over, a line's new
 # order, a worker's registration: a worker restarting takes seconds) does
@@ -71,6 +66,9 @@ LINGER = 0.005
 # answer on the link; with none coming, a PING after this long confirms them
 # (a link lost before that sends them again: the receiver drops doubles).
 CONFIRM = 0.25
+STARTS_KEPT = 10_000  # session ids whose Start was fed to the core, to drop its second copy
+# Where a pairing script puts the worker id and the codec into an early Start.
+_WORKER, _CODEC = "@@worker@@", "@@codec@@"
 _REQUEUED: Any = object()  # an operation put back in the queue, no answer yet
 
 
@@ -80,6 +78,12 @@ class ClusterLink:
         self.flush = flush  # the pump's: carry out the core's effects after a step
         self.node = hub.node
         self.ttl = hub.settings.node_ttl
+        # A busy node's round trips to Redis cost more than what they carry
+        # (a wake-up of Redis and of the node, and cold caches on both, however
+        # few commands): the outbound loop sends at most once per ``gather``
+        # seconds; what comes meanwhile rides along. An idle node waits for
+        # nothing (its last round trip is older than that).
+        self.gather = hub.settings.cluster_gather
         timeout = max(0.5, self.ttl)
         self.redis: Redis = Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
@@ -98,6 +102,19 @@ class ClusterLink:
         self._skip = False
         self._unconfirmed: list[Raw] = []  # published, answer skipped, not yet confirmed
         self._link_lost = False
+        # Early Starts: a Pair carries the Start for a worker on another node,
+        # published by the script as it pairs (a crossing of the cluster
+        # less on every player's wait). The core still tells its Start after
+        # the pairing's answer, as the copy kept for a resend; it lingers,
+        # and the worker's node feeds the core only the first it gets.
+        # Not with resume on: the worker's token is made after the answer.
+        self._early_on = hub.settings.resume_grace <= 0
+        self._early_sent: set[str] = set()  # Pairs sent with one, no answer yet
+        # What the worker's node said of such a session before the answer
+        # came (it can: it was told early): held until the core has it.
+        self._early_held: dict[str, list[bus.BusMessage]] = {}
+        self._early: set[str] = set()  # told early: the core's Start may linger
+        self._starts: dict[str, None] = {}  # insertion-ordered, at most STARTS_KEPT
         self.outbound: deque[Item] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # nothing queued, nothing being written
@@ -107,6 +124,8 @@ class ClusterLink:
         # has held items that may linger).
         self._urgent = False
         self._lingering_since = 0.0
+        # Nodes with messages queued that may wait: since when.
+        self._tell_since: dict[str, float] = {}
         self.reachable = False  # the last exchange with Redis worked
         # This node's liveness was renewed since Redis became reachable again
         # (a restarted Redis has lost every node's key: until this node's is
@@ -130,12 +149,16 @@ class ClusterLink:
         hub = self.hub
         if not (hub.requests or hub.tells):
             return
+        now = time.monotonic()
         if not self.outbound:
-            self._lingering_since = time.monotonic()
+            self._lingering_since = now
         new: list[Item] = [*hub.take_requests(), *hub.take_tells()]
         self.outbound.extend(new)
+        for item in new:
+            if isinstance(item, tuple) and not isinstance(item, Raw):
+                self._tell_since.setdefault(item[0], now)
         self._idle.clear()
-        if not self._urgent and not all(map(_may_linger, new)):
+        if not self._urgent and not all(map(self._may_linger, new)):
             self._urgent = True
         self._wake.set()
 
@@ -247,14 +270,12 @@ class ClusterLink:
                             async with asyncio.timeout(wait):
                                 await self._wake.wait()
                         continue
-                if GATHER:
-                    wait = self._sent_at + GATHER - time.monotonic()
+                if self.gather:
+                    wait = self._sent_at + self.gather - time.monotonic()
                     if wait > 0:  # busy: what comes meanwhile goes in the same round trip
                         await asyncio.sleep(wait)
                 self._sent_at = time.monotonic()
-                batch = [self.outbound.popleft() for _ in range(min(BATCH, len(self.outbound)))]
-                self._urgent = bool(self.outbound)
-                self._lingering_since = self._sent_at
+                batch = self._take_batch(self._sent_at)
                 ops, raws = self._prepare(batch)
                 try:
                     results = await self._write(ops, raws)
@@ -275,9 +296,47 @@ class ClusterLink:
                         log.error("shared-state op %r failed: %r", op, result)
                     else:
                         outcome = outcome_of(op, result)
+                    held = None
+                    if isinstance(op, Pair) and op.session_id in self._early_sent:
+                        self._early_sent.discard(op.session_id)
+                        held = self._early_held.pop(op.session_id, None)
+                        if isinstance(outcome, Paired) and outcome.session.worker_node != self.node:
+                            self._early.add(op.session_id)
                     self.hub.on_outcome(op, outcome)
+                    for msg in held or ():
+                        self.hub.on_bus(msg)
                 self.flush()
             self._idle.set()
+
+    def _take_batch(self, now: float) -> list[Item]:
+        """What goes in this round trip: every operation, and each node's
+        messages if one of them is waited for or they have waited LINGER.
+        A node's messages that may wait stay for a push to it that is waited
+        for: a push costs Redis and that node a write and a wake-up, however
+        little it holds."""
+        pressing = {n for n, since in self._tell_since.items() if now - since >= LINGER}
+        for item in self.outbound:
+            if isinstance(item, Raw) or (isinstance(item, tuple) and not self._may_linger(item)):
+                pressing.add(item[0])
+        batch: list[Item] = []
+        kept: deque[Item] = deque()
+        for item in self.outbound:
+            waits = (
+                isinstance(item, tuple) and not isinstance(item, Raw) and item[0] not in pressing
+            )
+            if len(batch) >= BATCH or waits:
+                kept.append(item)
+            else:
+                batch.append(item)
+        self.outbound = kept
+        for node in pressing:
+            self._tell_since.pop(node, None)
+        for item in kept:  # (what BATCH held back, too)
+            if isinstance(item, tuple) and not isinstance(item, Raw):
+                self._tell_since.setdefault(item[0], now)
+        self._urgent = len(batch) >= BATCH or not all(map(self._may_linger, kept))
+        self._lingering_since = min(self._tell_since.values(), default=now)
+        return batch
 
     def _prepare(self, batch: list[Item]) -> tuple[list[Op], list[Raw]]:
         """The batch's operations, and its entries: what was numbered already
@@ -292,6 +351,8 @@ class ClusterLink:
                 raws.append(item)
             elif isinstance(item, tuple):
                 tells.setdefault(item[0], []).append(item[1])
+                if isinstance(item[1], bus.Start):
+                    self._early.discard(item[1].session_id)
             else:
                 ops.append(item)
         for node, msgs in tells.items():
@@ -304,7 +365,10 @@ class ClusterLink:
         messages going after the operations only delays them: the other node
         hears when it will anyway, so nothing it can see now was impossible
         before. Returns each operation's raw answer."""
-        commands: list[tuple[Any, ...]] = [self.shared.evalsha(op) for op in ops]
+        commands: list[tuple[Any, ...]] = [
+            self.shared.evalsha(op, self._early_start(op) if isinstance(op, Pair) else None)
+            for op in ops
+        ]
         for raw in raws:
             if self._skip:
                 commands.append(("CLIENT", "REPLY", "SKIP"))
@@ -319,6 +383,44 @@ class ClusterLink:
         if any(isinstance(r, NoScriptError) for _, r in answers):
             answers = await self._again(answers)
         return answers
+
+    def _early_start(self, op: Pair) -> tuple[bytes, bytes, bytes] | None:
+        """The Start a pairing script publishes to a worker's node, cut
+        where the worker id and the codec go (``redis_shared._PAIR``)."""
+        if not self._early_on:
+            return None
+        start = bus.Start(
+            session_id=op.session_id,
+            worker_id=_WORKER,
+            client_id=op.client.id,
+            client_node=self.node,
+            codec=_CODEC,
+            ice_servers=ice_servers_for(self.hub.settings, op.session_id, op.now),
+        )
+        data = self.outbox.control(None, bus.pack([start]))
+        head, _, rest = data.partition(_WORKER.encode())
+        middle, _, tail = rest.partition(_CODEC.encode())
+        if not tail or _WORKER.encode() in tail or _CODEC.encode() in head + middle:
+            return None  # an id that holds a marker: the Start goes the usual way
+        self._early_sent.add(op.session_id)
+        return head, middle, tail
+
+    def _may_linger(self, item: Item) -> bool:
+        if isinstance(item, tuple) and not isinstance(item, Raw):
+            msg = item[1]
+            if isinstance(msg, bus.Start) and msg.session_id in self._early:
+                return True  # told already by the pairing script: this is the spare
+        return _may_linger(item)
+
+    def _start_once(self, msg: bus.Start) -> None:
+        """A Start, early (from a pairing script) or told after it: the core
+        gets the first of the two."""
+        if msg.session_id in self._starts:
+            return
+        self._starts[msg.session_id] = None
+        if len(self._starts) > STARTS_KEPT:
+            del self._starts[next(iter(self._starts))]
+        self.hub.on_bus(msg)
 
     async def _confirm(self) -> None:
         """Entries published with no answer since: a PING's answer confirms them."""
@@ -346,6 +448,10 @@ class ClusterLink:
         fails, they go back at the head of the queue."""
         refused = [op for op, r in answers if isinstance(r, NoScriptError)]
         commands: list[tuple[Any, ...]] = [self.shared.evalsha(op) for op in refused]
+        for op in refused:  # sent again without an early Start
+            if isinstance(op, Pair):
+                self._early_sent.discard(op.session_id)
+                self._early_held.pop(op.session_id, None)
         try:
             await self.shared.load()
             self.commands += len(commands)
@@ -362,6 +468,13 @@ class ClusterLink:
         keep: list[Item] = []
         for item in batch:
             if isinstance(item, Pair | Publish):
+                if isinstance(item, Pair) and item.session_id in self._early_sent:
+                    self._early_sent.discard(item.session_id)
+                    self._early_held.pop(item.session_id, None)
+                    # It may have run, its answer lost, its early Start out:
+                    # whichever node got it ends that session.
+                    end = bus.End(session_id=item.session_id, reason="client_failed")
+                    self.outbound.extend((node, end) for node in sorted(self.known))
                 self.hub.on_outcome(item, None)
             elif not self.hub.isolated:
                 keep.append(item)
@@ -433,7 +546,12 @@ class ClusterLink:
             log.exception("unreadable bus entry dropped")
             return
         for msg in msgs:
-            self.hub.on_bus(msg)
+            if isinstance(msg, bus.Start):
+                self._start_once(msg)
+            elif msg.session_id in self._early_sent:
+                self._early_held.setdefault(msg.session_id, []).append(msg)
+            else:
+                self.hub.on_bus(msg)
 
     def _control(self, sender: str, epoch: str, body: bytes) -> None:
         try:
@@ -442,7 +560,9 @@ class ClusterLink:
             log.exception("unreadable bus control dropped")
             return
         for msg in msgs:
-            if isinstance(msg, bus.Snap):
+            if isinstance(msg, bus.Start):
+                self._start_once(msg)  # early, from a pairing script
+            elif isinstance(msg, bus.Snap):
                 asyncio.get_running_loop().create_task(self._answer_snap(msg.reply))
             elif isinstance(msg, bus.Resend):
                 lost, entries = self.outbox.resend(sender, msg.after, msg.epoch)
@@ -563,6 +683,7 @@ class ClusterLink:
         """The others hold this node dead and have forgotten what it told
         them and what they told it: every numbering starts over."""
         self.hub.cut_off()
+        self._tell_since.clear()
         self.outbox.forget_all()
         self.inbox.forget_all()
         self._unconfirmed = []
@@ -663,9 +784,8 @@ def _may_linger(item: Item) -> bool:
     if isinstance(item, Raw):  # (a tuple too) a resend or a control: asked for now
         return False
     if isinstance(item, tuple):
-        # Connected: the worker's word that its media is up; the owner only
-        # needs it before the handshake deadline, seconds away.
-        return isinstance(item[1], bus.Connected | bus.Up | bus.End | bus.Line)
+        # Not Connected: the owner times the handshake by it.
+        return isinstance(item[1], bus.Up | bus.End | bus.Line)
     # Not MarkConnected: a node dying within LINGER of a handshake's end
     # would leave the shared phase behind, and a resume elsewhere reads it.
     return isinstance(item, EndSession | Publish)

@@ -356,6 +356,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(
         parser,
+        "--cluster-gather",
+        type=float,
+        default=d.cluster_gather,
+        help="seconds a busy node gathers what it sends Redis into one round trip (0: none)",
+    )
+    add_flag(
+        parser,
         "--resume-grace",
         type=float,
         default=d.resume_grace,
@@ -413,6 +420,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         redis=args.redis or None,
         node_id=args.node_id or None,
         node_ttl=args.node_ttl,
+        cluster_gather=args.cluster_gather,
         queue_limit=args.queue_limit,
         resume_grace=args.resume_grace,
         queue_timeout=args.queue_timeout,

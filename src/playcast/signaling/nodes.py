@@ -68,6 +68,9 @@ def on_bus(state: State, msg: BusMessage) -> None:
 
 
 def _start(state: State, msg: Start) -> None:
+    # It just paired with a worker here: if this node had found it dead, it
+    # has come back under its id (as pairing.begin reasons for its answer).
+    pairing.node_back(state, msg.client_node)
     worker = state.workers.get(msg.worker_id)
     if worker is None or not pairing.free_worker(state, worker.id):
         # Gone between its listing and this word: the player hears it failed.
@@ -91,6 +94,7 @@ def _start(state: State, msg: Start) -> None:
 
 
 def _assign(state: State, msg: Assign) -> None:
+    pairing.node_back(state, msg.worker_node)  # as in _start
     client = state.clients.get(msg.client_id)
     if client is None or not pairing.free_client(state, client.id):
         # Gone before this word: its worker, already told, hears it failed

@@ -19,7 +19,7 @@ from playcast.protocol import (
     SessionStart,
 )
 from playcast.signaling import resume, sessions
-from playcast.signaling.bus import Again, Assign, Line, Start
+from playcast.signaling.bus import Again, Assign, End, Line, Start
 from playcast.signaling.closing import forget, shut_down
 from playcast.signaling.events import CLOSE_NORMAL, REJECT_TEXT, event
 from playcast.signaling.ice import ice_servers_for
@@ -141,6 +141,11 @@ def _orphaned(state: State, paired: Paired, gone: str) -> None:
     if node == state.node:
         offer_again(state, member)
     elif node not in state.gone_nodes:
+        if gone == "client":
+            # The worker's node may have been told already (a pairing script
+            # tells it as it pairs: cluster.py's early Start): that session
+            # ends there; a session it never opened, it ignores.
+            state.tell(node, End(session_id=entry.id, reason="client_failed"))
         state.tell(node, Again(member=member))
     if paired.line is not None:
         announce_line(state, entry.game, paired.line)

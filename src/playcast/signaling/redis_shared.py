@@ -155,6 +155,8 @@ _PAIR = (
     + r"""
 local cid, node, game, codecs, sid, limit, now =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+-- ARGV[8..10], optional: the Start for a worker on another node, cut where
+-- its worker id and codec go; published to that node at once (``early_start``)
 local kept = 0
 while true do
   local chunk = redis.call('ZRANGE', 'pc:pool:' .. game, kept, kept + CHUNK - 1)
@@ -168,6 +170,9 @@ while true do
       if codec then
         redis.call('ZREM', 'pc:pool:' .. game, wid)
         start(sid, wid, w[1], cid, node, game, codec, now)
+        if ARGV[8] and w[1] ~= node then
+          redis.call('PUBLISH', 'pc:bus:' .. w[1], ARGV[8] .. wid .. ARGV[9] .. codec .. ARGV[10])
+        end
         return cjson.encode({'paired', wid, w[1], w[2], codec, w[3], w[4]})
       end
       kept = kept + 1
@@ -356,11 +361,18 @@ class RedisShared:
         script, args = self.script_of(op)
         return script(args=args, client=client or self.redis)
 
-    def evalsha(self, op: Op) -> tuple[str | int | float, ...]:
+    def evalsha(
+        self, op: Op, early_start: tuple[bytes, bytes, bytes] | None = None
+    ) -> tuple[str | int | float | bytes, ...]:
         """``op`` as a bare EVALSHA command: the scripts must be loaded
         (``load``); a NOSCRIPT answer (Redis restarted or failed over, its
-        script cache empty) means load and send again."""
+        script cache empty) means load and send again. ``early_start``, for
+        a ``Pair``: the bus entry telling the worker's node, cut where the
+        worker id and the codec go; the script publishes it as it pairs with
+        a worker on another node (one crossing of the cluster less)."""
         script, args = self.script_of(op)
+        if early_start is not None and isinstance(op, Pair):
+            return ("EVALSHA", script.sha, 0, *args, *early_start)
         return ("EVALSHA", script.sha, 0, *args)
 
     async def load(self) -> None:

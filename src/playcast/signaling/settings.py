@@ -33,6 +33,11 @@ class Settings:
     redis: str | None = None
     node_id: str | None = None
     node_ttl: float = 2.0
+    # A busy node writes to Redis at most once per this many seconds; what
+    # comes meanwhile rides along (an idle node waits for nothing). Longer:
+    # less CPU a setup on every node and on Redis, more wait on each of a
+    # handshake's crossings (docs/cluster.md#sizing).
+    cluster_gather: float = 0.003
     # Seconds a session waits for a member whose socket dropped, to resume
     # (0: the seed's rule, a dropped socket is a dead peer).
     resume_grace: float = 0.0
