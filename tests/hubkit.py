@@ -16,6 +16,7 @@ from playcast.protocol import (
     Pong,
     Register,
     WebrtcConnected,
+    decode,
     encode_str,
 )
 from playcast.signaling.hub import Hub, drain_effects
@@ -181,10 +182,11 @@ def connected_pair(rig: Rig) -> tuple[Worker, FakeConn, Client, FakeConn, str]:
     return worker, wconn, client, cconn, sid
 
 
-def _write(peer: Peer, msg: Message) -> bool:
+def _write(peer: Peer, msg: Message | bytes) -> bool:
     conn = peer.ws
     assert isinstance(conn, FakeConn)
-    return conn.write(msg)
+    # An encoded message (a relayed frame) is read back as the peer would.
+    return conn.write(decode(msg) if isinstance(msg, bytes) else msg)
 
 
 def _close(peer: Peer, code: int, reason: str) -> None:

@@ -14,7 +14,15 @@ from typing import Final, Literal
 
 import msgspec
 
-from playcast.protocol import FailureKind, IceServer, ShutdownReason
+from playcast.protocol import (
+    Answer,
+    FailureKind,
+    IceServer,
+    Message,
+    Offer,
+    ShutdownReason,
+    encode_str,
+)
 
 
 class _Bus(msgspec.Struct, tag_field="op", omit_defaults=True, kw_only=True):
@@ -45,10 +53,13 @@ class Assign(_Bus, tag="assign"):
 
 
 class Relay(_Bus, tag="relay"):
-    """A handshake message for the local member ``to``; ``frame`` is its JSON."""
+    """A handshake message for the local member ``to``; ``frame`` is its JSON,
+    passed on as it is; ``kind``: ``offer`` or ``answer`` (each moves the
+    session's phase), else empty."""
 
     to: str
     frame: str
+    kind: str = ""
 
 
 class Connected(_Bus, tag="connected"):
@@ -145,6 +156,12 @@ Role = Literal["worker", "client"]
 _decoder: Final[msgspec.json.Decoder[BusMessage]] = msgspec.json.Decoder(BusMessage)
 _many: Final[msgspec.json.Decoder[list[BusMessage]]] = msgspec.json.Decoder(list[BusMessage])
 _encoder: Final = msgspec.json.Encoder()
+
+
+def relay(session_id: str, to: str, msg: Message) -> Relay:
+    """``msg`` for the member ``to`` on another node."""
+    kind = "offer" if isinstance(msg, Offer) else "answer" if isinstance(msg, Answer) else ""
+    return Relay(session_id=session_id, to=to, frame=encode_str(msg), kind=kind)
 
 
 def encode(msg: BusMessage) -> bytes:

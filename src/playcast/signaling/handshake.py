@@ -6,17 +6,20 @@ session's other member; what is out of place is answered with an error.
 
 from __future__ import annotations
 
+import contextlib
+
 from playcast.protocol import (
     Answer,
+    BadMessage,
     IceCandidate,
     Message,
     Offer,
     WebrtcConnected,
     WebrtcFailed,
-    encode_str,
+    decode,
 )
 from playcast.signaling import resume, sessions
-from playcast.signaling.bus import Connected, Relay, Up
+from playcast.signaling.bus import Connected, Relay, Up, relay
 from playcast.signaling.events import event, step
 from playcast.signaling.peers import error
 from playcast.signaling.shared import MarkConnected
@@ -53,29 +56,31 @@ def deliver(state: State, session: Session, sender: Worker | Client, msg: Messag
         partner = sessions.local_worker(state, session)
     if node != state.node:
         if node not in state.gone_nodes:
-            state.tell(node, Relay(session_id=session.id, to=partner_id, frame=encode_str(msg)))
+            state.tell(node, relay(session.id, partner_id, msg))
     elif partner is not None:
         state.send(partner, msg)
 
 
-def relayed(state: State, session: Session, to: str, msg: Message) -> None:
+def relayed(state: State, session: Session, msg: Relay) -> None:
     """A handshake step relayed from the partner's node: the same phase
-    change as on the sender's copy, then to the local member ``to``."""
-    if isinstance(msg, Offer) and session.phase == "awaiting_offer":
+    change as on the sender's copy, then to the local member ``msg.to``, its
+    frame as it came (the sender's node decoded and checked it)."""
+    if msg.kind == "offer" and session.phase == "awaiting_offer":
         session.phase = "awaiting_answer"
-    elif isinstance(msg, Answer) and session.phase == "awaiting_answer":
+    elif msg.kind == "answer" and session.phase == "awaiting_answer":
         session.phase = "negotiating"
-    member_role = "worker" if session.worker_id == to else "client"
+    member_role = "worker" if session.worker_id == msg.to else "client"
     if resume.is_away(session, member_role):
-        resume.hold(state, session, member_role, msg)
+        with contextlib.suppress(BadMessage):  # (checked by the sender's node)
+            resume.hold(state, session, member_role, decode(msg.frame))
         return
     member: Worker | Client | None = (
         sessions.local_worker(state, session)
         if member_role == "worker"
         else sessions.local_client(state, session)
     )
-    if member is not None and member.id == to:
-        state.send(member, msg)
+    if member is not None and member.id == msg.to:
+        state.send_encoded(member, msg.frame.encode())
 
 
 def relay_sdp(

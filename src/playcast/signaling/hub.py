@@ -249,7 +249,7 @@ class Hub(State):
 
 def drain_effects(
     hub: Hub,
-    write: Callable[[Peer, Message], bool],
+    write: Callable[[Peer, Message | bytes], bool],
     close: Callable[[Peer, int, str], None],
 ) -> None:
     """Carry out what the last step owes, in order: the loop of every I/O layer.

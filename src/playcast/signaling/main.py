@@ -46,7 +46,7 @@ log = logging.getLogger("playcast.signaling")
 STATIC_DIR = Path(str(resources.files("playcast") / "web" / "static"))
 
 
-def _write(peer: Peer, msg: Message) -> bool:
+def _write(peer: Peer, msg: Message | bytes) -> bool:
     return cast(SignalingSocket, peer.ws).write(msg)
 
 

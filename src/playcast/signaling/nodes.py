@@ -11,7 +11,6 @@ found.
 
 from __future__ import annotations
 
-from playcast.protocol import BadMessage, decode
 from playcast.signaling import handshake, pairing, resume, sessions
 from playcast.signaling.bus import (
     Again,
@@ -53,11 +52,7 @@ def on_bus(state: State, msg: BusMessage) -> None:
         if session is None:
             return  # ended here meanwhile: the partner's node is told by our own End
         if isinstance(msg, Relay):
-            try:
-                frame = decode(msg.frame)
-            except BadMessage:
-                return
-            handshake.relayed(state, session, msg.to, frame)
+            handshake.relayed(state, session, msg)
         elif isinstance(msg, Connected):
             session.worker_connected = True
             handshake.complete(state, session)

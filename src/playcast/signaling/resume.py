@@ -20,9 +20,9 @@ import hmac
 import secrets
 from collections import deque
 
-from playcast.protocol import Message, Reconnect, Resume, Resumed, encode_str
+from playcast.protocol import Message, Reconnect, Resume, Resumed
 from playcast.signaling import sessions
-from playcast.signaling.bus import Moved, Relay, Take
+from playcast.signaling.bus import Moved, Take, relay
 from playcast.signaling.events import CLOSE_POLICY, CLOSE_SERVICE_RESTART, event
 from playcast.signaling.peers import error
 from playcast.signaling.shared import Denied, LeaveLine, Reattach, Reattached, Withdraw
@@ -306,7 +306,7 @@ def handed_over(state: State, session: Session, member_role: str, node: str) -> 
         session.client_node, session.client_away_until = node, 0.0
     held = session.held.pop(member_role, None) if session.held else None
     for msg in held or ():
-        state.tell(node, Relay(session_id=session.id, to=member_id, frame=encode_str(msg)))
+        state.tell(node, relay(session.id, member_id, msg))
     if not session.worker_away_until and not session.client_away_until:
         state.waiting_for.pop(session.id, None)
     own(state, session)

@@ -30,7 +30,7 @@ from playcast.signaling.types import Client, Peer, Session, Worker
 SLOTS = 10
 
 # (peer, message, 0, "") is a send; (peer, None, code, reason) a close.
-Effect = tuple[Peer, Message | None, int, str]
+Effect = tuple[Peer, Message | bytes | None, int, str]
 
 
 def new_id(prefix: str) -> str:
@@ -89,6 +89,10 @@ class State:
 
     def send(self, peer: Peer, msg: Message) -> None:
         self.effects.append((peer, msg, 0, ""))
+
+    def send_encoded(self, peer: Peer, data: bytes) -> None:
+        """A message already encoded (a relayed frame, passed on as it came)."""
+        self.effects.append((peer, data, 0, ""))
 
     def close(self, peer: Peer, code: int, reason: str) -> None:
         self.effects.append((peer, None, code, reason))

@@ -260,12 +260,13 @@ class SignalingSocket(asyncio.Protocol):
 
     # --- the core's connection ------------------------------------------------
 
-    def write(self, msg: Message) -> bool:
-        """Send ``msg``; True when the peer is not reading (past the limit)."""
+    def write(self, msg: Message | bytes) -> bool:
+        """Send ``msg`` (or its JSON, encoded already); True when the peer is
+        not reading (past the limit)."""
         transport = self.transport
         if self._state != _OPEN or transport is None or transport.is_closing():
             return False
-        self._send(wp.frame(wp.OP_TEXT, encode(msg)))
+        self._send(wp.frame(wp.OP_TEXT, msg if isinstance(msg, bytes) else encode(msg)))
         return transport.get_write_buffer_size() > self.limit
 
     def _send(self, data: bytes) -> None:
