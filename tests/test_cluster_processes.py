@@ -300,6 +300,30 @@ async def test_a_dropped_bus_subscription_loses_nothing() -> None:
         await consistent(nodes)
 
 
+async def test_a_redis_that_refuses_client_commands_still_carries_the_bus() -> None:
+    """A managed Redis may refuse CLIENT (here an ACL user without it): the
+    nodes cannot skip their PUBLISH answers, read them instead, and the
+    whole protocol still crosses nodes."""
+    async with running_redis() as redis:
+        admin = aioredis.Redis.from_url(redis.url)
+        await admin.execute_command(
+            "ACL", "SETUSER", "playcast", "on", ">secret", "~*", "&*", "+@all", "-client"
+        )
+        url = f"redis://playcast:secret@127.0.0.1:{redis.port}/0"
+        async with cluster(url, names="AB") as nodes, contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(admin.aclose)
+            w = await register(nodes["A"], stack)
+            c = await join(nodes["B"], stack)
+            await handshake(w, c)
+            await c.send(Leave())
+            assert (await w.expect(Shutdown)).reason == "client_left"
+            await consistent(nodes)
+            stats = await admin.info("commandstats")
+            reply = stats.get("cmdstat_client|reply", {})
+            assert reply.get("calls", 0) == 0 and reply.get("rejected_calls", 0) >= 2
+            assert stats["cmdstat_publish"]["calls"] > 0  # answered, and read
+
+
 async def test_a_killed_node_ends_its_sessions_on_the_others() -> None:
     async with (
         running_redis() as redis,

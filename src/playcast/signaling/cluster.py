@@ -113,7 +113,9 @@ class ClusterLink:
         # What the worker's node said of such a session before the answer
         # came (it can: it was told early): held until the core has it.
         self._early_held: dict[str, list[bus.BusMessage]] = {}
-        self._early: set[str] = set()  # told early: the core's Start may linger
+        # Told early: the core's Start may linger (insertion-ordered, bounded:
+        # a pairing that falls through never tells its Start).
+        self._early: dict[str, None] = {}
         self._starts: dict[str, None] = {}  # insertion-ordered, at most STARTS_KEPT
         self.outbound: deque[Item] = deque()
         self._wake = asyncio.Event()
@@ -301,7 +303,9 @@ class ClusterLink:
                         self._early_sent.discard(op.session_id)
                         held = self._early_held.pop(op.session_id, None)
                         if isinstance(outcome, Paired) and outcome.session.worker_node != self.node:
-                            self._early.add(op.session_id)
+                            self._early[op.session_id] = None
+                            if len(self._early) > STARTS_KEPT:
+                                del self._early[next(iter(self._early))]
                     self.hub.on_outcome(op, outcome)
                     for msg in held or ():
                         self.hub.on_bus(msg)
@@ -352,7 +356,7 @@ class ClusterLink:
             elif isinstance(item, tuple):
                 tells.setdefault(item[0], []).append(item[1])
                 if isinstance(item[1], bus.Start):
-                    self._early.discard(item[1].session_id)
+                    self._early.pop(item[1].session_id, None)
             else:
                 ops.append(item)
         for node, msgs in tells.items():
