@@ -83,6 +83,30 @@ def test_a_receiver_forgotten_hears_a_new_numbering() -> None:
     assert delivered(old, fresh) == ([b"new"], None)
 
 
+def test_a_stray_entry_of_another_numbering_changes_nothing() -> None:
+    out, inbox = Outbox("A", "e"), Inbox()
+    first, second = out.stamp("B", b"1"), out.stamp("B", b"2")
+    delivered(inbox, first)
+    bodies, ask = delivered(inbox, b"7 x.1 A\nstray", now=1.0)
+    assert bodies == [] and ask == Ask("A", 1, "e.1")  # asked about what it knows
+    assert out.resend("B", ask.after, ask.epoch) == (0, [second])
+    assert delivered(inbox, second, now=1.1) == ([b"2"], None)
+    assert delivered(inbox, first, now=1.2) == ([], None)  # never twice
+
+
+def test_a_new_numbering_whose_start_was_missed_is_sent_whole() -> None:
+    out, inbox = Outbox("A", "e"), Inbox()
+    delivered(inbox, out.stamp("B", b"old"))
+    out.forget("B")  # A found B dead and forgot it; B lived on
+    lost_first, then = out.stamp("B", b"1"), out.stamp("B", b"2")
+    del lost_first  # missed
+    bodies, ask = delivered(inbox, then, now=1.0)
+    assert bodies == [] and ask == Ask("A", 1, "e.1")
+    lost, again = out.resend("B", ask.after, ask.epoch)  # another numbering: all of it
+    assert lost == 0 and [parse(d).seq for d in again] == [1, 2]
+    assert [b for d in again for b in delivered(inbox, d, now=1.1)[0]] == [b"1", b"2"]
+
+
 def test_a_resync_asks_every_sender_and_every_live_node() -> None:
     out, inbox = Outbox("A", "e"), Inbox()
     first = out.stamp("B", b"1")

@@ -300,6 +300,32 @@ async def test_a_dropped_bus_subscription_loses_nothing() -> None:
         await consistent(nodes)
 
 
+async def test_garbage_on_a_nodes_channel_is_logged_and_loses_nothing() -> None:
+    """Anything published on a node's channel that is not a bus entry (a
+    stray client, a node of another version) is dropped with an error line;
+    the node's sessions go on."""
+    async with (
+        running_redis() as redis,
+        cluster(redis.url, names="AB") as nodes,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        w = await register(nodes["A"], stack)
+        c = await join(nodes["B"], stack)
+        sid = (await c.expect(Assigned)).session_id
+        await w.expect(SessionStart)
+        r = aioredis.Redis.from_url(redis.url)
+        stack.push_async_callback(r.aclose)
+        for junk in (b"not an entry", b"7 x.1 A\nm{not json", b"0 x.1 A\nq[]", b"\xff\xfe"):
+            assert await r.publish("pc:bus:B", junk) == 1
+        await w.send(Offer(session_id=sid, sdp="offer"))
+        assert await c.expect(Offer) == Offer(session_id=sid, sdp="offer")
+        await nodes["B"].find_line("unreadable bus entry dropped")
+        # The second reads as an entry of a numbering A never used: held, never
+        # fed to the core; A's real numbering starts over it.
+        assert nodes["B"].count("unreadable bus entry dropped") == 3
+        await consistent(nodes)
+
+
 async def test_a_redis_that_refuses_client_commands_still_carries_the_bus() -> None:
     """A managed Redis may refuse CLIENT (here an ACL user without it): the
     nodes cannot skip their PUBLISH answers, read them instead, and the

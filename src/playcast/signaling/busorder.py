@@ -15,7 +15,9 @@ receiver drops what it has seen. A sender that no longer holds what was
 asked says so (``Lost``), and the receiver skips it.
 
 Entries numbered 0 are controls (a resend asked, a status asked): delivered
-at once, never kept. Sans-I/O: ``cluster.py`` moves the bytes.
+at once, never kept. Sans-I/O: ``cluster.py`` moves the bytes. Whoever can
+publish on a node's channel can speak for any node: Redis is inside the
+cluster's trust boundary (a password, a private network).
 
 An entry on the wire: ``b"SEQ EPOCH SENDER\\n"`` then its body.
 """
@@ -144,9 +146,19 @@ class Inbox:
         """The bodies now in order (none, this one, or this one and those
         it unblocked), and a resend to ask for if it showed a gap."""
         heard = self._from.get(entry.sender)
-        if heard is None or heard.epoch != entry.epoch:
-            # A first word, or a new process under that id: the old one is gone.
+        if heard is None or (heard.epoch != entry.epoch and entry.seq == 1):
+            # A first word, or a new numbering from its start (a new process
+            # under that id, or one that forgot this node): the old is over.
             heard = self._from[entry.sender] = _Heard(entry.epoch)
+        elif heard.epoch != entry.epoch:
+            # Another numbering, not from its start: a stray entry, or the
+            # start of a new numbering was missed. The sender's answer to an
+            # ask about the numbering heard starts the one it uses now (it
+            # sends all of it); a stray entry changes nothing.
+            if now - heard.asked < ASK_AGAIN:
+                return [], None
+            heard.asked = now
+            return [], Ask(entry.sender, heard.last, heard.epoch)
         seq = entry.seq
         if seq <= heard.last or seq in heard.held:
             return [], None

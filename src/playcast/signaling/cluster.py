@@ -544,12 +544,7 @@ class ClusterLink:
         self.flush()
 
     def _deliver(self, body: bytes) -> None:
-        try:
-            msgs = bus.unpack(body)
-        except (ValueError, msgspec.DecodeError):
-            log.exception("unreadable bus entry dropped")
-            return
-        for msg in msgs:
+        for msg in _unpack(body):
             if isinstance(msg, bus.Start):
                 self._start_once(msg)
             elif msg.session_id in self._early_sent:
@@ -558,12 +553,7 @@ class ClusterLink:
                 self.hub.on_bus(msg)
 
     def _control(self, sender: str, epoch: str, body: bytes) -> None:
-        try:
-            msgs = bus.unpack(body)
-        except (ValueError, msgspec.DecodeError):
-            log.exception("unreadable bus control dropped")
-            return
-        for msg in msgs:
+        for msg in _unpack(body):
             if isinstance(msg, bus.Start):
                 self._start_once(msg)  # early, from a pairing script
             elif isinstance(msg, bus.Snap):
@@ -797,6 +787,16 @@ def _may_linger(item: Item) -> bool:
 
 def _pack(msg: bus.BusMessage) -> bytes:
     return bus.pack([msg])
+
+
+def _unpack(body: bytes) -> list[bus.BusMessage]:
+    """An entry's messages; none if it cannot be read (logged: a bug, or a
+    node of another version)."""
+    try:
+        return bus.unpack(body)
+    except (ValueError, msgspec.DecodeError):
+        log.exception("unreadable bus entry dropped: %r", body[:80])
+        return []
 
 
 def _merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
