@@ -684,7 +684,8 @@ class ClusterLink:
 
     @property
     def serving(self) -> bool:
-        return self.reachable and self.renewed and not self.hub.isolated
+        # (subscribed: what other nodes tell it reaches it, not only later)
+        return self.reachable and self.renewed and not self.hub.isolated and self.bus_link.connected
 
     # --- the whole cluster's status --------------------------------------------
 
@@ -721,9 +722,12 @@ class ClusterLink:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            got = await self.redis.blpop([reply], timeout=max(0.01, left))
+            # Each wait well within the client's socket timeout: a node that
+            # does not answer is reported missing, not taken for Redis failing.
+            wait = max(0.01, min(left, self.ttl / 4))
+            got = await self.redis.blpop([reply], timeout=wait)
             if got is None:
-                break
+                continue
             docs.append(json.loads(got[1]))
         await self.redis.delete(reply)
         merged = _merge(docs)
