@@ -1,6 +1,6 @@
 """The cluster layer's own bookkeeping, without Redis: the early start a
-pairing script publishes, and what a pairing whose answer was lost leaves
-behind."""
+pairing script publishes (``earlystart``), and what a pairing whose answer
+was lost leaves behind."""
 
 from __future__ import annotations
 
@@ -10,31 +10,23 @@ from playcast.protocol import Join, Rejected
 from playcast.signaling import bus
 from playcast.signaling.busorder import parse
 from playcast.signaling.cluster import ClusterLink
-from playcast.signaling.shared import Pair
+from playcast.signaling.shared import Pair, Paired, SessionEntry, WorkerEntry
 
 
-def joined() -> tuple[Rig, ClusterLink, FakeConn, Pair]:
-    rig = Rig(redis="memory://", node_id="B")
+def joined(**settings: float) -> tuple[ClusterLink, FakeConn, Pair]:
+    """A player joined on node B; the Pair its node sends, not yet sent."""
+    rig = Rig(redis="memory://", node_id="B", **settings)
     conn = FakeConn()
-    client = rig.open_client(conn)
-    rig.send(client, Join())
+    rig.send(rig.open_client(conn), Join())
     link = ClusterLink(rig.hub, rig.flush, "redis://127.0.0.1:1/0")  # never connected
     link.submit()
     (pair,) = link.outbound
     assert isinstance(pair, Pair)
-    return rig, link, conn, pair
+    return link, conn, pair
 
 
-def test_the_early_start_is_the_start_the_worker_node_would_be_told() -> None:
-    _, link, _, pair = joined()
-    parts = link._early_start(pair)
-    assert parts is not None
-    head, middle, tail = parts
-    # What the Pair script publishes for worker w-7 paired with codec VP8:
-    entry = parse(head + b"w-7" + middle + b"VP8" + tail)
-    assert (entry.seq, entry.sender) == (0, "B")  # a control: delivered at once
-    (start,) = bus.unpack(entry.body)
-    assert start == bus.Start(
+def start_for(pair: Pair) -> bus.Start:
+    return bus.Start(
         session_id=pair.session_id,
         worker_id="w-7",
         client_id=pair.client.id,
@@ -44,14 +36,39 @@ def test_the_early_start_is_the_start_the_worker_node_would_be_told() -> None:
     )
 
 
+def test_the_early_start_is_the_start_the_worker_node_would_be_told() -> None:
+    link, _, pair = joined()
+    parts = link.early.template(pair, link.outbox)
+    assert parts is not None
+    head, middle, tail = parts
+    # What the Pair script publishes for worker w-7 paired with codec VP8:
+    entry = parse(head + b"w-7" + middle + b"VP8" + tail)
+    assert (entry.seq, entry.sender) == (0, "B")  # a control: delivered at once
+    assert bus.unpack(entry.body) == [start_for(pair)]
+
+
 def test_no_early_start_with_resume_on() -> None:
-    rig = Rig(redis="memory://", node_id="B", resume_grace=5.0)
-    link = ClusterLink(rig.hub, rig.flush, "redis://127.0.0.1:1/0")
-    conn = FakeConn()
-    rig.send(rig.open_client(conn), Join())
-    link.submit()
-    (pair,) = link.outbound
-    assert isinstance(pair, Pair) and link._early_start(pair) is None
+    link, _, pair = joined(resume_grace=5.0)
+    assert link.early.template(pair, link.outbox) is None
+
+
+def test_the_worker_node_feeds_its_core_the_first_start_and_the_player_node_holds() -> None:
+    link, _, pair = joined()
+    early = link.early
+    assert early.template(pair, link.outbox) is not None
+    start = start_for(pair)
+    assert early.first(start) and not early.first(start)  # the second copy is dropped
+    # The worker's node answered before this node read the pairing: held.
+    offer = bus.Relay(session_id=pair.session_id, to=pair.client.id, frame="{}", kind="offer")
+    assert early.hold(offer)
+    assert not early.hold(bus.Up(session_id="another"))
+    entry = SessionEntry(pair.session_id, "w-7", "A", pair.client.id, "B", "g", "VP8", 0.0)
+    outcome = Paired(entry, WorkerEntry("w-7", "A", "g", ("VP8",), "", 0), pair.client)
+    assert early.answered(pair, outcome) == [offer]  # for the core, after the answer
+    assert early.spare(start)  # the core's own Start may linger now
+    early.sending(start)
+    assert not early.spare(start)
+    assert not early.hold(offer)  # answered: nothing more is held
 
 
 def test_a_pairing_whose_answer_was_lost_ends_its_session_wherever_it_started() -> None:
@@ -59,9 +76,9 @@ def test_a_pairing_whose_answer_was_lost_ends_its_session_wherever_it_started() 
     paired and told a worker's node. The player is refused, and every node
     known is told to end that session (a node that never opened it ignores
     it), so no worker is left greeted for a player who is gone."""
-    _, link, conn, pair = joined()
+    link, conn, pair = joined()
     link.known = {"A", "C"}
-    assert link._early_start(pair) is not None
+    assert link.early.template(pair, link.outbox) is not None
     link.outbound.clear()
     link._requeue([pair])
     end = bus.End(session_id=pair.session_id, reason="client_failed")

@@ -35,12 +35,12 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from playcast.signaling import bus
 from playcast.signaling.busorder import Ask, Inbox, Outbox, parse
+from playcast.signaling.earlystart import EarlyStarts
 from playcast.signaling.events import event
 from playcast.signaling.hub import Hub
-from playcast.signaling.ice import ice_servers_for
 from playcast.signaling.redis_link import RedisLink
 from playcast.signaling.redis_shared import RedisShared, outcome_of
-from playcast.signaling.shared import EndSession, Op, Pair, Paired, Publish
+from playcast.signaling.shared import EndSession, Op, Pair, Publish
 
 log = logging.getLogger("playcast.signaling")
 
@@ -66,9 +66,6 @@ LINGER = 0.005
 # answer on the link; with none coming, a PING after this long confirms them
 # (a link lost before that sends them again: the receiver drops doubles).
 CONFIRM = 0.25
-STARTS_KEPT = 10_000  # session ids whose Start was fed to the core, to drop its second copy
-# Where a pairing script puts the worker id and the codec into an early Start.
-_WORKER, _CODEC = "@@worker@@", "@@codec@@"
 _REQUEUED: Any = object()  # an operation put back in the queue, no answer yet
 
 
@@ -102,21 +99,7 @@ class ClusterLink:
         self._skip = False
         self._unconfirmed: list[Raw] = []  # published, answer skipped, not yet confirmed
         self._link_lost = False
-        # Early Starts: a Pair carries the Start for a worker on another node,
-        # published by the script as it pairs (a crossing of the cluster
-        # less on every player's wait). The core still tells its Start after
-        # the pairing's answer, as the copy kept for a resend; it lingers,
-        # and the worker's node feeds the core only the first it gets.
-        # Not with resume on: the worker's token is made after the answer.
-        self._early_on = hub.settings.resume_grace <= 0
-        self._early_sent: set[str] = set()  # Pairs sent with one, no answer yet
-        # What the worker's node said of such a session before the answer
-        # came (it can: it was told early): held until the core has it.
-        self._early_held: dict[str, list[bus.BusMessage]] = {}
-        # Told early: the core's Start may linger (insertion-ordered, bounded:
-        # a pairing that falls through never tells its Start).
-        self._early: dict[str, None] = {}
-        self._starts: dict[str, None] = {}  # insertion-ordered, at most STARTS_KEPT
+        self.early = EarlyStarts(hub.settings, self.node)  # a pairing tells the worker's node
         self.outbound: deque[Item] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # nothing queued, nothing being written
@@ -298,16 +281,9 @@ class ClusterLink:
                         log.error("shared-state op %r failed: %r", op, result)
                     else:
                         outcome = outcome_of(op, result)
-                    held = None
-                    if isinstance(op, Pair) and op.session_id in self._early_sent:
-                        self._early_sent.discard(op.session_id)
-                        held = self._early_held.pop(op.session_id, None)
-                        if isinstance(outcome, Paired) and outcome.session.worker_node != self.node:
-                            self._early[op.session_id] = None
-                            if len(self._early) > STARTS_KEPT:
-                                del self._early[next(iter(self._early))]
+                    held = self.early.answered(op, outcome) if isinstance(op, Pair) else []
                     self.hub.on_outcome(op, outcome)
-                    for msg in held or ():
+                    for msg in held:
                         self.hub.on_bus(msg)
                 self.flush()
             self._idle.set()
@@ -355,8 +331,7 @@ class ClusterLink:
                 raws.append(item)
             elif isinstance(item, tuple):
                 tells.setdefault(item[0], []).append(item[1])
-                if isinstance(item[1], bus.Start):
-                    self._early.pop(item[1].session_id, None)
+                self.early.sending(item[1])
             else:
                 ops.append(item)
         for node, msgs in tells.items():
@@ -370,7 +345,9 @@ class ClusterLink:
         hears when it will anyway, so nothing it can see now was impossible
         before. Returns each operation's raw answer."""
         commands: list[tuple[Any, ...]] = [
-            self.shared.evalsha(op, self._early_start(op) if isinstance(op, Pair) else None)
+            self.shared.evalsha(
+                op, self.early.template(op, self.outbox) if isinstance(op, Pair) else None
+            )
             for op in ops
         ]
         for raw in raws:
@@ -388,43 +365,18 @@ class ClusterLink:
             answers = await self._again(answers)
         return answers
 
-    def _early_start(self, op: Pair) -> tuple[bytes, bytes, bytes] | None:
-        """The Start a pairing script publishes to a worker's node, cut
-        where the worker id and the codec go (``redis_shared._PAIR``)."""
-        if not self._early_on:
-            return None
-        start = bus.Start(
-            session_id=op.session_id,
-            worker_id=_WORKER,
-            client_id=op.client.id,
-            client_node=self.node,
-            codec=_CODEC,
-            ice_servers=ice_servers_for(self.hub.settings, op.session_id, op.now),
-        )
-        data = self.outbox.control(None, bus.pack([start]))
-        head, _, rest = data.partition(_WORKER.encode())
-        middle, _, tail = rest.partition(_CODEC.encode())
-        if not tail or _WORKER.encode() in tail or _CODEC.encode() in head + middle:
-            return None  # an id that holds a marker: the Start goes the usual way
-        self._early_sent.add(op.session_id)
-        return head, middle, tail
-
     def _may_linger(self, item: Item) -> bool:
         if isinstance(item, tuple) and not isinstance(item, Raw):
             msg = item[1]
-            if isinstance(msg, bus.Start) and msg.session_id in self._early:
-                return True  # told already by the pairing script: this is the spare
+            if self.early.spare(msg):
+                return True  # told already by the pairing script
         return _may_linger(item)
 
     def _start_once(self, msg: bus.Start) -> None:
         """A Start, early (from a pairing script) or told after it: the core
         gets the first of the two."""
-        if msg.session_id in self._starts:
-            return
-        self._starts[msg.session_id] = None
-        if len(self._starts) > STARTS_KEPT:
-            del self._starts[next(iter(self._starts))]
-        self.hub.on_bus(msg)
+        if self.early.first(msg):
+            self.hub.on_bus(msg)
 
     async def _confirm(self) -> None:
         """Entries published with no answer since: a PING's answer confirms them."""
@@ -454,8 +406,7 @@ class ClusterLink:
         commands: list[tuple[Any, ...]] = [self.shared.evalsha(op) for op in refused]
         for op in refused:  # sent again without an early Start
             if isinstance(op, Pair):
-                self._early_sent.discard(op.session_id)
-                self._early_held.pop(op.session_id, None)
+                self.early.unanswered(op)
         try:
             await self.shared.load()
             self.commands += len(commands)
@@ -472,9 +423,7 @@ class ClusterLink:
         keep: list[Item] = []
         for item in batch:
             if isinstance(item, Pair | Publish):
-                if isinstance(item, Pair) and item.session_id in self._early_sent:
-                    self._early_sent.discard(item.session_id)
-                    self._early_held.pop(item.session_id, None)
+                if isinstance(item, Pair) and self.early.unanswered(item):
                     # It may have run, its answer lost, its early Start out:
                     # whichever node got it ends that session.
                     end = bus.End(session_id=item.session_id, reason="client_failed")
@@ -547,9 +496,7 @@ class ClusterLink:
         for msg in _unpack(body):
             if isinstance(msg, bus.Start):
                 self._start_once(msg)
-            elif msg.session_id in self._early_sent:
-                self._early_held.setdefault(msg.session_id, []).append(msg)
-            else:
+            elif not self.early.hold(msg):
                 self.hub.on_bus(msg)
 
     def _control(self, sender: str, epoch: str, body: bytes) -> None:
