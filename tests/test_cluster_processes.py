@@ -262,6 +262,23 @@ async def _assigned_soon(peer: ScriptedPeer) -> bool:
         return False
 
 
+async def started(
+    nodes: dict[str, ServerProcess], stack: contextlib.AsyncExitStack
+) -> tuple[ScriptedPeer, ScriptedPeer, str]:
+    """A worker on A, its player on B, their session started."""
+    w = await register(nodes["A"], stack)
+    c = await join(nodes["B"], stack)
+    sid = (await c.expect(Assigned)).session_id
+    await w.expect(SessionStart)
+    return w, c, sid
+
+
+async def redis_client(url: str, stack: contextlib.AsyncExitStack) -> aioredis.Redis:
+    r = aioredis.Redis.from_url(url)
+    stack.push_async_callback(r.aclose)
+    return r
+
+
 async def test_a_dropped_bus_subscription_loses_nothing() -> None:
     """Redis pub/sub hands a message only to whoever is subscribed then:
     the nodes' subscriptions are cut again and again while a worker on A
@@ -273,14 +290,10 @@ async def test_a_dropped_bus_subscription_loses_nothing() -> None:
         cluster(redis.url, names="AB") as nodes,
         contextlib.AsyncExitStack() as stack,
     ):
-        w = await register(nodes["A"], stack)
-        c = await join(nodes["B"], stack)
-        sid = (await c.expect(Assigned)).session_id
-        await w.expect(SessionStart)
+        w, c, sid = await started(nodes, stack)
         await w.send(Offer(session_id=sid, sdp="offer"))
         await c.expect(Offer)
-        r = aioredis.Redis.from_url(redis.url)
-        stack.push_async_callback(r.aclose)
+        r = await redis_client(redis.url, stack)
         sent = []
         for cut in range(5):
             marks = {n: len(node.lines) for n, node in nodes.items()}
@@ -309,12 +322,8 @@ async def test_garbage_on_a_nodes_channel_is_logged_and_loses_nothing() -> None:
         cluster(redis.url, names="AB") as nodes,
         contextlib.AsyncExitStack() as stack,
     ):
-        w = await register(nodes["A"], stack)
-        c = await join(nodes["B"], stack)
-        sid = (await c.expect(Assigned)).session_id
-        await w.expect(SessionStart)
-        r = aioredis.Redis.from_url(redis.url)
-        stack.push_async_callback(r.aclose)
+        w, c, sid = await started(nodes, stack)
+        r = await redis_client(redis.url, stack)
         for junk in (b"not an entry", b"7 x.1 A\nm{not json", b"0 x.1 A\nq[]", b"\xff\xfe"):
             assert await r.publish("pc:bus:B", junk) == 1
         await w.send(Offer(session_id=sid, sdp="offer"))
