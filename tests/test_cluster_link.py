@@ -9,8 +9,8 @@ from hubkit import FakeConn, Rig
 from playcast.protocol import Join, Rejected
 from playcast.signaling import bus
 from playcast.signaling.busorder import parse
-from playcast.signaling.cluster import ClusterLink
-from playcast.signaling.shared import Pair, Paired, SessionEntry, WorkerEntry
+from playcast.signaling.cluster import LINGER, ClusterLink
+from playcast.signaling.shared import EndSession, Pair, Paired, SessionEntry, WorkerEntry
 
 
 def joined(**settings: float) -> tuple[ClusterLink, FakeConn, Pair]:
@@ -84,3 +84,35 @@ def test_a_pairing_whose_answer_was_lost_ends_its_session_wherever_it_started() 
     end = bus.End(session_id=pair.session_id, reason="client_failed")
     assert list(link.outbound) == [("A", end), ("C", end)]
     assert [m.reason for m in conn.sent if isinstance(m, Rejected)] == ["service_unavailable"]
+
+
+def test_what_may_wait_rides_with_a_push_its_node_waits_for() -> None:
+    """A session's end for node A lingers until a message for A that is
+    waited for goes (then both go, in order: one push), or LINGER has
+    passed; an operation goes with the next round trip whatever it holds."""
+    link, _, pair = joined()
+    assert link._take_batch(0.0) == [pair]  # the join, waited for: sent at once
+    assert not link._urgent and not link.outbound
+    hub = link.hub
+    end = bus.End(session_id="s1", reason="client_left")
+    offer = bus.Relay(session_id="s2", to="w2", frame="{}", kind="offer")
+    answer = bus.Relay(session_id="s3", to="c3", frame="{}", kind="answer")
+    hub.tell("A", end)
+    hub.request(EndSession("s1", "w1"))
+    link.submit()
+    now = link._tell_since["A"]
+    assert not link._urgent  # nothing here is waited for
+    assert link._take_batch(now) == [EndSession("s1", "w1")]  # A's word stays
+    hub.tell("C", answer)
+    link.submit()
+    assert link._urgent
+    assert link._take_batch(now) == [("C", answer)]  # a push to C: not to A
+    hub.tell("A", offer)
+    link.submit()
+    assert link._take_batch(now) == [("A", end), ("A", offer)]
+    hub.tell("A", end)
+    link.submit()
+    since = link._tell_since["A"]
+    assert link._take_batch(since + LINGER / 2) == []
+    assert link._take_batch(since + LINGER) == [("A", end)]  # waited long enough
+    assert not link.outbound
