@@ -214,8 +214,9 @@ class Inbox:
             if heard.held and now - heard.asked >= ASK_AGAIN:
                 heard.asked = now
                 out.append(Ask(sender, heard.last, heard.epoch))
+        asked = {ask.sender for ask in out}
         for sender, since in list(self._unsure.items()):
-            if now - since >= ASK_AGAIN and sender not in {a.sender for a in out}:
+            if now - since >= ASK_AGAIN and sender not in asked:
                 self._unsure[sender] = now
                 known = self._from.get(sender)
                 out.append(Ask(sender, known.last, known.epoch) if known else Ask(sender, 0, ""))

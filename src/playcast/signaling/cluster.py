@@ -27,7 +27,8 @@ import random
 import secrets
 import time
 from collections import deque
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -45,8 +46,10 @@ from playcast.signaling.shared import EndSession, Op, Pair, Publish
 log = logging.getLogger("playcast.signaling")
 
 
-class Raw(NamedTuple):
-    """An entry for ``node`` already numbered (sent again) or a control."""
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """An entry for ``node`` already numbered (sent again) or a control. Not
+    a tuple: in the queue, a tuple is always (node, message)."""
 
     node: str
     data: bytes
@@ -140,7 +143,7 @@ class ClusterLink:
         new: list[Item] = [*hub.take_requests(), *hub.take_tells()]
         self.outbound.extend(new)
         for item in new:
-            if isinstance(item, tuple) and not isinstance(item, Raw):
+            if isinstance(item, tuple):
                 self._tell_since.setdefault(item[0], now)
         self._idle.clear()
         if not self._urgent and not all(map(self._may_linger, new)):
@@ -173,9 +176,7 @@ class ClusterLink:
         """Leave the cluster in order: what is queued is written, then this
         node's records go (its peers have been drained already)."""
         if self.outbound and self.reachable:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await self._idle.wait()
+            await self.settle(2.0)
         self._stopping = True
         self._wake.set()
         for task in self._tasks:
@@ -296,15 +297,14 @@ class ClusterLink:
         little it holds."""
         pressing = {n for n, since in self._tell_since.items() if now - since >= LINGER}
         for item in self.outbound:
-            if isinstance(item, Raw) or (isinstance(item, tuple) and not self._may_linger(item)):
+            if isinstance(item, Raw):
+                pressing.add(item.node)
+            elif isinstance(item, tuple) and not self._may_linger(item):
                 pressing.add(item[0])
         batch: list[Item] = []
         kept: deque[Item] = deque()
         for item in self.outbound:
-            waits = (
-                isinstance(item, tuple) and not isinstance(item, Raw) and item[0] not in pressing
-            )
-            if len(batch) >= BATCH or waits:
+            if len(batch) >= BATCH or (isinstance(item, tuple) and item[0] not in pressing):
                 kept.append(item)
             else:
                 batch.append(item)
@@ -312,7 +312,7 @@ class ClusterLink:
         for node in pressing:
             self._tell_since.pop(node, None)
         for item in kept:  # (what BATCH held back, too)
-            if isinstance(item, tuple) and not isinstance(item, Raw):
+            if isinstance(item, tuple):
                 self._tell_since.setdefault(item[0], now)
         self._urgent = len(batch) >= BATCH or not all(map(self._may_linger, kept))
         self._lingering_since = min(self._tell_since.values(), default=now)
@@ -366,10 +366,8 @@ class ClusterLink:
         return answers
 
     def _may_linger(self, item: Item) -> bool:
-        if isinstance(item, tuple) and not isinstance(item, Raw):
-            msg = item[1]
-            if self.early.spare(msg):
-                return True  # told already by the pairing script
+        if isinstance(item, tuple) and self.early.spare(item[1]):
+            return True  # told already by the pairing script
         return _may_linger(item)
 
     def _start_once(self, msg: bus.Start) -> None:
@@ -509,13 +507,10 @@ class ClusterLink:
                 lost, entries = self.outbox.resend(sender, msg.after, msg.epoch)
                 event("bus_resend", to=sender, after=msg.after, entries=len(entries), lost=lost)
                 if lost:
-                    self._queue(
-                        Raw(sender, self.outbox.control(sender, _pack(bus.Lost(upto=lost))))
-                    )
+                    self._queue_control(sender, bus.Lost(upto=lost))
                 for data in entries:
                     self._queue(Raw(sender, data))
-                upto = bus.Upto(last=self.outbox.last(sender))
-                self._queue(Raw(sender, self.outbox.control(sender, _pack(upto))))
+                self._queue_control(sender, bus.Upto(last=self.outbox.last(sender)))
             elif isinstance(msg, bus.Lost):
                 log.error(
                     "node %s no longer holds its entries up to %d for this node", sender, msg.upto
@@ -532,8 +527,10 @@ class ClusterLink:
         """What ``ask.sender`` sent may have been missed: ask it for the rest."""
         self.hub.metrics.count(self.hub.metrics.node_events, "bus_resend_asked")
         event("bus_resend_asked", sender=ask.sender, after=ask.after, why=why)
-        resend = bus.Resend(after=ask.after, epoch=ask.epoch)
-        self._queue(Raw(ask.sender, self.outbox.control(ask.sender, _pack(resend))))
+        self._queue_control(ask.sender, bus.Resend(after=ask.after, epoch=ask.epoch))
+
+    def _queue_control(self, node: str, msg: bus.Control) -> None:
+        self._queue(Raw(node, self.outbox.control(node, bus.pack([msg]))))
 
     def _queue(self, raw: Raw) -> None:
         self.outbound.append(raw)
@@ -655,7 +652,7 @@ class ClusterLink:
         others = [n for n in nodes if n != self.node]
         reply = f"pc:reply:{secrets.token_hex(8)}"
         if others:
-            ask = _pack(bus.Snap(reply=reply))
+            ask = bus.pack([bus.Snap(reply=reply)])
             async with self.redis.pipeline(transaction=False) as pipe:
                 for node in others:
                     pipe.publish(f"pc:bus:{node}", self.outbox.control(node, ask))
@@ -726,7 +723,7 @@ class ClusterLink:
 
 def _may_linger(item: Item) -> bool:
     """Nobody waits for it: it may ride with the next round trip (LINGER)."""
-    if isinstance(item, Raw):  # (a tuple too) a resend or a control: asked for now
+    if isinstance(item, Raw):  # a resend or a control: asked for now
         return False
     if isinstance(item, tuple):
         # Not Connected: the owner times the handshake by it.
@@ -734,10 +731,6 @@ def _may_linger(item: Item) -> bool:
     # Not MarkConnected: a node dying within LINGER of a handshake's end
     # would leave the shared phase behind, and a resume elsewhere reads it.
     return isinstance(item, EndSession | Publish)
-
-
-def _pack(msg: bus.BusMessage) -> bytes:
-    return bus.pack([msg])
 
 
 def _unpack(body: bytes) -> list[bus.BusMessage]:
