@@ -66,8 +66,17 @@ class Pump:
         # In a cluster: where the core's shared-state requests and messages
         # for other nodes go (a lone server settles its own in memory).
         self.cluster: ClusterLink | None = None
+        # The sockets' front: effects are written corked, each socket's
+        # frames of a step in one system call.
+        self.front: Front | None = None
 
     def flush(self) -> None:
+        if self.front is None:
+            self._flush()
+        else:
+            self.front.corked(self._flush)
+
+    def _flush(self) -> None:
         drain_effects(self.hub, _write, _close)
         if self.cluster is not None:
             self.cluster.submit()
@@ -192,7 +201,7 @@ def make_app(settings: Settings, hub: Hub | None = None) -> web.Application:
     app = web.Application()
     pump = app[PUMP_KEY] = Pump(hub or Hub(settings))
     # aiohttp's request handler joins when ``listen`` has built it.
-    app[FRONT_KEY] = Front(pump, None, head_timeout=settings.hello_timeout)
+    app[FRONT_KEY] = pump.front = Front(pump, None, head_timeout=settings.hello_timeout)
     for path in ROLES:
         app.router.add_get(path, late_upgrade)
     app.router.add_get("/healthz", healthz)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
@@ -50,12 +51,29 @@ class Front:
         self.head_timeout = head_timeout
         self.sockets: set[SignalingSocket] = set()
         self.per_ip: dict[str, int] = {}
-        # While one read's frames are stepped through: the sockets written to,
-        # each sent its frames in one system call when the read is done.
-        self.corked: list[SignalingSocket] | None = None
+        # While corked (``corked``): the sockets written to, each sent its
+        # frames in one system call when the step is done.
+        self.corked_socks: list[SignalingSocket] | None = None
 
     def __call__(self) -> SignalingSocket:
         return SignalingSocket(self)
+
+    def corked(self, step: Callable[[], None]) -> None:
+        """Run ``step`` holding what it writes: each socket written to sends
+        its frames in one system call when it is done (a read's burst of ICE
+        candidates, a bus batch's relayed frames). Nested calls join the
+        outer one."""
+        if self.corked_socks is not None:
+            step()
+            return
+        socks: list[SignalingSocket] = []
+        self.corked_socks = socks
+        try:
+            step()
+        finally:
+            self.corked_socks = None
+            for sock in socks:
+                sock._uncork()
 
     def abort_all(self) -> None:
         for sock in list(self.sockets):
@@ -116,17 +134,7 @@ class SignalingSocket(asyncio.Protocol):
         if reader is not None:
             # A read often holds several frames (a burst of ICE candidates):
             # what their steps send to each peer goes out in one write.
-            front = self.front
-            corked: list[SignalingSocket] = []
-            front.corked = corked
-            try:
-                reader.feed(data)
-            except wp.ProtocolError as exc:
-                self._fail(exc.code, exc.text)
-            finally:
-                front.corked = None
-                for sock in corked:
-                    sock._uncork()
+            self.front.corked(lambda: self._feed(reader, data))
             return
         if self._state != _HEAD:
             return
@@ -218,6 +226,12 @@ class SignalingSocket(asyncio.Protocol):
 
     # --- frames in ------------------------------------------------------------
 
+    def _feed(self, reader: wp.FrameReader, data: bytes) -> None:
+        try:
+            reader.feed(data)
+        except wp.ProtocolError as exc:
+            self._fail(exc.code, exc.text)
+
     def _on_message(self, opcode: int, payload: bytes) -> None:
         peer = self.peer
         if self._state != _OPEN or peer is None:
@@ -270,7 +284,7 @@ class SignalingSocket(asyncio.Protocol):
         return transport.get_write_buffer_size() > self.limit
 
     def _send(self, data: bytes) -> None:
-        corked = self.front.corked
+        corked = self.front.corked_socks
         if corked is None:
             if self.transport is not None:
                 self.transport.write(data)
