@@ -9,7 +9,8 @@ from hubkit import FakeConn, Rig
 from playcast.protocol import Join, Rejected
 from playcast.signaling import bus
 from playcast.signaling.busorder import parse
-from playcast.signaling.cluster import LINGER, ClusterLink
+from playcast.signaling.cluster import ClusterLink
+from playcast.signaling.outbound import LINGER
 from playcast.signaling.shared import EndSession, Pair, Paired, SessionEntry, WorkerEntry
 
 
@@ -20,7 +21,7 @@ def joined(**settings: float) -> tuple[ClusterLink, FakeConn, Pair]:
     rig.send(rig.open_client(conn), Join())
     link = ClusterLink(rig.hub, rig.flush, "redis://127.0.0.1:1/0")  # never connected
     link.submit()
-    (pair,) = link.outbound
+    (pair,) = link.out.ops
     assert isinstance(pair, Pair)
     return link, conn, pair
 
@@ -79,20 +80,23 @@ def test_a_pairing_whose_answer_was_lost_ends_its_session_wherever_it_started() 
     link, conn, pair = joined()
     link.known = {"A", "C"}
     assert link.early.template(pair, link.outbox) is not None
-    link.outbound.clear()
-    link._requeue([pair])
+    link.out.ops.clear()
+    link._requeue([pair], [])
     end = bus.End(session_id=pair.session_id, reason="client_failed")
-    assert list(link.outbound) == [("A", end), ("C", end)]
+    assert not link.out.ops and link.out.tells == {"A": [end], "C": [end]}
     assert [m.reason for m in conn.sent if isinstance(m, Rejected)] == ["service_unavailable"]
 
 
 def test_what_may_wait_rides_with_a_push_its_node_waits_for() -> None:
     """A session's end for node A lingers until a message for A that is
     waited for goes (then both go, in order: one push), or LINGER has
-    passed; an operation goes with the next round trip whatever it holds."""
-    link, _, pair = joined()
-    assert link._take_batch(0.0) == [pair]  # the join, waited for: sent at once
-    assert not link._urgent and not link.outbound
+    passed; an operation goes with the next round trip whatever it holds.
+    (The link's own queue, no gathering: the rules alone are in
+    test_outbound.py.)"""
+    link, _, pair = joined(cluster_gather=0.0)
+    out = link.out
+    assert out.due(0.0) == 0.0  # the join, waited for: due at once
+    assert out.take(0.0).ops == [pair] and not out
     hub = link.hub
     end = bus.End(session_id="s1", reason="client_left")
     offer = bus.Relay(session_id="s2", to="w2", frame="{}", kind="offer")
@@ -100,19 +104,20 @@ def test_what_may_wait_rides_with_a_push_its_node_waits_for() -> None:
     hub.tell("A", end)
     hub.request(EndSession("s1", "w1"))
     link.submit()
-    now = link._tell_since["A"]
-    assert not link._urgent  # nothing here is waited for
-    assert link._take_batch(now) == [EndSession("s1", "w1")]  # A's word stays
+    now = out.since["A"]
+    assert out.due(now) == now + LINGER  # nothing here is waited for
+    batch = out.take(now)
+    assert batch.ops == [EndSession("s1", "w1")] and not batch.tells  # A's word stays
     hub.tell("C", answer)
     link.submit()
-    assert link._urgent
-    assert link._take_batch(now) == [("C", answer)]  # a push to C: not to A
+    assert out.due(now) == now
+    assert out.take(now).tells == {"C": [answer]}  # a push to C: not to A
     hub.tell("A", offer)
     link.submit()
-    assert link._take_batch(now) == [("A", end), ("A", offer)]
+    assert out.take(now).tells == {"A": [end, offer]}
     hub.tell("A", end)
     link.submit()
-    since = link._tell_since["A"]
-    assert link._take_batch(since + LINGER / 2) == []
-    assert link._take_batch(since + LINGER) == [("A", end)]  # waited long enough
-    assert not link.outbound
+    since = out.since["A"]
+    assert out.take(since + LINGER / 2).tells == {}
+    assert out.take(since + LINGER).tells == {"A": [end]}  # waited long enough
+    assert not out

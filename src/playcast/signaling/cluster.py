@@ -26,8 +26,6 @@ import logging
 import random
 import secrets
 import time
-from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -39,37 +37,19 @@ from playcast.signaling.busorder import Ask, Inbox, Outbox, parse
 from playcast.signaling.earlystart import EarlyStarts
 from playcast.signaling.events import event
 from playcast.signaling.hub import Hub
+from playcast.signaling.outbound import Batch, Outbound, Raw
 from playcast.signaling.redis_link import RedisLink
-from playcast.signaling.redis_shared import RedisShared, outcome_of
-from playcast.signaling.shared import EndSession, Op, Pair, Publish
+from playcast.signaling.redis_shared import RedisShared, outcomes
+from playcast.signaling.shared import Op, Outcome, Pair, Publish
 
 log = logging.getLogger("playcast.signaling")
 
 
-@dataclass(frozen=True, slots=True)
-class Raw:
-    """An entry for ``node`` already numbered (sent again) or a control. Not
-    a tuple: in the queue, a tuple is always (node, message)."""
-
-    node: str
-    data: bytes
-
-
-# Outbound items: an operation on the shared state, (node, message), or a Raw.
-Item = Op | tuple[str, bus.BusMessage] | Raw
-BATCH = 512
 BUS_PING = 0.5  # seconds between checks that the bus link still answers
-# What nobody waits for at this scale (the shared state's bookkeeping after
-# a session, the word that a handshake or a session is over, a line's new
-# order, a worker's registration: a worker restarting takes seconds) does
-# not make a round trip of its own: it waits, in order, for the next item
-# that is waited for, or at most LINGER seconds.
-LINGER = 0.005
 # Entries published with their answers skipped are confirmed by the next
 # answer on the link; with none coming, a PING after this long confirms them
 # (a link lost before that sends them again: the receiver drops doubles).
 CONFIRM = 0.25
-_REQUEUED: Any = object()  # an operation put back in the queue, no answer yet
 
 
 class ClusterLink:
@@ -78,12 +58,6 @@ class ClusterLink:
         self.flush = flush  # the pump's: carry out the core's effects after a step
         self.node = hub.node
         self.ttl = hub.settings.node_ttl
-        # A busy node's round trips to Redis cost more than what they carry
-        # (a wake-up of Redis and of the node, and cold caches on both, however
-        # few commands): the outbound loop sends at most once per ``gather``
-        # seconds; what comes meanwhile rides along. An idle node waits for
-        # nothing (its last round trip is older than that).
-        self.gather = hub.settings.cluster_gather
         timeout = max(0.5, self.ttl)
         self.redis: Redis = Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
@@ -103,17 +77,11 @@ class ClusterLink:
         self._unconfirmed: list[Raw] = []  # published, answer skipped, not yet confirmed
         self._link_lost = False
         self.early = EarlyStarts(hub.settings, self.node)  # a pairing tells the worker's node
-        self.outbound: deque[Item] = deque()
-        self._wake = asyncio.Event()
+        # What is owed Redis, and when it goes (``outbound``, sans-I/O).
+        self.out = Outbound(hub.settings.cluster_gather, self.early.spare)
         self._idle = asyncio.Event()  # nothing queued, nothing being written
         self._idle.set()
-        self._sent_at = 0.0  # when the last batch went out (monotonic)
-        # The queue holds an item that is waited for (else, since when it
-        # has held items that may linger).
-        self._urgent = False
-        self._lingering_since = 0.0
-        # Nodes with messages queued that may wait: since when.
-        self._tell_since: dict[str, float] = {}
+        self._wake = asyncio.Event()  # something was queued (or the link lost)
         self.reachable = False  # the last exchange with Redis worked
         # This node's liveness was renewed since Redis became reachable again
         # (a restarted Redis has lost every node's key: until this node's is
@@ -137,17 +105,9 @@ class ClusterLink:
         hub = self.hub
         if not (hub.requests or hub.tells):
             return
-        now = time.monotonic()
-        if not self.outbound:
-            self._lingering_since = now
-        new: list[Item] = [*hub.take_requests(), *hub.take_tells()]
-        self.outbound.extend(new)
-        for item in new:
-            if isinstance(item, tuple):
-                self._tell_since.setdefault(item[0], now)
-        self._idle.clear()
-        if not self._urgent and not all(map(self._may_linger, new)):
-            self._urgent = True
+        self.out.add(hub.take_requests(), hub.take_tells(), time.monotonic())
+        if self._idle.is_set():
+            self._idle.clear()
         self._wake.set()
 
     async def settle(self, timeout: float = 0.25) -> None:
@@ -157,7 +117,7 @@ class ClusterLink:
         session ended here still in the directory for a few milliseconds)."""
         if self._idle.is_set():
             return
-        self._urgent = True
+        self.out.hurry()
         self._wake.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
@@ -175,7 +135,7 @@ class ClusterLink:
     async def stop(self) -> None:
         """Leave the cluster in order: what is queued is written, then this
         node's records go (its peers have been drained already)."""
-        if self.outbound and self.reachable:
+        if self.out and self.reachable:
             await self.settle(2.0)
         self._stopping = True
         self._wake.set()
@@ -233,7 +193,7 @@ class ClusterLink:
             (on,) = await self.out_link.run([("CLIENT", "REPLY", "ON")])
             self._skip = on in (b"OK", "OK")
         while not self._stopping:
-            if self._unconfirmed and not self.outbound:
+            if self._unconfirmed and not self.out:
                 try:
                     async with asyncio.timeout(CONFIRM):
                         await self._wake.wait()
@@ -247,41 +207,38 @@ class ClusterLink:
             if self._link_lost:
                 self._link_lost = False
                 self._resend_unconfirmed()
-            while self.outbound:
-                if not self._urgent:
-                    wait = self._lingering_since + LINGER - time.monotonic()
-                    if wait > 0:  # only what may wait: until something may not
-                        self._wake.clear()
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(wait):
-                                await self._wake.wait()
-                        continue
-                if self.gather:
-                    wait = self._sent_at + self.gather - time.monotonic()
-                    if wait > 0:  # busy: what comes meanwhile goes in the same round trip
-                        await asyncio.sleep(wait)
-                self._sent_at = time.monotonic()
-                batch = self._take_batch(self._sent_at)
-                ops, raws = self._prepare(batch)
+            while self.out:
+                now = time.monotonic()
+                wait = self.out.lingering(now)
+                if wait > 0:  # only what may wait: until something may not
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._wake.wait()
+                    continue
+                wait = self.out.sent_at + self.out.gather - now
+                if wait > 0:  # busy: what comes meanwhile goes in the same round trip
+                    await asyncio.sleep(wait)
+                ops, raws = self._prepare(self.out.take(time.monotonic()))
+                if not (ops or raws):
+                    continue
                 try:
                     results = await self._write(ops, raws)
                 except (RedisError, OSError) as exc:
                     self._unreachable(exc)
                     unconfirmed, self._unconfirmed = self._unconfirmed, []
-                    self._requeue([*unconfirmed, *ops, *raws])
+                    self._requeue(ops, [*unconfirmed, *raws])
                     await asyncio.sleep(backoff)
                     backoff = min(1.0, backoff * 2)
                     continue
                 backoff = 0.05
                 self._reached()
-                for op, result in results:
-                    if result is _REQUEUED:
-                        continue
+                for op, result in results or ():
                     outcome = None
                     if isinstance(result, Exception):
                         log.error("shared-state op %r failed: %r", op, result)
                     else:
-                        outcome = outcome_of(op, result)
+                        outcome = result
                     held = self.early.answered(op, outcome) if isinstance(op, Pair) else []
                     self.hub.on_outcome(op, outcome)
                     for msg in held:
@@ -289,86 +246,58 @@ class ClusterLink:
                 self.flush()
             self._idle.set()
 
-    def _take_batch(self, now: float) -> list[Item]:
-        """What goes in this round trip: every operation, and each node's
-        messages if one of them is waited for or they have waited LINGER.
-        A node's messages that may wait stay for a push to it that is waited
-        for: a push costs Redis and that node a write and a wake-up, however
-        little it holds."""
-        pressing = {n for n, since in self._tell_since.items() if now - since >= LINGER}
-        for item in self.outbound:
-            if isinstance(item, Raw):
-                pressing.add(item.node)
-            elif isinstance(item, tuple) and not self._may_linger(item):
-                pressing.add(item[0])
-        batch: list[Item] = []
-        kept: deque[Item] = deque()
-        for item in self.outbound:
-            if len(batch) >= BATCH or (isinstance(item, tuple) and item[0] not in pressing):
-                kept.append(item)
-            else:
-                batch.append(item)
-        self.outbound = kept
-        for node in pressing:
-            self._tell_since.pop(node, None)
-        for item in kept:  # (what BATCH held back, too)
-            if isinstance(item, tuple):
-                self._tell_since.setdefault(item[0], now)
-        self._urgent = len(batch) >= BATCH or not all(map(self._may_linger, kept))
-        self._lingering_since = min(self._tell_since.values(), default=now)
-        return batch
-
-    def _prepare(self, batch: list[Item]) -> tuple[list[Op], list[Raw]]:
+    def _prepare(self, batch: Batch) -> tuple[list[Op], list[Raw]]:
         """The batch's operations, and its entries: what was numbered already
         first, then one new entry per node holding its messages in order
         (one push, however many messages), numbered now: once, so that if it
         must go again the receiver knows it."""
-        ops: list[Op] = []
-        raws: list[Raw] = []
-        tells: dict[str, list[bus.BusMessage]] = {}
-        for item in batch:
-            if isinstance(item, Raw):
-                raws.append(item)
-            elif isinstance(item, tuple):
-                tells.setdefault(item[0], []).append(item[1])
-                self.early.sending(item[1])
-            else:
-                ops.append(item)
-        for node, msgs in tells.items():
+        raws = batch.raws
+        early = self.early
+        for node, msgs in batch.tells.items():
+            if early.on:
+                for msg in msgs:
+                    early.sending(msg)
             raws.append(Raw(node, self.outbox.stamp(node, bus.pack(msgs))))
-        return ops, raws
+        return batch.ops, raws
 
-    async def _write(self, ops: list[Op], raws: list[Raw]) -> list[tuple[Op, Any]]:
-        """One pipeline: each operation one EVALSHA, in order, then each
-        entry one PUBLISH on its node's channel, its answer skipped. The
-        messages going after the operations only delays them: the other node
-        hears when it will anyway, so nothing it can see now was impossible
-        before. Returns each operation's raw answer."""
-        commands: list[tuple[Any, ...]] = [
-            self.shared.evalsha(
-                op, self.early.template(op, self.outbox) if isinstance(op, Pair) else None
-            )
-            for op in ops
-        ]
+    async def _write(
+        self, ops: list[Op], raws: list[Raw]
+    ) -> list[tuple[Op, Outcome | Exception]] | None:
+        """One pipeline: the operations, one EVALSHA of the batch script,
+        then each entry one PUBLISH on its node's channel, its answer
+        skipped. The messages going after the operations only delays them:
+        the other node hears when it will anyway, so nothing it can see now
+        was impossible before. Returns each operation's outcome, or the
+        error it failed with; None: they went back in the queue."""
+        commands: list[tuple[Any, ...]] = []
+        if ops:
+            commands.append(self.shared.command(ops, self._early_start))
         for raw in raws:
             if self._skip:
                 commands.append(("CLIENT", "REPLY", "SKIP"))
             commands.append(("PUBLISH", f"pc:bus:{raw.node}", raw.data))
         self.commands += len(commands)
-        results = await self.out_link.run(commands, len(ops) if self._skip else None)
+        results = await self.out_link.run(commands, int(bool(ops)) if self._skip else None)
         if self._skip and not ops:
             self._unconfirmed.extend(raws)
         else:
             self._unconfirmed.clear()  # answered: Redis has run all sent before
-        answers = list(zip(ops, results, strict=False))
-        if any(isinstance(r, NoScriptError) for _, r in answers):
-            answers = await self._again(answers)
-        return answers
+        if not ops:
+            return []
+        answer = results[0]
+        if isinstance(answer, NoScriptError):
+            answer = await self._again(ops)
+            if answer is None:
+                return None
+        if isinstance(answer, Exception):
+            return [(op, answer) for op in ops]
+        try:
+            return list(zip(ops, outcomes(ops, answer), strict=True))
+        except (ValueError, TypeError, IndexError, ResponseError) as exc:
+            return [(op, exc) for op in ops]
 
-    def _may_linger(self, item: Item) -> bool:
-        if isinstance(item, tuple) and self.early.spare(item[1]):
-            return True  # told already by the pairing script
-        return _may_linger(item)
+    def _early_start(self, op: Pair) -> tuple[bytes, bytes, bytes] | None:
+        return self.early.template(op, self.outbox)
 
     def _start_once(self, msg: bus.Start) -> None:
         """A Start, early (from a pairing script) or told after it: the core
@@ -393,44 +322,41 @@ class ClusterLink:
         """The link was lost: what it may not have delivered goes again."""
         unconfirmed, self._unconfirmed = self._unconfirmed, []
         if unconfirmed and not self.hub.isolated:
-            self.outbound.extendleft(reversed(unconfirmed))
-            self._urgent = True
+            self.out.put_back([], unconfirmed)
 
-    async def _again(self, answers: list[tuple[Op, Any]]) -> list[tuple[Op, Any]]:
+    async def _again(self, ops: list[Op]) -> Any:
         """Redis lost its script cache (restarted, or failed over): load the
-        scripts and send the operations it refused again, in order. If that
-        fails, they go back at the head of the queue."""
-        refused = [op for op, r in answers if isinstance(r, NoScriptError)]
-        commands: list[tuple[Any, ...]] = [self.shared.evalsha(op) for op in refused]
-        for op in refused:  # sent again without an early Start
+        scripts and send the batch's operations again; its answer. If that
+        fails, they go back at the head of the queue (None)."""
+        for op in ops:  # sent again without an early Start
             if isinstance(op, Pair):
                 self.early.unanswered(op)
         try:
             await self.shared.load()
-            self.commands += len(commands)
-            again = iter(await self.out_link.run(commands))
+            self.commands += 1
+            (answer,) = await self.out_link.run([self.shared.command(ops)])
         except (RedisError, OSError) as exc:
             self._unreachable(exc)
-            self._requeue(list(refused))
-            return [(op, _REQUEUED if isinstance(r, NoScriptError) else r) for op, r in answers]
-        return [(op, next(again) if isinstance(r, NoScriptError) else r) for op, r in answers]
+            self._requeue(ops, [])
+            return None
+        return answer
 
-    def _requeue(self, batch: list[Item]) -> None:
+    def _requeue(self, ops: list[Op], raws: list[Raw]) -> None:
         """Back at the head, in order; but a join or a registration is not
         kept waiting on an outage: it is refused now (outcome None)."""
-        keep: list[Item] = []
-        for item in batch:
-            if isinstance(item, Pair | Publish):
-                if isinstance(item, Pair) and self.early.unanswered(item):
+        keep: list[Op] = []
+        for op in ops:
+            if isinstance(op, Pair | Publish):
+                if isinstance(op, Pair) and self.early.unanswered(op):
                     # It may have run, its answer lost, its early Start out:
                     # whichever node got it ends that session.
-                    end = bus.End(session_id=item.session_id, reason="client_failed")
-                    self.outbound.extend((node, end) for node in sorted(self.known))
-                self.hub.on_outcome(item, None)
+                    end = bus.End(session_id=op.session_id, reason="client_failed")
+                    self.out.add((), [(node, end) for node in sorted(self.known)], time.monotonic())
+                self.hub.on_outcome(op, None)
             elif not self.hub.isolated:
-                keep.append(item)
-        self.outbound.extendleft(reversed(keep))
-        self._urgent = True
+                keep.append(op)
+        if not self.hub.isolated:
+            self.out.put_back(keep, raws)
         self.flush()
 
     async def _bus(self) -> None:
@@ -533,9 +459,9 @@ class ClusterLink:
         self._queue(Raw(node, self.outbox.control(node, bus.pack([msg]))))
 
     def _queue(self, raw: Raw) -> None:
-        self.outbound.append(raw)
-        self._idle.clear()
-        self._urgent = True
+        self.out.add_raw(raw)
+        if self._idle.is_set():
+            self._idle.clear()
         self._wake.set()
 
     async def _liveness(self) -> None:
@@ -614,14 +540,13 @@ class ClusterLink:
             log.warning("redis unreachable: %r", exc)
         if time.monotonic() - self.last_ok > self.ttl and not self.hub.isolated:
             self._cut_off()
-            self.outbound = deque(i for i in self.outbound if isinstance(i, Pair | Publish))
+            self.out.keep_only(lambda op: isinstance(op, Pair | Publish))
             self.flush()
 
     def _cut_off(self) -> None:
         """The others hold this node dead and have forgotten what it told
         them and what they told it: every numbering starts over."""
         self.hub.cut_off()
-        self._tell_since.clear()
         self.outbox.forget_all()
         self.inbox.forget_all()
         self._unconfirmed = []
@@ -719,18 +644,6 @@ class ClusterLink:
                 elif w is None:
                     out.append(f"pool holds {wid}, which is gone")
         return out
-
-
-def _may_linger(item: Item) -> bool:
-    """Nobody waits for it: it may ride with the next round trip (LINGER)."""
-    if isinstance(item, Raw):  # a resend or a control: asked for now
-        return False
-    if isinstance(item, tuple):
-        # Not Connected: the owner times the handshake by it.
-        return isinstance(item[1], bus.Up | bus.End | bus.Line)
-    # Not MarkConnected: a node dying within LINGER of a handshake's end
-    # would leave the shared phase behind, and a resume elsewhere reads it.
-    return isinstance(item, EndSession | Publish)
 
 
 def _unpack(body: bytes) -> list[bus.BusMessage]:
