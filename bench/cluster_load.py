@@ -64,7 +64,7 @@ from playcast_testing.redis_server import free_port
 from playcast_testing.servers import HOST, BlockingServer
 
 # Commands a node sends itself (the rest of INFO commandstats ran inside the
-# shared state's Lua, one EVALSHA a round trip; a bus entry is one PUBLISH,
+# shared state's Lua scripts, one EVALSHA each; a bus entry is one PUBLISH,
 # its answer silenced by a CLIENT REPLY SKIP before it).
 # (find_dead's EXISTS and SMEMBERS, a few a second per node, are not told apart
 # from the scripts' own and count with them.)

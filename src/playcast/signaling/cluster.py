@@ -39,8 +39,8 @@ from playcast.signaling.events import event
 from playcast.signaling.hub import Hub
 from playcast.signaling.outbound import Batch, Outbound, Raw
 from playcast.signaling.redis_link import RedisLink
-from playcast.signaling.redis_shared import RedisShared, outcomes
-from playcast.signaling.shared import Op, Outcome, Pair, Publish
+from playcast.signaling.redis_shared import RedisShared, outcome_of
+from playcast.signaling.shared import Op, Pair, Publish
 
 log = logging.getLogger("playcast.signaling")
 
@@ -50,6 +50,7 @@ BUS_PING = 0.5  # seconds between checks that the bus link still answers
 # answer on the link; with none coming, a PING after this long confirms them
 # (a link lost before that sends them again: the receiver drops doubles).
 CONFIRM = 0.25
+_REQUEUED: Any = object()  # an operation put back in the queue, no answer yet
 
 
 class ClusterLink:
@@ -233,12 +234,14 @@ class ClusterLink:
                     continue
                 backoff = 0.05
                 self._reached()
-                for op, result in results or ():
+                for op, result in results:
+                    if result is _REQUEUED:
+                        continue
                     outcome = None
                     if isinstance(result, Exception):
                         log.error("shared-state op %r failed: %r", op, result)
                     else:
-                        outcome = result
+                        outcome = outcome_of(op, result)
                     held = self.early.answered(op, outcome) if isinstance(op, Pair) else []
                     self.hub.on_outcome(op, outcome)
                     for msg in held:
@@ -260,44 +263,32 @@ class ClusterLink:
             raws.append(Raw(node, self.outbox.stamp(node, bus.pack(msgs))))
         return batch.ops, raws
 
-    async def _write(
-        self, ops: list[Op], raws: list[Raw]
-    ) -> list[tuple[Op, Outcome | Exception]] | None:
-        """One pipeline: the operations, one EVALSHA of the batch script,
-        then each entry one PUBLISH on its node's channel, its answer
-        skipped. The messages going after the operations only delays them:
-        the other node hears when it will anyway, so nothing it can see now
-        was impossible before. Returns each operation's outcome, or the
-        error it failed with; None: they went back in the queue."""
-        commands: list[tuple[Any, ...]] = []
-        if ops:
-            commands.append(self.shared.command(ops, self._early_start))
+    async def _write(self, ops: list[Op], raws: list[Raw]) -> list[tuple[Op, Any]]:
+        """One pipeline: each operation one EVALSHA, in order, then each
+        entry one PUBLISH on its node's channel, its answer skipped. The
+        messages going after the operations only delays them: the other node
+        hears when it will anyway, so nothing it can see now was impossible
+        before. Returns each operation's raw answer."""
+        commands: list[tuple[Any, ...]] = [
+            self.shared.evalsha(
+                op, self.early.template(op, self.outbox) if isinstance(op, Pair) else None
+            )
+            for op in ops
+        ]
         for raw in raws:
             if self._skip:
                 commands.append(("CLIENT", "REPLY", "SKIP"))
             commands.append(("PUBLISH", f"pc:bus:{raw.node}", raw.data))
         self.commands += len(commands)
-        results = await self.out_link.run(commands, int(bool(ops)) if self._skip else None)
+        results = await self.out_link.run(commands, len(ops) if self._skip else None)
         if self._skip and not ops:
             self._unconfirmed.extend(raws)
         else:
             self._unconfirmed.clear()  # answered: Redis has run all sent before
-        if not ops:
-            return []
-        answer = results[0]
-        if isinstance(answer, NoScriptError):
-            answer = await self._again(ops)
-            if answer is None:
-                return None
-        if isinstance(answer, Exception):
-            return [(op, answer) for op in ops]
-        try:
-            return list(zip(ops, outcomes(ops, answer), strict=True))
-        except (ValueError, TypeError, IndexError, ResponseError) as exc:
-            return [(op, exc) for op in ops]
-
-    def _early_start(self, op: Pair) -> tuple[bytes, bytes, bytes] | None:
-        return self.early.template(op, self.outbox)
+        answers = list(zip(ops, results, strict=False))
+        if any(isinstance(r, NoScriptError) for _, r in answers):
+            answers = await self._again(answers)
+        return answers
 
     def _start_once(self, msg: bus.Start) -> None:
         """A Start, early (from a pairing script) or told after it: the core
@@ -324,22 +315,24 @@ class ClusterLink:
         if unconfirmed and not self.hub.isolated:
             self.out.put_back([], unconfirmed)
 
-    async def _again(self, ops: list[Op]) -> Any:
+    async def _again(self, answers: list[tuple[Op, Any]]) -> list[tuple[Op, Any]]:
         """Redis lost its script cache (restarted, or failed over): load the
-        scripts and send the batch's operations again; its answer. If that
-        fails, they go back at the head of the queue (None)."""
-        for op in ops:  # sent again without an early Start
+        scripts and send the operations it refused again, in order. If that
+        fails, they go back at the head of the queue."""
+        refused = [op for op, r in answers if isinstance(r, NoScriptError)]
+        commands: list[tuple[Any, ...]] = [self.shared.evalsha(op) for op in refused]
+        for op in refused:  # sent again without an early Start
             if isinstance(op, Pair):
                 self.early.unanswered(op)
         try:
             await self.shared.load()
-            self.commands += 1
-            (answer,) = await self.out_link.run([self.shared.command(ops)])
+            self.commands += len(commands)
+            again = iter(await self.out_link.run(commands))
         except (RedisError, OSError) as exc:
             self._unreachable(exc)
-            self._requeue(ops, [])
-            return None
-        return answer
+            self._requeue(refused, [])
+            return [(op, _REQUEUED if isinstance(r, NoScriptError) else r) for op, r in answers]
+        return [(op, next(again) if isinstance(r, NoScriptError) else r) for op, r in answers]
 
     def _requeue(self, ops: list[Op], raws: list[Raw]) -> None:
         """Back at the head, in order; but a join or a registration is not

@@ -1,6 +1,5 @@
-"""The shared state in Redis: the operations of ``shared.py`` are Lua, a
-batch of them one script call, so each is atomic: no two nodes can ever hand
-out one worker.
+"""The shared state in Redis: each operation of ``shared.py`` is one Lua
+script, so it is atomic: no two nodes can ever hand out one worker.
 
 The scripts follow ``MemoryShared`` rule for rule (``tests/test_shared_contract.py``
 runs both through the same cases). Keys, all under ``pc:``:
@@ -25,12 +24,10 @@ runs both through the same cases). Keys, all under ``pc:``:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
 
 from playcast.signaling.shared import (
     ClientEntry,
@@ -118,173 +115,154 @@ local function end_session(sid)
 end
 """
 
-# Each operation of ``shared.py``, by name, given the base index of its
-# arguments in ARGV; its answer is a table (JSON-encoded with the rest). One
-# function, not one each: a call builds no more than it runs.
-_OPS = r"""
-local function run(name, b)
-if name == 'publish' then
-  local wid, node, game, codecs, addr, port, sid, now = unpack(ARGV, b, b + 7)
-  if redis.call('EXISTS', 'pc:w:' .. wid) == 0 then
-    for _, c in ipairs(split(codecs)) do redis.call('HINCRBY', 'pc:codecs:' .. game, c, 1) end
-  end
-  redis.call('HSET', 'pc:w:' .. wid, 'node', node, 'game', game, 'codecs', codecs,
-    'addr', addr, 'port', port, 'busy', '0')
-  redis.call('SADD', 'pc:nw:' .. node, wid)
-  local kept = 0
-  while true do
-    local chunk = redis.call('ZRANGE', 'pc:line:' .. game, kept, kept + CHUNK - 1)
-    if #chunk == 0 then break end
-    for _, cid in ipairs(chunk) do
-      local c = redis.call('HMGET', 'pc:c:' .. cid, 'node', 'codecs')
-      if not c[1] or not alive(c[1]) then
+_PUBLISH = (
+    _LIB
+    + r"""
+local wid, node, game, codecs, addr, port, sid, now =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if redis.call('EXISTS', 'pc:w:' .. wid) == 0 then
+  for _, c in ipairs(split(codecs)) do redis.call('HINCRBY', 'pc:codecs:' .. game, c, 1) end
+end
+redis.call('HSET', 'pc:w:' .. wid, 'node', node, 'game', game, 'codecs', codecs,
+  'addr', addr, 'port', port, 'busy', '0')
+redis.call('SADD', 'pc:nw:' .. node, wid)
+local kept = 0
+while true do
+  local chunk = redis.call('ZRANGE', 'pc:line:' .. game, kept, kept + CHUNK - 1)
+  if #chunk == 0 then break end
+  for _, cid in ipairs(chunk) do
+    local c = redis.call('HMGET', 'pc:c:' .. cid, 'node', 'codecs')
+    if not c[1] or not alive(c[1]) then
+      drop_client(cid)
+    else
+      local codec = first_shared(codecs, c[2])
+      if codec then
         drop_client(cid)
-      else
-        local codec = first_shared(codecs, c[2])
-        if codec then
-          drop_client(cid)
-          start(sid, wid, node, cid, c[1], game, codec, now)
-          return {'paired', cid, c[1], c[2], codec, line_of(game)}
-        end
-        kept = kept + 1
+        start(sid, wid, node, cid, c[1], game, codec, now)
+        return cjson.encode({'paired', cid, c[1], c[2], codec, line_of(game)})
       end
+      kept = kept + 1
     end
   end
-  redis.call('ZADD', 'pc:pool:' .. game, redis.call('INCR', 'pc:seq'), wid)
-  return {'listed'}
 end
--- ARGV[b + 7 .. b + 9]: the Start for a worker on another node, cut where
--- its worker id and codec go, published to that node as it pairs
--- (``earlystart``); empty: none.
-if name == 'pair' then
-  local cid, node, game, codecs, sid, limit, now = unpack(ARGV, b, b + 6)
-  limit = tonumber(limit)
-  local kept = 0
-  while true do
-    local chunk = redis.call('ZRANGE', 'pc:pool:' .. game, kept, kept + CHUNK - 1)
-    if #chunk == 0 then break end
-    for _, wid in ipairs(chunk) do
-      local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'codecs', 'addr', 'port')
-      if not w[1] or not alive(w[1]) then
+redis.call('ZADD', 'pc:pool:' .. game, redis.call('INCR', 'pc:seq'), wid)
+return cjson.encode({'listed'})
+"""
+)
+
+_PAIR = (
+    _LIB
+    + r"""
+local cid, node, game, codecs, sid, limit, now =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+-- ARGV[8..10], optional: the Start for a worker on another node, cut where
+-- its worker id and codec go; published to that node at once (``early_start``)
+local kept = 0
+while true do
+  local chunk = redis.call('ZRANGE', 'pc:pool:' .. game, kept, kept + CHUNK - 1)
+  if #chunk == 0 then break end
+  for _, wid in ipairs(chunk) do
+    local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'codecs', 'addr', 'port')
+    if not w[1] or not alive(w[1]) then
+      redis.call('ZREM', 'pc:pool:' .. game, wid)
+    else
+      local codec = first_shared(w[2], codecs)
+      if codec then
         redis.call('ZREM', 'pc:pool:' .. game, wid)
-      else
-        local codec = first_shared(w[2], codecs)
-        if codec then
-          redis.call('ZREM', 'pc:pool:' .. game, wid)
-          start(sid, wid, w[1], cid, node, game, codec, now)
-          if ARGV[b + 7] ~= '' and w[1] ~= node then
-            redis.call('PUBLISH', 'pc:bus:' .. w[1],
-              ARGV[b + 7] .. wid .. ARGV[b + 8] .. codec .. ARGV[b + 9])
-          end
-          return {'paired', wid, w[1], w[2], codec, w[3], w[4]}
+        start(sid, wid, w[1], cid, node, game, codec, now)
+        if ARGV[8] and w[1] ~= node then
+          redis.call('PUBLISH', 'pc:bus:' .. w[1], ARGV[8] .. wid .. ARGV[9] .. codec .. ARGV[10])
         end
-        kept = kept + 1
+        return cjson.encode({'paired', wid, w[1], w[2], codec, w[3], w[4]})
       end
+      kept = kept + 1
     end
   end
-  local counts = redis.call('HKEYS', 'pc:codecs:' .. game)
-  if #counts > 0 then
-    local served = false
-    local have = {}
-    for _, c in ipairs(counts) do have[c] = true end
-    for _, c in ipairs(split(codecs)) do if have[c] then served = true end end
-    if not served then return {'refused', 'unsupported_browser'} end
-  end
-  if limit > 0 and redis.call('ZCARD', 'pc:line:' .. game) < limit then
-    redis.call('ZADD', 'pc:line:' .. game, redis.call('INCR', 'pc:seq'), cid)
-    redis.call('HSET', 'pc:c:' .. cid, 'node', node, 'game', game, 'codecs', codecs)
-    redis.call('SADD', 'pc:nc:' .. node, cid)
-    return {'queued', line_of(game)}
-  end
-  return {'refused', 'no_worker_available'}
 end
-if name == 'withdraw' then
-  withdraw(ARGV[b])
-  return {'done'}
+local counts = redis.call('HKEYS', 'pc:codecs:' .. game)
+if #counts > 0 then
+  local served = false
+  local have = {}
+  for _, c in ipairs(counts) do have[c] = true end
+  for _, c in ipairs(split(codecs)) do if have[c] then served = true end end
+  if not served then return cjson.encode({'refused', 'unsupported_browser'}) end
 end
-if name == 'leave' then
-  if redis.call('EXISTS', 'pc:c:' .. ARGV[b]) == 0 then return {'done'} end
-  local game = drop_client(ARGV[b])
-  return {'done', game, line_of(game)}
+if limit > 0 and redis.call('ZCARD', 'pc:line:' .. game) < limit then
+  redis.call('ZADD', 'pc:line:' .. game, redis.call('INCR', 'pc:seq'), cid)
+  redis.call('HSET', 'pc:c:' .. cid, 'node', node, 'game', game, 'codecs', codecs)
+  redis.call('SADD', 'pc:nc:' .. node, cid)
+  return cjson.encode({'queued', line_of(game)})
 end
-if name == 'end' then
-  end_session(ARGV[b])
-  if ARGV[b + 1] ~= '' then withdraw(ARGV[b + 1]) end
-  return {'done'}
+return cjson.encode({'refused', 'no_worker_available'})
+"""
+)
+
+_WITHDRAW = (
+    _LIB
+    + r"""
+withdraw(ARGV[1])
+return cjson.encode({'done'})
+"""
+)
+
+_LEAVE_LINE = (
+    _LIB
+    + r"""
+if redis.call('EXISTS', 'pc:c:' .. ARGV[1]) == 0 then return cjson.encode({'done'}) end
+local game = drop_client(ARGV[1])
+return cjson.encode({'done', game, line_of(game)})
+"""
+)
+
+_END = (
+    _LIB
+    + r"""
+end_session(ARGV[1])
+if ARGV[2] ~= '' then withdraw(ARGV[2]) end
+return cjson.encode({'done'})
+"""
+)
+
+_MARK = r"""
+if redis.call('EXISTS', 'pc:s:' .. ARGV[1]) == 1 then
+  redis.call('HSET', 'pc:s:' .. ARGV[1], 'phase', 'connected')
 end
-if name == 'mark' then
-  if redis.call('EXISTS', 'pc:s:' .. ARGV[b]) == 1 then
-    redis.call('HSET', 'pc:s:' .. ARGV[b], 'phase', 'connected')
-  end
-  return {'done'}
-end
-if name == 'tokens' then
-  if redis.call('EXISTS', 'pc:s:' .. ARGV[b]) == 1 then
-    redis.call('HSET', 'pc:s:' .. ARGV[b], 'wt', ARGV[b + 1], 'ct', ARGV[b + 2])
-  end
-  return {'done'}
-end
--- Compares SHA-256 digests, never tokens: a timing difference tells nothing
--- of a token.
-if name == 'reattach' then
-  local sid, role, token, fresh, node = unpack(ARGV, b, b + 4)
-  local key = 'pc:s:' .. sid
-  local field = role == 'worker' and 'wt' or 'ct'
-  local kept = redis.call('HGET', key, field)
-  if not kept or kept ~= token then return {'denied'} end
-  local where = role == 'worker' and 'worker_node' or 'client_node'
-  local old = redis.call('HGET', key, where)
-  redis.call('HSET', key, field, fresh, where, node)
-  redis.call('PERSIST', key)
-  redis.call('SREM', 'pc:ns:' .. old, sid)
-  redis.call('SADD', 'pc:ns:' .. node, sid)
-  local s = redis.call('HMGET', key, 'worker', 'worker_node', 'client', 'client_node', 'game',
-    'codec', 'started_at', 'phase')
-  if role == 'worker' then
-    redis.call('HSET', 'pc:w:' .. s[1], 'node', node, 'game', s[5], 'busy', '1')
-    redis.call('PERSIST', 'pc:w:' .. s[1])
-    redis.call('SREM', 'pc:nw:' .. old, s[1])
-    redis.call('SADD', 'pc:nw:' .. node, s[1])
-  end
-  local partner = role == 'worker' and s[4] or s[2]
-  return {'reattached', s, old, alive(old), alive(partner)}
-end
-end
+return cjson.encode({'done'})
 """
 
-# A batch of operations, one script call: ARGV is each operation's name then
-# its arguments. Each runs atomically (the whole batch does), in order; one
-# that fails (a bug, a Redis refusing a write) answers ``{'error', why}``
-# and the rest still run, as they would have as calls of their own.
-_BATCH = (
+_SET_TOKENS = r"""
+if redis.call('EXISTS', 'pc:s:' .. ARGV[1]) == 1 then
+  redis.call('HSET', 'pc:s:' .. ARGV[1], 'wt', ARGV[2], 'ct', ARGV[3])
+end
+return cjson.encode({'done'})
+"""
+
+# Compares SHA-256 digests, never tokens: a timing difference tells nothing
+# of a token.
+_REATTACH = (
     _LIB
-    + _OPS
     + r"""
-local function arity(name)
-  if name == 'pair' then return 10 end
-  if name == 'end' then return 2 end
-  if name == 'publish' then return 8 end
-  if name == 'mark' or name == 'withdraw' or name == 'leave' then return 1 end
-  if name == 'tokens' then return 3 end
-  if name == 'reattach' then return 5 end
+local sid, role, token, fresh, node = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local key = 'pc:s:' .. sid
+local field = role == 'worker' and 'wt' or 'ct'
+local kept = redis.call('HGET', key, field)
+if not kept or kept ~= token then return cjson.encode({'denied'}) end
+local where = role == 'worker' and 'worker_node' or 'client_node'
+local old = redis.call('HGET', key, where)
+redis.call('HSET', key, field, fresh, where, node)
+redis.call('PERSIST', key)
+redis.call('SREM', 'pc:ns:' .. old, sid)
+redis.call('SADD', 'pc:ns:' .. node, sid)
+local s = redis.call('HMGET', key, 'worker', 'worker_node', 'client', 'client_node', 'game',
+  'codec', 'started_at', 'phase')
+if role == 'worker' then
+  redis.call('HSET', 'pc:w:' .. s[1], 'node', node, 'game', s[5], 'busy', '1')
+  redis.call('PERSIST', 'pc:w:' .. s[1])
+  redis.call('SREM', 'pc:nw:' .. old, s[1])
+  redis.call('SADD', 'pc:nw:' .. node, s[1])
 end
-local answers = {}
-local i = 1
-while i <= #ARGV do
-  local n = arity(ARGV[i])
-  if not n then
-    answers[#answers + 1] = {'error', 'unknown operation ' .. ARGV[i]}
-    break
-  end
-  local ok, answer = pcall(run, ARGV[i], i + 1)
-  if not ok then
-    if type(answer) == 'table' and answer.err then answer = answer.err end
-    answer = {'error', tostring(answer)}
-  end
-  answers[#answers + 1] = answer
-  i = i + 1 + n
-end
-return cjson.encode(answers)
+local partner = role == 'worker' and s[4] or s[2]
+return cjson.encode({'reattached', s, old, alive(old), alive(partner)})
 """
 )
 
@@ -329,64 +307,73 @@ return redis.call('SADD', 'pc:nodes', ARGV[1])
 
 
 class RedisShared:
-    """``shared.Op`` -> ``shared.Outcome`` against Redis: a batch of
-    operations is one script call (``_BATCH``)."""
+    """``shared.Op`` -> ``shared.Outcome`` against Redis, one script each."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         r = redis.register_script
-        self._batch: AsyncScript = r(_BATCH)
+        self._publish: AsyncScript = r(_PUBLISH)
+        self._pair: AsyncScript = r(_PAIR)
+        self._withdraw: AsyncScript = r(_WITHDRAW)
+        self._leave: AsyncScript = r(_LEAVE_LINE)
+        self._end: AsyncScript = r(_END)
+        self._mark: AsyncScript = r(_MARK)
         self._forget: AsyncScript = r(_FORGET_NODE)
+        self._set_tokens: AsyncScript = r(_SET_TOKENS)
+        self._reattach: AsyncScript = r(_REATTACH)
         self._beat: AsyncScript = r(_BEAT)
-        self._scripts = (self._batch, self._forget, self._beat)
+        self._scripts = (
+            self._publish, self._pair, self._withdraw, self._leave, self._end, self._mark,
+            self._forget, self._set_tokens, self._reattach, self._beat,
+        )  # fmt: skip
 
-    @staticmethod
-    def args_of(op: Op) -> list[str | int | float]:
-        """``op``'s name in the batch script, then its arguments."""
+    def script_of(self, op: Op) -> tuple[AsyncScript, list[str | int | float]]:
+        """The script that carries out ``op``, and its arguments."""
         if isinstance(op, Publish):
             w = op.worker
-            return [
-                "publish", w.id, w.node, w.game, ",".join(w.codecs), w.addr, w.port,
-                op.session_id, op.now,
+            args: list[str | int | float] = [
+                w.id, w.node, w.game, ",".join(w.codecs), w.addr, w.port, op.session_id, op.now
             ]  # fmt: skip
+            return self._publish, args
         if isinstance(op, Pair):
             cl = op.client
-            return [
-                "pair", cl.id, cl.node, cl.game, ",".join(cl.codecs), op.session_id,
-                op.queue_limit, op.now, "", "", "",
+            args = [
+                cl.id, cl.node, cl.game, ",".join(cl.codecs), op.session_id, op.queue_limit, op.now
             ]  # fmt: skip
+            return self._pair, args
         if isinstance(op, Withdraw):
-            return ["withdraw", op.worker_id]
+            return self._withdraw, [op.worker_id]
         if isinstance(op, LeaveLine):
-            return ["leave", op.client_id]
+            return self._leave, [op.client_id]
         if isinstance(op, EndSession):
-            return ["end", op.session_id, op.worker_id]
+            return self._end, [op.session_id, op.worker_id]
         if isinstance(op, SetTokens):
-            return ["tokens", op.session_id, op.worker, op.client]
+            return self._set_tokens, [op.session_id, op.worker, op.client]
         if isinstance(op, Reattach):
-            return ["reattach", op.session_id, op.role, op.token, op.fresh, op.node]
+            return self._reattach, [op.session_id, op.role, op.token, op.fresh, op.node]
         assert isinstance(op, MarkConnected)
-        return ["mark", op.session_id]
+        return self._mark, [op.session_id]
 
-    def command(
-        self,
-        ops: Sequence[Op],
-        early_start: Callable[[Pair], tuple[bytes, bytes, bytes] | None] | None = None,
+    def call(self, op: Op, client: Any = None) -> Any:
+        """The script call for ``op`` (an awaitable; on a pipeline, queued).
+        On a pipeline redis-py adds a ``SCRIPT EXISTS`` round trip to every
+        execute: hot paths use ``evalsha`` instead."""
+        script, args = self.script_of(op)
+        return script(args=args, client=client or self.redis)
+
+    def evalsha(
+        self, op: Op, early_start: tuple[bytes, bytes, bytes] | None = None
     ) -> tuple[str | int | float | bytes, ...]:
-        """``ops`` as one bare EVALSHA of the batch script: it must be loaded
+        """``op`` as a bare EVALSHA command: the scripts must be loaded
         (``load``); a NOSCRIPT answer (Redis restarted or failed over, its
         script cache empty) means load and send again. ``early_start``, for
         a ``Pair``: the bus entry telling the worker's node, cut where the
         worker id and the codec go; the script publishes it as it pairs with
         a worker on another node (one crossing of the cluster less)."""
-        args: list[str | int | float | bytes] = []
-        for op in ops:
-            args += self.args_of(op)
-            if early_start is not None and isinstance(op, Pair):
-                parts = early_start(op)
-                if parts is not None:
-                    args[-3:] = parts
-        return ("EVALSHA", self._batch.sha, 0, *args)
+        script, args = self.script_of(op)
+        if early_start is not None and isinstance(op, Pair):
+            return ("EVALSHA", script.sha, 0, *args, *early_start)
+        return ("EVALSHA", script.sha, 0, *args)
 
     async def load(self) -> None:
         """Put every script in Redis's script cache (idempotent)."""
@@ -396,10 +383,7 @@ class RedisShared:
             await pipe.execute()
 
     async def execute(self, op: Op) -> Outcome:
-        (outcome,) = outcomes([op], await self._batch(args=self.args_of(op)))
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+        return outcome_of(op, await self.call(op))
 
     async def beat(self, node: str, ttl: float, info: str) -> bool:
         """Renew liveness; True if this node had been dropped (or is new)."""
@@ -418,24 +402,9 @@ class RedisShared:
         return {game: _line(game, entries) for game, entries in lines}
 
 
-def outcomes(ops: Sequence[Op], raw: Any) -> list[Outcome | ResponseError]:
-    """The batch script's answer, one outcome per operation (as MemoryShared
-    gives it), or the error it failed with."""
-    answers = json.loads(raw)
-    if not isinstance(answers, list) or len(answers) != len(ops):
-        raise ResponseError(f"the batch script answered {len(ops)} operations with {raw!r:.80}")
-    out: list[Outcome | ResponseError] = []
-    for op, answer in zip(ops, answers, strict=True):
-        if answer[0] == "error":
-            out.append(ResponseError(str(answer[1])))
-        else:
-            out.append(outcome_of(op, answer))
-    return out
-
-
-def outcome_of(op: Op, answer: list[Any]) -> Outcome:
-    """One operation's answer (decoded JSON) as the outcome MemoryShared gives."""
-    kind, *rest = answer
+def outcome_of(op: Op, raw: Any) -> Outcome:
+    """Decode a script's JSON answer into the outcome MemoryShared gives."""
+    kind, *rest = json.loads(raw)
     if isinstance(op, Publish):
         if kind == "listed":
             return Listed()
