@@ -107,6 +107,10 @@ class ClusterLink:
         if not (hub.requests or hub.tells):
             return
         self.out.add(hub.take_requests(), hub.take_tells(), time.monotonic())
+        self._queued()
+
+    def _queued(self) -> None:
+        """Something was queued: the outbound loop looks, and a settle waits."""
         if self._idle.is_set():
             self._idle.clear()
         self._wake.set()
@@ -217,7 +221,7 @@ class ClusterLink:
                         async with asyncio.timeout(wait):
                             await self._wake.wait()
                     continue
-                wait = self.out.sent_at + self.out.gather - now
+                wait = self.out.gathering(now)
                 if wait > 0:  # busy: what comes meanwhile goes in the same round trip
                     await asyncio.sleep(wait)
                 ops, raws = self._prepare(self.out.take(time.monotonic()))
@@ -453,9 +457,7 @@ class ClusterLink:
 
     def _queue(self, raw: Raw) -> None:
         self.out.add_raw(raw)
-        if self._idle.is_set():
-            self._idle.clear()
-        self._wake.set()
+        self._queued()
 
     async def _liveness(self) -> None:
         period = self.ttl / 4

@@ -133,7 +133,7 @@ class Outbound:
         """When the next batch may go; None: nothing is queued."""
         if not self:
             return None
-        return max(now + self.lingering(now), self.sent_at + self.gather)
+        return now + max(self.lingering(now), self.gathering(now))
 
     def lingering(self, now: float) -> float:
         """How long what is queued may still wait (0: something is waited
@@ -145,18 +145,20 @@ class Outbound:
             at = min(at, self.ops_since)
         return max(0.0, at + LINGER - now)
 
+    def gathering(self, now: float) -> float:
+        """How long until a batch may go after the last one (``gather``)."""
+        return max(0.0, self.sent_at + self.gather - now)
+
     def take(self, now: float) -> Batch:
         """The next batch: every operation, every numbered entry, and the
         messages of each node that has one waited for or has waited LINGER."""
-        batch = Batch()
         self.sent_at = now
-        ops, self.ops = self.ops[:BATCH], self.ops[BATCH:]
-        raws, self.raws = self.raws[:BATCH], self.raws[BATCH:]
-        batch.ops, batch.raws = ops, raws
+        batch = Batch(self.ops[:BATCH], self.raws[:BATCH])
+        del self.ops[:BATCH], self.raws[:BATCH]
         self.urgent = bool(self.ops)
         self.ops_since = None
         if self.tells:
-            due = self.pressing.union(r.node for r in raws)
+            due = self.pressing.union(r.node for r in batch.raws)
             for node, since in self.since.items():
                 if since + LINGER <= now:  # (as ``due`` reckons it)
                     due.add(node)

@@ -20,7 +20,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, ParamSpec
 from urllib.parse import parse_qs
 
 from aiohttp import web
@@ -38,6 +38,7 @@ log = logging.getLogger("playcast.signaling")
 CLOSE_TIMEOUT: Final = 5.0  # for the peer's close frame after ours
 ROLES: Final = {"/ws/worker": "worker", "/ws/client": "client"}
 
+_P = ParamSpec("_P")
 _HEAD, _OPEN, _CLOSING, _DONE = 0, 1, 2, 3
 
 
@@ -58,18 +59,18 @@ class Front:
     def __call__(self) -> SignalingSocket:
         return SignalingSocket(self)
 
-    def corked(self, step: Callable[[], None]) -> None:
+    def corked(self, step: Callable[_P, None], *args: _P.args, **kwargs: _P.kwargs) -> None:
         """Run ``step`` holding what it writes: each socket written to sends
         its frames in one system call when it is done (a read's burst of ICE
         candidates, a bus batch's relayed frames). Nested calls join the
         outer one."""
         if self.corked_socks is not None:
-            step()
+            step(*args, **kwargs)
             return
         socks: list[SignalingSocket] = []
         self.corked_socks = socks
         try:
-            step()
+            step(*args, **kwargs)
         finally:
             self.corked_socks = None
             for sock in socks:
@@ -134,7 +135,7 @@ class SignalingSocket(asyncio.Protocol):
         if reader is not None:
             # A read often holds several frames (a burst of ICE candidates):
             # what their steps send to each peer goes out in one write.
-            self.front.corked(lambda: self._feed(reader, data))
+            self.front.corked(self._feed, reader, data)
             return
         if self._state != _HEAD:
             return
