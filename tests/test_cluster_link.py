@@ -6,12 +6,21 @@ from __future__ import annotations
 
 from hubkit import FakeConn, Rig
 
-from playcast.protocol import Join, Rejected
+from playcast.protocol import Join, Register, Registered, Rejected, SessionStart
 from playcast.signaling import bus
 from playcast.signaling.busorder import parse
 from playcast.signaling.cluster import ClusterLink
 from playcast.signaling.outbound import LINGER
-from playcast.signaling.shared import EndSession, Pair, Paired, SessionEntry, WorkerEntry
+from playcast.signaling.shared import (
+    EndSession,
+    Listed,
+    Pair,
+    Paired,
+    Publish,
+    SessionEntry,
+    WorkerEntry,
+)
+from playcast.signaling.types import Worker
 
 
 def joined(**settings: float) -> tuple[ClusterLink, FakeConn, Pair]:
@@ -121,3 +130,50 @@ def test_what_may_wait_rides_with_a_push_its_node_waits_for() -> None:
     assert out.take(since + LINGER / 2).tells == {}
     assert out.take(since + LINGER).tells == {"A": [end]}  # waited long enough
     assert not out
+
+
+def registering() -> tuple[Rig, Worker, FakeConn, Publish, bus.Start]:
+    """A worker registered on node A, its listing asked of the shared state
+    and not yet answered; the early start of a player on B paired with it."""
+    rig = Rig(redis="memory://", node_id="A")
+    conn = FakeConn()
+    worker = rig.open_worker(conn)
+    rig.send(worker, Register(game="com.supercell.clashroyale"))
+    (publish,) = rig.hub.take_requests()
+    assert isinstance(publish, Publish)
+    start = bus.Start(
+        session_id="s-9",
+        worker_id=worker.id,
+        client_id="c-9",
+        client_node="B",
+        codec="H264",
+        ice_servers=[],
+    )
+    return rig, worker, conn, publish, start
+
+
+def test_an_early_start_that_overtakes_the_listing_waits_for_registered() -> None:
+    """The pairing script took the worker as soon as it was listed, and its
+    push reached A before the listing's answer (two connections): the worker
+    is told ``registered`` first, then ``session_start``, never the other
+    way round (a worker ignores a session before it is registered)."""
+    rig, _, conn, publish, start = registering()
+    rig.hub.on_bus(start)
+    rig.flush()
+    assert not conn.only(Registered) and not conn.only(SessionStart)
+    rig.hub.on_outcome(publish, Listed())
+    rig.flush()
+    told = [m for m in conn.sent if isinstance(m, Registered | SessionStart)]
+    assert [type(m) for m in told] == [Registered, SessionStart]
+    assert told[1].session_id == "s-9"
+
+
+def test_a_held_start_for_a_worker_gone_meanwhile_fails_its_player() -> None:
+    rig, worker, _, publish, start = registering()
+    rig.hub.on_bus(start)
+    rig.hub.on_close(worker, 1006)
+    rig.flush()
+    rig.hub.take_tells()
+    rig.hub.on_outcome(publish, Listed())
+    assert ("B", bus.End(session_id="s-9", reason="worker_failed")) in rig.hub.take_tells()
+    assert not rig.hub.held_starts

@@ -7,7 +7,9 @@ of the cluster less on every player's wait. The player's core still tells
 its own ``Start`` after the answer, as the numbered copy a resend would
 find; that copy may linger, and the worker's node feeds its core only the
 first of the two. What the worker's node says of such a session before the
-player's node has read the answer is held until it has. Not with resume on:
+player's node has read the answer is held until it has; a start that
+overtakes the answer to the worker's own listing waits for it in the core
+(``pairing.start_worker``). Not with resume on:
 the worker's resume token is made after the answer.
 
 Sans-I/O, for ``cluster.py``: one instance per node, playing both sides.

@@ -38,7 +38,7 @@ def on_bus(state: State, msg: BusMessage) -> None:
     if isinstance(msg, Line):
         pairing.update_positions(state, msg.game, msg.clients)
     elif isinstance(msg, Start):
-        _start(state, msg)
+        pairing.start_worker(state, msg)
     elif isinstance(msg, Assign):
         _assign(state, msg)
     elif isinstance(msg, Again):
@@ -62,34 +62,8 @@ def on_bus(state: State, msg: BusMessage) -> None:
             sessions.end(state, session, msg.reason, msg.reason, msg.detail, origin=False)
 
 
-def _start(state: State, msg: Start) -> None:
-    # It just paired with a worker here: if this node had found it dead, it
-    # has come back under its id (as pairing.begin reasons for its answer).
-    pairing.node_back(state, msg.client_node)
-    worker = state.workers.get(msg.worker_id)
-    if worker is None or not pairing.free_worker(state, worker.id):
-        # Gone between its listing and this word: the player hears it failed.
-        state.request(EndSession(msg.session_id))
-        state.tell(msg.client_node, End(session_id=msg.session_id, reason="worker_failed"))
-        return
-    entry = SessionEntry(
-        msg.session_id,
-        worker.id,
-        state.node,
-        msg.client_id,
-        msg.client_node,
-        worker.game,
-        msg.codec,
-        state.wall_clock(),
-    )
-    session = sessions.open_session(state, entry)
-    if msg.resume_token:
-        session.worker_token = resume.digest(msg.resume_token)
-    pairing.greet_worker(state, worker, session, msg.ice_servers, msg.resume_token or None)
-
-
 def _assign(state: State, msg: Assign) -> None:
-    pairing.node_back(state, msg.worker_node)  # as in _start
+    pairing.node_back(state, msg.worker_node)  # as in pairing.start_worker
     client = state.clients.get(msg.client_id)
     if client is None or not pairing.free_client(state, client.id):
         # Gone before this word: its worker, already told, hears it failed

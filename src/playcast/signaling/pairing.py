@@ -37,6 +37,7 @@ from playcast.signaling.shared import (
     Reattach,
     Reattached,
     Refused,
+    SessionEntry,
     SetTokens,
     WorkerEntry,
 )
@@ -98,6 +99,43 @@ def _worker_published(state: State, op: Publish, outcome: Outcome | None) -> Non
         # Not listed (the shared state is out of reach): not available
         # anywhere, so it must go and come back through the load balancer.
         shut_down(state, worker, "server_shutdown")
+    held = state.held_starts.pop(op.worker.id, None)
+    if held is not None:
+        start_worker(state, held, may_wait=False)
+
+
+def start_worker(state: State, msg: Start, *, may_wait: bool = True) -> None:
+    """Another node paired its player with a worker here: greet the worker.
+    A worker is told ``registered`` before any session: a pairing script
+    may tell this node (``earlystart``) before it has read the worker's
+    listing (the answer and the push come on two connections), and then the
+    start waits for that answer (``may_wait``)."""
+    # It just paired with a worker here: if this node had found it dead, it
+    # has come back under its id (as begin reasons for its answer).
+    node_back(state, msg.client_node)
+    worker = state.workers.get(msg.worker_id)
+    if worker is not None and not worker.registered and may_wait and free_worker(state, worker.id):
+        state.held_starts[worker.id] = msg
+        return
+    if worker is None or not worker.registered or not free_worker(state, worker.id):
+        # Gone between its listing and this word: the player hears it failed.
+        state.request(EndSession(msg.session_id))
+        state.tell(msg.client_node, End(session_id=msg.session_id, reason="worker_failed"))
+        return
+    entry = SessionEntry(
+        msg.session_id,
+        worker.id,
+        state.node,
+        msg.client_id,
+        msg.client_node,
+        worker.game,
+        msg.codec,
+        state.wall_clock(),
+    )
+    session = sessions.open_session(state, entry)
+    if msg.resume_token:
+        session.worker_token = resume.digest(msg.resume_token)
+    greet_worker(state, worker, session, msg.ice_servers, msg.resume_token or None)
 
 
 def free_worker(state: State, worker_id: str) -> bool:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from playcast.protocol import Message
-from playcast.signaling.bus import BusMessage
+from playcast.signaling.bus import BusMessage, Start
 from playcast.signaling.metrics import Metrics, Readings
 from playcast.signaling.settings import Settings
 from playcast.signaling.shared import MemoryShared, Op, WorkerEntry
@@ -68,6 +68,9 @@ class State:
         self.isolated = False
         # Nodes known dead: nothing more is told to them.
         self.gone_nodes: set[str] = set()
+        # A pairing's word for a worker here whose listing was not read yet,
+        # by worker: it is greeted once told ``registered`` (pairing.start_worker).
+        self.held_starts: dict[str, Start] = {}
         # Resume: members whose socket dropped mid-session (by id), and the
         # sessions waiting for one (by id), until their grace runs out.
         self.away: dict[str, Worker | Client] = {}
