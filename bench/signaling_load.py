@@ -64,11 +64,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import psutil
@@ -141,9 +141,9 @@ class WsClient(asyncio.Protocol):
         ).encode()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+        # (uvloop's TCP transport is not an asyncio.Transport subclass)
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -839,7 +839,17 @@ def generator_main(ctl: Connection, cfg: GenConfig, heartbeat_timeout: float) ->
             ctl.send(("error", repr(exc)))
             raise
 
-    asyncio.run(main())
+    run_loop(main())
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """``main`` on uvloop, as the server runs: the generator shares the
+    machine's cores with what it measures, and on asyncio's own loop it
+    spends a third more CPU a setup (0.9 ms against 0.65 at 300/s)."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 # --- the server process and the coordinator -----------------------------------------
