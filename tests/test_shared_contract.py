@@ -83,6 +83,15 @@ async def test_unsupported_browser_and_codecs_leaving(run: Run) -> None:
     assert await run(Withdraw("w2")) == Done()  # twice: nothing more happens
 
 
+async def test_a_worker_published_again_counts_its_codecs_once(run: Run) -> None:
+    await run(Publish(worker("w1", "H264"), "x", 1.0))
+    await run(Publish(worker("w2", "VP8"), "x", 2.0))
+    assert isinstance(await run(Pair(client("c1", "VP8"), "s1", 0, 3.0)), Paired)
+    assert await run(Publish(worker("w2", "VP8"), "x", 4.0)) == Listed()  # available again
+    assert await run(Withdraw("w2")) == Done()
+    assert await run(Pair(client("c2", "VP8"), "s2", 0, 5.0)) == Refused("unsupported_browser")
+
+
 async def test_the_line_first_come_first_served(run: Run) -> None:
     await run(Publish(worker("w1"), "x", 1.0))
     await run(Pair(client("c0"), "s0", 2, 2.0))

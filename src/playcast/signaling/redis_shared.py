@@ -120,11 +120,12 @@ _PUBLISH = (
     + r"""
 local wid, node, game, codecs, addr, port, sid, now =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-if redis.call('EXISTS', 'pc:w:' .. wid) == 0 then
+-- HSET answers how many fields were new: all six is a new record (any
+-- record holds its node or busy), whose codecs count from now.
+if redis.call('HSET', 'pc:w:' .. wid, 'node', node, 'game', game, 'codecs', codecs,
+    'addr', addr, 'port', port, 'busy', '0') == 6 then
   for _, c in ipairs(split(codecs)) do redis.call('HINCRBY', 'pc:codecs:' .. game, c, 1) end
 end
-redis.call('HSET', 'pc:w:' .. wid, 'node', node, 'game', game, 'codecs', codecs,
-  'addr', addr, 'port', port, 'busy', '0')
 redis.call('SADD', 'pc:nw:' .. node, wid)
 local kept = 0
 while true do
