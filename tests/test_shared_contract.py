@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from playcast.signaling.redis_shared import RedisShared
 from playcast.signaling.shared import (
     ClientEntry,
+    Denied,
     Done,
     EndSession,
     LeaveLine,
@@ -23,7 +24,10 @@ from playcast.signaling.shared import (
     Paired,
     Publish,
     Queued,
+    Reattach,
+    Reattached,
     Refused,
+    SetTokens,
     Withdraw,
     WorkerEntry,
 )
@@ -141,8 +145,6 @@ async def test_ending_a_session_with_its_worker_withdraws_it(run: Run) -> None:
 
 
 async def test_reattach_spends_the_token_and_moves_the_member(run: Run) -> None:
-    from playcast.signaling.shared import Denied, Reattach, Reattached, SetTokens
-
     await run(Publish(worker("w1"), "x", 1.0))
     out = await run(Pair(client("c1"), "s1", 0, 2.0))
     assert isinstance(out, Paired)
@@ -158,6 +160,97 @@ async def test_reattach_spends_the_token_and_moves_the_member(run: Run) -> None:
     assert isinstance(back, Reattached) and back.old_node == "A"
     await run(EndSession("s1"))
     assert await run(Reattach("s1", "worker", "aa" * 32, "ee" * 32, "B")) == Denied()
+
+
+Forget = Callable[[str], Awaitable[object]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def with_forget(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Run, Forget]]:
+    """``run``, and a dead node's cleanup (with no resume grace)."""
+    if request.param == "memory":
+        memory = MemoryShared([GAME])
+
+        async def run_memory(op: Op) -> Outcome:
+            return memory.execute(op)
+
+        async def forget_memory(node: str) -> object:
+            return memory.forget_node(node)
+
+        yield run_memory, forget_memory
+        return
+    async with running_redis() as server:
+        redis = Redis.from_url(server.url)
+        shared = RedisShared(redis)
+        for node in ("A", "B", "C"):
+            await shared.beat(node, 60.0, "{}")
+
+        async def forget_redis(node: str) -> object:
+            return await shared.forget_node(node)
+
+        yield shared.execute, forget_redis
+        await redis.aclose()
+
+
+async def paired_with_tokens(run: Run, worker_node: str, client_node: str) -> None:
+    await run(Publish(worker("w1", node=worker_node), "x", 1.0))
+    assert isinstance(await run(Pair(client("c1", node=client_node), "s1", 0, 2.0)), Paired)
+    assert await run(SetTokens("s1", "aa" * 32, "bb" * 32)) == Done()
+
+
+async def test_a_dead_node_ends_the_sessions_of_its_workers(
+    with_forget: tuple[Run, Forget],
+) -> None:
+    run, forget = with_forget
+    await paired_with_tokens(run, "A", "B")
+    await forget("A")
+    assert await run(Reattach("s1", "client", "bb" * 32, "cc" * 32, "C")) == Denied()
+
+
+async def test_a_dead_node_ends_the_sessions_of_its_players(
+    with_forget: tuple[Run, Forget],
+) -> None:
+    run, forget = with_forget
+    await paired_with_tokens(run, "A", "B")
+    await forget("B")
+    assert await run(Reattach("s1", "worker", "aa" * 32, "cc" * 32, "C")) == Denied()
+
+
+async def test_a_player_left_behind_by_its_worker_still_ends_with_its_node(
+    with_forget: tuple[Run, Forget],
+) -> None:
+    """Both members on A, the worker resumes on B: A's death still ends the
+    session (the player was on A), in both implementations."""
+    run, forget = with_forget
+    await paired_with_tokens(run, "A", "A")
+    assert isinstance(await run(Reattach("s1", "worker", "aa" * 32, "cc" * 32, "B")), Reattached)
+    await forget("A")
+    assert await run(Reattach("s1", "client", "bb" * 32, "dd" * 32, "C")) == Denied()
+
+
+async def test_a_dead_node_s_sessions_wait_out_the_grace_on_both_sides() -> None:
+    """Redis only (the memory state keeps no clock): with a resume grace, a
+    dead node's sessions expire, whichever side it held, and the worker's
+    record with them; a node's sets are gone."""
+    async with running_redis() as server:
+        redis = Redis.from_url(server.url)
+        shared = RedisShared(redis)
+        for node in ("A", "B", "C"):
+            await shared.beat(node, 60.0, "{}")
+        await paired_with_tokens(shared.execute, "A", "A")  # s1: both on A
+        await shared.execute(Publish(worker("w2", node="B"), "x", 3.0))
+        assert isinstance(await shared.execute(Pair(client("c2", node="A"), "s2", 0, 4.0)), Paired)
+        await shared.execute(Publish(worker("w3", node="A"), "x", 5.0))
+        assert isinstance(await shared.execute(Pair(client("c3", node="C"), "s3", 0, 6.0)), Paired)
+        moved = await shared.execute(Reattach("s1", "worker", "aa" * 32, "cc" * 32, "B"))
+        assert isinstance(moved, Reattached)
+        await shared.forget_node("A", grace=30.0)
+        for sid in ("s1", "s2", "s3"):  # a player on A, a player on A, a worker on A
+            assert 0 < await redis.pttl(f"pc:s:{sid}") <= 30_000, sid
+        assert 0 < await redis.pttl("pc:w:w3") <= 30_000  # busy: kept for its resume
+        assert await redis.pttl("pc:w:w1") == -1  # resumed on B: no longer A's
+        assert not await redis.exists("pc:ns:A", "pc:nw:A", "pc:nc:A")
+        await redis.aclose()
 
 
 # The scripts read the pool and the line a few entries at a time (CHUNK = 8 in

@@ -6,14 +6,16 @@ runs both through the same cases). Keys, all under ``pc:``:
 
 | key | type | holds |
 | --- | --- | --- |
-| ``pc:w:{worker}`` | hash | a registered worker: node, game, codecs, addr, port, busy |
+| ``pc:w:{worker}`` | hash | a registered worker: node, game, codecs, addr, port, busy, |
+| | | session (its last) |
 | ``pc:pool:{game}`` | sorted set | available workers, scored by when they became available |
 | ``pc:line:{game}`` | sorted set | waiting clients, scored by when they joined the line |
 | ``pc:c:{client}`` | hash | a waiting client: node, game, codecs |
 | ``pc:codecs:{game}`` | hash | codec -> registered workers of the game that send it |
 | ``pc:s:{session}`` | hash | a session: members, their nodes, game, codec, start, phase |
-| ``pc:nw:{node}``, ``pc:ns:{node}``, ``pc:nc:{node}`` | sets | a node's workers, sessions and |
-| | | waiting clients, for its cleanup |
+| ``pc:nw:{node}``, ``pc:ns:{node}``, ``pc:nc:{node}`` | sets | a node's workers, its players' |
+| | | sessions and its waiting clients, for its cleanup (its workers' |
+| | | sessions: on their records) |
 | ``pc:node:{node}`` | string, expires | the node is alive (renewed well within its TTL) |
 | ``pc:nodes`` | set | the nodes announced and not yet cleaned up |
 | ``pc:bus:{node}`` | channel | what other nodes tell it (``bus.py``, ``busorder.py``): |
@@ -84,9 +86,8 @@ local function start(sid, wid, wnode, cid, cnode, game, codec, now)
   redis.call('HSET', 'pc:s:' .. sid, 'worker', wid, 'worker_node', wnode, 'client', cid,
     'client_node', cnode, 'game', game, 'codec', codec, 'started_at', now,
     'phase', 'awaiting_offer')
-  redis.call('SADD', 'pc:ns:' .. wnode, sid)
   redis.call('SADD', 'pc:ns:' .. cnode, sid)
-  redis.call('HSET', 'pc:w:' .. wid, 'busy', '1')
+  redis.call('HSET', 'pc:w:' .. wid, 'busy', '1', 'session', sid)
 end
 local function drop_client(cid)
   local c = redis.call('HMGET', 'pc:c:' .. cid, 'node', 'game')
@@ -108,10 +109,9 @@ local function withdraw(wid)
   end
 end
 local function end_session(sid)
-  local s = redis.call('HMGET', 'pc:s:' .. sid, 'worker_node', 'client_node')
+  local cnode = redis.call('HGET', 'pc:s:' .. sid, 'client_node')
   redis.call('DEL', 'pc:s:' .. sid)
-  if s[1] then redis.call('SREM', 'pc:ns:' .. s[1], sid) end
-  if s[2] then redis.call('SREM', 'pc:ns:' .. s[2], sid) end
+  if cnode then redis.call('SREM', 'pc:ns:' .. cnode, sid) end
 end
 """
 
@@ -252,15 +252,16 @@ local where = role == 'worker' and 'worker_node' or 'client_node'
 local old = redis.call('HGET', key, where)
 redis.call('HSET', key, field, fresh, where, node)
 redis.call('PERSIST', key)
-redis.call('SREM', 'pc:ns:' .. old, sid)
-redis.call('SADD', 'pc:ns:' .. node, sid)
 local s = redis.call('HMGET', key, 'worker', 'worker_node', 'client', 'client_node', 'game',
   'codec', 'started_at', 'phase')
 if role == 'worker' then
-  redis.call('HSET', 'pc:w:' .. s[1], 'node', node, 'game', s[5], 'busy', '1')
+  redis.call('HSET', 'pc:w:' .. s[1], 'node', node, 'game', s[5], 'busy', '1', 'session', sid)
   redis.call('PERSIST', 'pc:w:' .. s[1])
   redis.call('SREM', 'pc:nw:' .. old, s[1])
   redis.call('SADD', 'pc:nw:' .. node, s[1])
+else
+  redis.call('SREM', 'pc:ns:' .. old, sid)
+  redis.call('SADD', 'pc:ns:' .. node, sid)
 end
 local partner = role == 'worker' and s[4] or s[2]
 return cjson.encode({'reattached', s, old, alive(old), alive(partner)})
@@ -277,16 +278,16 @@ local node, grace = ARGV[1], tonumber(ARGV[3])
 if redis.call('SREM', 'pc:nodes', node) == 0 and ARGV[2] ~= 'force' then
   return cjson.encode({'not_mine'})
 end
-for _, wid in ipairs(redis.call('SMEMBERS', 'pc:nw:' .. node)) do
-  if grace > 0 and redis.call('HGET', 'pc:w:' .. wid, 'busy') == '1' then
-    redis.call('PEXPIRE', 'pc:w:' .. wid, grace)
-  else
-    withdraw(wid)
-  end
-end
-for _, sid in ipairs(redis.call('SMEMBERS', 'pc:ns:' .. node)) do
+local function gone(sid)
   if grace > 0 then redis.call('PEXPIRE', 'pc:s:' .. sid, grace) else end_session(sid) end
 end
+for _, wid in ipairs(redis.call('SMEMBERS', 'pc:nw:' .. node)) do
+  local w = redis.call('HMGET', 'pc:w:' .. wid, 'busy', 'session')
+  local busy = w[1] == '1'
+  if busy and w[2] then gone(w[2]) end  -- (a session already ended: nothing to do)
+  if grace > 0 and busy then redis.call('PEXPIRE', 'pc:w:' .. wid, grace) else withdraw(wid) end
+end
+for _, sid in ipairs(redis.call('SMEMBERS', 'pc:ns:' .. node)) do gone(sid) end
 local games = {}
 for _, cid in ipairs(redis.call('SMEMBERS', 'pc:nc:' .. node)) do
   local game = drop_client(cid)
