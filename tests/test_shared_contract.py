@@ -162,20 +162,20 @@ async def test_reattach_spends_the_token_and_moves_the_member(run: Run) -> None:
     assert await run(Reattach("s1", "worker", "aa" * 32, "ee" * 32, "B")) == Denied()
 
 
-Forget = Callable[[str], Awaitable[object]]
+Forget = Callable[[str, float], Awaitable[object]]
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def with_forget(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Run, Forget]]:
-    """``run``, and a dead node's cleanup (with no resume grace)."""
+    """``run``, and a dead node's cleanup (with a resume grace, seconds, or none)."""
     if request.param == "memory":
         memory = MemoryShared([GAME])
 
         async def run_memory(op: Op) -> Outcome:
             return memory.execute(op)
 
-        async def forget_memory(node: str) -> object:
-            return memory.forget_node(node)
+        async def forget_memory(node: str, grace: float) -> object:
+            return memory.forget_node(node, keep_sessions=grace > 0)
 
         yield run_memory, forget_memory
         return
@@ -185,8 +185,8 @@ async def with_forget(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Run
         for node in ("A", "B", "C"):
             await shared.beat(node, 60.0, "{}")
 
-        async def forget_redis(node: str) -> object:
-            return await shared.forget_node(node)
+        async def forget_redis(node: str, grace: float) -> object:
+            return await shared.forget_node(node, grace=grace)
 
         yield shared.execute, forget_redis
         await redis.aclose()
@@ -203,7 +203,7 @@ async def test_a_dead_node_ends_the_sessions_of_its_workers(
 ) -> None:
     run, forget = with_forget
     await paired_with_tokens(run, "A", "B")
-    await forget("A")
+    await forget("A", 0.0)
     assert await run(Reattach("s1", "client", "bb" * 32, "cc" * 32, "C")) == Denied()
 
 
@@ -212,7 +212,7 @@ async def test_a_dead_node_ends_the_sessions_of_its_players(
 ) -> None:
     run, forget = with_forget
     await paired_with_tokens(run, "A", "B")
-    await forget("B")
+    await forget("B", 0.0)
     assert await run(Reattach("s1", "worker", "aa" * 32, "cc" * 32, "C")) == Denied()
 
 
@@ -224,8 +224,26 @@ async def test_a_player_left_behind_by_its_worker_still_ends_with_its_node(
     run, forget = with_forget
     await paired_with_tokens(run, "A", "A")
     assert isinstance(await run(Reattach("s1", "worker", "aa" * 32, "cc" * 32, "B")), Reattached)
-    await forget("A")
+    await forget("A", 0.0)
     assert await run(Reattach("s1", "client", "bb" * 32, "dd" * 32, "C")) == Denied()
+
+
+async def test_a_busy_worker_kept_for_its_resume_no_longer_counts_its_codecs(
+    with_forget: tuple[Run, Forget],
+) -> None:
+    """Its node is dead: the worker is registered nowhere, even while its
+    session waits for it to resume (a record left to expire is never
+    withdrawn, so its codecs would have counted for ever)."""
+    run, forget = with_forget
+    await run(Publish(worker("w1", "VP8"), "x", 1.0))
+    await run(Publish(worker("w2", "H264", node="B"), "x", 2.0))
+    assert isinstance(await run(Pair(client("c1", "VP8"), "s1", 0, 3.0)), Paired)
+    await forget("A", 30.0)
+    assert await run(Pair(client("c2", "VP8"), "s2", 0, 4.0)) == Refused("unsupported_browser")
+    await run(Publish(worker("w3", "VP8", node="B"), "x", 5.0))
+    assert await run(EndSession("s1", "w1")) == Done()  # ended later: counted off once only
+    assert isinstance(await run(Pair(client("c3", "VP8"), "s3", 0, 6.0)), Paired)
+    assert await run(Pair(client("c4", "VP8"), "s4", 0, 7.0)) == Refused("no_worker_available")
 
 
 async def test_a_dead_node_s_sessions_wait_out_the_grace_on_both_sides() -> None:

@@ -96,17 +96,20 @@ local function drop_client(cid)
   redis.call('DEL', 'pc:c:' .. cid)
   return c[2]
 end
+local function uncount(game, codecs)
+  for _, c in ipairs(split(codecs)) do
+    if redis.call('HINCRBY', 'pc:codecs:' .. game, c, -1) <= 0 then
+      redis.call('HDEL', 'pc:codecs:' .. game, c)
+    end
+  end
+end
 local function withdraw(wid)
   local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'game', 'codecs')
   if not w[2] then return end
   redis.call('DEL', 'pc:w:' .. wid)
   redis.call('ZREM', 'pc:pool:' .. w[2], wid)
   redis.call('SREM', 'pc:nw:' .. w[1], wid)
-  for _, c in ipairs(split(w[3])) do
-    if redis.call('HINCRBY', 'pc:codecs:' .. w[2], c, -1) <= 0 then
-      redis.call('HDEL', 'pc:codecs:' .. w[2], c)
-    end
-  end
+  uncount(w[2], w[3])
 end
 local function end_session(sid)
   local cnode = redis.call('HGET', 'pc:s:' .. sid, 'client_node')
@@ -282,10 +285,18 @@ local function gone(sid)
   if grace > 0 then redis.call('PEXPIRE', 'pc:s:' .. sid, grace) else end_session(sid) end
 end
 for _, wid in ipairs(redis.call('SMEMBERS', 'pc:nw:' .. node)) do
-  local w = redis.call('HMGET', 'pc:w:' .. wid, 'busy', 'session')
+  local w = redis.call('HMGET', 'pc:w:' .. wid, 'busy', 'session', 'game', 'codecs')
   local busy = w[1] == '1'
   if busy and w[2] then gone(w[2]) end  -- (a session already ended: nothing to do)
-  if grace > 0 and busy then redis.call('PEXPIRE', 'pc:w:' .. wid, grace) else withdraw(wid) end
+  if grace > 0 and busy then
+    -- Kept for its resume, but no longer registered: its codecs stop
+    -- counting now, as a record left to expire is never withdrawn.
+    uncount(w[3], w[4])
+    redis.call('HDEL', 'pc:w:' .. wid, 'codecs')
+    redis.call('PEXPIRE', 'pc:w:' .. wid, grace)
+  else
+    withdraw(wid)
+  end
 end
 for _, sid in ipairs(redis.call('SMEMBERS', 'pc:ns:' .. node)) do gone(sid) end
 local games = {}
