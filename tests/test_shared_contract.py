@@ -34,25 +34,39 @@ from playcast.signaling.shared import (
 
 GAME = "com.supercell.clashroyale"
 Run = Callable[[Op], Awaitable[Outcome]]
+Forget = Callable[[str, float], Awaitable[object]]
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def run(request: pytest.FixtureRequest) -> AsyncIterator[Run]:
+async def with_forget(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Run, Forget]]:
+    """``run``, and a dead node's cleanup (with a resume grace, seconds, or none)."""
     if request.param == "memory":
         memory = MemoryShared([GAME])
 
         async def run_memory(op: Op) -> Outcome:
             return memory.execute(op)
 
-        yield run_memory
+        async def forget_memory(node: str, grace: float) -> object:
+            return memory.forget_node(node, keep_sessions=grace > 0)
+
+        yield run_memory, forget_memory
         return
     async with running_redis() as server:
         redis = Redis.from_url(server.url)
         shared = RedisShared(redis)
-        for node in ("A", "B"):
+        for node in ("A", "B", "C"):
             await shared.beat(node, 60.0, "{}")
-        yield shared.execute
+
+        async def forget_redis(node: str, grace: float) -> object:
+            return await shared.forget_node(node, grace=grace)
+
+        yield shared.execute, forget_redis
         await redis.aclose()
+
+
+@pytest.fixture
+def run(with_forget: tuple[Run, Forget]) -> Run:
+    return with_forget[0]
 
 
 def worker(wid: str, *codecs: str, node: str = "A") -> WorkerEntry:
@@ -162,58 +176,24 @@ async def test_reattach_spends_the_token_and_moves_the_member(run: Run) -> None:
     assert await run(Reattach("s1", "worker", "aa" * 32, "ee" * 32, "B")) == Denied()
 
 
-Forget = Callable[[str, float], Awaitable[object]]
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def with_forget(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Run, Forget]]:
-    """``run``, and a dead node's cleanup (with a resume grace, seconds, or none)."""
-    if request.param == "memory":
-        memory = MemoryShared([GAME])
-
-        async def run_memory(op: Op) -> Outcome:
-            return memory.execute(op)
-
-        async def forget_memory(node: str, grace: float) -> object:
-            return memory.forget_node(node, keep_sessions=grace > 0)
-
-        yield run_memory, forget_memory
-        return
-    async with running_redis() as server:
-        redis = Redis.from_url(server.url)
-        shared = RedisShared(redis)
-        for node in ("A", "B", "C"):
-            await shared.beat(node, 60.0, "{}")
-
-        async def forget_redis(node: str, grace: float) -> object:
-            return await shared.forget_node(node, grace=grace)
-
-        yield shared.execute, forget_redis
-        await redis.aclose()
-
-
 async def paired_with_tokens(run: Run, worker_node: str, client_node: str) -> None:
     await run(Publish(worker("w1", node=worker_node), "x", 1.0))
     assert isinstance(await run(Pair(client("c1", node=client_node), "s1", 0, 2.0)), Paired)
     assert await run(SetTokens("s1", "aa" * 32, "bb" * 32)) == Done()
 
 
-async def test_a_dead_node_ends_the_sessions_of_its_workers(
-    with_forget: tuple[Run, Forget],
+@pytest.mark.parametrize(
+    ("dead", "survivor", "token"),
+    [("A", "client", "bb"), ("B", "worker", "aa")],
+    ids=["its_workers", "its_players"],
+)
+async def test_a_dead_node_ends_the_sessions_of(
+    with_forget: tuple[Run, Forget], dead: str, survivor: str, token: str
 ) -> None:
     run, forget = with_forget
     await paired_with_tokens(run, "A", "B")
-    await forget("A", 0.0)
-    assert await run(Reattach("s1", "client", "bb" * 32, "cc" * 32, "C")) == Denied()
-
-
-async def test_a_dead_node_ends_the_sessions_of_its_players(
-    with_forget: tuple[Run, Forget],
-) -> None:
-    run, forget = with_forget
-    await paired_with_tokens(run, "A", "B")
-    await forget("B", 0.0)
-    assert await run(Reattach("s1", "worker", "aa" * 32, "cc" * 32, "C")) == Denied()
+    await forget(dead, 0.0)
+    assert await run(Reattach("s1", survivor, token * 32, "cc" * 32, "C")) == Denied()
 
 
 async def test_a_player_left_behind_by_its_worker_still_ends_with_its_node(

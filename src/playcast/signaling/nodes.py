@@ -28,7 +28,6 @@ from playcast.signaling.bus import (
 )
 from playcast.signaling.closing import shut_down
 from playcast.signaling.events import event
-from playcast.signaling.shared import EndSession, SessionEntry
 from playcast.signaling.state import State
 
 
@@ -40,7 +39,7 @@ def on_bus(state: State, msg: BusMessage) -> None:
     elif isinstance(msg, Start):
         pairing.start_worker(state, msg)
     elif isinstance(msg, Assign):
-        _assign(state, msg)
+        pairing.assign_client(state, msg)
     elif isinstance(msg, Again):
         pairing.offer_again(state, msg.member)
     elif isinstance(msg, Take):
@@ -60,31 +59,6 @@ def on_bus(state: State, msg: BusMessage) -> None:
             session.phase = "connected"
         elif isinstance(msg, End):
             sessions.end(state, session, msg.reason, msg.reason, msg.detail, origin=False)
-
-
-def _assign(state: State, msg: Assign) -> None:
-    pairing.node_back(state, msg.worker_node)  # as in pairing.start_worker
-    client = state.clients.get(msg.client_id)
-    if client is None or not pairing.free_client(state, client.id):
-        # Gone before this word: its worker, already told, hears it failed
-        # (and leaves the directory with the session).
-        state.request(EndSession(msg.session_id, msg.worker_id))
-        state.tell(msg.worker_node, End(session_id=msg.session_id, reason="client_failed"))
-        return
-    entry = SessionEntry(
-        msg.session_id,
-        msg.worker_id,
-        msg.worker_node,
-        client.id,
-        state.node,
-        client.game,
-        msg.codec,
-        state.wall_clock(),
-    )
-    session = sessions.open_session(state, entry)
-    if msg.resume_token:
-        session.client_token = resume.digest(msg.resume_token)
-    pairing.greet_client(state, client, session, msg.ice_servers, msg.resume_token or None)
 
 
 def node_down(state: State, node: str) -> None:

@@ -113,11 +113,11 @@ def start_worker(state: State, msg: Start, *, may_wait: bool = True) -> None:
     # It just paired with a worker here: if this node had found it dead, it
     # has come back under its id (as begin reasons for its answer).
     node_back(state, msg.client_node)
-    worker = state.workers.get(msg.worker_id)
-    if worker is not None and not worker.registered and may_wait and free_worker(state, worker.id):
+    worker = state.workers.get(msg.worker_id) if free_worker(state, msg.worker_id) else None
+    if worker is not None and not worker.registered and may_wait:
         state.held_starts[worker.id] = msg
         return
-    if worker is None or not worker.registered or not free_worker(state, worker.id):
+    if worker is None or not worker.registered:
         # Gone between its listing and this word: the player hears it failed.
         state.request(EndSession(msg.session_id))
         state.tell(msg.client_node, End(session_id=msg.session_id, reason="worker_failed"))
@@ -136,6 +136,33 @@ def start_worker(state: State, msg: Start, *, may_wait: bool = True) -> None:
     if msg.resume_token:
         session.worker_token = resume.digest(msg.resume_token)
     greet_worker(state, worker, session, msg.ice_servers, msg.resume_token or None)
+
+
+def assign_client(state: State, msg: Assign) -> None:
+    """A worker on another node took the player waiting here: greet the
+    player (``start_worker``'s other half)."""
+    node_back(state, msg.worker_node)  # as in start_worker
+    client = state.clients.get(msg.client_id) if free_client(state, msg.client_id) else None
+    if client is None:
+        # Gone before this word: its worker, already told, hears it failed
+        # (and leaves the directory with the session).
+        state.request(EndSession(msg.session_id, msg.worker_id))
+        state.tell(msg.worker_node, End(session_id=msg.session_id, reason="client_failed"))
+        return
+    entry = SessionEntry(
+        msg.session_id,
+        msg.worker_id,
+        msg.worker_node,
+        client.id,
+        state.node,
+        client.game,
+        msg.codec,
+        state.wall_clock(),
+    )
+    session = sessions.open_session(state, entry)
+    if msg.resume_token:
+        session.client_token = resume.digest(msg.resume_token)
+    greet_client(state, client, session, msg.ice_servers, msg.resume_token or None)
 
 
 def free_worker(state: State, worker_id: str) -> bool:

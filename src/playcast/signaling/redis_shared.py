@@ -96,9 +96,9 @@ local function drop_client(cid)
   redis.call('DEL', 'pc:c:' .. cid)
   return c[2]
 end
-local function uncount(game, codecs)
+local function count(game, codecs, by)
   for _, c in ipairs(split(codecs)) do
-    if redis.call('HINCRBY', 'pc:codecs:' .. game, c, -1) <= 0 then
+    if redis.call('HINCRBY', 'pc:codecs:' .. game, c, by) <= 0 then
       redis.call('HDEL', 'pc:codecs:' .. game, c)
     end
   end
@@ -109,7 +109,7 @@ local function withdraw(wid)
   redis.call('DEL', 'pc:w:' .. wid)
   redis.call('ZREM', 'pc:pool:' .. w[2], wid)
   redis.call('SREM', 'pc:nw:' .. w[1], wid)
-  uncount(w[2], w[3])
+  count(w[2], w[3], -1)
 end
 local function end_session(sid)
   local cnode = redis.call('HGET', 'pc:s:' .. sid, 'client_node')
@@ -127,7 +127,7 @@ local wid, node, game, codecs, addr, port, sid, now =
 -- record holds its node or busy), whose codecs count from now.
 if redis.call('HSET', 'pc:w:' .. wid, 'node', node, 'game', game, 'codecs', codecs,
     'addr', addr, 'port', port, 'busy', '0') == 6 then
-  for _, c in ipairs(split(codecs)) do redis.call('HINCRBY', 'pc:codecs:' .. game, c, 1) end
+  count(game, codecs, 1)
 end
 redis.call('SADD', 'pc:nw:' .. node, wid)
 local kept = 0
@@ -291,7 +291,7 @@ for _, wid in ipairs(redis.call('SMEMBERS', 'pc:nw:' .. node)) do
   if grace > 0 and busy then
     -- Kept for its resume, but no longer registered: its codecs stop
     -- counting now, as a record left to expire is never withdrawn.
-    uncount(w[3], w[4])
+    count(w[3], w[4], -1)
     redis.call('HDEL', 'pc:w:' .. wid, 'codecs')
     redis.call('PEXPIRE', 'pc:w:' .. wid, grace)
   else
