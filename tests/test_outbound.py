@@ -112,6 +112,19 @@ def test_a_batch_takes_at_most_batch_operations_and_the_rest_is_due() -> None:
     assert len(out.ops) == 3 and out.due(1.0) == 1.0 + GATHER
 
 
+def test_messages_wait_for_the_operations_queued_before_them() -> None:
+    # An End told after its EndSession: published first, its worker would
+    # stay in the directory if this node died before the next batch.
+    out = Outbound(GATHER)
+    out.add([EndSession(f"s{i}") for i in range(BATCH + 1)], [("A", END), ("B", OFFER)], 1.0)
+    first = out.take(1.0)
+    assert len(first.ops) == BATCH and not first.tells
+    assert out.due(1.0) == 1.0 + GATHER
+    second = out.take(1.0 + GATHER)
+    assert len(second.ops) == 1 and second.tells == {"B": [OFFER]}  # the End may linger
+    assert out.tells == {"A": [END]}
+
+
 def test_cut_off_keeps_only_what_is_refused_later() -> None:
     out = Outbound(GATHER)
     out.add([pair(1), EndSession("s1")], [("A", OFFER)], 1.0)

@@ -150,14 +150,18 @@ class Outbound:
         return max(0.0, self.sent_at + self.gather - now)
 
     def take(self, now: float) -> Batch:
-        """The next batch: every operation, every numbered entry, and the
-        messages of each node that has one waited for or has waited LINGER."""
+        """The next batch: every operation (up to BATCH), every numbered
+        entry, and, once no operation stays behind, the messages of each
+        node that has one waited for or has waited LINGER."""
         self.sent_at = now
         batch = Batch(self.ops[:BATCH], self.raws[:BATCH])
         del self.ops[:BATCH], self.raws[:BATCH]
         self.urgent = bool(self.ops)
         self.ops_since = None
-        if self.tells:
+        # A message goes after every operation queued before it (a worker's
+        # End after the EndSession that takes it out of the directory): none
+        # goes while operations stay for the next batch.
+        if self.tells and not self.ops:
             due = self.pressing.union(r.node for r in batch.raws)
             for node, since in self.since.items():
                 if since + LINGER <= now:  # (as ``due`` reckons it)
@@ -167,5 +171,5 @@ class Outbound:
                 if msgs is not None:
                     batch.tells[node] = msgs
                     del self.since[node]
-        self.pressing.clear()
+            self.pressing.clear()
         return batch
