@@ -3,7 +3,9 @@
 Each node is a real ``Hub`` in cluster mode; its shared-state requests are
 executed on one ``MemoryShared`` (the model the Redis scripts follow) and
 answered as later steps, and what it tells another node travels on a FIFO
-bus, exactly as the cluster layer does over Redis. ``settle`` runs every
+bus, exactly as the cluster layer does over Redis: a node's message goes
+on the bus once every request it made before it has run (one pipeline, its
+operations before its publishes). ``settle`` runs every
 node's pending work to quiet; a test may instead step one node at a time to
 interleave them as a loaded cluster would.
 """
@@ -50,7 +52,8 @@ class Cluster:
                 clock=self.clock,
                 id_factory=lambda p: f"{p}{next(counter)}",
             )
-        self.requests: dict[str, deque[Op]] = {n: deque() for n in names}
+        # A node's requests, and its messages queued behind them.
+        self.requests: dict[str, deque[Op | tuple[str, bytes]]] = {n: deque() for n in names}
         self.bus: dict[str, deque[bytes]] = {n: deque() for n in names}
         self.ops = 0
         self.messages = 0
@@ -62,10 +65,18 @@ class Cluster:
         hub = self.hubs[name]
         while hub.effects or hub.requests or hub.tells:
             drain_effects(hub, _write, _close)
-            self.requests[name].extend(hub.take_requests())
-            for node, msg in hub.take_tells():
-                if node in self.bus:  # a dead node's stream is read by nobody
-                    self.bus[node].append(encode(msg))  # as it travels: bytes
+            queue = self.requests[name]
+            queue.extend(hub.take_requests())
+            queue.extend((node, encode(msg)) for node, msg in hub.take_tells())  # as it travels
+        self._publish(name)
+
+    def _publish(self, name: str) -> None:
+        """Put ``name``'s messages no request stands before on the bus."""
+        queue = self.requests[name]
+        while queue and isinstance(queue[0], tuple):
+            node, data = queue.popleft()
+            if node in self.bus:  # a dead node's stream is read by nobody
+                self.bus[node].append(data)
 
     def step(self, name: str) -> bool:
         """One thing for node ``name``: its next request answered, or its
@@ -75,6 +86,7 @@ class Cluster:
             return False
         if self.requests[name]:
             op = self.requests[name].popleft()
+            assert not isinstance(op, tuple)  # (published as soon as it led)
             self.ops += 1
             hub.on_outcome(op, self.shared.execute(op))
         elif self.bus[name]:

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from clusterkit import GAME, Cluster, FakeConn
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from test_hub_properties import frames
 
@@ -30,6 +30,22 @@ ops = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=10, max_size=60), st.integers(0, 4))
+# C's player leaves (C tells A's worker End, behind the EndSession that takes
+# the worker out of the directory) and C dies before its requests run: the
+# End must not reach A without them, or the worker's record outlives it.
+@example(
+    steps=[
+        ("open_worker", "A"),
+        ("open_worker", "A"),
+        ("open_client", "C"),
+        ("open_worker", "A"),
+        ("open_worker", "A"),
+        ("step", ["A", "C"]),
+        ("close", 2),
+        ("kill", "C"),
+    ],
+    queue_limit=0,
+)
 def test_any_interleaving_keeps_the_cluster_consistent(
     steps: list[tuple[str, Any]], queue_limit: int
 ) -> None:
