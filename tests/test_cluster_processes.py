@@ -442,11 +442,19 @@ async def test_redis_killed_and_started_again() -> None:
         await redis.start()
         for node in nodes.values():
             await _healthy(node)
-        # A new Redis has no scripts: the first EVALSHA is refused (NOSCRIPT),
-        # the node loads them and sends it again.
+        # A new Redis has no scripts: each node loads them on its new
+        # connection, ahead of its first batch.
         w2 = await register(nodes["B"], stack)
         c2 = await join(nodes["A"], stack)
         await handshake(w2, c2)
+        # Flushed under live connections, the first EVALSHA is refused
+        # (NOSCRIPT): the node loads them and sends it again.
+        admin = aioredis.Redis.from_url(redis.url)
+        await admin.script_flush()
+        await admin.aclose()
+        w3 = await register(nodes["A"], stack)
+        c3 = await join(nodes["B"], stack)
+        await handshake(w3, c3)
         await consistent(nodes)
 
 

@@ -66,7 +66,11 @@ class ClusterLink:
         self.shared = RedisShared(self.redis)
         # The two hot paths each own one connection, used without the
         # client's per-command machinery (``redis_link``).
-        self.out_link = RedisLink(self.redis, timeout, on_lost=self._out_lost)
+        # Each of its connections loads the scripts first: a refused EVALSHA
+        # (NOSCRIPT) would let its batch's messages go before the operation.
+        self.out_link = RedisLink(
+            self.redis, timeout, on_lost=self._out_lost, greeting=self.shared.load_commands()
+        )
         self.bus_link = RedisLink(self.redis, timeout, self._on_push, self._bus_lost)
         self._bus_down = asyncio.Event()  # the bus link's connection was lost
         self._subscribed = asyncio.Event()  # set once: the node listens before it is announced
@@ -194,7 +198,6 @@ class ClusterLink:
     async def _outbound(self) -> None:
         backoff = 0.05
         with contextlib.suppress(RedisError, OSError):
-            await self.shared.load()  # else the first NOSCRIPT loads them
             (on,) = await self.out_link.run([("CLIENT", "REPLY", "ON")])
             self._skip = on in (b"OK", "OK")
         while not self._stopping:
@@ -320,9 +323,11 @@ class ClusterLink:
             self.out.put_back([], unconfirmed)
 
     async def _again(self, answers: list[tuple[Op, Any]]) -> list[tuple[Op, Any]]:
-        """Redis lost its script cache (restarted, or failed over): load the
-        scripts and send the operations it refused again, in order. If that
-        fails, they go back at the head of the queue."""
+        """Redis lost its script cache under a live connection (``SCRIPT
+        FLUSH``; a new connection loads them first): load the scripts and
+        send the operations it refused again, in order. If that fails, they
+        go back at the head of the queue. The batch's messages went already:
+        a partner may act on them before these run."""
         refused = [op for op, r in answers if isinstance(r, NoScriptError)]
         commands: list[tuple[Any, ...]] = [self.shared.evalsha(op) for op in refused]
         for op in refused:  # sent again without an early Start

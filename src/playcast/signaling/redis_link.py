@@ -116,7 +116,9 @@ class RedisLink:
     error answer as its ``ResponseError``; a batch unanswered within
     ``timeout`` drops the connection and raises ``redis.TimeoutError``.
     ``on_push``: published messages, as they come; ``on_lost``: the
-    connection closed under it."""
+    connection closed under it. ``greeting``: commands that go ahead of the
+    first batch on each new connection, their answers dropped (a new
+    connection may reach a new Redis: restarted, or failed over)."""
 
     def __init__(
         self,
@@ -124,11 +126,13 @@ class RedisLink:
         timeout: float,
         on_push: Callable[[list[Any]], None] | None = None,
         on_lost: Callable[[], None] | None = None,
+        greeting: Sequence[Command] = (),
     ) -> None:
         self.pool: Any = client.connection_pool  # make_connection is untyped
         self.timeout = timeout
         self.on_push = on_push
         self.on_lost = on_lost
+        self.greeting = list(greeting)
         self._proto: _Protocol | None = None
         # One timer looks at the oldest unanswered batch now and then (a
         # timer per batch costs more than the batch's own work).
@@ -157,14 +161,19 @@ class RedisLink:
         """``answers``: how many of the commands answer (``CLIENT REPLY
         SKIP`` silences the next one); none: written, not waited for."""
         proto = self._proto
+        greeted = 0
         if proto is None or proto.lost:
             try:
                 async with asyncio.timeout(self.timeout):
                     proto = self._proto = await self._connect()
             except TimeoutError:
                 raise RedisTimeout(f"no connection to Redis within {self.timeout} s") from None
+            greeted = len(self.greeting)
         assert proto.transport is not None
         expected = len(commands) if answers is None else answers
+        if greeted:
+            commands = [*self.greeting, *commands]
+            expected += greeted
         if expected == 0:
             proto.transport.write(pack(commands))
             return []
@@ -175,7 +184,7 @@ class RedisLink:
             self._watch = loop.call_later(self.timeout / 4, self._check)
         proto.transport.write(pack(commands))
         try:
-            return await future
+            return (await future)[greeted:]
         except RedisError:
             self.drop()
             raise

@@ -388,6 +388,11 @@ class RedisShared:
             return ("EVALSHA", script.sha, 0, *args, *early_start)
         return ("EVALSHA", script.sha, 0, *args)
 
+    def load_commands(self) -> list[tuple[str, str, str | bytes]]:
+        """``load`` as bare commands, for a link to send ahead of its batches."""
+        sources = [s.script for s in self._scripts]
+        return [("SCRIPT", "LOAD", s if isinstance(s, str) else bytes(s)) for s in sources]
+
     async def load(self) -> None:
         """Put every script in Redis's script cache (idempotent)."""
         async with self.redis.pipeline(transaction=False) as pipe:
