@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SRC := src tests bench testkit tools
 
-.PHONY: setup demo test lint typecheck unit system-deps chromium firefox bench lock \
+.PHONY: setup demo test lint typecheck unit properties system-deps chromium firefox bench lock \
 	test-latest mutate clean
 
 # From scratch whenever the lock or a pyproject changes, so the venv holds the
@@ -59,6 +59,12 @@ typecheck: setup
 
 unit: setup
 	$(BIN)/pytest -q tests/test_hub_rules.py tests/test_hub_timeouts.py tests/test_hub_properties.py
+
+# The property tests' random search, 100 times deeper than in make test
+# (about 8 minutes): how the cluster model's rare interleavings are found.
+properties: setup
+	PLAYCAST_EXAMPLES_SCALE=100 $(BIN)/pytest -q --timeout 1800 tests/test_hub_properties.py \
+		tests/test_cluster_properties.py
 
 # pytest's exit 5 means it collected no test: for this project that is a
 # broken selection or collection, so it fails loudly like any other.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -193,3 +194,9 @@ def _close(peer: Peer, code: int, reason: str) -> None:
     conn = peer.ws
     assert isinstance(conn, FakeConn)
     conn.close(code, reason)
+
+
+def examples(n: int) -> int:
+    """A property test's budget: ``n`` under ``make test``, times
+    ``PLAYCAST_EXAMPLES_SCALE`` for a deeper search (``make properties``)."""
+    return n * int(os.environ.get("PLAYCAST_EXAMPLES_SCALE", "1"))

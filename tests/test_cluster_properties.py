@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from clusterkit import GAME, Cluster, FakeConn
+from hubkit import examples
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from test_hub_properties import frames
@@ -28,7 +29,7 @@ ops = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=10, max_size=60), st.integers(0, 4))
 # C's player leaves (C tells A's worker End, behind the EndSession that takes
 # the worker out of the directory) and C dies before its requests run: the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hubkit import FakeConn, Rig
+from hubkit import FakeConn, Rig, examples
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -96,7 +96,7 @@ ops = st.sampled_from(
 ).flatmap(lambda op: st.tuples(st.just(op), _args[op]))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=10, max_size=80))
 def test_any_sequence_keeps_the_hub_consistent(steps: list[tuple[str, Any]]) -> None:
     rig = Rig(
