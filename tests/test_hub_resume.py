@@ -82,6 +82,7 @@ def test_a_dropped_member_resumes_and_gets_what_it_missed(role: str) -> None:
     stays_conn = wconn if role == "client" else cconn
     rig.on_close(gone, 1006)
     assert not [m for m in stays_conn.sent if isinstance(m, Shutdown)]  # told nothing
+    rig.assert_consistent()  # an away member is its session's, not gone
     # The partner goes on; what it sends is held for the away member.
     held = [
         IceCandidate(session_id=sid, candidate=CAND),

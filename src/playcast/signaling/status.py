@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from playcast.signaling.state import State
+from playcast.signaling.types import Worker
 
 
 def snapshot(state: State) -> dict[str, Any]:
@@ -90,8 +91,9 @@ def check_invariants(state: State) -> Iterator[str]:
             if s is None:
                 yield f"client {c.id} points at worker {c.worker_id} without a session"
             elif s.worker_node == here:
-                partner = state.workers.get(c.worker_id)
-                if partner is None or partner.client_id != c.id:
+                # (away: its session waits for it to resume)
+                partner = state.workers.get(c.worker_id) or state.away.get(c.worker_id)
+                if not isinstance(partner, Worker) or partner.client_id != c.id:
                     yield f"client {c.id} points at gone worker {c.worker_id}"
         if c.queued_at and c.id not in state.waiting:
             yield f"client {c.id} waits in no line"
