@@ -158,10 +158,12 @@ class Cluster:
     def kill(self, name: str, *, noticed_by: tuple[str, ...] | None = None) -> None:
         """SIGKILL: the node's sockets are gone with it, its shared state is
         cleaned by the first survivor to notice, and every survivor ends the
-        sessions it had with it."""
+        sessions it had with it. Noticed a TTL later: what it had published
+        has reached the others by then."""
         del self.hubs[name]
         self.requests.pop(name)
         self.bus.pop(name)
+        self.settle()
         grace = next(iter(self.hubs.values())).settings.resume_grace if self.hubs else 0
         lines = self.shared.forget_node(name, keep_sessions=grace > 0)
         survivors = noticed_by or tuple(self.hubs)
