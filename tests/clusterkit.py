@@ -165,10 +165,10 @@ class Cluster:
         self.bus.pop(name)
         self.settle()
         grace = next(iter(self.hubs.values())).settings.resume_grace if self.hubs else 0
-        lines = self.shared.forget_node(name, keep_sessions=grace > 0)
+        cleaned = self.shared.forget_node(name, keep_sessions=grace > 0)
         survivors = noticed_by or tuple(self.hubs)
         for index, node in enumerate(survivors):
-            self.hubs[node].node_down(name, lines if index == 0 else {})
+            self.hubs[node].node_down(name, cleaned if index == 0 else None)
         self.settle()
 
     def assert_consistent(self) -> None:
@@ -184,6 +184,16 @@ class Cluster:
                 worker = hub.workers.get(wid)
                 assert worker is not None and worker.status == "available", wid
                 assert wid not in self.shared.busy
+        # At rest, what a node holds available or waiting is where the others
+        # can find it (else a worker stays idle, or a player waits, for good).
+        pools = {wid for g in self.shared.games.values() for wid in g.pool}
+        lines = {cid for g in self.shared.games.values() for cid in g.line}
+        for name, hub in self.hubs.items():
+            for w in hub.workers.values():
+                if w.registered and w.status == "available" and not hub.isolated:
+                    assert w.id in pools, f"{w.id}, available on {name}, is in no pool"
+            for cid in hub.waiting:
+                assert cid in lines, f"{cid}, waiting on {name}, is in no line"
 
 
 def ping_pong_peers(

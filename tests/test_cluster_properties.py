@@ -30,7 +30,7 @@ ops = st.one_of(
 
 
 @settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(ops, min_size=10, max_size=60), st.integers(0, 4))
+@given(st.lists(ops, min_size=10, max_size=60), st.integers(0, 4), st.sampled_from([0.0, 1.5]))
 # C's player leaves (C tells A's worker End, behind the EndSession that takes
 # the worker out of the directory) and C dies before its requests run: the
 # End must not reach A without them, or the worker's record outlives it.
@@ -46,9 +46,26 @@ ops = st.one_of(
         ("kill", "C"),
     ],
     queue_limit=0,
+    grace=0.0,
+)
+# The same with a resume grace: C paired its player with A's worker, and died
+# before telling A; the worker must go back to the pool, not wait for good.
+@example(
+    steps=[
+        ("open_worker", "A"),
+        ("open_worker", "A"),
+        ("open_client", "C"),
+        ("open_worker", "A"),
+        ("open_worker", "A"),
+        ("step", ["A", "C"]),
+        ("close", 2),
+        ("kill", "C"),
+    ],
+    queue_limit=0,
+    grace=1.5,
 )
 def test_any_interleaving_keeps_the_cluster_consistent(
-    steps: list[tuple[str, Any]], queue_limit: int
+    steps: list[tuple[str, Any]], queue_limit: int, grace: float
 ) -> None:
     cluster = Cluster(
         heartbeat_timeout=4.0,
@@ -56,6 +73,7 @@ def test_any_interleaving_keeps_the_cluster_consistent(
         inactivity_timeout=6.0,
         shutdown_ack_timeout=1.0,
         queue_limit=queue_limit,
+        resume_grace=grace,
         max_message_burst=30.0,
         max_error_burst=20.0,
     )
@@ -113,11 +131,17 @@ def test_any_interleaving_keeps_the_cluster_consistent(
     cluster.assert_consistent()
     sessions = len({s for h in cluster.hubs.values() for s in h.sessions})
     event(f"live sessions at the end: {min(sessions, 3)}")
+    if grace:  # what waits for a member to resume has waited its grace
+        cluster.advance(grace + 1.0)
+        cluster.assert_consistent()
     for hub in cluster.hubs.values():
         hub.shutdown_all()
     cluster.settle()
-    cluster.advance(2.0)
+    cluster.advance(grace + 2.0)
     for name, hub in cluster.hubs.items():
         assert not hub.workers and not hub.clients and not hub.sessions, name
-    assert not cluster.shared.sessions and not cluster.shared.workers
+    assert not cluster.shared.workers
+    # (with a grace, sessions kept for a resume elsewhere expire in Redis;
+    # MemoryShared keeps them)
+    assert not cluster.shared.sessions or grace
     assert all(not g.pool and not g.line for g in cluster.shared.games.values())

@@ -294,6 +294,38 @@ def test_a_killed_worker_node_ends_its_sessions_and_leaves_nothing_available() -
     del w1, c1, s1, c3conn
 
 
+def test_a_node_that_dies_before_telling_its_pairing_sends_the_other_back() -> None:
+    """The node that paired dies before its word reaches the partner's node
+    (with resume on, the word goes after the tokens are written): the
+    worker goes back to the pool, the waiting player looks again."""
+    cluster = Cluster(resume_grace=5.0, queue_limit=5)
+    worker, wconn = cluster.worker("A")
+    doomed = cluster.hubs["C"].open_client(FakeConn())
+    cluster.hubs["C"].on_message(doomed, f'{{"type":"join","game":"{GAME}"}}')
+    cluster.collect("C")
+    cluster.step("C")  # paired with A's worker; its start waits behind the tokens
+    cluster.kill("C")
+    assert not [m for m in wconn.sent if isinstance(m, SessionStart)]
+    assert worker.id in cluster.shared.games[GAME].pool  # back, not waiting for good
+    cluster.assert_consistent()
+    _, cconn = cluster.client("B")
+    assert [m for m in wconn.sent if isinstance(m, SessionStart)]  # paired anew
+    # The other way round: A pairs its new worker with B's waiting player.
+    waiting, waiting_conn = cluster.client("B")
+    assert isinstance(waiting_conn.sent[-1], Queued)
+    late = cluster.hubs["A"].open_worker(FakeConn())
+    cluster.hubs["A"].on_message(late, f'{{"type":"register","game":"{GAME}"}}')
+    cluster.collect("A")
+    cluster.step("A")  # paired with B's player; its word waits behind the tokens
+    cluster.kill("A")
+    assert waiting.id in cluster.shared.games[GAME].line  # in line again
+    cluster.assert_consistent()
+    cluster.worker("B")
+    assigned = [m for m in waiting_conn.sent if isinstance(m, Assigned)]
+    assert len(assigned) == 1 and waiting.session_id == assigned[0].session_id
+    del cconn
+
+
 def test_a_cut_off_node_ends_what_it_shares_and_refuses_joins() -> None:
     cluster = Cluster()
     w1, w1conn, c1, c1conn, _ = pair_across(cluster)  # A's worker, B's player

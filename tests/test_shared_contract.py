@@ -15,6 +15,7 @@ from playcast.signaling.shared import (
     Denied,
     Done,
     EndSession,
+    Forgotten,
     LeaveLine,
     Listed,
     MemoryShared,
@@ -194,6 +195,28 @@ async def test_a_dead_node_ends_the_sessions_of(
     await paired_with_tokens(run, "A", "B")
     await forget(dead, 0.0)
     assert await run(Reattach("s1", survivor, token * 32, "cc" * 32, "C")) == Denied()
+
+
+@pytest.mark.parametrize("grace", [0.0, 30.0])
+async def test_a_dead_node_names_the_members_elsewhere_of_its_sessions(
+    with_forget: tuple[Run, Forget], grace: float
+) -> None:
+    """Their nodes may never have heard of the session (the dead node paired
+    it, then died before telling): the cleanup names them, with their node,
+    and nobody on a dead node."""
+    run, forget = with_forget
+    await run(Publish(worker("w1", node="A"), "x", 1.0))
+    assert isinstance(await run(Pair(client("c1", node="B"), "s1", 0, 2.0)), Paired)
+    await run(Publish(worker("w2", node="B"), "x", 3.0))
+    assert isinstance(await run(Pair(client("c2", node="C"), "s2", 0, 4.0)), Paired)
+    await run(Publish(worker("w3", node="B"), "x", 5.0))
+    assert isinstance(await run(Pair(client("c3", node="B"), "s3", 0, 6.0)), Paired)
+    await run(Publish(worker("w4", node="C"), "x", 7.0))
+    assert isinstance(await run(Pair(client("c4", node="A"), "s4", 0, 8.0)), Paired)
+    await forget("C", grace)  # dead too: s2's player is nobody's to send back
+    cleaned = await forget("B", grace)
+    assert isinstance(cleaned, Forgotten)
+    assert cleaned.partners == (("A", "w1", "s1"),)
 
 
 async def test_a_player_left_behind_by_its_worker_still_ends_with_its_node(

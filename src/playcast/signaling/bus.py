@@ -79,7 +79,9 @@ class End(_Bus, tag="end"):
 
 class Again(_Bus, tag="again"):
     """A pairing fell through (the partner vanished before it was told):
-    offer the worker again, or look for a worker again for the client."""
+    offer the worker again, or look for a worker again for the client. With
+    a ``session_id``: the session's record, if the member never heard of it,
+    is ended too."""
 
     member: str
 

@@ -515,11 +515,11 @@ class ClusterLink:
                 self.hub.node_back(node)  # restarted under its id: a new node
             if up or node in self.hub.gone_nodes:
                 continue
-            lines = await self.shared.forget_node(node, grace=self.hub.settings.resume_grace)
-            event("node_found_dead", node=node, cleaned_here=lines is not None)
+            cleaned = await self.shared.forget_node(node, grace=self.hub.settings.resume_grace)
+            event("node_found_dead", node=node, cleaned_here=cleaned is not None)
             self.outbox.forget(node)
             self.inbox.forget(node)
-            self.hub.node_down(node, lines)
+            self.hub.node_down(node, cleaned)
             self.flush()
 
     # --- reachability --------------------------------------------------------

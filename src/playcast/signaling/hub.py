@@ -43,7 +43,7 @@ from playcast.signaling import (
 from playcast.signaling.bus import BusMessage
 from playcast.signaling.closing import acked, release, shut_down
 from playcast.signaling.events import event, step
-from playcast.signaling.shared import ClientEntry, Op, Outcome
+from playcast.signaling.shared import Forgotten, Op, Outcome
 from playcast.signaling.state import State, fmt_remote, ids, role, said_hello
 from playcast.signaling.types import Client, Connection, Peer, RateLimit, Worker
 
@@ -168,12 +168,10 @@ class Hub(State):
             self.metrics.count(self.metrics.internal_errors, "bus")
         self._settle()
 
-    def node_down(self, node: str, lines: dict[str, tuple[ClientEntry, ...]] | None = None) -> None:
-        """``node`` is dead. ``lines``: the waiting lines its death changed,
-        for the node that cleaned its shared state up to announce."""
-        nodes.node_down(self, node)
-        for game, line in (lines or {}).items():
-            pairing.announce_line(self, game, line)
+    def node_down(self, node: str, cleaned: Forgotten | None = None) -> None:
+        """``node`` is dead. ``cleaned``: what its shared state's cleanup
+        found, for the node that cleaned it up to announce."""
+        nodes.node_down(self, node, cleaned)
         self._settle()
 
     def node_back(self, node: str) -> None:

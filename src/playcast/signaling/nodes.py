@@ -28,6 +28,7 @@ from playcast.signaling.bus import (
 )
 from playcast.signaling.closing import shut_down
 from playcast.signaling.events import event
+from playcast.signaling.shared import Forgotten
 from playcast.signaling.state import State
 
 
@@ -41,7 +42,7 @@ def on_bus(state: State, msg: BusMessage) -> None:
     elif isinstance(msg, Assign):
         pairing.assign_client(state, msg)
     elif isinstance(msg, Again):
-        pairing.offer_again(state, msg.member)
+        pairing.offer_again(state, msg.member, msg.session_id)
     elif isinstance(msg, Take):
         resume.take(state, msg)
     elif isinstance(msg, Moved):
@@ -61,10 +62,28 @@ def on_bus(state: State, msg: BusMessage) -> None:
             sessions.end(state, session, msg.reason, msg.reason, msg.detail, origin=False)
 
 
-def node_down(state: State, node: str) -> None:
-    """``node`` is dead: end every session that had a member there."""
-    if node == state.node or node in state.gone_nodes:
+def node_down(state: State, node: str, cleaned: Forgotten | None = None) -> None:
+    """``node`` is dead: end every session that had a member there. If this
+    node cleaned its shared state up (``cleaned``), it announces the lines
+    that changed, and sends each member of its sessions elsewhere back as it
+    came: a member whose node never heard of its session (the dead node
+    paired it, then died before telling) would otherwise stay out of the
+    pool or the line for good; one whose node knows the session is not free
+    and stays."""
+    if node != state.node and node not in state.gone_nodes:
+        _end_sessions_with(state, node)
+    if cleaned is None:
         return
+    for game, line in cleaned.lines.items():
+        pairing.announce_line(state, game, line)
+    for where, member, session_id in cleaned.partners:
+        if where == state.node:
+            pairing.offer_again(state, member, session_id)
+        elif where not in state.gone_nodes:
+            state.tell(where, Again(member=member, session_id=session_id))
+
+
+def _end_sessions_with(state: State, node: str) -> None:
     state.gone_nodes.add(node)
     ended = waiting = 0
     for session in list(state.sessions.values()):

@@ -175,9 +175,16 @@ def free_client(state: State, client_id: str) -> bool:
     return client is not None and client.joined and client.session_id is None
 
 
-def offer_again(state: State, member: str) -> None:
+def offer_again(state: State, member: str, session_id: str = "") -> None:
     """A pairing fell through for ``member`` (here): worker or client, it
-    goes back as it came, to the pool or to look again."""
+    goes back as it came, to the pool or to look again. ``session_id``: the
+    session it was paired in, if still recorded; a member that never heard
+    of it ends it (nobody can resume a session one side never joined)."""
+    held = state.held_starts.get(member)
+    if session_id and held is not None and held.session_id == session_id:
+        return  # told already: its start waits for its registration's answer
+    if session_id and (free_worker(state, member) or free_client(state, member)):
+        state.request(EndSession(session_id))
     if free_worker(state, member):
         worker = state.workers[member]
         entry = WorkerEntry(

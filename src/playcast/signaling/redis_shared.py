@@ -36,6 +36,7 @@ from playcast.signaling.shared import (
     Denied,
     Done,
     EndSession,
+    Forgotten,
     LeaveLine,
     Listed,
     MarkConnected,
@@ -281,13 +282,17 @@ local node, grace = ARGV[1], tonumber(ARGV[3])
 if redis.call('SREM', 'pc:nodes', node) == 0 and ARGV[2] ~= 'force' then
   return cjson.encode({'not_mine'})
 end
-local function gone(sid)
+-- Each session's member on a live node: its node may never have been told.
+local partners = {}
+local function gone(sid, role, where)
+  local p = redis.call('HMGET', 'pc:s:' .. sid, role, where)
+  if p[2] and p[2] ~= node and alive(p[2]) then partners[#partners + 1] = {p[2], p[1], sid} end
   if grace > 0 then redis.call('PEXPIRE', 'pc:s:' .. sid, grace) else end_session(sid) end
 end
 for _, wid in ipairs(redis.call('SMEMBERS', 'pc:nw:' .. node)) do
   local w = redis.call('HMGET', 'pc:w:' .. wid, 'busy', 'session', 'game', 'codecs')
   local busy = w[1] == '1'
-  if busy and w[2] then gone(w[2]) end  -- (a session already ended: nothing to do)
+  if busy and w[2] then gone(w[2], 'client', 'client_node') end  -- (if not ended already)
   if grace > 0 and busy then
     -- Kept for its resume, but no longer registered: its codecs stop
     -- counting now, as a record left to expire is never withdrawn.
@@ -298,7 +303,9 @@ for _, wid in ipairs(redis.call('SMEMBERS', 'pc:nw:' .. node)) do
     withdraw(wid)
   end
 end
-for _, sid in ipairs(redis.call('SMEMBERS', 'pc:ns:' .. node)) do gone(sid) end
+for _, sid in ipairs(redis.call('SMEMBERS', 'pc:ns:' .. node)) do
+  gone(sid, 'worker', 'worker_node')
+end
 local games = {}
 for _, cid in ipairs(redis.call('SMEMBERS', 'pc:nc:' .. node)) do
   local game = drop_client(cid)
@@ -307,7 +314,7 @@ end
 redis.call('DEL', 'pc:nw:' .. node, 'pc:ns:' .. node, 'pc:nc:' .. node, 'pc:node:' .. node)
 local lines = {}
 for game, _ in pairs(games) do lines[#lines + 1] = {game, line_of(game)} end
-return cjson.encode({'forgot', lines})
+return cjson.encode({'forgot', lines, partners})
 """
 )
 
@@ -409,15 +416,19 @@ class RedisShared:
 
     async def forget_node(
         self, node: str, *, force: bool = False, grace: float = 0.0
-    ) -> dict[str, tuple[ClientEntry, ...]] | None:
+    ) -> Forgotten | None:
         """Clean a dead node up; None if another node already claimed it.
         ``grace``: its sessions stay that long (seconds), to be resumed."""
         raw = await self._forget(args=[node, "force" if force else "", int(grace * 1000)])
         kind, *rest = json.loads(raw)
         if kind != "forgot":
             return None
-        lines = rest[0] if rest and isinstance(rest[0], list) else []
-        return {game: _line(game, entries) for game, entries in lines}
+        # (cjson writes an empty table as an object)
+        lines, partners = (r if isinstance(r, list) else [] for r in rest)
+        return Forgotten(
+            {game: _line(game, entries) for game, entries in lines},
+            tuple((where, member, sid) for where, member, sid in partners),
+        )
 
 
 def outcome_of(op: Op, raw: Any) -> Outcome:

@@ -180,6 +180,18 @@ class Denied:
 Outcome = Paired | Listed | Queued | Refused | Done | Reattached | Denied
 
 
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """A dead node's cleanup: the waiting lines it changed, and each member
+    on a live node of a session it ended or kept, as (node, member id,
+    session id). Such a member's node may never have been told of the
+    session (the dead node paired it, then died before saying so): unless it
+    knows the session, the member goes back as it came (``bus.Again``)."""
+
+    lines: dict[str, tuple[ClientEntry, ...]]
+    partners: tuple[tuple[str, str, str], ...] = ()
+
+
 def shared_codec(worker_codecs: Iterable[str], client_codecs: Iterable[str]) -> str | None:
     """The worker's most preferred codec that the client decodes."""
     wanted = set(client_codecs)
@@ -322,18 +334,22 @@ class MemoryShared:
             return Done()
         return Done(tuple(game.line.values()), game_name)
 
-    def forget_node(
-        self, node: str, *, keep_sessions: bool = False
-    ) -> dict[str, tuple[ClientEntry, ...]]:
+    def forget_node(self, node: str, *, keep_sessions: bool = False) -> Forgotten:
         """A node is dead: nothing of it stays (but its sessions, for the
-        grace, when members may resume elsewhere). Returns the lines it changed."""
+        grace, when members may resume elsewhere)."""
         self.dead.add(node)
         for wid in [w.id for w in self.workers.values() if w.node == node]:
             self._withdraw(wid)
-        for sid in [s.id for s in self.sessions.values() if node in (s.worker_node, s.client_node)]:
+        partners = []
+        for s in [s for s in self.sessions.values() if node in (s.worker_node, s.client_node)]:
+            where, member = (
+                (s.client_node, s.client) if s.worker_node == node else (s.worker_node, s.worker)
+            )
+            if where not in self.dead:
+                partners.append((where, member, s.id))
             if not keep_sessions:
-                del self.sessions[sid]
-                self.tokens.pop(sid, None)
+                del self.sessions[s.id]
+                self.tokens.pop(s.id, None)
         changed = {}
         for name, game in self.games.items():
             gone = [cid for cid, c in game.line.items() if c.node == node]
@@ -341,7 +357,7 @@ class MemoryShared:
                 del game.line[cid]
             if gone:
                 changed[name] = tuple(game.line.values())
-        return changed
+        return Forgotten(changed, tuple(partners))
 
 
 def _with_phase(s: SessionEntry, phase: str) -> SessionEntry:
