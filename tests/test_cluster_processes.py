@@ -458,6 +458,36 @@ async def test_redis_killed_and_started_again() -> None:
         await consistent(nodes)
 
 
+async def test_the_cluster_check_finds_what_no_other_node_can_reach() -> None:
+    """A worker available on its node but in no pool, a player waiting on
+    its node but in no line: stranded, though each node's own records agree.
+    ``?check=1`` names both (here made by hand, behind the nodes' backs)."""
+    async with (
+        running_redis() as redis,
+        cluster(redis.url, "AB", queue_limit=5) as nodes,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        admin = aioredis.Redis.from_url(redis.url)
+        await register(nodes["A"], stack)
+        await consistent(nodes)
+        (wid,) = await admin.zrange(f"pc:pool:{GAME}", 0, -1)
+        await admin.delete(f"pc:pool:{GAME}")
+        queued = await join(nodes["B"], stack)  # finds no worker: in line
+        assert (await queued.expect(Queued)).position == 1
+        (cid,) = await admin.zrange(f"pc:line:{GAME}", 0, -1)
+        await admin.delete(f"pc:line:{GAME}")
+        await admin.aclose()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{nodes['A'].url}/api/status?check=1") as r,
+        ):
+            violations = (await r.json())["violations"]
+        assert sorted(violations) == [
+            f"client {cid.decode()} waits but is in no line",
+            f"worker {wid.decode()} is available but in no pool",
+        ]
+
+
 async def _healthy(node: ServerProcess) -> None:
     await _health(node, 200)
 

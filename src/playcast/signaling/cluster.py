@@ -619,6 +619,7 @@ class ClusterLink:
         live_workers = {w["id"]: w for d in docs for w in d["workers"]}
         live_clients = {c["id"] for d in docs for c in d["clients"]}
         in_session: dict[str, str] = {}
+        paired_clients: set[str] = set()
         async for key in self.redis.scan_iter(match="pc:s:*", count=500):
             s = {_text(k): _text(v) for k, v in (await self.redis.hgetall(key)).items()}
             sid = _text(key)[5:]
@@ -629,20 +630,37 @@ class ClusterLink:
                     f"worker {s['worker']} in two sessions: {in_session[s['worker']]}, {sid}"
                 )
             in_session[s["worker"]] = sid
+            paired_clients.add(s["client"])
             if s["worker"] not in live_workers or s["client"] not in live_clients:
                 out.append(f"session {sid} has a member that is gone")
         async for key in self.redis.scan_iter(match="pc:w:*", count=500):
             wid = _text(key)[5:]
             if wid not in live_workers:
                 out.append(f"ghost in the directory: worker {wid}")
+        pooled: set[str] = set()
         async for key in self.redis.scan_iter(match="pc:pool:*", count=500):
             for raw in await self.redis.zrange(key, 0, -1):
                 wid = _text(raw)
+                pooled.add(wid)
                 w = live_workers.get(wid)
                 if wid in in_session or (w is not None and w["status"] == "busy"):
                     out.append(f"worker {wid} both available and busy")
                 elif w is None:
                     out.append(f"pool holds {wid}, which is gone")
+        # What a node holds ready must be where the others can find it (a
+        # pairing on its way is in a session record).
+        for wid, w in live_workers.items():
+            listed = w["status"] == "available" and w.get("registered", True)
+            if listed and wid not in pooled and wid not in in_session:
+                out.append(f"worker {wid} is available but in no pool")
+        lined: set[str] = set()
+        async for key in self.redis.scan_iter(match="pc:line:*", count=500):
+            lined.update(_text(raw) for raw in await self.redis.zrange(key, 0, -1))
+        for d in docs:
+            for c in d["clients"]:
+                waits = c["position"] is not None and c["session_id"] is None
+                if waits and c["id"] not in lined and c["id"] not in paired_clients:
+                    out.append(f"client {c['id']} waits but is in no line")
         return out
 
 

@@ -19,6 +19,7 @@ def snapshot(state: State) -> dict[str, Any]:
                 "addr": w.addr,
                 "port": w.port,
                 "status": w.status,
+                "registered": w.registered,
                 "client_id": w.client_id,
                 "game": w.game,
                 "node": state.node,
