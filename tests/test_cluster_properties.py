@@ -29,41 +29,27 @@ ops = st.one_of(
 )
 
 
+PAIRED_THEN_DEAD: list[tuple[str, Any]] = [
+    ("open_worker", "A"),
+    ("open_worker", "A"),
+    ("open_client", "C"),
+    ("open_worker", "A"),
+    ("open_worker", "A"),
+    ("step", ["A", "C"]),
+    ("close", 2),
+    ("kill", "C"),
+]
+
+
 @settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=10, max_size=60), st.integers(0, 4), st.sampled_from([0.0, 1.5]))
-# C's player leaves (C tells A's worker End, behind the EndSession that takes
-# the worker out of the directory) and C dies before its requests run: the
-# End must not reach A without them, or the worker's record outlives it.
-@example(
-    steps=[
-        ("open_worker", "A"),
-        ("open_worker", "A"),
-        ("open_client", "C"),
-        ("open_worker", "A"),
-        ("open_worker", "A"),
-        ("step", ["A", "C"]),
-        ("close", 2),
-        ("kill", "C"),
-    ],
-    queue_limit=0,
-    grace=0.0,
-)
-# The same with a resume grace: C paired its player with A's worker, and died
-# before telling A; the worker must go back to the pool, not wait for good.
-@example(
-    steps=[
-        ("open_worker", "A"),
-        ("open_worker", "A"),
-        ("open_client", "C"),
-        ("open_worker", "A"),
-        ("open_worker", "A"),
-        ("step", ["A", "C"]),
-        ("close", 2),
-        ("kill", "C"),
-    ],
-    queue_limit=0,
-    grace=1.5,
-)
+# C pairs its player with A's worker, the player leaves, and C dies before
+# its requests run. Without a grace: C's End must not reach A without the
+# EndSession before it, or the worker's record outlives it. With one: C
+# never told A (its Start waits behind the tokens' write), and the worker
+# must go back to the pool, not stay out of it for good.
+@example(steps=PAIRED_THEN_DEAD, queue_limit=0, grace=0.0)
+@example(steps=PAIRED_THEN_DEAD, queue_limit=0, grace=1.5)
 def test_any_interleaving_keeps_the_cluster_consistent(
     steps: list[tuple[str, Any]], queue_limit: int, grace: float
 ) -> None:
