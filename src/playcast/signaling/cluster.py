@@ -333,10 +333,10 @@ class ClusterLink:
         for op in refused:  # sent again without an early Start
             if isinstance(op, Pair):
                 self.early.unanswered(op)
+        loads = self.shared.load_commands()
         try:
-            await self.shared.load()
             self.commands += len(commands)
-            again = iter(await self.out_link.run(commands))
+            again = iter((await self.out_link.run([*loads, *commands]))[len(loads) :])
         except (RedisError, OSError) as exc:
             self._unreachable(exc)
             self._requeue(refused, [])

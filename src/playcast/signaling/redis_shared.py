@@ -396,16 +396,10 @@ class RedisShared:
         return ("EVALSHA", script.sha, 0, *args)
 
     def load_commands(self) -> list[tuple[str, str, str | bytes]]:
-        """``load`` as bare commands, for a link to send ahead of its batches."""
+        """The commands that put every script in Redis's script cache
+        (idempotent), for a link to send ahead of a batch."""
         sources = [s.script for s in self._scripts]
         return [("SCRIPT", "LOAD", s if isinstance(s, str) else bytes(s)) for s in sources]
-
-    async def load(self) -> None:
-        """Put every script in Redis's script cache (idempotent)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for script in self._scripts:
-                pipe.script_load(script.script)
-            await pipe.execute()
 
     async def execute(self, op: Op) -> Outcome:
         return outcome_of(op, await self.call(op))
