@@ -77,10 +77,7 @@ def node_down(state: State, node: str, cleaned: Forgotten | None = None) -> None
     for game, line in cleaned.lines.items():
         pairing.announce_line(state, game, line)
     for where, member, session_id in cleaned.partners:
-        if where == state.node:
-            pairing.offer_again(state, member, session_id)
-        elif where not in state.gone_nodes:
-            state.tell(where, Again(member=member, session_id=session_id))
+        pairing.send_back(state, where, member, session_id)
 
 
 def _end_sessions_with(state: State, node: str) -> None:

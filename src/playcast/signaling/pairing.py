@@ -181,17 +181,18 @@ def offer_again(state: State, member: str, session_id: str = "") -> None:
     session it was paired in, if still recorded; a member that never heard
     of it ends it (nobody can resume a session one side never joined)."""
     held = state.held_starts.get(member)
-    if session_id and held is not None and held.session_id == session_id:
+    if held is not None and held.session_id == session_id:
         return  # told already: its start waits for its registration's answer
-    if session_id and (free_worker(state, member) or free_client(state, member)):
+    worker_free, client_free = free_worker(state, member), free_client(state, member)
+    if session_id and (worker_free or client_free):
         state.request(EndSession(session_id))
-    if free_worker(state, member):
+    if worker_free:
         worker = state.workers[member]
         entry = WorkerEntry(
             worker.id, state.node, worker.game, worker.codecs, worker.addr, worker.port
         )
         state.request(Publish(entry, state.new_id("s"), state.wall_clock()))
-    elif free_client(state, member):
+    elif client_free:
         client = state.clients[member]
         if client.queued_at:
             client.queued_at = 0.0
@@ -210,17 +211,23 @@ def _orphaned(state: State, paired: Paired, gone: str) -> None:
     else:
         node, member = entry.client_node, entry.client
     event("pairing_orphaned", session=entry.id, gone=gone)
-    if node == state.node:
-        offer_again(state, member)
-    elif node not in state.gone_nodes:
-        if gone == "client":
-            # The worker's node may have been told already (a pairing script
-            # tells it as it pairs: cluster.py's early Start): that session
-            # ends there; a session it never opened, it ignores.
-            state.tell(node, End(session_id=entry.id, reason="client_failed"))
-        state.tell(node, Again(member=member))
+    if gone == "client" and node != state.node and node not in state.gone_nodes:
+        # The worker's node may have been told already (a pairing script
+        # tells it as it pairs: cluster.py's early Start): that session
+        # ends there; a session it never opened, it ignores.
+        state.tell(node, End(session_id=entry.id, reason="client_failed"))
+    send_back(state, node, member)
     if paired.line is not None:
         announce_line(state, entry.game, paired.line)
+
+
+def send_back(state: State, node: str, member: str, session_id: str = "") -> None:
+    """``member`` of a pairing that fell through, on ``node``, goes back as
+    it came (``offer_again``): here at once, elsewhere through its node."""
+    if node == state.node:
+        offer_again(state, member, session_id)
+    elif node not in state.gone_nodes:
+        state.tell(node, Again(member=member, session_id=session_id))
 
 
 def begin(state: State, paired: Paired) -> None:
