@@ -184,10 +184,11 @@ class RedisLink:
             self._watch = loop.call_later(self.timeout / 4, self._check)
         proto.transport.write(pack(commands))
         try:
-            return (await future)[greeted:]
+            replies = await future
         except RedisError:
             self.drop()
             raise
+        return replies[greeted:] if greeted else replies  # (no copy on every batch)
 
     def _check(self) -> None:
         """The oldest batch still unanswered after ``timeout``: the link is
