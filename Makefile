@@ -80,6 +80,7 @@ bench: setup system-deps
 	$(BIN)/python bench/signaling_load.py --closed 64
 	$(BIN)/python bench/signaling_load.py --mode hold --connections 19980 --procs 2
 	$(BIN)/python bench/cluster_load.py --rounds 5
+	$(BIN)/python bench/timer_jitter.py
 	$(BIN)/python bench/worker_latency.py
 	$(BIN)/python bench/browser_latency.py
 	$(BIN)/python bench/android_latency.py

@@ -22,6 +22,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("signaling_load.py", ("setup latency",)),
         # Two nodes on a real redis-server, worker and player on different nodes.
         ("cluster_load.py", ("Redis commands per setup", "capacity")),
+        # The gathering window's sleep on the node's loop, against asyncio's.
+        ("timer_jitter.py", ("PreciseSleep", "ended early")),
         ("worker_latency.py", ("touch",)),
         # Socket drop to resumed, on one node and across nodes, and a node kill.
         ("resume_latency.py", ("one_node_p95_ms", "across_nodes_p95_ms", "frames_lost")),

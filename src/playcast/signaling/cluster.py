@@ -38,6 +38,7 @@ from playcast.signaling.earlystart import EarlyStarts
 from playcast.signaling.events import event
 from playcast.signaling.hub import Hub
 from playcast.signaling.outbound import Batch, Outbound, Raw
+from playcast.signaling.precise_sleep import PreciseSleep
 from playcast.signaling.redis_link import RedisLink
 from playcast.signaling.redis_shared import RedisShared, outcome_of
 from playcast.signaling.shared import Op, Pair, Publish
@@ -84,6 +85,10 @@ class ClusterLink:
         self.early = EarlyStarts(hub.settings, self.node)  # a pairing tells the worker's node
         # What is owed Redis, and when it goes (``outbound``, sans-I/O).
         self.out = Outbound(hub.settings.cluster_gather, self.early.spare)
+        # The window is milliseconds, uvloop's timers round to one (and wait
+        # for a ready loop): a window's end on time is a shorter wait for every
+        # crossing, worth the wake-up it may cost (docs/cluster.md, Sizing).
+        self._sleep = PreciseSleep()
         self._idle = asyncio.Event()  # nothing queued, nothing being written
         self._idle.set()
         self._wake = asyncio.Event()  # something was queued (or the link lost)
@@ -156,6 +161,7 @@ class ClusterLink:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             grace = self.hub.settings.resume_grace
             await self.shared.forget_node(self.node, force=True, grace=grace)
+        self._sleep.close()
         await self.out_link.close()
         await self.bus_link.close()
         await self.redis.aclose()
@@ -226,7 +232,7 @@ class ClusterLink:
                     continue
                 wait = self.out.gathering(now)
                 if wait > 0:  # busy: what comes meanwhile goes in the same round trip
-                    await asyncio.sleep(wait)
+                    await self._sleep.sleep(wait)
                 ops, raws = self._prepare(self.out.take(time.monotonic()))
                 if not (ops or raws):
                     continue

@@ -37,7 +37,7 @@ class Settings:
     # comes meanwhile rides along (an idle node waits for nothing). Longer:
     # less CPU a setup on every node and on Redis, more wait on each of a
     # handshake's crossings (docs/cluster.md#sizing).
-    cluster_gather: float = 0.003
+    cluster_gather: float = 0.004
     # Seconds a session waits for a member whose socket dropped, to resume
     # (0: the seed's rule, a dropped socket is a dead peer).
     resume_grace: float = 0.0
