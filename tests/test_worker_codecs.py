@@ -105,7 +105,10 @@ async def test_worker_registers_its_codecs_and_reports_a_rejected_video_line(
     server: ServerProcess,
 ) -> None:
     async with running_worker(server.ws_base, "--codecs", "vp8,h264"):
-        doc = await server.wait_status(lambda d: len(d["workers"]) == 1, timeout=60)
+        # (a worker is listed from its socket's open, its codecs from its register)
+        doc = await server.wait_status(
+            lambda d: len(d["workers"]) == 1 and d["workers"][0]["registered"], timeout=60
+        )
         assert doc["workers"][0]["codecs"] == ["VP8", "H264"]
         async with connect(server.ws_url("client")) as client:
             await client.send(t.Join(codecs=["H264", "VP8"]))
