@@ -44,6 +44,11 @@ async def test_a_new_connection_loads_the_scripts_before_its_first_batch() -> No
             await bare.run([("SCRIPT", "FLUSH")])
             (refused,) = await link.run([shared.evalsha(publish("w4"))])
             assert isinstance(refused, NoScriptError)
+            # ... sending them ahead of the refused operation, in one round trip.
+            (answer,) = await link.run(
+                [shared.evalsha(publish("w4"))], ahead=shared.load_commands()
+            )
+            assert not isinstance(answer, Exception), answer
         finally:
             await link.close()
             await bare.close()

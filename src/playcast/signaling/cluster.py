@@ -339,10 +339,9 @@ class ClusterLink:
         for op in refused:  # sent again without an early Start
             if isinstance(op, Pair):
                 self.early.unanswered(op)
-        loads = self.shared.load_commands()
         try:
             self.commands += len(commands)
-            again = iter((await self.out_link.run([*loads, *commands]))[len(loads) :])
+            again = iter(await self.out_link.run(commands, ahead=self.shared.load_commands()))
         except (RedisError, OSError) as exc:
             self._unreachable(exc)
             self._requeue(refused, [])

@@ -157,23 +157,31 @@ class RedisLink:
         proto.connection_made(transport)
         return proto
 
-    async def run(self, commands: Sequence[Command], answers: int | None = None) -> list[Any]:
+    async def run(
+        self,
+        commands: Sequence[Command],
+        answers: int | None = None,
+        ahead: Sequence[Command] = (),
+    ) -> list[Any]:
         """``answers``: how many of the commands answer (``CLIENT REPLY
-        SKIP`` silences the next one); none: written, not waited for."""
+        SKIP`` silences the next one); none: written, not waited for.
+        ``ahead``: commands written first, their answers dropped (on a new
+        connection, the greeting goes ahead of them)."""
         proto = self._proto
-        greeted = 0
         if proto is None or proto.lost:
             try:
                 async with asyncio.timeout(self.timeout):
                     proto = self._proto = await self._connect()
             except TimeoutError:
                 raise RedisTimeout(f"no connection to Redis within {self.timeout} s") from None
-            greeted = len(self.greeting)
+            if self.greeting:
+                ahead = [*self.greeting, *ahead]
         assert proto.transport is not None
         expected = len(commands) if answers is None else answers
-        if greeted:
-            commands = [*self.greeting, *commands]
-            expected += greeted
+        dropped = len(ahead)
+        if dropped:
+            commands = [*ahead, *commands]
+            expected += dropped
         if expected == 0:
             proto.transport.write(pack(commands))
             return []
@@ -188,7 +196,7 @@ class RedisLink:
         except RedisError:
             self.drop()
             raise
-        return replies[greeted:] if greeted else replies  # (no copy on every batch)
+        return replies[dropped:] if dropped else replies  # (no copy on every batch)
 
     def _check(self) -> None:
         """The oldest batch still unanswered after ``timeout``: the link is
