@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from playcast.signaling.precise_sleep import PreciseSleep
+from playcast.signaling.cluster.precise_sleep import PreciseSleep
 
 
 def _q(xs: list[float], p: float) -> float:

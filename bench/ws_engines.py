@@ -74,7 +74,7 @@ def serve_playcast() -> None:
     """The signaling server's own WebSocket layer (signaling.wsproto), bare."""
     import uvloop
 
-    from playcast.signaling import wsproto as wp
+    from playcast.signaling.sockets import websocket as wp
 
     class Echo(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:

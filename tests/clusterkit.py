@@ -19,9 +19,9 @@ from typing import Any
 from hubkit import FakeClock, FakeConn, _close, _write
 
 from playcast.protocol import Join, Message, Pong, Register, encode_str
-from playcast.signaling.bus import BusMessage, decode, encode
 from playcast.signaling.hub import Hub, drain_effects
-from playcast.signaling.settings import Settings
+from playcast.signaling.rules.bus import BusMessage, decode, encode
+from playcast.signaling.rules.settings import Settings
 from playcast.signaling.shared import MemoryShared, Op
 from playcast.signaling.types import Client, Peer, Worker
 

@@ -21,7 +21,7 @@ from playcast.protocol import (
     encode_str,
 )
 from playcast.signaling.hub import Hub, drain_effects
-from playcast.signaling.settings import Settings
+from playcast.signaling.rules.settings import Settings
 from playcast.signaling.types import Client, Peer, Worker
 
 T = TypeVar("T")

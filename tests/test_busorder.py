@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from playcast.signaling.busorder import KEEP, Ask, Entry, Inbox, Outbox, parse
+from playcast.signaling.cluster.busorder import KEEP, Ask, Entry, Inbox, Outbox, parse
 
 
 def delivered(inbox: Inbox, data: bytes, now: float = 0.0) -> tuple[list[bytes], Ask | None]:

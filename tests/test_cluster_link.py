@@ -7,10 +7,10 @@ from __future__ import annotations
 from hubkit import FakeConn, Rig
 
 from playcast.protocol import Join, Register, Registered, Rejected, SessionStart
-from playcast.signaling import bus
-from playcast.signaling.busorder import parse
-from playcast.signaling.cluster import ClusterLink
-from playcast.signaling.outbound import LINGER
+from playcast.signaling.cluster.busorder import parse
+from playcast.signaling.cluster.link import ClusterLink
+from playcast.signaling.cluster.outbound import LINGER
+from playcast.signaling.rules import bus
 from playcast.signaling.shared import (
     EndSession,
     Listed,

@@ -351,7 +351,7 @@ def test_a_cut_off_node_ends_what_it_shares_and_refuses_joins() -> None:
 
 
 def test_a_bus_entry_holds_one_message_or_several_in_order() -> None:
-    from playcast.signaling import bus
+    from playcast.signaling.rules import bus
 
     one = [bus.Up(session_id="s1")]
     several = [

@@ -19,7 +19,7 @@ from playcast.protocol import (
     Shutdown,
     ShutdownAck,
 )
-from playcast.signaling import heartbeat
+from playcast.signaling.rules import heartbeat
 from playcast.signaling.types import Client
 
 GAME = "com.supercell.clashroyale"
@@ -72,7 +72,7 @@ def test_a_rule_that_raises_on_a_message_closes_only_that_peer(
 ) -> None:
     rig = Rig()
     worker, wconn, client, cconn, sid = connected_pair(rig)
-    from playcast.signaling import handshake
+    from playcast.signaling.rules import handshake
 
     def broken(*args: object) -> None:
         raise KeyError("a bug")

@@ -18,7 +18,7 @@ from playcast.protocol import (
     WebrtcConnected,
     WebrtcFailed,
 )
-from playcast.signaling.state import SLOTS
+from playcast.signaling.rules.state import SLOTS
 
 
 def reasons(conn: FakeConn) -> list[str]:

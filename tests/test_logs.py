@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from playcast import logs
-from playcast.signaling.events import event
+from playcast.signaling.rules.events import event
 
 FIELDS = {"session": "s-1", "worker": "w-2", "client": None, "reason": "client_left"}
 

@@ -3,8 +3,8 @@ batch takes, and when it may go."""
 
 from __future__ import annotations
 
-from playcast.signaling import bus
-from playcast.signaling.outbound import BATCH, LINGER, Outbound, Raw
+from playcast.signaling.cluster.outbound import BATCH, LINGER, Outbound, Raw
+from playcast.signaling.rules import bus
 from playcast.signaling.shared import ClientEntry, EndSession, Pair, Withdraw
 
 GATHER = 0.003

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from playcast.signaling.precise_sleep import PreciseSleep
+from playcast.signaling.cluster.precise_sleep import PreciseSleep
 
 linux = pytest.mark.skipif(sys.platform != "linux", reason="timerfd is Linux's")
 

@@ -9,7 +9,7 @@ from playcast_testing.redis_server import running_redis
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from playcast.signaling.redis_link import RedisLink
+from playcast.signaling.cluster.redis_link import RedisLink
 from playcast.signaling.redis_shared import RedisShared
 from playcast.signaling.shared import Publish, WorkerEntry
 

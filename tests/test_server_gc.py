@@ -31,7 +31,7 @@ from playcast.protocol import (
     ShutdownAck,
     WebrtcConnected,
 )
-from playcast.signaling import gcpolicy
+from playcast.signaling.app import gcpolicy
 
 GAME = "com.supercell.clashroyale"
 FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 2.0, "shutdown_ack_timeout": 2.0}

@@ -13,7 +13,7 @@ from playcast_testing.servers import running_server
 
 from playcast.protocol import Error, Join, Pong, Register, Rejected
 from playcast.signaling.main import _may_observe
-from playcast.signaling.settings import Settings
+from playcast.signaling.rules.settings import Settings
 
 
 async def test_sockets_per_address_are_capped() -> None:

@@ -14,7 +14,7 @@ from playcast_testing.scripted import ScriptedPeer
 from playcast_testing.servers import running_server
 
 from playcast.protocol import Assigned, Join, Register, Registered, SessionStart
-from playcast.signaling.ice import turn_rest_credentials
+from playcast.signaling.rules.ice import turn_rest_credentials
 
 GAME = "com.supercell.clashroyale"
 

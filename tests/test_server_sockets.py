@@ -18,12 +18,12 @@ import pytest
 from playcast_testing.servers import ServerProcess, running_server
 from test_wsproto import client_frame
 
-from playcast.signaling import wsproto as wp
-from playcast.signaling import wsserver
 from playcast.signaling.hub import Hub
 from playcast.signaling.main import Pump
-from playcast.signaling.settings import Settings
-from playcast.signaling.wsserver import Front
+from playcast.signaling.rules.settings import Settings
+from playcast.signaling.sockets import server as wsserver
+from playcast.signaling.sockets import websocket as wp
+from playcast.signaling.sockets.server import Front
 
 KEY = base64.b64encode(os.urandom(16)).decode()
 

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from playcast.signaling import wsproto as wp
+from playcast.signaling.sockets import websocket as wp
 
 
 def client_frame(

@@ -14,13 +14,13 @@ from playcast.protocol import (
     WebrtcFailed,
     message_type,
 )
-from playcast.signaling import handshake, sessions
-from playcast.signaling.closing import forget
-from playcast.signaling.events import CLOSE_NORMAL, event
-from playcast.signaling.pairing import reject
-from playcast.signaling.peers import error
+from playcast.signaling.rules import handshake, sessions
+from playcast.signaling.rules.closing import forget
+from playcast.signaling.rules.conduct import error
+from playcast.signaling.rules.events import CLOSE_NORMAL, event
+from playcast.signaling.rules.pairing import reject
+from playcast.signaling.rules.state import State
 from playcast.signaling.shared import ClientEntry, Pair
-from playcast.signaling.state import State
 from playcast.signaling.types import Client
 from playcast.signaling.workers import codec_names
 

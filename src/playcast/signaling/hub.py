@@ -29,22 +29,14 @@ from playcast.protocol import (
     decode,
     message_type,
 )
-from playcast.signaling import (
-    clients,
-    heartbeat,
-    nodes,
-    pairing,
-    peers,
-    resume,
-    sessions,
-    status,
-    workers,
-)
-from playcast.signaling.bus import BusMessage
-from playcast.signaling.closing import acked, release, shut_down
-from playcast.signaling.events import event, step
+from playcast.signaling import clients, workers
+from playcast.signaling.rules import conduct as peers
+from playcast.signaling.rules import heartbeat, nodes, pairing, resume, sessions, status
+from playcast.signaling.rules.bus import BusMessage
+from playcast.signaling.rules.closing import acked, release, shut_down
+from playcast.signaling.rules.events import event, step
+from playcast.signaling.rules.state import State, fmt_remote, ids, role, said_hello
 from playcast.signaling.shared import Forgotten, Op, Outcome
-from playcast.signaling.state import State, fmt_remote, ids, role, said_hello
 from playcast.signaling.types import Client, Connection, Peer, RateLimit, Worker
 
 P = TypeVar("P", bound=Peer)

@@ -26,13 +26,12 @@ from redis.exceptions import RedisError
 from playcast.envflags import add_flag, env_list
 from playcast.logs import setup_logging
 from playcast.protocol import IceServer, Message
-from playcast.signaling import gcpolicy
-from playcast.signaling.cluster import ClusterLink
-from playcast.signaling.events import event
+from playcast.signaling.app import gcpolicy
+from playcast.signaling.cluster.link import ClusterLink
 from playcast.signaling.hub import Hub, drain_effects
-from playcast.signaling.settings import Settings
-from playcast.signaling.types import Peer
-from playcast.signaling.wsserver import (
+from playcast.signaling.rules.events import event
+from playcast.signaling.rules.settings import Settings
+from playcast.signaling.sockets.server import (
     FRONT_KEY,
     ROLES,
     Front,
@@ -40,6 +39,7 @@ from playcast.signaling.wsserver import (
     late_upgrade,
     token_ok,
 )
+from playcast.signaling.types import Peer
 
 log = logging.getLogger("playcast.signaling")
 

@@ -2,7 +2,7 @@
 session between them, and what the core needs of a socket.
 
 The wire messages live in ``playcast.protocol``; the settings in
-``playcast.signaling.settings``.
+``playcast.signaling.rules.settings``.
 """
 
 from __future__ import annotations

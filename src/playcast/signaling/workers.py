@@ -14,12 +14,12 @@ from playcast.protocol import (
     WebrtcFailed,
     message_type,
 )
-from playcast.signaling import handshake
-from playcast.signaling.closing import forget
-from playcast.signaling.events import CLOSE_POLICY, event
-from playcast.signaling.peers import error
+from playcast.signaling.rules import handshake
+from playcast.signaling.rules.closing import forget
+from playcast.signaling.rules.conduct import error
+from playcast.signaling.rules.events import CLOSE_POLICY, event
+from playcast.signaling.rules.state import State, fmt_remote
 from playcast.signaling.shared import Publish, WorkerEntry
-from playcast.signaling.state import State, fmt_remote
 from playcast.signaling.types import Worker
 
 

@@ -26,8 +26,8 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from playcast.protocol import MAX_FRAME_BYTES, Message, encode
-from playcast.signaling import wsproto as wp
-from playcast.signaling.events import CLOSE_INTERNAL, CLOSE_NORMAL, event
+from playcast.signaling.rules.events import CLOSE_INTERNAL, CLOSE_NORMAL, event
+from playcast.signaling.sockets import websocket as wp
 
 if TYPE_CHECKING:
     from playcast.signaling.main import Pump

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 
 from playcast.protocol import IceServer
-from playcast.signaling.settings import Settings
+from playcast.signaling.rules.settings import Settings
 
 
 def turn_rest_credentials(secret: str, name: str, expires_at: int) -> tuple[str, str]:

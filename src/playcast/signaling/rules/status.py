@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from playcast.signaling.state import State
+from playcast.signaling.rules.state import State
 from playcast.signaling.types import Worker
 
 

@@ -21,12 +21,12 @@ import secrets
 from collections import deque
 
 from playcast.protocol import Message, Reconnect, Resume, Resumed
-from playcast.signaling import sessions
-from playcast.signaling.bus import Moved, Take, relay
-from playcast.signaling.events import CLOSE_POLICY, CLOSE_SERVICE_RESTART, event
-from playcast.signaling.peers import error
+from playcast.signaling.rules import sessions
+from playcast.signaling.rules.bus import Moved, Take, relay
+from playcast.signaling.rules.conduct import error
+from playcast.signaling.rules.events import CLOSE_POLICY, CLOSE_SERVICE_RESTART, event
+from playcast.signaling.rules.state import State, ids, role, said_hello
 from playcast.signaling.shared import Denied, LeaveLine, Reattach, Reattached, Withdraw
-from playcast.signaling.state import State, ids, role, said_hello
 from playcast.signaling.types import Client, ConnectionState, Peer, Session, Worker
 
 HOLD_LIMIT = 64

@@ -14,10 +14,10 @@ from typing import Any
 from prometheus_client import Counter
 
 from playcast.protocol import Error, ErrorCode
-from playcast.signaling.closing import release
-from playcast.signaling.events import CLOSE_INTERNAL, CLOSE_POLICY, event
-from playcast.signaling.sessions import fail
-from playcast.signaling.state import State, ids, role
+from playcast.signaling.rules.closing import release
+from playcast.signaling.rules.events import CLOSE_INTERNAL, CLOSE_POLICY, event
+from playcast.signaling.rules.sessions import fail
+from playcast.signaling.rules.state import State, ids, role
 from playcast.signaling.types import Peer
 
 log = logging.getLogger("playcast.signaling")

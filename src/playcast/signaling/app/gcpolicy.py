@@ -15,7 +15,7 @@ import gc
 import json
 from collections import Counter
 
-from playcast.signaling.events import event
+from playcast.signaling.rules.events import event
 
 # Objects the youngest generation may gain (allocations less deallocations of
 # tracked objects) before a collection: 10,000 instead of 700. A setup frees

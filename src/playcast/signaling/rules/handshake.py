@@ -18,12 +18,12 @@ from playcast.protocol import (
     WebrtcFailed,
     decode,
 )
-from playcast.signaling import resume, sessions
-from playcast.signaling.bus import Connected, Relay, Up, relay
-from playcast.signaling.events import event, step
-from playcast.signaling.peers import error
+from playcast.signaling.rules import resume, sessions
+from playcast.signaling.rules.bus import Connected, Relay, Up, relay
+from playcast.signaling.rules.conduct import error
+from playcast.signaling.rules.events import event, step
+from playcast.signaling.rules.state import State, ids, role
 from playcast.signaling.shared import MarkConnected
-from playcast.signaling.state import State, ids, role
 from playcast.signaling.types import Client, Session, SessionPhase, Worker
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 
 from playcast.protocol import InactivityWarning, Ping
-from playcast.signaling import resume, sessions
-from playcast.signaling.closing import expire_acks, forget
-from playcast.signaling.events import CLOSE_NORMAL, CLOSE_POLICY, event
-from playcast.signaling.pairing import expire_waits
-from playcast.signaling.peers import crashed
-from playcast.signaling.state import SLOTS, State, ids, role, said_hello
+from playcast.signaling.rules import resume, sessions
+from playcast.signaling.rules.closing import expire_acks, forget
+from playcast.signaling.rules.conduct import crashed
+from playcast.signaling.rules.events import CLOSE_NORMAL, CLOSE_POLICY, event
+from playcast.signaling.rules.pairing import expire_waits
+from playcast.signaling.rules.state import SLOTS, State, ids, role, said_hello
 from playcast.signaling.types import Client, Peer
 
 log = logging.getLogger("playcast.signaling")

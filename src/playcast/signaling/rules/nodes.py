@@ -11,8 +11,8 @@ found.
 
 from __future__ import annotations
 
-from playcast.signaling import handshake, pairing, resume, sessions
-from playcast.signaling.bus import (
+from playcast.signaling.rules import handshake, pairing, resume, sessions
+from playcast.signaling.rules.bus import (
     Again,
     Assign,
     BusMessage,
@@ -26,10 +26,10 @@ from playcast.signaling.bus import (
     Take,
     Up,
 )
-from playcast.signaling.closing import shut_down
-from playcast.signaling.events import event
+from playcast.signaling.rules.closing import shut_down
+from playcast.signaling.rules.events import event
+from playcast.signaling.rules.state import State
 from playcast.signaling.shared import Forgotten
-from playcast.signaling.state import State
 
 
 def on_bus(state: State, msg: BusMessage) -> None:

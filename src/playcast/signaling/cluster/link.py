@@ -32,15 +32,15 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from playcast.signaling import bus
-from playcast.signaling.busorder import Ask, Inbox, Outbox, parse
-from playcast.signaling.earlystart import EarlyStarts
-from playcast.signaling.events import event
+from playcast.signaling.cluster.busorder import Ask, Inbox, Outbox, parse
+from playcast.signaling.cluster.earlystart import EarlyStarts
+from playcast.signaling.cluster.outbound import Batch, Outbound, Raw
+from playcast.signaling.cluster.precise_sleep import PreciseSleep
+from playcast.signaling.cluster.redis_link import RedisLink
 from playcast.signaling.hub import Hub
-from playcast.signaling.outbound import Batch, Outbound, Raw
-from playcast.signaling.precise_sleep import PreciseSleep
-from playcast.signaling.redis_link import RedisLink
 from playcast.signaling.redis_shared import RedisShared, outcome_of
+from playcast.signaling.rules import bus
+from playcast.signaling.rules.events import event
 from playcast.signaling.shared import Op, Pair, Publish
 
 log = logging.getLogger("playcast.signaling")

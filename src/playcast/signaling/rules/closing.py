@@ -8,9 +8,9 @@ or relayed to again) and waits in ``closing`` for its ``shutdown_ack`` until
 from __future__ import annotations
 
 from playcast.protocol import FailureKind, Shutdown, ShutdownAck, ShutdownReason
-from playcast.signaling.events import CLOSE_NORMAL, REASON_TEXT, event
+from playcast.signaling.rules.events import CLOSE_NORMAL, REASON_TEXT, event
+from playcast.signaling.rules.state import State, ids, role
 from playcast.signaling.shared import LeaveLine, Withdraw
-from playcast.signaling.state import State, ids, role
 from playcast.signaling.types import Client, Peer, Worker
 
 

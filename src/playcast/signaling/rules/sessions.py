@@ -9,11 +9,11 @@ A member on another node is told through the cluster (``bus.End``).
 from __future__ import annotations
 
 from playcast.protocol import FailureKind, Shutdown, ShutdownReason
-from playcast.signaling.bus import End
-from playcast.signaling.closing import forget, shut_down
-from playcast.signaling.events import REASON_TEXT, event, step
+from playcast.signaling.rules.bus import End
+from playcast.signaling.rules.closing import forget, shut_down
+from playcast.signaling.rules.events import REASON_TEXT, event, step
+from playcast.signaling.rules.state import State
 from playcast.signaling.shared import EndSession, SessionEntry, Withdraw
-from playcast.signaling.state import State
 from playcast.signaling.types import Client, Peer, Session, Worker
 
 

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 
 from playcast.protocol import Message
-from playcast.signaling.bus import BusMessage, Start
-from playcast.signaling.metrics import Metrics, Readings
-from playcast.signaling.settings import Settings
+from playcast.signaling.rules.bus import BusMessage, Start
+from playcast.signaling.rules.counters import Metrics, Readings
+from playcast.signaling.rules.settings import Settings
 from playcast.signaling.shared import MemoryShared, Op, WorkerEntry
 from playcast.signaling.types import Client, Peer, Session, Worker
 

@@ -18,11 +18,12 @@ from playcast.protocol import (
     RejectReason,
     SessionStart,
 )
-from playcast.signaling import resume, sessions
-from playcast.signaling.bus import Again, Assign, End, Line, Start
-from playcast.signaling.closing import forget, shut_down
-from playcast.signaling.events import CLOSE_NORMAL, REJECT_TEXT, event
-from playcast.signaling.ice import ice_servers_for
+from playcast.signaling.rules import resume, sessions
+from playcast.signaling.rules.bus import Again, Assign, End, Line, Start
+from playcast.signaling.rules.closing import forget, shut_down
+from playcast.signaling.rules.events import CLOSE_NORMAL, REJECT_TEXT, event
+from playcast.signaling.rules.ice import ice_servers_for
+from playcast.signaling.rules.state import State, fmt_remote
 from playcast.signaling.shared import (
     ClientEntry,
     Denied,
@@ -44,7 +45,6 @@ from playcast.signaling.shared import (
 from playcast.signaling.shared import (
     Queued as InLine,
 )
-from playcast.signaling.state import State, fmt_remote
 from playcast.signaling.types import Client, Session, Worker
 
 

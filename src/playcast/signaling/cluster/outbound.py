@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from playcast.signaling import bus
+from playcast.signaling.rules import bus
 from playcast.signaling.shared import EndSession, Op, Publish
 
 LINGER = 0.005  # seconds what may wait waits, at most

@@ -17,10 +17,10 @@ Sans-I/O, for ``cluster.py``: one instance per node, playing both sides.
 
 from __future__ import annotations
 
-from playcast.signaling import bus
-from playcast.signaling.busorder import Outbox
-from playcast.signaling.ice import ice_servers_for
-from playcast.signaling.settings import Settings
+from playcast.signaling.cluster.busorder import Outbox
+from playcast.signaling.rules import bus
+from playcast.signaling.rules.ice import ice_servers_for
+from playcast.signaling.rules.settings import Settings
 from playcast.signaling.shared import Outcome, Pair, Paired
 
 KEPT = 10_000  # session ids remembered on each side, oldest dropped first
