@@ -20,8 +20,11 @@ from playcast.protocol import (
     decode,
     encode_str,
 )
-from playcast.signaling.hub import Hub, drain_effects
+from playcast.signaling.app.metrics import Metrics, readings
+from playcast.signaling.cluster.local import LocalCluster
+from playcast.signaling.hub import Hub, drain_effects, flush
 from playcast.signaling.rules.settings import Settings
+from playcast.signaling.shared import WorkerEntry
 from playcast.signaling.types import Client, Peer, Worker
 
 T = TypeVar("T")
@@ -92,12 +95,25 @@ class Rig:
         self.hub = Hub(
             Settings(**base), clock=self.clock, id_factory=lambda p: f"{p}{next(counter)}"
         )
+        # A lone server: a cluster of one, its shared state in memory. With
+        # ``redis`` set, a node of a cluster whose requests the test handles.
+        self.cluster = LocalCluster(self.hub)
+        self.alone = base.get("redis") is None
+        self.metrics = Metrics(self.hub.counters, lambda: readings(self.hub))
 
     # Each entry point runs one step of the hub, then carries out its
-    # effects exactly as the socket layer does (hub.drain_effects).
+    # effects exactly as the socket layer does (hub.flush).
 
     def flush(self) -> None:
-        drain_effects(self.hub, _write, _close)
+        if self.alone:
+            flush(self.hub, _write, _close, self.cluster.submit)
+        else:
+            drain_effects(self.hub, _write, _close)
+
+    @property
+    def available(self) -> dict[str, dict[str, WorkerEntry]]:
+        """The lone server's pools: game -> available workers, longest-waiting first."""
+        return self.cluster.available
 
     def send(self, peer: Peer, msg: Message | str) -> None:
         self.on_message(peer, msg if isinstance(msg, str) else encode_str(msg))
@@ -164,7 +180,7 @@ class Rig:
                         conn.sent.append(msg)  # keep non-pings for the test
 
     def assert_consistent(self) -> None:
-        problems = list(self.hub.check_invariants())
+        problems = [*self.hub.check_invariants(), *self.cluster.check()]
         assert not problems, problems
 
 

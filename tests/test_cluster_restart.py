@@ -41,6 +41,9 @@ async def test_a_node_restarted_under_its_own_id() -> None:
             assert shutdown.reason == "worker_failed", life
             await c_b.send(ShutdownAck(ok=True, detail=""))
             nodes["A"] = await restarted
+            # Listening is not serving: the new life takes peers once it
+            # reaches Redis as a node (until then a worker is turned away, 503).
+            await nodes["A"].wait_serving()
             # The new life serves across nodes: B's answer reaches A's worker.
             w_new = await register(nodes["A"], stack)
             c_new = await join(nodes["B"], stack)

@@ -53,7 +53,7 @@ def test_a_vp8_browser_skips_the_h264_only_worker_ahead_of_it() -> None:
     assert assigned.codec == "VP8"
     start = vp8conn.sent[-1]
     assert isinstance(start, SessionStart) and start.codec == "VP8"
-    assert list(rig.hub.available[GAME]) == [h264.id]  # still first in line
+    assert list(rig.available[GAME]) == [h264.id]  # still first in line
     assert rig.hub.sessions[assigned.session_id].codec == "VP8"
     rig.assert_consistent()
     del c, h264conn
@@ -74,7 +74,7 @@ def test_no_shared_codec_is_unsupported_browser_and_takes_no_worker() -> None:
     (rejected,) = cconn.sent
     assert isinstance(rejected, Rejected) and rejected.reason == "unsupported_browser"
     assert cconn.closed is not None and cconn.closed[0] == 1000
-    assert list(rig.hub.available[GAME]) == [old.id]
+    assert list(rig.available[GAME]) == [old.id]
     assert old.status == "available"
     rig.assert_consistent()
 
@@ -101,8 +101,7 @@ def test_a_leaving_worker_takes_its_codecs_with_it() -> None:
     vp8, _ = worker(rig, ["VP8"])
     worker(rig, ["H264"])
     rig.on_close(vp8)
-    assert rig.hub.memory is not None
-    assert rig.hub.memory.games[GAME].codecs == {"H264": 1}
+    assert rig.cluster.shared.games[GAME].codecs == {"H264": 1}
     _, cconn = client(rig, ["VP8"])
     rejected = cconn.sent[0]
     assert isinstance(rejected, Rejected) and rejected.reason == "unsupported_browser"
@@ -120,7 +119,7 @@ def test_a_negotiation_failure_is_told_as_such_and_counted() -> None:
         shutdown = conn.sent[-1]
         assert isinstance(shutdown, Shutdown)
         assert (shutdown.reason, shutdown.detail) == ("handshake_failed", "negotiation")
-    value = rig.hub.metrics.registry.get_sample_value(
+    value = rig.metrics.sample(
         "playcast_webrtc_failures_total", {"role": "worker", "kind": "negotiation"}
     )
     assert value == 1.0

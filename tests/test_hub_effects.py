@@ -108,7 +108,7 @@ class Run:
         self.silent(3.0)
         hub = self.rig.hub
         assert not hub.workers and not hub.clients and not hub.sessions and not hub.closing
-        assert all(not q for q in hub.available.values())
+        assert all(not q for q in self.rig.available.values())
         for peer, conn in zip(self.peers, self.conns, strict=False):
             assert conn.closed is not None, f"{peer.id} never closed"
 
@@ -242,7 +242,7 @@ def test_slow_at_registered_leaves_no_ghost_in_the_pool() -> None:
         worker_id=worker.id, heartbeat_interval=1.0, heartbeat_timeout=3.0
     )
     assert conn.closed == (1008, "")
-    assert not rig.hub.available["com.supercell.clashroyale"]
+    assert not rig.available["com.supercell.clashroyale"]
     client, cconn = rig.client()
     assert isinstance(cconn.sent[0], Rejected) and cconn.sent[0].reason == "no_worker_available"
     rig.assert_consistent()

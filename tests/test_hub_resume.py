@@ -105,12 +105,7 @@ def test_a_dropped_member_resumes_and_gets_what_it_missed(role: str) -> None:
         rig.send(back, Input(event={}))
     rig.advance(1.0, pong=[(stays, stays_conn), (back, conn)])
     assert back.last_ping >= rig.clock.now - 1.0
-    assert (
-        rig.hub.metrics.registry.get_sample_value(
-            "playcast_resume_events_total", {"event": "resumed"}
-        )
-        == 1.0
-    )
+    assert rig.metrics.sample("playcast_resume_events_total", {"event": "resumed"}) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -158,12 +153,7 @@ def test_tokens_are_spent_bound_to_one_member_and_one_session() -> None:
     assert refused(reused)
     # Nobody else's session was touched by any of it.
     assert s2 in rig.hub.sessions and not [m for m in c2conn.sent if isinstance(m, Shutdown)]
-    assert (
-        rig.hub.metrics.registry.get_sample_value(
-            "playcast_resume_events_total", {"event": "refused"}
-        )
-        == 7.0
-    )
+    assert rig.metrics.sample("playcast_resume_events_total", {"event": "refused"}) == 7.0
     rig.assert_consistent()
     del w1, w1conn, c1conn, w2, w2conn, c2, w2token
 

@@ -26,7 +26,7 @@ GAME = "com.supercell.clashroyale"
 
 
 def sample(rig: Rig, name: str, **labels: str) -> float | None:
-    value = rig.hub.metrics.registry.get_sample_value(name, labels)
+    value = rig.metrics.sample(name, labels)
     return value
 
 
@@ -72,7 +72,7 @@ def test_a_rule_that_raises_on_a_message_closes_only_that_peer(
 ) -> None:
     rig = Rig()
     worker, wconn, client, cconn, sid = connected_pair(rig)
-    from playcast.signaling.rules import handshake
+    from playcast.signaling.rules import sessions as handshake
 
     def broken(*args: object) -> None:
         raise KeyError("a bug")
@@ -124,7 +124,7 @@ def test_a_worker_for_an_unknown_game_is_refused_and_leaves_no_state() -> None:
     assert isinstance(err, Error) and err.code == "unknown_game"
     assert GAME in err.message
     assert conn.closed is not None and conn.closed[0] == 1008
-    assert set(rig.hub.available) == {GAME}
+    assert set(rig.available) == {GAME}
     assert not rig.hub.workers
     assert sample(rig, "playcast_registrations_total", game="com.example.invented") is None
     rig.assert_consistent()
@@ -137,7 +137,7 @@ def test_a_client_for_an_unknown_game_is_rejected() -> None:
     (rejected,) = conn.sent
     assert isinstance(rejected, Rejected) and rejected.reason == "unknown_game"
     assert conn.closed is not None and conn.closed[0] == 1000
-    assert set(rig.hub.available) == {GAME} and len(rig.hub.available[GAME]) == 1
+    assert set(rig.available) == {GAME} and len(rig.available[GAME]) == 1
     assert sample(rig, "playcast_rejections_total", reason="unknown_game") == 1.0
     del client
 

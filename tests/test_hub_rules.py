@@ -39,7 +39,7 @@ def test_register_makes_an_available_worker() -> None:
     assert worker.status == "available"
     assert worker.game == GAME
     assert (worker.addr, worker.port) == ("10.0.0.9", 5555)  # the socket's, by default
-    assert list(rig.hub.available[GAME]) == [worker.id]
+    assert list(rig.available[GAME]) == [worker.id]
     rig.assert_consistent()
 
 

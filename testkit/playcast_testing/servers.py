@@ -80,6 +80,16 @@ class ServerProcess(LoggedProcess):
         async with aiohttp.ClientSession() as http, http.get(f"{self.url}/metrics") as r:
             return await r.text()
 
+    async def wait_serving(self, *, timeout: float = 30.0) -> None:
+        """Until /healthz says 200: listening is not serving (a cluster node
+        takes peers once it reaches Redis and has announced itself)."""
+        async with asyncio.timeout(timeout), aiohttp.ClientSession() as http:
+            while True:
+                async with http.get(f"{self.url}/healthz") as r:
+                    if r.status == 200:
+                        return
+                await asyncio.sleep(0.02)
+
     async def assert_consistent(self) -> dict[str, Any]:
         """No broken invariant, and /metrics agrees with /api/status."""
         async with aiohttp.ClientSession() as http:

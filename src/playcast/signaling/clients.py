@@ -14,64 +14,62 @@ from playcast.protocol import (
     WebrtcFailed,
     message_type,
 )
-from playcast.signaling.rules import handshake, sessions
+from playcast.signaling.rules import sessions
 from playcast.signaling.rules.closing import forget
-from playcast.signaling.rules.conduct import error
-from playcast.signaling.rules.events import CLOSE_NORMAL, event
-from playcast.signaling.rules.pairing import reject
-from playcast.signaling.rules.state import State
+from playcast.signaling.rules.events import CLOSE_NORMAL, Unexpected, event
+from playcast.signaling.rules.pairing import codec_names, reject
+from playcast.signaling.rules.state import Core
 from playcast.signaling.shared import ClientEntry, Pair
 from playcast.signaling.types import Client
-from playcast.signaling.workers import codec_names
 
 
-def handle(state: State, client: Client, msg: Message) -> None:
+def handle(core: Core, client: Client, msg: Message) -> None:
+    """One message from a player (``Unexpected``: not allowed now)."""
     if not client.joined:
         if not isinstance(msg, Join):
-            error(state, client, "not_registered", "a client's first message must be 'join'")
-            return
-        join(state, client, msg)
+            raise Unexpected("a client's first message must be 'join'", "not_registered")
+        join(core, client, msg)
     elif isinstance(msg, Input):
-        client.last_input = state.clock()
+        client.last_input = core.clock()
         client.warned = False
     elif isinstance(msg, Answer):
-        handshake.relay_sdp(state, client, msg, "awaiting_answer", then="negotiating")
+        sessions.relay_sdp(core, client, msg, "awaiting_answer", then="negotiating")
     elif isinstance(msg, IceCandidate):
-        handshake.relay_candidate(state, client, msg)
+        sessions.relay_candidate(core, client, msg)
     elif isinstance(msg, WebrtcConnected):
-        handshake.report_connected(state, client, msg)
+        sessions.report_connected(core, client, msg)
     elif isinstance(msg, WebrtcFailed):
-        handshake.report_failed(state, client, msg)
+        sessions.report_failed(core, client, msg)
     elif isinstance(msg, Leave):
-        leave(state, client)
+        leave(core, client)
     elif isinstance(msg, Join):
-        error(state, client, "unexpected_message", "already joined")
+        raise Unexpected("already joined")
     elif isinstance(msg, ShutdownAck):
-        error(state, client, "unexpected_message", "shutdown_ack without a shutdown")
+        raise Unexpected("shutdown_ack without a shutdown")
     else:
-        error(state, client, "unexpected_message", f"'{message_type(msg)}' is not a client message")
+        raise Unexpected(f"'{message_type(msg)}' is not a client message")
 
 
-def join(state: State, client: Client, msg: Join) -> None:
+def join(core: Core, client: Client, msg: Join) -> None:
     client.joined = True
-    client.last_input = state.clock()
-    if msg.game not in state.games:
-        reject(state, client, "unknown_game", msg.game)
+    client.last_input = core.clock()
+    if msg.game not in core.games:
+        reject(core, client, "unknown_game", msg.game)
         return
     client.game = msg.game
     client.codecs = codec_names(msg.codecs)
-    if state.isolated:
-        reject(state, client, "service_unavailable", msg.game)
+    if core.nodes.isolated:
+        reject(core, client, "service_unavailable", msg.game)
         return
-    entry = ClientEntry(client.id, state.node, client.game, client.codecs)
-    state.request(Pair(entry, state.new_id("s"), state.settings.queue_limit, state.wall_clock()))
+    entry = ClientEntry(client.id, core.node, client.game, client.codecs)
+    core.request(Pair(entry, core.new_id("s"), core.settings.queue_limit, core.wall_clock()))
 
 
-def leave(state: State, client: Client) -> None:
-    session = state.sessions.get(client.session_id or "")
-    forget(state, client)  # out of the line too, if it was waiting
-    state.close(client, CLOSE_NORMAL, "left")
+def leave(core: Core, client: Client) -> None:
+    session = core.table.sessions.get(client.session_id or "")
+    forget(core, client)  # out of the line too, if it was waiting
+    core.close(client, CLOSE_NORMAL, "left")
     if session is not None:
-        sessions.end(state, session, "client_left", None)  # logged as session_ended
+        sessions.end(core, session, "client_left", None)  # logged as session_ended
     else:
         event("client_left", client=client.id)

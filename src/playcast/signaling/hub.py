@@ -1,22 +1,25 @@
-"""The protocol core's entry points: every rule of PROTOCOL.md, with no I/O.
+"""The core's entry points: every rule of PROTOCOL.md, with no I/O.
 
-The socket layer feeds the hub what happened (``open_worker``,
-``open_client``, ``on_message``, ``on_close``, ``tick``, ``shutdown_all``,
-``slow_consumer``) and, after each call, runs ``drain_effects``: the sends
-and closes the step owes, in order. No rule ever runs inside another: a
+The I/O layer feeds the hub what happened (``open_worker``, ``open_client``,
+``on_message``, ``on_close``, ``tick``, ``shutdown_all``, ``slow_consumer``;
+from the rest of the cluster ``on_outcome``, ``on_bus``, ``node_down``, …)
+and after each call drains what the step owes: the sends and closes
+(``drain_effects``), the shared-state requests and the words for other nodes
+(``take_requests``, ``take_tells``). No rule ever runs inside another: a
 slow reader found while writing is the next step, after the current one.
 
-Below the hub, each module manages one thing and imports only downwards:
-``workers``/``clients`` (each role's messages) → ``handshake`` → ``peers``
-(errors, floods, bugs) → ``sessions`` → ``closing`` (shutdown and acks) →
-``state`` (records and effects) → ``pool``, ``types``, ``settings``,
-``metrics``, ``events``; ``heartbeat`` (the sweep) and ``status`` sit beside
-the role modules.
+The hub is the door: it keeps the message rate, decodes, answers what it
+cannot accept (``Unexpected``: ``conduct.error``) and contains a bug to the
+peer that met it. Behind it, ``workers`` and ``clients`` take each role's
+messages, and ``rules/`` holds the rest, each module importing downwards
+only (docs/architecture.md). The hub is also the one ``Core`` the rules see:
+it owns the effects, and the records' owners live beside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from playcast.protocol import (
@@ -30,34 +33,119 @@ from playcast.protocol import (
     message_type,
 )
 from playcast.signaling import clients, workers
-from playcast.signaling.rules import conduct as peers
-from playcast.signaling.rules import heartbeat, nodes, pairing, resume, sessions, status
-from playcast.signaling.rules.bus import BusMessage
-from playcast.signaling.rules.closing import acked, release, shut_down
-from playcast.signaling.rules.events import event, step
-from playcast.signaling.rules.state import State, fmt_remote, ids, role, said_hello
-from playcast.signaling.shared import Forgotten, Op, Outcome
-from playcast.signaling.types import Client, Connection, Peer, RateLimit, Worker
+from playcast.signaling.rules import conduct, heartbeat, nodes, pairing, resume, sessions, status
+from playcast.signaling.rules.bus import BusMessage, Start
+from playcast.signaling.rules.closing import acked, shut_down
+from playcast.signaling.rules.counters import Counters
+from playcast.signaling.rules.events import Unexpected, event, step
+from playcast.signaling.rules.settings import Settings
+from playcast.signaling.rules.state import (
+    Closings,
+    Line,
+    Nodes,
+    Pending,
+    Roster,
+    SessionTable,
+    new_id,
+)
+from playcast.signaling.shared import (
+    Denied,
+    Done,
+    Forgotten,
+    Op,
+    Outcome,
+    Pair,
+    Publish,
+    Reattach,
+    Reattached,
+)
+from playcast.signaling.types import (
+    Client,
+    Connection,
+    Peer,
+    RateLimit,
+    Session,
+    Worker,
+    fmt_remote,
+    ids,
+    role,
+    said_hello,
+)
 
-P = TypeVar("P", bound=Peer)
+P = TypeVar("P", bound=Worker | Client)
+
+# (peer, message, 0, "") is a send; (peer, None, code, reason) a close.
+Effect = tuple[Peer, Message | bytes | None, int, str]
 
 
-class Hub(State):
-    # --- connections -----------------------------------------------------
+class Hub:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        counters: Counters | None = None,
+        id_factory: Callable[[str], str] = new_id,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.counters = counters or Counters()
+        self.new_id = id_factory
+        self.node = settings.node_id or id_factory("n")
+        self.games = frozenset(settings.games)
+        self.roster = Roster()
+        self.table = SessionTable()
+        self.line = Line()
+        self.closings = Closings()
+        self.nodes = Nodes()
+        self.pending = Pending()
+        self._stopping = False
+        self.effects: list[Effect] = []
+        self.requests: list[Op] = []
+        self.tells: list[tuple[str, BusMessage]] = []
+
+    # --- the effect sink (the rules' Core) --------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def send(self, peer: Peer, msg: Message) -> None:
+        self.effects.append((peer, msg, 0, ""))
+
+    def send_encoded(self, peer: Peer, data: bytes) -> None:
+        self.effects.append((peer, data, 0, ""))
+
+    def close(self, peer: Peer, code: int, reason: str) -> None:
+        self.effects.append((peer, None, code, reason))
+
+    def request(self, op: Op) -> None:
+        self.requests.append(op)
+
+    def tell(self, node: str, msg: BusMessage) -> None:
+        self.tells.append((node, msg))
+
+    def take_effects(self) -> list[Effect]:
+        effects, self.effects = self.effects, []
+        return effects
+
+    def take_requests(self) -> list[Op]:
+        requests, self.requests = self.requests, []
+        return requests
+
+    def take_tells(self) -> list[tuple[str, BusMessage]]:
+        tells, self.tells = self.tells, []
+        return tells
+
+    # --- connections -------------------------------------------------------
 
     def open_worker(self, ws: Connection) -> Worker:
-        worker = self._open(Worker, "w", ws)
-        self.workers[worker.id] = worker
-        self._greet(worker)
-        self._settle()
-        return worker
+        return self._open(Worker, "w", ws)
 
     def open_client(self, ws: Connection) -> Client:
-        client = self._open(Client, "c", ws)
-        self.clients[client.id] = client
-        self._greet(client)
-        self._settle()
-        return client
+        return self._open(Client, "c", ws)
 
     def _open(self, kind: type[P], prefix: str, ws: Connection) -> P:
         now, s = self.clock(), self.settings
@@ -69,63 +157,58 @@ class Hub(State):
             messages=RateLimit(s.max_message_rate, s.max_message_burst, now=now),
             errors=RateLimit(s.max_error_rate, s.max_error_burst, now=now),
         )
-        heartbeat.place(self, peer)
-        return peer
-
-    def _greet(self, peer: Peer) -> None:
+        self.roster.add(peer)
         # At debug: the registered/assigned/rejected line that follows says it all.
         step(f"{role(peer)}_connected", **{role(peer): peer.id}, remote=fmt_remote(peer))
-        if self.stopping:  # it slipped in while the server drains: tell it too
+        if self._stopping:  # it slipped in while the server drains: tell it too
             shut_down(self, peer, "server_shutdown")
+        return peer
 
     def on_close(self, peer: Peer, code: int | None = None) -> None:
         """The socket is gone (closed by the peer, or by us); ``code`` for the log."""
-        if release(self, peer) or not self.is_live(peer):
+        if self.closings.release(peer) or not self.roster.is_live(peer):
             return
         try:
             if not resume.step_away(self, peer):
                 event(f"{role(peer)}_disconnected", code=code, **ids(peer))
                 sessions.fail(self, peer)
         except Exception:
-            peers.crashed(self, peer, "close")
-        self._settle()
+            conduct.crashed(self, peer, "close")
 
-    # --- inbound ---------------------------------------------------------
+    # --- inbound -------------------------------------------------------------
 
     def on_message(self, peer: Peer, frame: str | bytes) -> None:
-        if not self.is_live(peer) and peer.id not in self.closing:
+        if not self.roster.is_live(peer) and peer.id not in self.closings.peers:
             return  # already dropped; frames still in flight before the close
         try:
             self._on_message(peer, frame)
+        except Unexpected as refusal:
+            conduct.error(self, peer, refusal.code, refusal.text)
         except Exception:
-            peers.crashed(self, peer, "message")
-        self._settle()
+            conduct.crashed(self, peer, "message")
 
     def _on_message(self, peer: Peer, frame: str | bytes) -> None:
         now = self.clock()
         if not peer.messages.take(now):
-            peers.flooded(self, peer, "message rate")
+            conduct.flooded(self, peer, "message rate")
             return
         if isinstance(frame, bytes):
-            peers.error(self, peer, "bad_message", "binary frames are not accepted; send JSON text")
-            return
+            raise Unexpected("binary frames are not accepted; send JSON text", "bad_message")
         try:
             msg = decode(frame)
         except BadMessage as exc:
-            peers.error(self, peer, "bad_message", str(exc))
-            return
+            raise Unexpected(str(exc), "bad_message") from None
         peer.last_ping = now
         if isinstance(msg, Pong):
             if 0.0 <= now - msg.ts < 3600.0:
-                self.metrics.heartbeat_rtt_seconds.observe(now - msg.ts)
+                self.counters.heartbeat_rtt_seconds.observe(now - msg.ts)
             return
-        if peer.id in self.closing:
+        if peer.id in self.closings.peers:
             self._while_closing(peer, msg)
         elif isinstance(msg, Resume):
             if said_hello(peer):
-                peers.error(self, peer, "unexpected_message", "resume must be the first message")
-            else:
-                resume.come_back(self, peer, msg)
+                raise Unexpected("resume must be the first message")
+            resume.come_back(self, peer, msg)
         elif isinstance(peer, Worker):
             workers.handle(self, peer, msg)
         elif isinstance(peer, Client):
@@ -137,57 +220,49 @@ class Hub(State):
         elif not (isinstance(msg, Input) and isinstance(peer, Client) and peer.joined):
             # Input is accepted in every state after join, even now: the
             # player may still be tapping while its session winds down.
-            peers.error(self, peer, "unexpected_message", f"'{message_type(msg)}' after shutdown")
+            raise Unexpected(f"'{message_type(msg)}' after shutdown")
 
     def slow_consumer(self, peer: Peer) -> None:
         """The socket layer found ``peer``'s unsent data past the limit."""
-        peers.slow_consumer(self, peer)
-        self._settle()
+        conduct.slow_consumer(self, peer)
 
-    # --- the rest of the cluster -----------------------------------------
+    # --- the rest of the cluster ---------------------------------------------
 
     def on_outcome(self, op: Op, outcome: Outcome | None) -> None:
         """The shared state's answer to ``op`` (None: it could not be asked)."""
-        pairing.settle(self, op, outcome)
-        self._settle()
+        if isinstance(op, Reattach):
+            assert outcome is None or isinstance(outcome, Reattached | Denied)
+            resume.reattached(self, op, outcome)
+        elif isinstance(op, Pair):
+            pairing.client_paired(self, op, outcome)
+        elif isinstance(op, Publish):
+            pairing.worker_published(self, op, outcome)
+        elif isinstance(outcome, Done) and outcome.line is not None:
+            pairing.announce_line(self, outcome.game, outcome.line)
 
     def on_bus(self, msg: BusMessage) -> None:
         """Another node's word about a session shared with it."""
         try:
             nodes.on_bus(self, msg)
         except Exception:
-            peers.log.exception("internal error handling %r", msg)
-            self.metrics.count(self.metrics.internal_errors, "bus")
-        self._settle()
+            conduct.log.exception("internal error handling %r", msg)
+            self.counters.internal_errors.inc("bus")
 
     def node_down(self, node: str, cleaned: Forgotten | None = None) -> None:
         """``node`` is dead. ``cleaned``: what its shared state's cleanup
         found, for the node that cleaned it up to announce."""
         nodes.node_down(self, node, cleaned)
-        self._settle()
 
     def node_back(self, node: str) -> None:
         pairing.node_back(self, node)
-        self._settle()
 
     def cut_off(self) -> None:
         nodes.cut_off(self)
-        self._settle()
 
     def reconnected(self) -> None:
         nodes.reconnected(self)
 
-    def _settle(self) -> None:
-        """A lone server answers its own shared-state requests, each as the
-        step after the one that asked (a cluster's come back as on_outcome)."""
-        memory = self.memory
-        if memory is None:
-            return
-        while self.requests:
-            for op in self.take_requests():
-                pairing.settle(self, op, memory.execute(op))
-
-    # --- timers and stopping ---------------------------------------------
+    # --- timers and stopping -------------------------------------------------
 
     @property
     def tick_interval(self) -> float:
@@ -196,7 +271,6 @@ class Hub(State):
     def tick(self) -> None:
         """Run every ``tick_interval``: one slot's pings and checks, and deadlines."""
         heartbeat.tick(self)
-        self._settle()
 
     def shutdown_all(self, reconnect: bool = False) -> None:
         """Server stop: everyone here, idle or not, is shut down with
@@ -205,36 +279,98 @@ class Hub(State):
         ``reconnect`` (other nodes live, resume on): everyone is told
         ``reconnect`` instead, and session members resume elsewhere, their
         sessions waiting for them here until another node takes them over."""
-        self.stopping = True
+        self._stopping = True
         event(
             "server_stopping",
-            workers=len(self.workers),
-            clients=len(self.clients),
+            workers=len(self.roster.workers),
+            clients=len(self.roster.clients),
             reconnect=reconnect or None,
         )
         if reconnect:
-            resume.send_elsewhere(self, list(self.sessions.values()))
-            self._settle()
+            resume.send_elsewhere(self, list(self.table.sessions.values()))
             return
-        for session in list(self.sessions.values()):
-            here = self.node
+        here = self.node
+        for session in list(self.table.sessions.values()):
             sessions.end(
                 self,
                 session,
                 "server_shutdown" if session.worker_node == here else "client_failed",
                 "server_shutdown" if session.client_node == here else "worker_failed",
             )
-        for peer in [*self.workers.values(), *self.clients.values()]:
+        for peer in [*self.roster.workers.values(), *self.roster.clients.values()]:
             shut_down(self, peer, "server_shutdown")
-        self._settle()
 
-    # --- observation -----------------------------------------------------
+    # --- observation -----------------------------------------------------------
+
+    @property
+    def drained(self) -> bool:
+        """Stopping, and every peer told so has acked or been closed."""
+        return self._stopping and not self.closings.peers
+
+    @property
+    def workers(self) -> Mapping[str, Worker]:
+        return self.roster.workers
+
+    @property
+    def clients(self) -> Mapping[str, Client]:
+        return self.roster.clients
+
+    @property
+    def sessions(self) -> Mapping[str, Session]:
+        return self.table.sessions
+
+    @property
+    def closing(self) -> Mapping[str, Peer]:
+        return self.closings.peers
+
+    @property
+    def away(self) -> Mapping[str, Worker | Client]:
+        return self.table.away
+
+    @property
+    def waiting_for(self) -> Mapping[str, Session]:
+        return self.table.waiting
+
+    @property
+    def waiting(self) -> Mapping[str, Client]:
+        return self.line.clients
+
+    @property
+    def held_starts(self) -> Mapping[str, Start]:
+        return self.pending.starts
+
+    @property
+    def gone_nodes(self) -> frozenset[str]:
+        return self.nodes.gone
+
+    @property
+    def isolated(self) -> bool:
+        return self.nodes.isolated
+
+    def is_live(self, peer: Peer) -> bool:
+        return self.roster.is_live(peer)
 
     def snapshot(self) -> dict[str, Any]:
         return status.snapshot(self)
 
     def check_invariants(self) -> Iterator[str]:
         return status.check_invariants(self)
+
+
+def flush(
+    hub: Hub,
+    write: Callable[[Peer, Message | bytes], bool],
+    close: Callable[[Peer, int, str], None],
+    submit: Callable[[], None],
+) -> None:
+    """Carry out everything the last step owes: its sends and closes, then
+    its requests and words for other nodes (``submit``: the cluster's; a
+    cluster of one answers at once, and those answers' effects go out in
+    turn)."""
+    drain_effects(hub, write, close)
+    while hub.requests or hub.tells:
+        submit()
+        drain_effects(hub, write, close)
 
 
 def drain_effects(

@@ -27,8 +27,10 @@ from playcast.envflags import add_flag, env_list
 from playcast.logs import setup_logging
 from playcast.protocol import IceServer, Message
 from playcast.signaling.app import gcpolicy
+from playcast.signaling.app.metrics import Metrics, readings
 from playcast.signaling.cluster.link import ClusterLink
-from playcast.signaling.hub import Hub, drain_effects
+from playcast.signaling.cluster.local import LocalCluster
+from playcast.signaling.hub import Hub, flush
 from playcast.signaling.rules.events import event
 from playcast.signaling.rules.settings import Settings
 from playcast.signaling.sockets.server import (
@@ -63,9 +65,9 @@ class Pump:
         self.drained = asyncio.Event()
         # Stopping with "reconnect": every away member taken by another node.
         self.handed_over = asyncio.Event()
-        # In a cluster: where the core's shared-state requests and messages
-        # for other nodes go (a lone server settles its own in memory).
-        self.cluster: ClusterLink | None = None
+        # Where the core's shared-state requests and messages for other
+        # nodes go: Redis, or alone, a cluster of one in memory.
+        self.cluster: ClusterLink | LocalCluster = LocalCluster(hub)
         # The sockets' front: effects are written corked, each socket's
         # frames of a step in one system call.
         self.front: Front | None = None
@@ -77,10 +79,9 @@ class Pump:
             self.front.corked(self._flush)
 
     def _flush(self) -> None:
-        drain_effects(self.hub, _write, _close)
-        if self.cluster is not None:
-            self.cluster.submit()
-        if self.hub.drained:
+        hub = self.hub
+        flush(hub, _write, _close, self.cluster.submit)
+        if hub.drained:
             self.drained.set()
             if not self.hub.away:
                 self.handed_over.set()
@@ -88,7 +89,7 @@ class Pump:
     @property
     def serving(self) -> bool:
         """Taking new peers: not stopping, and (in a cluster) reaching Redis."""
-        return not self.hub.stopping and (self.cluster is None or self.cluster.serving)
+        return not self.hub.stopping and self.cluster.serving
 
     def deliver(self, peer: Peer, frame: str | bytes) -> None:
         """A frame from a peer's socket: a step, then its effects."""
@@ -107,6 +108,7 @@ class Pump:
 
 
 PUMP_KEY = web.AppKey("pump", Pump)
+METRICS_KEY = web.AppKey("metrics", Metrics)
 
 
 def _may_observe(request: web.Request, settings: Settings) -> bool:
@@ -128,8 +130,7 @@ async def healthz(request: web.Request) -> web.Response:
     hub = pump.hub
     ok = pump.serving
     body = {"ok": ok, "workers": len(hub.workers), "clients": len(hub.clients), "node": hub.node}
-    if pump.cluster is not None:
-        body["redis"] = pump.cluster.reachable
+    body.update(pump.cluster.health())
     return web.json_response(body, status=200 if ok else 503)
 
 
@@ -138,7 +139,7 @@ async def status(request: web.Request) -> web.Response:
     hub = pump.hub
     if not _may_observe(request, hub.settings):
         raise web.HTTPForbidden(text="loopback or --status-token only")
-    if pump.cluster is not None and request.query.get("scope") != "node":
+    if request.query.get("scope") != "node":
         try:
             return web.json_response(await pump.cluster.status(bool(request.query.get("check"))))
         except (RedisError, OSError) as exc:
@@ -153,7 +154,7 @@ async def metrics(request: web.Request) -> web.Response:
     hub = request.app[PUMP_KEY].hub
     if not _may_observe(request, hub.settings):
         raise web.HTTPForbidden(text="loopback or --status-token only")
-    body = hub.metrics.render(hub.node if hub.settings.redis else None)
+    body = request.app[METRICS_KEY].render(hub.node if hub.settings.redis else None)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
@@ -178,7 +179,7 @@ async def _sweep(pump: Pump) -> None:
             pump.tick()
         except Exception:
             log.exception("sweep failed")
-            pump.hub.metrics.count(pump.hub.metrics.internal_errors, "sweep_loop")
+            pump.hub.counters.internal_errors.inc("sweep_loop")
 
 
 async def _sweep_ctx(app: web.Application) -> Any:
@@ -200,6 +201,7 @@ def make_app(settings: Settings, hub: Hub | None = None) -> web.Application:
     """The HTTP routes; the signaling sockets are ``wsserver``'s (``listen``)."""
     app = web.Application()
     pump = app[PUMP_KEY] = Pump(hub or Hub(settings))
+    app[METRICS_KEY] = Metrics(pump.hub.counters, lambda: readings(pump.hub))
     # aiohttp's request handler joins when ``listen`` has built it.
     app[FRONT_KEY] = pump.front = Front(pump, None, head_timeout=settings.hello_timeout)
     for path in ROLES:
@@ -225,7 +227,7 @@ async def drain(pump: Pump) -> None:
     """
     settings = pump.hub.settings
     cluster = pump.cluster
-    if cluster is not None and settings.resume_grace > 0 and cluster.known:
+    if settings.resume_grace > 0 and cluster.known:
         pump.shutdown_all(reconnect=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(min(settings.resume_grace, 10.0)):
@@ -282,8 +284,7 @@ async def serve(
         loop.remove_signal_handler(sig)
         signal.signal(sig, signal.SIG_IGN)
     await drain(pump)
-    if pump.cluster is not None:
-        await pump.cluster.stop()
+    await pump.cluster.stop()
     event("server_stopped", unacked=len(hub.closing))
     server.close()
     front.abort_all()

@@ -130,3 +130,28 @@ class Session:
     worker_away_until: float = 0.0
     client_away_until: float = 0.0
     held: dict[str, deque[Message]] | None = None
+
+
+def said_hello(peer: Peer) -> bool:
+    """Past its first message: registered, joined, or resumed."""
+    if isinstance(peer, Worker):
+        return peer.status != "registering"
+    return isinstance(peer, Client) and peer.joined
+
+
+def role(peer: Peer) -> Role:
+    return "worker" if isinstance(peer, Worker) else "client"
+
+
+def ids(peer: Peer) -> dict[str, str | None]:
+    """The ids a log line about ``peer`` carries."""
+    if isinstance(peer, Worker):
+        return {"worker": peer.id, "client": peer.client_id, "session": peer.session_id}
+    if isinstance(peer, Client):
+        return {"client": peer.id, "worker": peer.worker_id, "session": peer.session_id}
+    return {"peer": peer.id}
+
+
+def fmt_remote(peer: Peer) -> str:
+    host, port = peer.ws.remote
+    return f"{host}:{port}"

@@ -448,7 +448,7 @@ class ClusterLink:
                 log.error(
                     "node %s no longer holds its entries up to %d for this node", sender, msg.upto
                 )
-                self.hub.metrics.count(self.hub.metrics.node_events, "bus_entries_lost")
+                self.hub.counters.node_events.inc("bus_entries_lost")
                 for body in self.inbox.lost(sender, epoch, msg.upto):
                     self._deliver(body)
             elif isinstance(msg, bus.Upto):
@@ -458,7 +458,7 @@ class ClusterLink:
 
     def _ask(self, ask: Ask, why: str) -> None:
         """What ``ask.sender`` sent may have been missed: ask it for the rest."""
-        self.hub.metrics.count(self.hub.metrics.node_events, "bus_resend_asked")
+        self.hub.counters.node_events.inc("bus_resend_asked")
         event("bus_resend_asked", sender=ask.sender, after=ask.after, why=why)
         self._queue_control(ask.sender, bus.Resend(after=ask.after, epoch=ask.epoch))
 
@@ -516,9 +516,9 @@ class ClusterLink:
             alive = await pipe.execute()
         self.known = {n for n, up in zip(candidates, alive, strict=True) if up}
         for node, up in zip(candidates, alive, strict=True):
-            if up and node in self.hub.gone_nodes:
+            if up and self.hub.nodes.is_gone(node):
                 self.hub.node_back(node)  # restarted under its id: a new node
-            if up or node in self.hub.gone_nodes:
+            if up or self.hub.nodes.is_gone(node):
                 continue
             cleaned = await self.shared.forget_node(node, grace=self.hub.settings.resume_grace)
             event("node_found_dead", node=node, cleaned_here=cleaned is not None)
@@ -535,13 +535,13 @@ class ClusterLink:
             self.reachable = True
             self.renewed = False
             self._beat_now.set()
-            self.hub.metrics.count(self.hub.metrics.node_events, "redis_reachable")
+            self.hub.counters.node_events.inc("redis_reachable")
             event("redis_reachable", node=self.node)
 
     def _unreachable(self, exc: BaseException) -> None:
         if self.reachable:
             self.reachable = False
-            self.hub.metrics.count(self.hub.metrics.node_events, "redis_unreachable")
+            self.hub.counters.node_events.inc("redis_unreachable")
             log.warning("redis unreachable: %r", exc)
         if time.monotonic() - self.last_ok > self.ttl and not self.hub.isolated:
             self._cut_off()
@@ -555,6 +555,10 @@ class ClusterLink:
         self.outbox.forget_all()
         self.inbox.forget_all()
         self._unconfirmed = []
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz adds about the cluster."""
+        return {"redis": self.reachable}
 
     @property
     def serving(self) -> bool:

@@ -11,52 +11,49 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from prometheus_client import Counter
-
 from playcast.protocol import Error, ErrorCode
-from playcast.signaling.rules.closing import release
+from playcast.signaling.rules.counters import Count
 from playcast.signaling.rules.events import CLOSE_INTERNAL, CLOSE_POLICY, event
 from playcast.signaling.rules.sessions import fail
-from playcast.signaling.rules.state import State, ids, role
-from playcast.signaling.types import Peer
+from playcast.signaling.rules.state import Core
+from playcast.signaling.types import Peer, ids, role
 
 log = logging.getLogger("playcast.signaling")
-__all__ = ["crashed", "error", "flooded", "log", "slow_consumer"]
 
 
-def error(state: State, peer: Peer, code: ErrorCode, message: str) -> None:
+def error(core: Core, peer: Peer, code: ErrorCode, message: str) -> None:
     """Answer a message we cannot accept; a peer that keeps erring is a flood."""
-    state.metrics.count(state.metrics.bad_messages, code)
-    if not peer.errors.take(state.clock()):
-        flooded(state, peer, "error rate")
+    core.counters.bad_messages.inc(code)
+    if not peer.errors.take(core.clock()):
+        flooded(core, peer, "error rate")
         return
-    state.send(peer, Error(code=code, message=message))
+    core.send(peer, Error(code=code, message=message))
 
 
-def flooded(state: State, peer: Peer, what: str) -> None:
-    _close(state, peer, state.metrics.rate_limit_closes, "flood_closed", CLOSE_POLICY, limit=what)
+def flooded(core: Core, peer: Peer, what: str) -> None:
+    _close(core, peer, core.counters.rate_limit_closes, "flood_closed", CLOSE_POLICY, limit=what)
 
 
-def slow_consumer(state: State, peer: Peer) -> None:
+def slow_consumer(core: Core, peer: Peer) -> None:
     """The socket layer found ``peer``'s unsent data past the limit."""
-    _close(state, peer, state.metrics.slow_closes, "slow_closed", CLOSE_POLICY)
+    _close(core, peer, core.counters.slow_closes, "slow_closed", CLOSE_POLICY)
 
 
-def crashed(state: State, peer: Peer, where: str) -> None:
+def crashed(core: Core, peer: Peer, where: str) -> None:
     """A rule raised while handling ``peer``: a bug, contained to that peer."""
     log.exception("internal error in %s for %s %s", where, role(peer), peer.id)
-    state.metrics.count(state.metrics.internal_errors, where)
+    core.counters.internal_errors.inc(where)
     try:
-        _close(state, peer, state.metrics.internal_closes, "internal_error", CLOSE_INTERNAL)
+        _close(core, peer, core.counters.internal_closes, "internal_error", CLOSE_INTERNAL)
     except Exception:
         log.exception("could not close %s %s after an internal error", role(peer), peer.id)
 
 
-def _close(state: State, peer: Peer, counter: Counter, name: str, code: int, **fields: Any) -> None:
+def _close(core: Core, peer: Peer, counter: Count, name: str, code: int, **fields: Any) -> None:
     """Close with ``code`` and fail its partner, whatever state the peer was in."""
-    if not state.is_live(peer) and peer.id not in state.closing:
+    if not core.roster.is_live(peer) and peer.id not in core.closings.peers:
         return
-    state.metrics.count(counter, role(peer))
+    counter.inc(role(peer))
     event(f"{role(peer)}_{name}", **fields, **ids(peer))
-    release(state, peer)
-    fail(state, peer, code=code)
+    core.closings.release(peer)
+    fail(core, peer, code=code)

@@ -6,7 +6,7 @@ import logging
 from typing import Any, Final
 
 from playcast.logs import emit_event
-from playcast.protocol import RejectReason, ShutdownReason
+from playcast.protocol import ErrorCode, RejectReason, ShutdownReason
 
 log = logging.getLogger("playcast.signaling")
 
@@ -35,6 +35,17 @@ REJECT_TEXT: Final[dict[RejectReason, str]] = {
     "queue_timeout": "You waited in line too long without a free game machine.",
     "service_unavailable": "The service is having trouble right now. Please try again soon.",
 }
+
+
+class Unexpected(Exception):
+    """A valid message that is not allowed now (wrong state, wrong session,
+    not the first message it must be): a rule raises it before changing
+    anything, and the hub answers the peer with ``code`` (``conduct.error``)."""
+
+    def __init__(self, text: str, code: ErrorCode = "unexpected_message") -> None:
+        super().__init__(text)
+        self.text = text
+        self.code: ErrorCode = code
 
 
 def event(name: str, **fields: Any) -> None:

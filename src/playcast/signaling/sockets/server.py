@@ -353,7 +353,7 @@ def admission(
         return 401, "worker token required"
     cap = hub.settings.max_connections_per_ip
     if cap and per_ip.get(host, 0) >= cap:
-        hub.metrics.count(hub.metrics.per_ip_refusals, role)
+        hub.counters.per_ip_refusals.inc(role)
         event(f"{role}_refused", remote=host, why="too many connections from this address")
         return 429, "too many connections from your address"
     return None
