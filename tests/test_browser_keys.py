@@ -9,7 +9,9 @@ refused loudly and the page plays without it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from browser_support import (
     system,
     wait_white,
 )
+from playcast_testing.servers import ServerProcess
 from playwright.async_api import Page, Route
 
 from playcast.inputs import InputEvent, Key, Touch, decode_input
@@ -75,6 +78,21 @@ async def serve_map(page: Page, body: str) -> None:
     await page.reload()
 
 
+@contextlib.asynccontextmanager
+async def playing(
+    players: Players, map_body: str | None = None
+) -> AsyncIterator[tuple[ServerProcess, Page]]:
+    """A server, a synthetic worker and a desktop page playing, its key map
+    loaded (``map_body`` served as the game's map instead of the shipped one)."""
+    async with system(players, workers=1) as (server, _):
+        page = await players.open(server.url, viewport=DESKTOP, init_script=RECORDER_JS)
+        if map_body is not None:
+            await serve_map(page, map_body)
+        await play(page)
+        await wait_keymap(page)
+        yield server, page
+
+
 async def markers(page: Page) -> dict[str, list[Any]]:
     """Each marker's key: its centre on the page and its label."""
     found: dict[str, list[Any]] = await page.evaluate(
@@ -89,10 +107,7 @@ async def markers(page: Page) -> dict[str, list[Any]]:
 async def test_a_card_key_then_a_click_or_space_plays_card_2_where_the_pointer_is(
     players: Players,
 ) -> None:
-    async with system(players, workers=1) as (server, _):
-        page = await players.open(server.url, viewport=DESKTOP, init_script=RECORDER_JS)
-        await play(page)
-        await wait_keymap(page)
+    async with playing(players) as (_, page):
         card2 = spot("Digit2")
         assert not await is_white(page, *card2)
         await page.keyboard.press("Digit2")
@@ -127,10 +142,7 @@ async def test_a_card_key_then_a_click_or_space_plays_card_2_where_the_pointer_i
 async def test_a_held_key_makes_one_touch_and_unmapped_keys_go_as_keys(
     players: Players,
 ) -> None:
-    async with system(players, workers=1) as (server, _):
-        page = await players.open(server.url, viewport=DESKTOP, init_script=RECORDER_JS)
-        await play(page)
-        await wait_keymap(page)
+    async with playing(players) as (_, page):
         await page.keyboard.down("Digit3")
         for _ in range(5):  # the keyboard's auto-repeat: repeat=true each time
             await page.keyboard.down("Digit3")
@@ -160,10 +172,7 @@ async def test_a_held_key_makes_one_touch_and_unmapped_keys_go_as_keys(
 async def test_the_overlay_shows_each_key_where_it_taps_while_question_mark_is_held(
     players: Players,
 ) -> None:
-    async with system(players, workers=1) as (server, _):
-        page = await players.open(server.url, viewport=DESKTOP, init_script=RECORDER_JS)
-        await play(page)
-        await wait_keymap(page)
+    async with playing(players) as (_, page):
         assert await page.is_hidden("#keymap")
         await page.keyboard.down("Shift")
         await page.keyboard.down("Slash")  # "?"
@@ -201,10 +210,7 @@ async def test_the_overlay_shows_each_key_where_it_taps_while_question_mark_is_h
 async def test_a_moved_marker_is_where_its_key_taps_and_is_kept_until_reset(
     players: Players,
 ) -> None:
-    async with system(players, workers=1) as (server, _):
-        page = await players.open(server.url, viewport=DESKTOP, init_script=RECORDER_JS)
-        await play(page)
-        await wait_keymap(page)
+    async with playing(players) as (server, page):
         await page.click("#keys-button")
         await page.wait_for_selector("#keymap[data-mode=edit]", timeout=WAIT_MS)
         assert await page.is_visible("#keys-panel")
@@ -245,10 +251,7 @@ async def test_a_moved_marker_is_where_its_key_taps_and_is_kept_until_reset(
 
 
 async def test_the_player_can_turn_the_keys_and_the_overlay_off(players: Players) -> None:
-    async with system(players, workers=1) as (server, _):
-        page = await players.open(server.url, viewport=DESKTOP, init_script=RECORDER_JS)
-        await play(page)
-        await wait_keymap(page)
+    async with playing(players) as (_, page):
         await page.click("#keys-button")
         await page.uncheck("[data-keys=enabled]")
         await page.uncheck("[data-keys=hints]")
@@ -283,11 +286,7 @@ DRAG_MAP = {
 async def test_a_drag_key_slides_one_finger_from_its_spot_to_the_pointer(
     players: Players,
 ) -> None:
-    async with system(players, workers=1) as (server, _):
-        page = await players.open(server.url, viewport=DESKTOP, init_script=RECORDER_JS)
-        await serve_map(page, json.dumps(DRAG_MAP))
-        await play(page)
-        await wait_keymap(page)
+    async with playing(players, json.dumps(DRAG_MAP)) as (_, page):
         end = (0.7, 0.3)
         await page.mouse.move(*await picture_to_page(page, *end))
         await page.keyboard.down("KeyD")
