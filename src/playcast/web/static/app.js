@@ -5,7 +5,11 @@
 // socket is down and being resumed, body[data-reconnecting="true"] joins it.
 
 import { checkBrowser, failureKind } from "./capabilities.js";
+import { Fullscreen } from "./fullscreen.js";
 import { InputCapture, ActivityReporter } from "./input.js";
+import { loadKeymap } from "./keymap.js";
+import { KeymapOverlay } from "./keymap-overlay.js";
+import { KeyTouches } from "./keytouch.js";
 import { describeEnd, PROGRESS } from "./messages.js";
 import { Peer } from "./peer.js";
 import { QueueDisplay } from "./queue.js";
@@ -76,6 +80,15 @@ function setVideo(playing) {
 }
 
 const isStatsKey = (e) => e.key === STATS_KEY;
+const fullscreen = new Fullscreen(ui.fullscreenButton);
+const keyTouches = new KeyTouches(ui.video);
+const keysOverlay = new KeymapOverlay(ui.video, {
+  layer: $("#keymap"),
+  panel: $("#keys-panel"),
+  button: $("#keys-button"),
+});
+// The page's own keys never reach the game.
+const isPageKey = (e) => isStatsKey(e) || fullscreen.isKey(e) || keysOverlay.isKey(e);
 let current = null; // the PlaySession in progress, if any
 
 const sound = new Sound(ui.video, $("#mute-button"));
@@ -105,7 +118,7 @@ class PlaySession {
     this.media = new MediaStream();
     this.reporter = new ActivityReporter((msg) => this.#send(msg));
     const emit = (event, byPlayer) => this.#input(event, byPlayer);
-    this.input = new InputCapture(ui.video, emit, isStatsKey);
+    this.input = new InputCapture(ui.video, emit, isPageKey, keyTouches);
     this.#join();
   }
 
@@ -407,19 +420,12 @@ function showStats(show) {
   ui.statsButton.setAttribute("aria-pressed", String(shown));
 }
 
-function toggleFullscreen() {
-  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
-  else document.documentElement.requestFullscreen({ navigationUI: "hide" }).catch(() => {});
-}
-
 ui.gameName.textContent = GAME_NAMES[game] || game;
 ui.play.addEventListener("click", start);
 ui.again.addEventListener("click", start);
 ui.leave.addEventListener("click", () => current && current.leave());
 ui.leaveLine.addEventListener("click", () => current && current.leave());
 ui.statsButton.addEventListener("click", () => showStats());
-if (document.fullscreenEnabled) ui.fullscreenButton.addEventListener("click", toggleFullscreen);
-else ui.fullscreenButton.hidden = true; // iPhone Safari: no element fullscreen
 window.addEventListener("keydown", (e) => {
   if (isStatsKey(e) && !e.repeat) {
     e.preventDefault();
@@ -430,7 +436,15 @@ window.addEventListener("keydown", (e) => {
 window.addEventListener("pagehide", () => current && current.leave());
 
 // For tests, benchmarks and the console: read-only handles on the live objects.
-window.playcast = { session: null, stats, sound, start };
+window.playcast = { session: null, stats, sound, start, keymap: null };
+
+// <body data-keymap="ready|none|bad">: whether this game's keys are mapped.
+loadKeymap(game).then(({ keymap, status }) => {
+  keyTouches.keymap = keymap;
+  keysOverlay.setKeymap(keymap);
+  window.playcast.keymap = keymap;
+  ui.body.dataset.keymap = status;
+});
 
 if (!support.ok) setState("unsupported", support.problem);
 else if (params.get("autoplay") === "1") start();

@@ -2,6 +2,7 @@
 // data-channel events the worker decodes (src/playcast/inputs.py):
 //   {"type":"touch","action":"down|move|up|cancel","id":0..9,"x":0..1,"y":0..1}
 //   {"type":"key","action":"down|up","key":KeyboardEvent.key}
+// Keys a game's key map names become touches instead (keytouch.js).
 // Coordinates are fractions of the picture itself, not of the <video> box,
 // so the letterbox bars around a portrait stream never shift a tap.
 
@@ -27,6 +28,13 @@ export function pictureRect(video) {
   };
 }
 
+/** Client coordinates as fractions of the picture (outside it: below 0 or above 1), or null. */
+export function pictureFraction(video, clientX, clientY) {
+  const r = pictureRect(video);
+  if (!r) return null;
+  return { x: (clientX - r.left) / r.width, y: (clientY - r.top) / r.height };
+}
+
 const clamp01 = (v) => Math.min(1, Math.max(0, v));
 // Five decimals is a tenth of a pixel on a 4K picture; shorter messages, same aim.
 const round5 = (v) => Math.round(v * 1e5) / 1e5;
@@ -36,13 +44,18 @@ export class InputCapture {
    * @param {HTMLVideoElement} video the surface that takes pointer input
    * @param {(event: object, byPlayer: boolean) => void} emit called with each input event
    * @param {(ev: KeyboardEvent) => boolean} isLocalKey keys the page keeps (e.g. the stats toggle)
+   * @param {{handle: (ev: KeyboardEvent, action: string, capture: InputCapture) => boolean,
+   *          release: () => void} | null} keyTouches turns mapped keys into touches (keytouch.js)
    */
-  constructor(video, emit, isLocalKey) {
+  constructor(video, emit, isLocalKey, keyTouches = null) {
     this.video = video;
     this.emit = emit;
     this.isLocalKey = isLocalKey;
+    this.keyTouches = keyTouches;
     this.enabled = false;
-    this.slots = new Map(); // browser pointerId -> worker id 0..9
+    // browser pointerId (or a mapped key's gesture) -> worker id 0..9: fingers
+    // and keys share the ten ids, so a key never takes a finger's.
+    this.slots = new Map();
     this.keys = new Set(); // keys held down, released on blur
     this.controller = null;
   }
@@ -84,12 +97,38 @@ export class InputCapture {
     this.slots.clear();
     for (const key of this.keys) this.emit({ type: "key", action: "up", key }, false);
     this.keys.clear();
+    if (this.keyTouches) this.keyTouches.release();
+  }
+
+  /** A finger down at picture point `p` for `owner` (a pointerId, or a key's gesture). */
+  press(owner, p) {
+    const id = this.#freeSlot();
+    if (id < 0) return false;
+    this.slots.set(owner, id);
+    this.emit({ type: "touch", action: "down", id, x: round5(p.x), y: round5(p.y) }, true);
+    return true;
+  }
+
+  slide(owner, p) {
+    const id = this.slots.get(owner);
+    if (id === undefined) return; // hover, a pointer that started on a bar, a lifted key
+    this.emit({ type: "touch", action: "move", id, ...this.#clamped(p) }, true);
+  }
+
+  lift(owner, p, action = "up") {
+    const id = this.slots.get(owner);
+    if (id === undefined) return;
+    this.slots.delete(owner);
+    this.emit({ type: "touch", action, id, ...this.#clamped(p) }, true);
+  }
+
+  /** Whether `owner`'s finger is still down (releaseAll lifts every one). */
+  holds(owner) {
+    return this.slots.has(owner);
   }
 
   #point(e) {
-    const r = pictureRect(this.video);
-    if (!r) return null;
-    return { x: (e.clientX - r.left) / r.width, y: (e.clientY - r.top) / r.height };
+    return pictureFraction(this.video, e.clientX, e.clientY);
   }
 
   /** A point off the picture (a finger that slid onto a bar) sticks to its edge. */
@@ -109,37 +148,30 @@ export class InputCapture {
     const p = this.#point(e);
     // A touch on the letterbox bars is not on the game.
     if (!p || p.x < 0 || p.x > 1 || p.y < 0 || p.y > 1) return;
-    const id = this.#freeSlot();
-    if (id < 0) return;
-    this.slots.set(e.pointerId, id);
+    if (!this.press(e.pointerId, p)) return;
     // Keep getting this pointer's moves and its up even if it leaves the video.
     try {
       this.video.setPointerCapture(e.pointerId);
     } catch {
       /* synthetic or already-gone pointer */
     }
-    this.emit({ type: "touch", action: "down", id, x: round5(p.x), y: round5(p.y) }, true);
   }
 
   #move(e) {
-    const id = this.slots.get(e.pointerId);
-    if (id === undefined) return; // hover, or a pointer that started on a bar
+    if (!this.slots.has(e.pointerId)) return;
     const p = this.#point(e);
-    if (!p) return;
-    this.emit({ type: "touch", action: "move", id, ...this.#clamped(p) }, true);
+    if (p) this.slide(e.pointerId, p);
   }
 
   #end(e, action) {
-    const id = this.slots.get(e.pointerId);
-    if (id === undefined) return;
-    this.slots.delete(e.pointerId);
-    this.emit({ type: "touch", action, id, ...this.#clamped(this.#point(e) || { x: 0, y: 0 }) }, true);
+    this.lift(e.pointerId, this.#point(e) || { x: 0, y: 0 }, action);
   }
 
   #key(e, action) {
     if (this.isLocalKey(e)) return;
     // Browser shortcuts (copy, reload, tab switching) stay the browser's.
     if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (this.keyTouches && this.keyTouches.handle(e, action, this)) return;
     const key = e.key.slice(0, MAX_KEY_LENGTH);
     if (!key) return;
     if (action === "down") {
