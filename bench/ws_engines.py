@@ -71,37 +71,37 @@ def serve_aiohttp() -> None:
 
 
 def serve_playcast() -> None:
-    """The signaling server's own WebSocket layer (signaling.wsproto), bare."""
+    """The signaling server's own WebSocket layer (``sockets.websocket``), bare."""
     import uvloop
 
-    from playcast.signaling.sockets import websocket as wp
+    from playcast.signaling.sockets import http
+    from playcast.signaling.sockets.websocket import Connection
 
     class Echo(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-            self.reader: wp.FrameReader | None = None
+            self.ws: Connection | None = None
             self.head = b""
 
         def data_received(self, data: bytes) -> None:
-            if self.reader is not None:
-                self.reader.feed(data)
+            ws = self.ws
+            if ws is not None:
+                for text in ws.receive_data(data):
+                    if text == "bye":
+                        ws.close(1000)
+                    else:
+                        ws.send(text.encode() if isinstance(text, str) else text)
+                out = ws.data_to_send()
+                if out:
+                    self.transport.write(out)
+                if ws.eof_now:
+                    self.transport.close()
                 return
             self.head += data
-            end = wp.head_end(self.head)
+            end = http.head_end(self.head)
             if end >= 0:
-                self.transport.write(wp.handshake(wp.parse_request(self.head[:end])))
-                self.reader = wp.FrameReader(65536, self.on_message, self.on_control)
-
-        def on_message(self, opcode: int, payload: bytes) -> None:
-            text = payload.decode()
-            if text == "bye":
-                self.transport.write(wp.close_frame(1000))
-            else:
-                self.transport.write(wp.frame(wp.OP_TEXT, text.encode()))
-
-        def on_control(self, opcode: int, payload: bytes) -> None:
-            if opcode == wp.OP_CLOSE:
-                self.transport.close()
+                self.transport.write(http.handshake(http.parse_request(self.head[:end])))
+                self.ws = Connection(65536)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

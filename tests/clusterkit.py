@@ -19,7 +19,7 @@ from typing import Any
 from hubkit import FakeClock, FakeConn, _close, _write
 
 from playcast.protocol import Join, Message, Pong, Register, encode_str
-from playcast.signaling.hub import Hub, drain_effects
+from playcast.signaling.hub import Hub
 from playcast.signaling.rules.bus import BusMessage, decode, encode
 from playcast.signaling.rules.settings import Settings
 from playcast.signaling.shared import MemoryShared, Op
@@ -64,7 +64,7 @@ class Cluster:
         """Carry out a node's socket effects; queue its requests and tells."""
         hub = self.hubs[name]
         while hub.effects or hub.requests or hub.tells:
-            drain_effects(hub, _write, _close)
+            hub.drain_effects(_write, _close)
             queue = self.requests[name]
             queue.extend(hub.take_requests())
             queue.extend((node, encode(msg)) for node, msg in hub.take_tells())  # as it travels

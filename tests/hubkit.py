@@ -22,7 +22,7 @@ from playcast.protocol import (
 )
 from playcast.signaling.app.metrics import Metrics, readings
 from playcast.signaling.cluster.local import LocalCluster
-from playcast.signaling.hub import Hub, drain_effects, flush
+from playcast.signaling.hub import Hub
 from playcast.signaling.rules.settings import Settings
 from playcast.signaling.shared import WorkerEntry
 from playcast.signaling.types import Client, Peer, Worker
@@ -102,13 +102,13 @@ class Rig:
         self.metrics = Metrics(self.hub.counters, lambda: readings(self.hub))
 
     # Each entry point runs one step of the hub, then carries out its
-    # effects exactly as the socket layer does (hub.flush).
+    # effects exactly as the socket layer does (Hub.flush).
 
     def flush(self) -> None:
         if self.alone:
-            flush(self.hub, _write, _close, self.cluster.submit)
+            self.hub.flush(_write, _close, self.cluster.submit)
         else:
-            drain_effects(self.hub, _write, _close)
+            self.hub.drain_effects(_write, _close)
 
     @property
     def available(self) -> dict[str, dict[str, WorkerEntry]]:

@@ -12,7 +12,7 @@ from playcast_testing.scripted import connect
 from playcast_testing.servers import running_server
 
 from playcast.protocol import Error, Join, Pong, Register, Rejected
-from playcast.signaling.main import _may_observe
+from playcast.signaling.app.access import may_observe as _may_observe
 from playcast.signaling.rules.settings import Settings
 
 

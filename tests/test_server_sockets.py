@@ -18,9 +18,10 @@ import pytest
 from playcast_testing.servers import ServerProcess, running_server
 from test_wsproto import client_frame
 
+from playcast.signaling.cluster.local import LocalCluster
 from playcast.signaling.hub import Hub
-from playcast.signaling.main import Pump
 from playcast.signaling.rules.settings import Settings
+from playcast.signaling.sockets import http
 from playcast.signaling.sockets import server as wsserver
 from playcast.signaling.sockets import websocket as wp
 from playcast.signaling.sockets.server import Front
@@ -104,7 +105,7 @@ async def test_the_upgrade_ping_and_a_clean_close_by_the_peer() -> None:
         ws.send(upgrade_head())
         head = await ws.head()
         assert head.startswith("HTTP/1.1 101 ")
-        assert f"Sec-WebSocket-Accept: {wp.accept_key(KEY)}\r\n" in head
+        assert f"Sec-WebSocket-Accept: {http.accept_key(KEY)}\r\n" in head
         ws.send(client_frame(wp.OP_PING, b"are you there"))
         assert await ws.control() == (wp.OP_PONG, b"are you there")
         ws.send(client_frame(wp.OP_CLOSE, struct.pack("!H", 1000) + b"bye"))
@@ -200,8 +201,7 @@ async def test_a_bug_while_delivering_is_logged_and_fails_only_that_socket(
     # In process, on a real socket: a rule that raises closes its socket with
     # 1011, with the traceback in the log, and the server serves on.
     hub = Hub(Settings(port=0))
-    pump = Pump(hub)
-    front = Front(pump, None, head_timeout=5.0)
+    front = Front(hub, LocalCluster(hub), head_timeout=5.0)
 
     def buggy(peer: object, frame: str | bytes) -> None:
         raise RuntimeError("a bug in a rule")
@@ -232,7 +232,7 @@ async def test_a_peer_that_never_answers_our_close_is_cut_off(
 ) -> None:
     monkeypatch.setattr(wsserver, "CLOSE_TIMEOUT", 0.2)
     hub = Hub(Settings(port=0))
-    front = Front(Pump(hub), None, head_timeout=5.0)
+    front = Front(hub, LocalCluster(hub), head_timeout=5.0)
     server = await asyncio.get_running_loop().create_server(front, "127.0.0.1", 0)
     try:
         target = SimpleNamespace(port=server.sockets[0].getsockname()[1])

@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from playcast.signaling.sockets import http
 from playcast.signaling.sockets import websocket as wp
 
 
@@ -49,16 +50,16 @@ class Reader:
 
 def test_the_rfc_s_own_handshake_example() -> None:
     # RFC 6455 section 1.3.
-    assert wp.accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert http.accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
     head = (
         b"GET /ws/client?x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n"
         b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         b"Sec-WebSocket-Version: 13\r\n\r\n"
     )
-    assert wp.head_end(head) == len(head) and wp.head_end(head[:-1]) == -1
-    request = wp.parse_request(head)
+    assert http.head_end(head) == len(head) and http.head_end(head[:-1]) == -1
+    request = http.parse_request(head)
     assert (request.method, request.path, request.query) == ("GET", "/ws/client", "x=1")
-    answer = wp.handshake(request)
+    answer = http.handshake(request)
     assert answer.startswith(b"HTTP/1.1 101 ")
     assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer
 
@@ -81,10 +82,10 @@ def test_a_bad_upgrade_is_refused_with_its_reason(change: dict[str, str], status
         "sec-websocket-version": "13",
     }
     headers.update(change)
-    with pytest.raises(wp.BadRequest) as caught:
-        wp.handshake(wp.Request("GET", "/ws/client", "", headers))
+    with pytest.raises(http.BadRequest) as caught:
+        http.handshake(http.Request("GET", "/ws/client", "", headers))
     assert caught.value.status == status
-    answer = wp.http_error(status, caught.value.text)
+    answer = http.http_error(status, caught.value.text)
     assert answer.startswith(f"HTTP/1.1 {status} ".encode())
     assert b"\r\nConnection: close\r\n" in answer
     assert answer.endswith(caught.value.text.encode())
@@ -100,13 +101,15 @@ def test_a_bad_upgrade_is_refused_with_its_reason(change: dict[str, str], status
     ],
 )
 def test_a_malformed_head_is_a_bad_request(head: bytes) -> None:
-    with pytest.raises(wp.BadRequest) as caught:
-        wp.parse_request(head)
+    with pytest.raises(http.BadRequest) as caught:
+        http.parse_request(head)
     assert caught.value.status == 400
 
 
 def test_repeated_headers_are_joined() -> None:
-    r = wp.parse_request(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nconnection: Upgrade\r\n\r\n")
+    r = http.parse_request(
+        b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nconnection: Upgrade\r\n\r\n"
+    )
     assert r.headers["connection"] == "keep-alive, Upgrade"
 
 

@@ -3,10 +3,10 @@
 The I/O layer feeds the hub what happened (``open_worker``, ``open_client``,
 ``on_message``, ``on_close``, ``tick``, ``shutdown_all``, ``slow_consumer``;
 from the rest of the cluster ``on_outcome``, ``on_bus``, ``node_down``, …)
-and after each call drains what the step owes: the sends and closes
-(``drain_effects``), the shared-state requests and the words for other nodes
-(``take_requests``, ``take_tells``). No rule ever runs inside another: a
-slow reader found while writing is the next step, after the current one.
+and after each call carries out what the step owes (``flush``): the sends
+and closes, then the shared-state requests and the words for other nodes.
+No rule ever runs inside another: a slow reader found while writing is the
+next step, after the current one.
 
 The hub is the door: it keeps the message rate, decodes, answers what it
 cannot accept (``Unexpected``: ``conduct.error``) and contains a bug to the
@@ -127,6 +127,41 @@ class Hub:
     def tell(self, node: str, msg: BusMessage) -> None:
         self.tells.append((node, msg))
 
+    def flush(
+        self,
+        write: Callable[[Peer, Message | bytes], bool],
+        close: Callable[[Peer, int, str], None],
+        submit: Callable[[], None],
+    ) -> None:
+        """Carry out everything the last step owes: its sends and closes, then
+        its requests and words for other nodes (``submit``: the cluster's; a
+        cluster of one answers at once, and those answers' effects go out in
+        turn). The loop of every I/O layer."""
+        self.drain_effects(write, close)
+        while self.requests or self.tells:
+            submit()
+            self.drain_effects(write, close)
+
+    def drain_effects(
+        self,
+        write: Callable[[Peer, Message | bytes], bool],
+        close: Callable[[Peer, int, str], None],
+    ) -> None:
+        """Carry out the sends and closes owed, in order. ``write`` returns
+        True when the peer's unsent data is past the limit; such a peer is
+        closed as a slow consumer once the batch is written, as a step of its
+        own, and that step's effects are carried out in turn."""
+        while self.effects:
+            slow: list[Peer] = []
+            for peer, msg, code, reason in self.take_effects():
+                if msg is not None:
+                    if write(peer, msg):
+                        slow.append(peer)
+                else:
+                    close(peer, code, reason)
+            for peer in slow:
+                self.slow_consumer(peer)
+
     def take_effects(self) -> list[Effect]:
         effects, self.effects = self.effects, []
         return effects
@@ -166,7 +201,7 @@ class Hub:
 
     def on_close(self, peer: Peer, code: int | None = None) -> None:
         """The socket is gone (closed by the peer, or by us); ``code`` for the log."""
-        if self.closings.release(peer) or not self.roster.is_live(peer):
+        if self.closings.release(peer) or not peer.live:
             return
         try:
             if not resume.step_away(self, peer):
@@ -178,7 +213,7 @@ class Hub:
     # --- inbound -------------------------------------------------------------
 
     def on_message(self, peer: Peer, frame: str | bytes) -> None:
-        if not self.roster.is_live(peer) and peer.id not in self.closings.peers:
+        if not peer.live and peer.id not in self.closings.peers:
             return  # already dropped; frames still in flight before the close
         try:
             self._on_message(peer, frame)
@@ -355,42 +390,3 @@ class Hub:
 
     def check_invariants(self) -> Iterator[str]:
         return status.check_invariants(self)
-
-
-def flush(
-    hub: Hub,
-    write: Callable[[Peer, Message | bytes], bool],
-    close: Callable[[Peer, int, str], None],
-    submit: Callable[[], None],
-) -> None:
-    """Carry out everything the last step owes: its sends and closes, then
-    its requests and words for other nodes (``submit``: the cluster's; a
-    cluster of one answers at once, and those answers' effects go out in
-    turn)."""
-    drain_effects(hub, write, close)
-    while hub.requests or hub.tells:
-        submit()
-        drain_effects(hub, write, close)
-
-
-def drain_effects(
-    hub: Hub,
-    write: Callable[[Peer, Message | bytes], bool],
-    close: Callable[[Peer, int, str], None],
-) -> None:
-    """Carry out what the last step owes, in order: the loop of every I/O layer.
-
-    ``write`` returns True when the peer's unsent data is past the limit;
-    such a peer is closed as a slow consumer once the batch is written, as a
-    step of its own, and that step's effects are carried out in turn.
-    """
-    while hub.effects:
-        slow: list[Peer] = []
-        for peer, msg, code, reason in hub.take_effects():
-            if msg is not None:
-                if write(peer, msg):
-                    slow.append(peer)
-            else:
-                close(peer, code, reason)
-        for peer in slow:
-            hub.slow_consumer(peer)

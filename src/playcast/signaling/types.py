@@ -60,6 +60,9 @@ class Peer:
     messages: RateLimit
     errors: RateLimit
     slot: int = 0
+    # In its role's live set (``rules.state.Roster`` keeps it true): this very
+    # record, not another under its id (a resume's fresh socket takes the id).
+    live: bool = False
     # Set once the server has asked this peer to shut down: only pong and
     # shutdown_ack are expected after it, and the socket closes at the deadline.
     closing_deadline: float | None = None

@@ -26,7 +26,7 @@ import logging
 import random
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -37,11 +37,13 @@ from playcast.signaling.cluster.earlystart import EarlyStarts
 from playcast.signaling.cluster.outbound import Batch, Outbound, Raw
 from playcast.signaling.cluster.precise_sleep import PreciseSleep
 from playcast.signaling.cluster.redis_link import RedisLink
-from playcast.signaling.hub import Hub
 from playcast.signaling.redis_shared import RedisShared, outcome_of
 from playcast.signaling.rules import bus
 from playcast.signaling.rules.events import event
 from playcast.signaling.shared import Op, Pair, Publish
+
+if TYPE_CHECKING:
+    from playcast.signaling.hub import Hub
 
 log = logging.getLogger("playcast.signaling")
 

@@ -51,7 +51,7 @@ def crashed(core: Core, peer: Peer, where: str) -> None:
 
 def _close(core: Core, peer: Peer, counter: Count, name: str, code: int, **fields: Any) -> None:
     """Close with ``code`` and fail its partner, whatever state the peer was in."""
-    if not core.roster.is_live(peer) and peer.id not in core.closings.peers:
+    if not peer.live and peer.id not in core.closings.peers:
         return
     counter.inc(role(peer))
     event(f"{role(peer)}_{name}", **fields, **ids(peer))

@@ -108,7 +108,7 @@ def reattached(core: Core, op: Reattach, outcome: Reattached | Denied | None) ->
     if pending is None:
         return
     peer, raw = pending
-    if not isinstance(peer, Worker | Client) or not core.roster.is_live(peer) or said_hello(peer):
+    if not isinstance(peer, Worker | Client) or not peer.live or said_hello(peer):
         return  # gone meanwhile; the session's grace decides
     if not isinstance(outcome, Reattached):
         refuse(core, peer, "no such session, or not that member's token")

@@ -53,6 +53,10 @@ class Roster:
         first ping within a tick)."""
         peer.slot = self._cursor
         self._slots[peer.slot][peer.id] = peer
+        self._live(peer)
+
+    def _live(self, peer: Worker | Client) -> None:
+        peer.live = True
         if isinstance(peer, Worker):
             self._workers[peer.id] = peer
         else:
@@ -67,6 +71,7 @@ class Roster:
         )
         if live.get(peer.id) is peer:
             del live[peer.id]
+            peer.live = False
             return True
         return False
 
@@ -81,12 +86,10 @@ class Roster:
         self.unlist(peer)
         peer.id = member_id
         self._slots[peer.slot][peer.id] = peer
-        if isinstance(peer, Worker):
-            self._workers[peer.id] = peer
-        else:
-            self._clients[peer.id] = peer
+        self._live(peer)
 
     def is_live(self, peer: Peer) -> bool:
+        """In the live set itself (``peer.live`` says the same, cheaper)."""
         if isinstance(peer, Worker):
             return self._workers.get(peer.id) is peer
         return self._clients.get(peer.id) is peer
@@ -102,6 +105,7 @@ class Roster:
         peers: list[Worker | Client] = [*self._workers.values(), *self._clients.values()]
         for peer in peers:
             self._slots[peer.slot].pop(peer.id, None)
+            peer.live = False
         self._workers.clear()
         self._clients.clear()
         return peers

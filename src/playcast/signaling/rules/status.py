@@ -113,6 +113,10 @@ def check_invariants(core: Core) -> Iterator[str]:
     for pid in core.closings.peers:
         if pid in core.roster.workers or pid in core.roster.clients:
             yield f"closing peer {pid} is still in a live set"
+    for live in (core.roster.workers, core.roster.clients):
+        for pid, member in live.items():
+            if not member.live:
+                yield f"live peer {pid} is not marked live"
     for index, slot in enumerate(core.roster.slots):
         for pid, peer in slot.items():
             if not core.roster.is_live(peer):

@@ -1,17 +1,17 @@
-"""The signaling sockets: a WebSocket server on the same port as the page.
+"""The signaling sockets: a thin asyncio server around the core.
 
-Every connection starts here. A request for ``/ws/worker`` or ``/ws/client``
-is upgraded by this module and its frames go straight to the protocol core;
-any other request (the page, ``/static/``, ``/healthz``, ``/metrics``,
-``/api/status``) is handed, with its connection, to aiohttp. aiohttp's own
-upgrade and WebSocket path cost a signaling setup (two sockets, about 30
-frames) more CPU than everything else in the server together: a request
-object, routing, a handler task, a reader queue, a close task and timer per
-socket (issue 10's profile, docs/performance.md).
+Every connection starts here, on the same port as the page. A request for
+``/ws/worker`` or ``/ws/client`` is admitted and upgraded here and then fed
+to its WebSocket state machine (``websocket.Connection``), whose messages go
+straight to the core (``hub``); any other request (the page, ``/static/``,
+``/healthz``, ``/metrics``, ``/api/status``) is handed, with its connection,
+to aiohttp. aiohttp's own upgrade and WebSocket path cost a signaling setup
+more CPU than everything else in the server together (docs/performance.md).
 
-A client that upgrades a connection aiohttp already serves (a kept-alive
-connection that fetched the page or the status first) is taken over by the
-same code: see ``late_upgrade``.
+``Front`` is the loop around the core: each step (a read's messages, a tick,
+a word from the cluster) runs corked, and then everything it owes is carried
+out (``flush``): each socket written to sends its frames in one system call,
+and the core's shared-state requests go to the cluster.
 """
 
 from __future__ import annotations
@@ -20,44 +20,86 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, ParamSpec
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, cast
 from urllib.parse import parse_qs
-
-from aiohttp import web
 
 from playcast.protocol import MAX_FRAME_BYTES, Message, encode
 from playcast.signaling.rules.events import CLOSE_INTERNAL, CLOSE_NORMAL, event
-from playcast.signaling.sockets import websocket as wp
+from playcast.signaling.sockets import http
+from playcast.signaling.sockets.websocket import Connection, ProtocolError
 
 if TYPE_CHECKING:
-    from playcast.signaling.main import Pump
+    from playcast.signaling.hub import Hub
     from playcast.signaling.types import Peer
 
 log = logging.getLogger("playcast.signaling")
 
 CLOSE_TIMEOUT: Final = 5.0  # for the peer's close frame after ours
+# After failing a connection (its FIN sent right behind our close frame), for
+# the peer to close its side: what it still sends meanwhile is read and
+# dropped, so the kernel does not answer it with a reset that could cost the
+# peer our close frame.
+FAIL_LINGER: Final = 1.0
 ROLES: Final = {"/ws/worker": "worker", "/ws/client": "client"}
 
 _P = ParamSpec("_P")
-_HEAD, _OPEN, _CLOSING, _DONE = 0, 1, 2, 3
+
+
+class Cluster(Protocol):
+    """What the sockets need of the cluster layer."""
+
+    @property
+    def serving(self) -> bool:
+        """Taking new peers (in a cluster: reaching Redis, announced)."""
+
+    def submit(self) -> None:
+        """Take the core's shared-state requests and words for other nodes."""
 
 
 class Front:
-    """What every connection shares: the pump, aiohttp for other requests,
-    the live sockets (for shutdown) and the per-address counts."""
+    """What every connection shares: the core and the cluster, aiohttp for
+    other requests, the live sockets (for shutdown) and the per-address
+    counts."""
 
-    def __init__(self, pump: Pump, http: Any, head_timeout: float) -> None:
-        self.pump = pump
-        self.http = http  # aiohttp's web_server.Server: builds its protocol per connection
+    def __init__(self, hub: Hub, cluster: Cluster, head_timeout: float) -> None:
+        self.hub = hub
+        self.cluster = cluster
+        self.http: Any = None  # aiohttp's web_server.Server: builds its protocol per connection
         self.head_timeout = head_timeout
         self.sockets: set[SignalingSocket] = set()
         self.per_ip: dict[str, int] = {}
-        # While corked (``corked``): the sockets written to, each sent its
-        # frames in one system call when the step is done.
+        # While corked: the sockets written to, each sending its frames in one
+        # system call when the step is done.
         self.corked_socks: list[SignalingSocket] | None = None
+        # Called after a flush once the core is stopping (the drain's waits).
+        self.on_stopping: Callable[[], None] | None = None
 
     def __call__(self) -> SignalingSocket:
         return SignalingSocket(self)
+
+    @property
+    def serving(self) -> bool:
+        return not self.hub.stopping and self.cluster.serving
+
+    def step(self, step: Callable[_P, None], *args: _P.args, **kwargs: _P.kwargs) -> None:
+        """Run one step of the core, then carry out what it owes."""
+        self.corked(self._step, step, *args, **kwargs)
+
+    def _step(self, step: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        try:
+            step(*args, **kwargs)
+        finally:
+            self.flush()
+
+    def flush(self) -> None:
+        """Carry out what the core owes (called after every step)."""
+        self.corked(self._flush)
+
+    def _flush(self) -> None:
+        hub = self.hub
+        hub.flush(_write, _close, self.cluster.submit)
+        if hub.stopping and self.on_stopping is not None:
+            self.on_stopping()
 
     def corked(self, step: Callable[_P, None], *args: _P.args, **kwargs: _P.kwargs) -> None:
         """Run ``step`` holding what it writes: each socket written to sends
@@ -74,7 +116,7 @@ class Front:
         finally:
             self.corked_socks = None
             for sock in socks:
-                sock._uncork()
+                sock.uncork()
 
     def abort_all(self) -> None:
         for sock in list(self.sockets):
@@ -82,43 +124,41 @@ class Front:
                 sock.transport.abort()
 
 
+def _write(peer: Peer, msg: Message | bytes) -> bool:
+    return cast(SignalingSocket, peer.ws).write(msg)
+
+
+def _close(peer: Peer, code: int, reason: str) -> None:
+    cast(SignalingSocket, peer.ws).close(code, reason)
+
+
 class SignalingSocket(asyncio.Protocol):
     """One connection: its request head, then a worker's or player's socket.
 
-    It is also the core's ``types.Connection`` for its peer: ``write`` puts a
-    whole frame on the transport at once (nothing awaits a peer, no task per
-    message, writes keep their order) and reports a peer whose unsent bytes
-    pass the limit, which the pump then closes as a slow consumer.
+    It is also the core's ``types.Connection`` for its peer: ``write`` queues
+    a whole frame (nothing awaits a peer, no task per message, writes keep
+    their order) and reports a peer whose unsent bytes pass the limit, which
+    the core then closes as a slow consumer. While the transport's buffer is
+    past the limit, nothing more is read from the peer (a peer that sends
+    pings and never reads its pongs cannot grow the server's memory).
     """
 
     __slots__ = (
-        "_buffer",
-        "_close_code",
-        "_out",
-        "_state",
-        "_timer",
-        "front",
-        "limit",
-        "peer",
-        "reader",
-        "remote",
-        "role",
-        "transport",
-    )
+        "_buffer", "_corked", "_timer", "front", "limit", "peer", "remote", "role",
+        "transport", "ws",
+    )  # fmt: skip
 
     def __init__(self, front: Front) -> None:
         self.front = front
         self.transport: asyncio.Transport | None = None
         self.remote: tuple[str, int] = ("", 0)
         self.peer: Peer | None = None
-        self.reader: wp.FrameReader | None = None
+        self.ws: Connection | None = None
         self.role = ""
         self.limit = 0
         self._buffer = b""
-        self._state = _HEAD
-        self._close_code: int | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._out: list[bytes] | None = None  # frames held while corked
+        self._corked = False
 
     # --- asyncio ------------------------------------------------------------
 
@@ -131,25 +171,24 @@ class SignalingSocket(asyncio.Protocol):
         self._timer = asyncio.get_running_loop().call_later(self.front.head_timeout, self._abort)
 
     def data_received(self, data: bytes) -> None:
-        reader = self.reader
-        if reader is not None:
+        if self.ws is not None:
             # A read often holds several frames (a burst of ICE candidates):
             # what their steps send to each peer goes out in one write.
-            self.front.corked(self._feed, reader, data)
+            self.front.corked(self._feed, data)
             return
-        if self._state != _HEAD:
+        if self.transport is None or self.transport.is_closing():
             return
         buffer = self._buffer + data if self._buffer else data
-        end = wp.head_end(buffer)
+        end = http.head_end(buffer)
+        if (end if end >= 0 else len(buffer)) > http.MAX_HEAD_BYTES:
+            self._refuse(431, "request head too large")
+            return
         if end < 0:
-            if len(buffer) > wp.MAX_HEAD_BYTES:
-                self._refuse(431, "request head too large")
-            else:
-                self._buffer = buffer
+            self._buffer = buffer
             return
         try:
-            request = wp.parse_request(buffer[:end])
-        except wp.BadRequest as exc:
+            request = http.parse_request(buffer[:end])
+        except http.BadRequest as exc:
             self._refuse(exc.status, exc.text)
             return
         if request.path not in ROLES:
@@ -161,10 +200,9 @@ class SignalingSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
-        state, self._state = self._state, _DONE
-        self.reader = None
+        ws, self.ws = self.ws, None
         peer, self.peer = self.peer, None
-        if peer is None:
+        if peer is None or ws is None:
             return
         front = self.front
         front.sockets.discard(self)
@@ -174,145 +212,137 @@ class SignalingSocket(asyncio.Protocol):
             front.per_ip[host] = left
         else:
             front.per_ip.pop(host, None)
-        code = self._close_code if state != _OPEN else wp.CLOSE_ABNORMAL
-        pump = front.pump
-        pump.hub.on_close(peer, code)
-        pump.flush()
+        front.step(front.hub.on_close, peer, ws.close_code)
+
+    def pause_writing(self) -> None:
+        # The peer does not read what we send: stop reading what it sends.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     # --- the upgrade ----------------------------------------------------------
 
-    def upgrade(self, request: wp.Request) -> bool:
+    def upgrade(self, request: http.Request) -> bool:
         """Admit and upgrade; False when refused (the connection then closes)."""
         front, role = self.front, ROLES[request.path]
-        pump = front.pump
-        hub = pump.hub
-        refusal = admission(pump, role, request, self.remote[0], front.per_ip)
+        refusal = admission(front, role, request, self.remote[0])
         if refusal is not None:
             self._refuse(*refusal)
             return False
         try:
-            answer = wp.handshake(request)
-        except wp.BadRequest as exc:
+            answer = http.handshake(request)
+        except http.BadRequest as exc:
             self._refuse(exc.status, exc.text)
             return False
-        assert self.transport is not None
+        transport = self.transport
+        assert transport is not None
         self._cancel_timer()
-        self.transport.write(answer)
+        transport.write(answer)
+        hub = front.hub
+        self.limit = hub.settings.max_send_queue_bytes
+        transport.set_write_buffer_limits(high=self.limit)
         front.per_ip[self.remote[0]] = front.per_ip.get(self.remote[0], 0) + 1
         front.sockets.add(self)
         self.role = role
-        self.limit = hub.settings.max_send_queue_bytes
-        self._state = _OPEN
-        self.reader = wp.FrameReader(MAX_FRAME_BYTES, self._on_message, self._on_control)
-        self.peer = hub.open_worker(self) if role == "worker" else hub.open_client(self)
-        pump.flush()
+        self.ws = Connection(MAX_FRAME_BYTES)
+        front.step(self._open, role)
         return True
+
+    def _open(self, role: str) -> None:
+        hub = self.front.hub
+        self.peer = hub.open_worker(self) if role == "worker" else hub.open_client(self)
 
     def _hand_to_aiohttp(self, buffer: bytes) -> None:
         self._cancel_timer()
-        self._state = _DONE
         transport = self.transport
         assert transport is not None
-        http = self.front.http()
-        transport.set_protocol(http)
-        http.connection_made(transport)
-        http.data_received(buffer)
+        handler = self.front.http()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        handler.data_received(buffer)
 
     def _refuse(self, status: int, text: str) -> None:
         self._cancel_timer()
-        self._state = _DONE
         if self.transport is not None:
-            self.transport.write(wp.http_error(status, text))
+            self.transport.write(http.http_error(status, text))
             self.transport.close()
 
     # --- frames in ------------------------------------------------------------
 
-    def _feed(self, reader: wp.FrameReader, data: bytes) -> None:
-        try:
-            reader.feed(data)
-        except wp.ProtocolError as exc:
-            self._fail(exc.code, exc.text)
-
-    def _on_message(self, opcode: int, payload: bytes) -> None:
-        peer = self.peer
-        if self._state != _OPEN or peer is None:
-            return  # closing: what the peer still sends is dropped (RFC 6455 5.5.1)
-        if opcode == wp.OP_TEXT:
+    def _feed(self, data: bytes) -> None:
+        ws, peer = self.ws, self.peer
+        if ws is None or peer is None:
+            return
+        front = self.front
+        messages = ws.receive_data(data)
+        for message in messages:
             try:
-                frame: str | bytes = payload.decode()
-            except UnicodeDecodeError:
-                raise wp.ProtocolError(wp.CLOSE_INVALID_DATA, "text frame is not UTF-8") from None
-        else:
-            frame = payload
-        try:
-            self.front.pump.deliver(peer, frame)
-        except Exception:  # a bug outside the core's own containment: only this socket fails
-            log.exception("internal error delivering a frame from %s", peer.id)
-            self._fail(CLOSE_INTERNAL, "internal error")
+                front.hub.on_message(peer, message)
+                front.flush()
+            except Exception:  # a bug outside the core's own containment: only this socket fails
+                log.exception("internal error delivering a frame from %s", peer.id)
+                ws.fail(ProtocolError(CLOSE_INTERNAL, "internal error"))
+                break
+        if ws.failure is not None:
+            event(f"{self.role}_socket_error", peer=peer.id, error=repr(ws.failure.text))
+        self._written()
+        if ws.eof_now:
+            self._end_tcp(ws)
 
-    def _on_control(self, opcode: int, payload: bytes) -> None:
-        if opcode == wp.OP_PING:
-            if self._state == _OPEN:
-                self._send(wp.frame(wp.OP_PONG, payload))
-        elif opcode == wp.OP_CLOSE:
-            code = wp.parse_close(payload)
-            if self._state == _OPEN:  # the peer closes: answer with its code
-                self._close_code = code
-                self._state = _CLOSING
-                echo = b"" if code == wp.CLOSE_NO_STATUS else payload[:2]
-                self._send(wp.frame(wp.OP_CLOSE, echo))
-            # Either way the handshake is complete: the server closes TCP first.
-            self.reader = None
-            self._uncork()
-            if self.transport is not None:
-                self.transport.close()
-
-    def _fail(self, code: int, text: str) -> None:
-        if self.peer is not None and self._state == _OPEN:
-            event(f"{self.role}_socket_error", peer=self.peer.id, error=repr(text))
-        self.close(code, text)
-        self.reader = None  # nothing more is read from a peer that broke the protocol
+    def _end_tcp(self, ws: Connection) -> None:
+        """The closing handshake is over, or the connection failed: the
+        server ends the TCP connection now (RFC 6455 §7.1.1, §7.1.7)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.uncork()
+        if ws.failure is None or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(FAIL_LINGER, self._abort)
 
     # --- the core's connection ------------------------------------------------
 
     def write(self, msg: Message | bytes) -> bool:
         """Send ``msg`` (or its JSON, encoded already); True when the peer is
         not reading (past the limit)."""
-        transport = self.transport
-        if self._state != _OPEN or transport is None or transport.is_closing():
+        ws, transport = self.ws, self.transport
+        if ws is None or transport is None or transport.is_closing():
             return False
-        self._send(wp.frame(wp.OP_TEXT, msg if isinstance(msg, bytes) else encode(msg)))
+        if ws.send(msg if isinstance(msg, bytes) else encode(msg)):
+            self._written()
         return transport.get_write_buffer_size() > self.limit
-
-    def _send(self, data: bytes) -> None:
-        corked = self.front.corked_socks
-        if corked is None:
-            if self.transport is not None:
-                self.transport.write(data)
-        elif self._out is None:
-            self._out = [data]
-            corked.append(self)
-        else:
-            self._out.append(data)
-
-    def _uncork(self) -> None:
-        out, self._out = self._out, None
-        transport = self.transport
-        if out and transport is not None and not transport.is_closing():
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the close handshake; a peer that does not answer within
         ``CLOSE_TIMEOUT`` (or never reads) is cut off."""
-        if self._state != _OPEN:
+        ws, transport = self.ws, self.transport
+        if ws is None or transport is None or transport.is_closing() or not ws.close(code, reason):
             return
-        self._state = _CLOSING
-        self._close_code = code
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        self._send(wp.close_frame(code, reason))
+        self._written()
         self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._abort)
+
+    def _written(self) -> None:
+        """Frames are queued: sent now, or when the step is done if corked."""
+        corked = self.front.corked_socks
+        if corked is None:
+            self.uncork()
+        elif not self._corked:
+            self._corked = True
+            corked.append(self)
+
+    def uncork(self) -> None:
+        self._corked = False
+        ws, transport = self.ws, self.transport
+        if ws is not None and transport is not None and not transport.is_closing():
+            out = ws.data_to_send()
+            if out:
+                transport.write(out)
 
     def _abort(self) -> None:
         self._timer = None
@@ -325,17 +355,12 @@ class SignalingSocket(asyncio.Protocol):
             self._timer = None
 
 
-FRONT_KEY = web.AppKey("front", Front)
-
-
-def admission(
-    pump: Pump, role: str, request: wp.Request, host: str, per_ip: dict[str, int]
-) -> tuple[int, str] | None:
+def admission(front: Front, role: str, request: http.Request, host: str) -> tuple[int, str] | None:
     """Why this socket is refused (HTTP status and text), or None."""
-    hub = pump.hub
+    hub = front.hub
     if hub.stopping:
         return 503, "server is shutting down"
-    if role == "worker" and not pump.serving:
+    if role == "worker" and not front.serving:
         # A worker here would not be found by players on other nodes: it
         # backs off and comes back through the load balancer.
         return 503, "this node cannot reach the cluster"
@@ -352,7 +377,7 @@ def admission(
         event("worker_refused", remote=host, why="bad or missing worker token")
         return 401, "worker token required"
     cap = hub.settings.max_connections_per_ip
-    if cap and per_ip.get(host, 0) >= cap:
+    if cap and front.per_ip.get(host, 0) >= cap:
         hub.counters.per_ip_refusals.inc(role)
         event(f"{role}_refused", remote=host, why="too many connections from this address")
         return 429, "too many connections from your address"
@@ -363,48 +388,3 @@ def token_ok(authorization: str, query_token: str, expected: str) -> bool:
     """A bearer token in the Authorization header, or else ``?token=``."""
     given = authorization[7:] if authorization.startswith("Bearer ") else query_token
     return hmac.compare_digest(given.encode(), expected.encode())
-
-
-async def late_upgrade(request: web.Request) -> web.StreamResponse:
-    """A WebSocket upgrade on a connection aiohttp already serves (a client
-    that fetched a page or the status first and kept the connection): the
-    connection leaves aiohttp and continues as a signaling socket."""
-    front = request.app[FRONT_KEY]
-    transport = request.transport
-    if transport is None or transport.is_closing():
-        raise web.HTTPBadRequest(text="connection already closing")
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        name = name.lower()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    head = wp.Request(request.method, request.path, request.query_string, headers)
-    sock = front()
-    done = asyncio.get_running_loop().create_future()
-    sock.connection_made(transport)
-    transport.set_protocol(_Finishing(sock, done))
-    # Frames that came right behind the head wait in aiohttp's handler (which
-    # would feed them to its own WebSocket reader); tests pin this seam.
-    tail = getattr(request.protocol, "_message_tail", b"")
-    if sock.upgrade(head) and tail:  # refused: the connection closes, ending the wait
-        sock.data_received(bytes(tail))
-    # aiohttp's handler stays until the socket ends; what it would write then
-    # goes nowhere (the transport is closed), and it closes nothing of ours.
-    await done
-    raise web.HTTPGone()
-
-
-class _Finishing(asyncio.Protocol):
-    """The protocol of a taken-over connection: the socket's, plus a signal
-    for the aiohttp handler that waits for its end."""
-
-    def __init__(self, sock: SignalingSocket, done: asyncio.Future[None]) -> None:
-        self.sock = sock
-        self.done = done
-
-    def data_received(self, data: bytes) -> None:
-        self.sock.data_received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.sock.connection_lost(exc)
-        if not self.done.done():
-            self.done.set_result(None)

@@ -1,21 +1,23 @@
-"""The server side of RFC 6455 WebSockets, without I/O: the upgrade request,
-the handshake answer, and a client's frames.
+"""RFC 6455 on the server's side after the opening handshake, without I/O.
 
-The socket layer (``wsserver``) feeds bytes in and writes bytes out. Only what
-a signaling socket needs: no extensions (no compression), text and binary
-messages (fragmented or not), ping, pong and close.
+``Connection`` is the whole state machine of one socket, as the
+``websockets`` library's ``protocol.py`` is: the socket layer feeds it bytes
+(``receive_data``) and writes what it owes (``data_to_send``); it never calls
+out. It reassembles a client's messages (text decoded: invalid UTF-8 fails
+the connection with 1007), answers pings, runs the closing handshake, and
+fails the connection on anything RFC 6455 forbids a client (§7.1.7: the
+close frame, then the TCP connection closed at once: ``eof_now``). Only
+what a signaling socket needs: no extensions, no subprotocols.
+
+Below it, the frame codec: ``FrameReader`` (a client's frames, masked) and
+``frame`` (a server's, unmasked).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import struct
 from collections.abc import Callable
-from typing import Final, NamedTuple
-
-MAX_HEAD_BYTES: Final = 8192  # a request head larger than this is refused (431)
-_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from typing import Final
 
 OP_CONT: Final = 0x0
 OP_TEXT: Final = 0x1
@@ -24,11 +26,17 @@ OP_CLOSE: Final = 0x8
 OP_PING: Final = 0x9
 OP_PONG: Final = 0xA
 
+CLOSE_NORMAL: Final = 1000
 CLOSE_PROTOCOL_ERROR: Final = 1002
 CLOSE_NO_STATUS: Final = 1005  # the peer's close frame had no code
 CLOSE_ABNORMAL: Final = 1006  # the TCP connection ended without a close frame
 CLOSE_INVALID_DATA: Final = 1007
 CLOSE_TOO_BIG: Final = 1009
+
+# A message may come in this many frames at most: continuation frames cost
+# a little each even when empty, so their number is bounded like the bytes.
+MAX_FRAGMENTS: Final = 1024
+_REASON_BYTES: Final = 123  # a control frame's payload is 125 bytes at most, 2 for the code
 
 _HEAD1 = struct.Struct("!BB").pack
 _HEAD2 = struct.Struct("!BBH").pack
@@ -36,103 +44,132 @@ _HEAD3 = struct.Struct("!BBQ").pack
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
-
-class Request(NamedTuple):
-    """An HTTP request head: what routing and the upgrade need."""
-
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]  # lower-cased names; a repeated header's values joined by ", "
-
-    def is_upgrade(self) -> bool:
-        h = self.headers
-        return (
-            self.method == "GET"
-            and h.get("upgrade", "").lower() == "websocket"
-            and "upgrade" in h.get("connection", "").lower()
-        )
+OPEN, CLOSING, CLOSED = 1, 2, 3
 
 
-class BadRequest(Exception):
-    def __init__(self, status: int, text: str) -> None:
+class ProtocolError(Exception):
+    """The peer broke RFC 6455 (or our size limits): fail with ``code``."""
+
+    def __init__(self, code: int, text: str) -> None:
         super().__init__(text)
-        self.status = status
+        self.code = code
         self.text = text
 
 
-def head_end(buffer: bytes) -> int:
-    """Where the request head ends (after its blank line), or -1 if not yet."""
-    end = buffer.find(b"\r\n\r\n")
-    return -1 if end < 0 else end + 4
+class Connection:
+    """One signaling socket's WebSocket, from the upgrade to the end.
+
+    ``state``: OPEN; CLOSING once a close frame was sent (ours, or our answer
+    to the peer's) and the TCP connection is to end; CLOSED once it may go.
+    ``close_code``: the code the core hears when the socket goes (the
+    peer's, ours, or 1006 if neither was sent).
+    """
+
+    __slots__ = ("_messages", "_out", "_reader", "close_code", "eof_now", "failure", "state")
+
+    def __init__(self, max_size: int, max_fragments: int = MAX_FRAGMENTS) -> None:
+        self.state = OPEN
+        self.close_code: int = CLOSE_ABNORMAL
+        self.eof_now = False  # the I/O layer must close the TCP connection now
+        self.failure: ProtocolError | None = None
+        self._out: list[bytes] = []
+        self._messages: list[str | bytes] = []
+        self._reader: FrameReader | None = FrameReader(
+            max_size, self._on_message, self._on_control, max_fragments
+        )
+
+    # --- in -----------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[str | bytes]:
+        """Feed bytes read from the socket; the whole messages they completed
+        (text as ``str``, binary as ``bytes``), in order. What comes after a
+        close frame or a failure is dropped (RFC 6455 §5.5.1, §7.1.7)."""
+        reader = self._reader
+        if reader is None:
+            return []
+        try:
+            reader.feed(data)
+        except ProtocolError as exc:
+            self.fail(exc)
+        messages, self._messages = self._messages, []
+        return messages
+
+    def _on_message(self, opcode: int, payload: bytes) -> None:
+        if self.state != OPEN:
+            return  # after our close: what the peer still sends is dropped
+        if opcode == OP_TEXT:
+            try:
+                self._messages.append(payload.decode())
+            except UnicodeDecodeError:
+                raise ProtocolError(CLOSE_INVALID_DATA, "text frame is not UTF-8") from None
+        else:
+            self._messages.append(payload)
+
+    def _on_control(self, opcode: int, payload: bytes) -> None:
+        if opcode == OP_PING:
+            if self.state == OPEN:
+                self._out.append(frame(OP_PONG, payload))
+        elif opcode == OP_CLOSE:
+            code = parse_close(payload)
+            if self.state == OPEN:  # the peer closes: answer with its code
+                self.close_code = code
+                echo = b"" if code == CLOSE_NO_STATUS else payload[:2]
+                self._out.append(frame(OP_CLOSE, echo))
+            # Either way the closing handshake is complete: the server ends
+            # the TCP connection first (§7.1.1); nothing more is read.
+            self.state = CLOSING
+            self.eof_now = True
+            self._reader = None
+            raise _Done
+
+    # --- out ----------------------------------------------------------------
+
+    def send(self, payload: bytes) -> bool:
+        """Queue a text message (its UTF-8 bytes); False if it can no longer go."""
+        if self.state != OPEN:
+            return False
+        self._out.append(frame(OP_TEXT, payload))
+        return True
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> bool:
+        """Start the closing handshake; False if one was started already. The
+        I/O layer then waits a while for the peer's close frame."""
+        if self.state != OPEN:
+            return False
+        self.state = CLOSING
+        self.close_code = code
+        self._out.append(close_frame(code, reason))
+        return True
+
+    def fail(self, exc: ProtocolError) -> None:
+        """Fail the connection (§7.1.7): a close frame if none was sent yet,
+        then the TCP connection ends at once, whatever the peer still sends."""
+        self.failure = exc
+        if self.state == OPEN:
+            self.state = CLOSING
+            self.close_code = exc.code
+            self._out.append(close_frame(exc.code, exc.text))
+        self.eof_now = True
+        self._reader = None
+
+    def data_to_send(self) -> bytes:
+        """What to write now, in order (empty if nothing)."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._out)
 
 
-def parse_request(head: bytes) -> Request:
-    """The request line and headers of ``head`` (up to and including the blank line)."""
-    try:
-        text = head.decode("latin-1")
-        line, _, rest = text.partition("\r\n")
-        method, target, version = line.split(" ")
-    except ValueError:
-        raise BadRequest(400, "malformed request line") from None
-    if not version.startswith("HTTP/1."):
-        raise BadRequest(400, "HTTP/1.x only")
-    headers: dict[str, str] = {}
-    for field in rest.split("\r\n"):
-        if not field:
-            continue
-        name, sep, value = field.partition(":")
-        if not sep or not name or name != name.strip():
-            raise BadRequest(400, "malformed header")
-        name, value = name.lower(), value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    path, _, query = target.partition("?")
-    return Request(method, path, query, headers)
+class _Done(Exception):
+    """The peer's close frame ended the reading: stop feeding."""
 
 
-def accept_key(key: str) -> str:
-    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
-
-
-def handshake(request: Request) -> bytes:
-    """The 101 answer to a valid upgrade; ``BadRequest`` for an invalid one."""
-    h = request.headers
-    if not request.is_upgrade():
-        raise BadRequest(400, "a WebSocket upgrade (GET, Upgrade: websocket) is expected here")
-    if h.get("sec-websocket-version") != "13":
-        raise BadRequest(426, "WebSocket version 13 only")
-    key = h.get("sec-websocket-key", "")
-    try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            raise ValueError
-    except ValueError:
-        raise BadRequest(400, "bad Sec-WebSocket-Key") from None
-    return (
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
-    ).encode()
-
-
-_REASONS: Final = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    426: "Upgrade Required",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}
-
-
-def http_error(status: int, text: str) -> bytes:
-    """A refusal; the connection closes after it."""
-    body = text.encode()
-    extra = "Sec-WebSocket-Version: 13\r\n" if status == 426 else ""
-    return (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-        f"{extra}Connection: close\r\n\r\n"
-    ).encode() + body
+# --- the frame codec ------------------------------------------------------------
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -146,8 +183,11 @@ def frame(opcode: int, payload: bytes) -> bytes:
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
-    # A control frame's payload is at most 125 bytes: the code and 123 of reason.
-    return frame(OP_CLOSE, _U16.pack(code) + reason.encode()[:123])
+    """A close frame; the reason cut to fit (on a character boundary)."""
+    raw = reason.encode()
+    if len(raw) > _REASON_BYTES:
+        raw = raw[:_REASON_BYTES].decode("utf-8", "ignore").encode()
+    return frame(OP_CLOSE, _U16.pack(code) + raw)
 
 
 def parse_close(payload: bytes) -> int:
@@ -169,15 +209,6 @@ def parse_close(payload: bytes) -> int:
     return code
 
 
-class ProtocolError(Exception):
-    """The peer broke RFC 6455 (or our size limit): close with ``code``."""
-
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
-
-
 def unmask(payload: bytes, mask: bytes) -> bytes:
     n = len(payload)
     if n == 0:
@@ -194,25 +225,31 @@ class FrameReader:
     binary message and ``on_control(opcode, payload)`` for each ping, pong or
     close, in order; it raises ``ProtocolError`` for anything RFC 6455 forbids
     a client (an unmasked frame, reserved bits, a bad opcode, fragmented or
-    long control frames) and for a message over ``max_size`` bytes. Text is
-    handed over as bytes: the caller decodes it (UTF-8, close 1007 if not).
+    long control frames) and for a message over ``max_size`` bytes or
+    ``max_fragments`` frames. Text is handed over as bytes: the caller decodes.
     """
 
-    __slots__ = ("_buf", "_frag_op", "_frags", "_size", "max_size", "on_control", "on_message")
+    __slots__ = (
+        "_buf", "_count", "_frag_op", "_frags", "_size",
+        "max_fragments", "max_size", "on_control", "on_message",
+    )  # fmt: skip
 
     def __init__(
         self,
         max_size: int,
         on_message: Callable[[int, bytes], None],
         on_control: Callable[[int, bytes], None],
+        max_fragments: int = MAX_FRAGMENTS,
     ) -> None:
         self.max_size = max_size
+        self.max_fragments = max_fragments
         self.on_message = on_message
         self.on_control = on_control
         self._buf = b""
         self._frag_op = 0  # the opcode of the message being reassembled, 0 if none
         self._frags: list[bytes] = []
         self._size = 0
+        self._count = 0
 
     def feed(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
@@ -246,6 +283,8 @@ class FrameReader:
                     self.on_message(op, payload)
                 else:
                     self._fragment(b0 & 0x80, op, payload)
+        except _Done:
+            pos = end
         finally:
             self._buf = buf[pos:] if pos < end else b""
 
@@ -270,13 +309,18 @@ class FrameReader:
             raise ProtocolError(
                 CLOSE_TOO_BIG, f"message of more than {self.max_size} bytes refused"
             )
+        if (not b0 & 0x80 or op == OP_CONT) and self._count >= self.max_fragments:
+            raise ProtocolError(
+                CLOSE_TOO_BIG, f"message in more than {self.max_fragments} frames refused"
+            )
 
     def _fragment(self, fin: int, op: int, payload: bytes) -> None:
         if op:
             self._frag_op = op
         self._frags.append(payload)
         self._size += len(payload)
+        self._count += 1
         if fin:
             op, message = self._frag_op, b"".join(self._frags)
-            self._frag_op, self._frags, self._size = 0, [], 0
+            self._frag_op, self._frags, self._size, self._count = 0, [], 0, 0
             self.on_message(op, message)
