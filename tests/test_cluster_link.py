@@ -87,7 +87,7 @@ def test_a_pairing_whose_answer_was_lost_ends_its_session_wherever_it_started() 
     known is told to end that session (a node that never opened it ignores
     it), so no worker is left greeted for a player who is gone."""
     link, conn, pair = joined()
-    link.known = {"A", "C"}
+    link.liveness.known = {"A", "C"}
     assert link.early.template(pair, link.outbox) is not None
     link.out.ops.clear()
     link._requeue([pair], [])

@@ -1,29 +1,21 @@
 """This node's side of a cluster: the I/O that joins the core to Redis.
 
-Three loops, each thin:
-- the **outbound** loop carries out, in order and pipelined, what the core
-  asked of the shared state (scripts in ``redis_shared``) and told other
-  nodes (a numbered entry published on their channel, ``busorder``), and
-  feeds each outcome back as a step;
-- the **bus** link is subscribed to this node's channel: what other nodes
-  publish there is handed over without a request and fed to the core at
-  once, in each sender's order; a gap (the subscription dropped, say) is
-  filled by asking the sender again;
-- the **liveness** loop renews this node's key, finds nodes whose key has
-  expired (and cleans up after them, once, cluster-wide), and notices when
-  this node is cut off from Redis for longer than a node may be.
-
-A short Redis outage (under ``node_ttl``) loses nothing: what could not be
-written is retried in order. A longer one cuts the node off (``hub.cut_off``).
+Three loops, each thin: the **outbound** loop carries out, in order and
+pipelined, what the core asked of the shared state (one script each) and
+told other nodes (a numbered entry on their channel, ``busorder``), feeding
+each outcome back as a step; the **bus** link, subscribed to this node's
+channel, feeds what other nodes publish there to the core at once, in each
+sender's order, asking a sender again for a gap; the **liveness** loop
+(``liveness.py``) renews this node's key and finds dead nodes. A short
+Redis outage (under ``node_ttl``) loses nothing: what could not be written
+is retried in order. A longer one cuts the node off (``hub.cut_off``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import random
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -34,9 +26,11 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from playcast.signaling.cluster.busorder import Ask, Inbox, Outbox, parse
 from playcast.signaling.cluster.earlystart import EarlyStarts
+from playcast.signaling.cluster.liveness import Liveness
 from playcast.signaling.cluster.outbound import Batch, Outbound, Raw
 from playcast.signaling.cluster.precise_sleep import PreciseSleep
 from playcast.signaling.cluster.redis_link import RedisLink
+from playcast.signaling.cluster.status import answer, gather, text
 from playcast.signaling.redis_shared import RedisShared, outcome_of
 from playcast.signaling.rules import bus
 from playcast.signaling.rules.events import event
@@ -94,15 +88,9 @@ class ClusterLink:
         self._idle = asyncio.Event()  # nothing queued, nothing being written
         self._idle.set()
         self._wake = asyncio.Event()  # something was queued (or the link lost)
-        self.reachable = False  # the last exchange with Redis worked
-        # This node's liveness was renewed since Redis became reachable again
-        # (a restarted Redis has lost every node's key: until this node's is
-        # back, the others may take it for dead, so it takes no one new).
-        self.renewed = False
-        self._beat_now = asyncio.Event()
-        self.last_ok = time.monotonic()
-        self.known: set[str] = set()
-        self._announced = False
+        self.liveness = Liveness(
+            hub, self.redis, self.shared, flush, forget=self._forget, overdue=self._overdue
+        )
         self._tasks: list[asyncio.Task[None]] = []
         # Set by stop: the loops end at their next turn even if a cancellation
         # is lost (Python 3.11's wait_for, which redis-py uses for writes,
@@ -143,7 +131,10 @@ class ClusterLink:
 
     def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._liveness(), name="cluster-liveness"),
+            asyncio.create_task(
+                self.liveness.run(self._subscribed, lambda: self._stopping),
+                name="cluster-liveness",
+            ),
             asyncio.create_task(self._outbound(), name="cluster-outbound"),
             asyncio.create_task(self._bus(), name="cluster-bus"),
         ]
@@ -169,37 +160,16 @@ class ClusterLink:
         await self.redis.aclose()
 
     async def take_over(self) -> None:
-        """Before this node listens: a previous process under the same id
-        (systemd restarting ``--node-id A`` after a crash) may have died
-        within the TTL, unseen by the others, its records and its bus stream
-        still in Redis. Wait until its liveness key expires and the others
-        have had a TTL to find it dead (each ends the sessions it shared),
-        clean up after it, announce this node, and give the others a liveness
-        period to see it back before any peer can reach it. Redis out of
-        reach: nothing can be checked; the node starts as before (503 until
-        Redis answers)."""
-        node, redis = self.node, self.redis
-        try:
-            if not (
-                await redis.exists(f"pc:node:{node}") or await redis.sismember("pc:nodes", node)
-            ):
-                return
-            log.warning("node id %s was in use: waiting out its previous process", node)
-            while True:  # a live namesake renews its key: this waits, as it should
-                left = await redis.pttl(f"pc:node:{node}")
-                if left < 0:
-                    break
-                await asyncio.sleep(left / 1000)  # until the key expires on Redis's clock
-            await asyncio.sleep(self.ttl)  # the others' liveness loops find it dead
-            # Its sessions stay for the resume grace: their members may be
-            # resuming on other nodes right now.
-            grace = self.hub.settings.resume_grace
-            await self.shared.forget_node(node, force=True, grace=grace)
-            await self.shared.beat(node, self.ttl, json.dumps({"started": time.time()}))
-            await asyncio.sleep(self.ttl / 2)  # the others see this node back
-            event("node_took_over", node=node)
-        except (RedisError, OSError) as exc:
-            log.warning("cannot check node id %s for a previous process: %r", node, exc)
+        await self.liveness.take_over()
+
+    @property
+    def known(self) -> set[str]:
+        """The other nodes alive at the last look."""
+        return self.liveness.known
+
+    @property
+    def reachable(self) -> bool:
+        return self.liveness.reachable
 
     # --- the loops -------------------------------------------------------------
 
@@ -248,7 +218,7 @@ class ClusterLink:
                     backoff = min(1.0, backoff * 2)
                     continue
                 backoff = 0.05
-                self._reached()
+                self.liveness.reached()
                 for op, result in results:
                     if result is _REQUEUED:
                         continue
@@ -381,9 +351,7 @@ class ClusterLink:
                     if isinstance(answer, ResponseError):
                         raise answer
                     if self._subscribed.is_set():
-                        live = self.known | {
-                            _text(m) for m in await self.redis.smembers("pc:nodes")
-                        }
+                        live = self.known | {text(m) for m in await self.redis.smembers("pc:nodes")}
                         for ask in self.inbox.resync(live - {self.node}, time.monotonic()):
                             self._ask(ask, "subscribed_again")
                     self._subscribed.set()
@@ -471,92 +439,24 @@ class ClusterLink:
         self.out.add_raw(raw)
         self._queued()
 
-    async def _liveness(self) -> None:
-        period = self.ttl / 4
-        info = json.dumps({"started": time.time()})
-        while not self._stopping:
-            if not self._subscribed.is_set():
-                # Announced only once listening: nothing said to it is missed.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(period):
-                        await self._subscribed.wait()
-                continue
-            self._beat_now.clear()
-            for ask in self.inbox.overdue(time.monotonic()):
-                self._ask(ask, "still_missing")
-            try:
-                dropped = await self.shared.beat(self.node, self.ttl, info)
-                self._reached()
-                self.renewed = True
-                if dropped and self._announced:
-                    # The others found this node dead (a pause longer than the
-                    # TTL, or Redis lost its data): what it shared is gone.
-                    log.warning("this node was dropped from the cluster; rejoining")
-                    self._cut_off()
-                if self.hub.isolated:
-                    self.hub.reconnected()
-                self._announced = True
-                self.flush()
-                await self._find_dead()
-            except (RedisError, OSError) as exc:
-                self._unreachable(exc)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(period * random.uniform(0.8, 1.0)):
-                    await self._beat_now.wait()  # or at once when Redis is back
-
-    async def _find_dead(self) -> None:
-        members = {_text(m) for m in await self.redis.smembers("pc:nodes")}
-        partners = {s.worker_node for s in self.hub.sessions.values()} | {
-            s.client_node for s in self.hub.sessions.values()
-        }
-        candidates = sorted((self.known | members | partners) - {self.node})
-        if not candidates:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for node in candidates:
-                pipe.exists(f"pc:node:{node}")
-            alive = await pipe.execute()
-        self.known = {n for n, up in zip(candidates, alive, strict=True) if up}
-        for node, up in zip(candidates, alive, strict=True):
-            if up and self.hub.nodes.is_gone(node):
-                self.hub.node_back(node)  # restarted under its id: a new node
-            if up or self.hub.nodes.is_gone(node):
-                continue
-            cleaned = await self.shared.forget_node(node, grace=self.hub.settings.resume_grace)
-            event("node_found_dead", node=node, cleaned_here=cleaned is not None)
-            self.outbox.forget(node)
-            self.inbox.forget(node)
-            self.hub.node_down(node, cleaned)
-            self.flush()
-
-    # --- reachability --------------------------------------------------------
-
-    def _reached(self) -> None:
-        self.last_ok = time.monotonic()
-        if not self.reachable:
-            self.reachable = True
-            self.renewed = False
-            self._beat_now.set()
-            self.hub.counters.node_events.inc("redis_reachable")
-            event("redis_reachable", node=self.node)
-
     def _unreachable(self, exc: BaseException) -> None:
-        if self.reachable:
-            self.reachable = False
-            self.hub.counters.node_events.inc("redis_unreachable")
-            log.warning("redis unreachable: %r", exc)
-        if time.monotonic() - self.last_ok > self.ttl and not self.hub.isolated:
-            self._cut_off()
+        if self.liveness.unreachable(exc):
             self.out.keep_only(lambda op: isinstance(op, Pair | Publish))
             self.flush()
 
-    def _cut_off(self) -> None:
-        """The others hold this node dead and have forgotten what it told
-        them and what they told it: every numbering starts over."""
-        self.hub.cut_off()
-        self.outbox.forget_all()
-        self.inbox.forget_all()
-        self._unconfirmed = []
+    def _forget(self, node: str | None) -> None:
+        """The bus numbering with ``node`` starts over (None: with every node)."""
+        if node is None:
+            self.outbox.forget_all()
+            self.inbox.forget_all()
+            self._unconfirmed = []
+        else:
+            self.outbox.forget(node)
+            self.inbox.forget(node)
+
+    def _overdue(self) -> None:
+        for ask in self.inbox.overdue(time.monotonic()):
+            self._ask(ask, "still_missing")
 
     def health(self) -> dict[str, Any]:
         """What /healthz adds about the cluster."""
@@ -565,114 +465,27 @@ class ClusterLink:
     @property
     def serving(self) -> bool:
         # (subscribed: what other nodes tell it reaches it, not only later)
-        return self.reachable and self.renewed and not self.hub.isolated and self.bus_link.connected
+        live = self.liveness
+        return live.reachable and live.renewed and not self.hub.isolated and self.bus_link.connected
 
     # --- the whole cluster's status --------------------------------------------
 
-    async def _answer_snap(self, reply: str) -> None:
+    async def _snapshot(self) -> dict[str, Any]:
+        """This node's snapshot and broken invariants, once what it queued
+        for Redis is written."""
         await self.settle()
-        with contextlib.suppress(RedisError, OSError):
-            doc = self.hub.snapshot()
-            doc["violations"] = list(self.hub.check_invariants())
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.rpush(reply, json.dumps(doc))
-                # The asker waits a second at most: an answer later than that
-                # is never read, and must not outlive it by much.
-                pipe.expire(reply, 3)
-                await pipe.execute()
+        doc = self.hub.snapshot()
+        doc["violations"] = list(self.hub.check_invariants())
+        return doc
+
+    async def _answer_snap(self, reply: str) -> None:
+        await answer(self.redis, await self._snapshot(), reply)
 
     async def status(self, check: bool) -> dict[str, Any]:
-        """Every live node's snapshot, merged; with ``check``, the invariants
-        of each node and of the shared state, cluster-wide."""
-        nodes = sorted(_text(m) for m in await self.redis.smembers("pc:nodes"))
-        others = [n for n in nodes if n != self.node]
-        reply = f"pc:reply:{secrets.token_hex(8)}"
-        if others:
-            ask = bus.pack([bus.Snap(reply=reply)])
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for node in others:
-                    pipe.publish(f"pc:bus:{node}", self.outbox.control(node, ask))
-                await pipe.execute()
-        await self.settle()
-        mine = self.hub.snapshot()
-        mine["violations"] = list(self.hub.check_invariants())
-        docs = [mine]
-        deadline = time.monotonic() + 1.0
-        while len(docs) < len(others) + 1:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            # Each wait well within the client's socket timeout: a node that
-            # does not answer is reported missing, not taken for Redis failing.
-            wait = max(0.01, min(left, self.ttl / 4))
-            got = await self.redis.blpop([reply], timeout=wait)
-            if got is None:
-                continue
-            docs.append(json.loads(got[1]))
-        await self.redis.delete(reply)
-        merged = _merge(docs)
-        merged["nodes"] = [
-            {"id": d["node"], "workers": len(d["workers"]), "clients": len(d["clients"])}
-            for d in docs
-        ]
-        missing = sorted(set(others) - {d["node"] for d in docs})
-        if missing:
-            merged["unanswered_nodes"] = missing
-        if check:
-            merged["violations"] = [
-                f"{d['node']}: {v}" for d in docs for v in d.get("violations", [])
-            ] + await self._check_shared(docs)
-        return merged
-
-    async def _check_shared(self, docs: list[dict[str, Any]]) -> list[str]:
-        """The invariants only the shared state can tell."""
-        out: list[str] = []
-        live_workers = {w["id"]: w for d in docs for w in d["workers"]}
-        live_clients = {c["id"] for d in docs for c in d["clients"]}
-        in_session: dict[str, str] = {}
-        paired_clients: set[str] = set()
-        async for key in self.redis.scan_iter(match="pc:s:*", count=500):
-            s = {_text(k): _text(v) for k, v in (await self.redis.hgetall(key)).items()}
-            sid = _text(key)[5:]
-            if not s:
-                continue
-            if s["worker"] in in_session:
-                out.append(
-                    f"worker {s['worker']} in two sessions: {in_session[s['worker']]}, {sid}"
-                )
-            in_session[s["worker"]] = sid
-            paired_clients.add(s["client"])
-            if s["worker"] not in live_workers or s["client"] not in live_clients:
-                out.append(f"session {sid} has a member that is gone")
-        async for key in self.redis.scan_iter(match="pc:w:*", count=500):
-            wid = _text(key)[5:]
-            if wid not in live_workers:
-                out.append(f"ghost in the directory: worker {wid}")
-        pooled: set[str] = set()
-        async for key in self.redis.scan_iter(match="pc:pool:*", count=500):
-            for raw in await self.redis.zrange(key, 0, -1):
-                wid = _text(raw)
-                pooled.add(wid)
-                w = live_workers.get(wid)
-                if wid in in_session or (w is not None and w["status"] == "busy"):
-                    out.append(f"worker {wid} both available and busy")
-                elif w is None:
-                    out.append(f"pool holds {wid}, which is gone")
-        # What a node holds ready must be where the others can find it (a
-        # pairing on its way is in a session record).
-        for wid, w in live_workers.items():
-            listed = w["status"] == "available" and w.get("registered", True)
-            if listed and wid not in pooled and wid not in in_session:
-                out.append(f"worker {wid} is available but in no pool")
-        lined: set[str] = set()
-        async for key in self.redis.scan_iter(match="pc:line:*", count=500):
-            lined.update(_text(raw) for raw in await self.redis.zrange(key, 0, -1))
-        for d in docs:
-            for c in d["clients"]:
-                waits = c["position"] is not None and c["session_id"] is None
-                if waits and c["id"] not in lined and c["id"] not in paired_clients:
-                    out.append(f"client {c['id']} waits but is in no line")
-        return out
+        """Every live node's snapshot, merged (``status.gather``)."""
+        return await gather(
+            self.redis, self.node, self._snapshot, self.outbox.control, self.ttl / 4, check
+        )
 
 
 def _unpack(body: bytes) -> list[bus.BusMessage]:
@@ -683,26 +496,3 @@ def _unpack(body: bytes) -> list[bus.BusMessage]:
     except (ValueError, msgspec.DecodeError):
         log.exception("unreadable bus entry dropped: %r", body[:80])
         return []
-
-
-def _merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    sessions: dict[str, dict[str, Any]] = {}
-    for d in docs:
-        for s in d["sessions"]:
-            # Each session is on one or two nodes; the owner's copy (the
-            # client's node) has the deadlines and the final phase.
-            if s["id"] not in sessions or s["client_node"] == d["node"]:
-                sessions[s["id"]] = s
-    return {
-        "workers": [w for d in docs for w in d["workers"]],
-        "clients": [c for d in docs for c in d["clients"]],
-        "sessions": list(sessions.values()),
-        "games": docs[0]["games"],
-        "closing": sum(d["closing"] for d in docs),
-        "stopping": any(d["stopping"] for d in docs),
-        "node": docs[0]["node"],
-    }
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
