@@ -20,7 +20,7 @@ from playcast.backends.base import H264, BackendError, Health, VideoPacket
 from playcast.backends.synthetic import SyntheticBackend
 from playcast.protocol import DEFAULT_GAME as GAME
 from playcast.worker.link import LinkSettings
-from playcast.worker.main import Worker, WorkerSettings
+from playcast.worker.runner import Worker, WorkerSettings
 
 TIMEOUT = 60
 

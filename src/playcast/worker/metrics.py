@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from playcast.worker.main import Worker
+    from playcast.worker.runner import Worker
 
 FAILURE_KINDS = ("start", "reset", "health", "idle", "session")
 
