@@ -312,7 +312,7 @@ class Worker:
         if self.settings.metrics_port is None:
             return None
         runner, port = await serve_metrics(
-            self, self.settings.metrics_host, self.settings.metrics_port
+            self.link, self.settings.metrics_host, self.settings.metrics_port
         )
         self.metrics_port = port
         log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, port)
