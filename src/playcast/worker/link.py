@@ -45,6 +45,70 @@ from dataclasses import dataclass
 from typing import Final
 
 from playcast import protocol as t
+from playcast.worker.backoff import Backoff
+from playcast.worker.link_events import (
+    BackendFailed,
+    BackendReset,
+    BackendStarted,
+    CheckHealth,
+    CloseSession,
+    CloseSocket,
+    Connect,
+    Connected,
+    ConnectFailed,
+    Effect,
+    Event,
+    Exit,
+    FeedSession,
+    HealthChecked,
+    MediaConnected,
+    MediaFailed,
+    OfferReady,
+    Received,
+    ResetBackend,
+    Send,
+    SessionClosed,
+    SocketClosed,
+    StartBackend,
+    StartSession,
+    StopRequested,
+    TimerFired,
+)
+
+__all__ = [
+    "BackendFailed",
+    "BackendReset",
+    "BackendStarted",
+    "Backoff",
+    "CheckHealth",
+    "CloseSession",
+    "CloseSocket",
+    "Connect",
+    "ConnectFailed",
+    "Connected",
+    "Effect",
+    "Event",
+    "Exit",
+    "FeedSession",
+    "HealthChecked",
+    "Link",
+    "LinkSettings",
+    "MediaConnected",
+    "MediaFailed",
+    "OfferReady",
+    "Phase",
+    "Plan",
+    "Received",
+    "ResetBackend",
+    "Send",
+    "SessionClosed",
+    "SocketClosed",
+    "StartBackend",
+    "StartSession",
+    "StopRequested",
+    "Then",
+    "TimerFired",
+]
 
 log = logging.getLogger("playcast.worker")
 
@@ -72,202 +136,6 @@ class LinkSettings:
     # Waits before each resume attempt after a drop (the first at once); then
     # the server backoff, until the grace is over.
     resume_quick: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5)
-
-
-class Backoff:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**n)]."""
-
-    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
-        self.base, self.cap = base, cap
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def ceiling(self) -> float:
-        return min(self.cap, self.base * 2.0 ** min(self.attempt, 62))
-
-    def next_delay(self) -> float:
-        ceiling = self.ceiling()
-        self.attempt += 1
-        return self._rng.uniform(0.0, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-# --- events: what happened -------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    msg: t.Message
-
-
-@dataclass(frozen=True, slots=True)
-class SocketClosed:
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class Connected:
-    """The WebSocket to the server is open."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectFailed:
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class BackendStarted:
-    ok: bool
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class BackendReset:
-    ok: bool
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class HealthChecked:
-    ok: bool
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class BackendFailed:
-    """The backend pushed a failure: its game is down."""
-
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class OfferReady:
-    session_id: str
-    sdp: str
-
-
-@dataclass(frozen=True, slots=True)
-class MediaConnected:
-    session_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class MediaFailed:
-    """The session's media died: the handshake, the player's side, or the game."""
-
-    session_id: str
-    reason: str
-    backend: bool  # the game's fault, not the player's
-    # What kind of failure, for the truth told to the player and the operator.
-    kind: t.FailureKind | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SessionClosed:
-    """``CloseSession`` is done; ``ok``/``detail`` go into ``shutdown_ack``."""
-
-    session_id: str
-    ok: bool
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class StopRequested:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class TimerFired:
-    pass
-
-
-Event = (
-    Received
-    | SocketClosed
-    | Connected
-    | ConnectFailed
-    | BackendStarted
-    | BackendReset
-    | HealthChecked
-    | BackendFailed
-    | OfferReady
-    | MediaConnected
-    | MediaFailed
-    | SessionClosed
-    | StopRequested
-    | TimerFired
-)
-
-
-# --- effects: what to do ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    msg: t.Message
-
-
-@dataclass(frozen=True, slots=True)
-class Connect:
-    """Open the WebSocket; answer with ``Connected`` or ``ConnectFailed``."""
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSocket:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class StartBackend:
-    """``backend.start()``; answer with ``BackendStarted``."""
-
-
-@dataclass(frozen=True, slots=True)
-class ResetBackend:
-    """``backend.reset()``; answer with ``BackendReset``."""
-
-
-@dataclass(frozen=True, slots=True)
-class CheckHealth:
-    """``backend.health()``; answer with ``HealthChecked``."""
-
-
-@dataclass(frozen=True, slots=True)
-class StartSession:
-    start: t.SessionStart
-
-
-@dataclass(frozen=True, slots=True)
-class FeedSession:
-    msg: t.Answer | t.IceCandidate
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSession:
-    """Close the peer connection; answer with ``SessionClosed``."""
-
-    session_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Exit:
-    """Stop everything: close any session and the socket, ``backend.stop()``."""
-
-
-Effect = (
-    Send
-    | Connect
-    | CloseSocket
-    | StartBackend
-    | ResetBackend
-    | CheckHealth
-    | StartSession
-    | FeedSession
-    | CloseSession
-    | Exit
-)
 
 
 class Phase(enum.Enum):

@@ -24,7 +24,7 @@ from aiohttp import web
 from playcast import protocol as t
 from playcast.backends.audio import game_audio
 from playcast.backends.base import BackendError, GameBackend
-from playcast.worker import link as lk
+from playcast.worker import link_events as lk
 from playcast.worker.input_queue import DEFAULT_LIMIT
 from playcast.worker.link import Backoff, Link, LinkSettings
 from playcast.worker.metrics import serve_metrics

@@ -21,7 +21,7 @@ from playcast import protocol as t
 from playcast.backends.audio import game_audio
 from playcast.backends.base import BackendError, GameBackend
 from playcast.inputs import BadInput, Key, Touch, decode_input
-from playcast.worker import link as lk
+from playcast.worker import link_events as lk
 from playcast.worker.codecs import NegotiationFailed, apply_answer, offer_codec, session_codec
 from playcast.worker.input_queue import DEFAULT_LIMIT, InputOverflow, InputQueue
 from playcast.worker.media import (
