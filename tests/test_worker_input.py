@@ -13,7 +13,7 @@ from playcast import protocol as t
 from playcast.backends.synthetic import SyntheticBackend
 from playcast.inputs import InputEvent, Key, Touch
 from playcast.worker.input_queue import InputOverflow, InputQueue
-from playcast.worker.link import Event, MediaFailed
+from playcast.worker.link_events import Event, MediaFailed
 from playcast.worker.session import Session
 
 

@@ -26,7 +26,7 @@ import signal
 from playcast.envflags import add_flag, env_name
 from playcast.logs import setup_logging
 from playcast.worker.backends import BACKENDS, add_backend_arguments, create_backend
-from playcast.worker.link import LinkSettings
+from playcast.worker.link_state import LinkSettings
 from playcast.worker.runner import Worker, WorkerSettings
 
 log = logging.getLogger("playcast.worker")

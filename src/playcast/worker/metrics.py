@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from playcast.worker.link import LinkSettings
+from playcast.worker.link_state import LinkSettings
 
 FAILURE_KINDS = ("start", "reset", "health", "idle", "session")
 

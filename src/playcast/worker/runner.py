@@ -25,8 +25,10 @@ from playcast import protocol as t
 from playcast.backends.audio import game_audio
 from playcast.backends.base import BackendError, GameBackend
 from playcast.worker import link_events as lk
+from playcast.worker.backoff import Backoff
 from playcast.worker.input_queue import DEFAULT_LIMIT
-from playcast.worker.link import Backoff, Link, LinkSettings
+from playcast.worker.link import Link
+from playcast.worker.link_state import LinkSettings
 from playcast.worker.metrics import serve_metrics
 from playcast.worker.session import Session
 
