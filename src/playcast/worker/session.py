@@ -22,14 +22,13 @@ from playcast.backends.audio import game_audio
 from playcast.backends.base import BackendError, GameBackend
 from playcast.inputs import BadInput, Key, Touch, decode_input
 from playcast.worker import link_events as lk
-from playcast.worker.codecs import NegotiationFailed, apply_answer, offer_codec, session_codec
+from playcast.worker.codecs import NegotiationFailed, apply_answer, session_codec
 from playcast.worker.input_queue import DEFAULT_LIMIT, InputOverflow, InputQueue
 from playcast.worker.media import (
     BackendAudioTrack,
     BackendVideoTrack,
-    forward_keyframe_requests,
-    send_game_audio,
-    send_playout_delay,
+    add_audio_sender,
+    add_video_sender,
 )
 
 log = logging.getLogger("playcast.worker")
@@ -124,14 +123,9 @@ class Session:
             self._failed(f"handshake failed: {exc!r}", backend=False, kind="internal")
 
     async def _offer(self) -> None:
-        transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
-        offer_codec(transceiver, self.codec, self._backend.codecs)
-        forward_keyframe_requests(transceiver.sender, self._backend)
-        if self._playout_delay_ms is not None:
-            send_playout_delay(transceiver.sender, self._playout_delay_ms)
+        add_video_sender(self.pc, self.track, self._backend, self._playout_delay_ms)
         if self.audio_track is not None:
-            audio = self.pc.addTransceiver(self.audio_track, direction="sendonly")
-            send_game_audio(audio, self.audio_track)
+            add_audio_sender(self.pc, self.audio_track)
         channel = self.pc.createDataChannel("input", ordered=True)
         channel.on("message", self._on_input)
         channel.on("close", self._on_channel_close)
