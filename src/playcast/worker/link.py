@@ -419,7 +419,7 @@ class Link(GameCycle):
             self._grace_over(now)
             return
         self.state = State.AWAY
-        if resume.schedule(now, self.settings.resume_quick, self.server_backoff) <= now:
+        if resume.schedule(now, self.settings.resume_quick, self.server_backoff.next_delay) <= now:
             self._attempt()
 
     def _attempt(self) -> None:

@@ -11,11 +11,11 @@ decides what to do; ``worker/link.py`` does.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from playcast import protocol as t
-from playcast.worker.backoff import Backoff
 
 # After the heartbeat deadline the worker looks once more before calling the
 # server dead: after a stall (a frozen process, a busy machine) the timer can
@@ -197,9 +197,9 @@ class Resume:
     attempt_at: float = 0.0  # in State.AWAY: when the next attempt dials
     outbox: list[t.Message] = field(default_factory=list)
 
-    def schedule(self, now: float, quick: tuple[float, ...], backoff: Backoff) -> float:
+    def schedule(self, now: float, quick: tuple[float, ...], backoff: Callable[[], float]) -> float:
         """When the next attempt dials: quick first, then the server backoff,
         never past the grace."""
-        delay = quick[self.attempts] if self.attempts < len(quick) else backoff.next_delay()
+        delay = quick[self.attempts] if self.attempts < len(quick) else backoff()
         self.attempt_at = min(now + delay, self.until)
         return self.attempt_at
