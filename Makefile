@@ -53,6 +53,7 @@ firefox: system-deps
 lint: setup
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

@@ -56,9 +56,8 @@ from playcast.inputs import Touch, decode_input
 from playcast.worker.media import (
     BackendAudioTrack,
     BackendVideoTrack,
-    forward_keyframe_requests,
-    prefer_h264,
-    send_game_audio,
+    add_audio_sender,
+    add_video_sender,
 )
 
 TARGETS = {
@@ -181,13 +180,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     worker_pc = RTCPeerConnection()
     track = TimedTrack(backend, failures.append)
     track_ref.append(track)
-    transceiver = worker_pc.addTransceiver(track, direction="sendonly")
-    prefer_h264(transceiver)
-    forward_keyframe_requests(transceiver.sender, backend)
+    # The worker's own set-up of its senders (no playout delay; levels: none from a phone).
+    add_video_sender(worker_pc, track, backend)
     audio_track = TimedAudioTrack(backend)
-    # The worker's own set-up of the sound's sender (levels: none from a phone).
-    audio_transceiver = worker_pc.addTransceiver(audio_track, direction="sendonly")
-    send_game_audio(audio_transceiver, audio_track)
+    audio_transceiver = add_audio_sender(worker_pc, audio_track)
     channel = worker_pc.createDataChannel("input", ordered=True)
     inputs: asyncio.Queue[str | bytes] = asyncio.Queue()
     delivered: list[float] = []

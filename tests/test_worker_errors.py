@@ -13,9 +13,10 @@ from playcast_testing.workers import free_port
 from playcast import protocol as t
 from playcast.backends.base import VideoPacket
 from playcast.backends.synthetic import SyntheticBackend
-from playcast.worker.link import LinkSettings
-from playcast.worker.main import Session, Worker, WorkerSettings
+from playcast.worker.link_state import LinkSettings
 from playcast.worker.media import BackendVideoTrack
+from playcast.worker.runner import Worker, WorkerSettings
+from playcast.worker.session import Session
 
 
 class Buggy(SyntheticBackend):

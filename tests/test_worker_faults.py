@@ -19,8 +19,8 @@ from playcast_testing.servers import ServerProcess, running_server
 from playcast.backends.base import H264, BackendError, Health, VideoPacket
 from playcast.backends.synthetic import SyntheticBackend
 from playcast.protocol import DEFAULT_GAME as GAME
-from playcast.worker.link import LinkSettings
-from playcast.worker.main import Worker, WorkerSettings
+from playcast.worker.link_state import LinkSettings
+from playcast.worker.runner import Worker, WorkerSettings
 
 TIMEOUT = 60
 

@@ -13,8 +13,8 @@ from playcast import protocol as t
 from playcast.backends.synthetic import SyntheticBackend
 from playcast.inputs import InputEvent, Key, Touch
 from playcast.worker.input_queue import InputOverflow, InputQueue
-from playcast.worker.link import Event, MediaFailed
-from playcast.worker.main import Session
+from playcast.worker.link_events import Event, MediaFailed
+from playcast.worker.session import Session
 
 
 def touch(action: str, pointer: int = 0, x: float = 0.5) -> Touch:

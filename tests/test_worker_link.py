@@ -10,11 +10,12 @@ import random
 import pytest
 
 from playcast import protocol as t
-from playcast.worker.link import (
+from playcast.worker.backoff import Backoff
+from playcast.worker.link import Link
+from playcast.worker.link_events import (
     BackendFailed,
     BackendReset,
     BackendStarted,
-    Backoff,
     CheckHealth,
     CloseSession,
     CloseSocket,
@@ -26,12 +27,9 @@ from playcast.worker.link import (
     Exit,
     FeedSession,
     HealthChecked,
-    Link,
-    LinkSettings,
     MediaConnected,
     MediaFailed,
     OfferReady,
-    Phase,
     Received,
     ResetBackend,
     Send,
@@ -42,6 +40,7 @@ from playcast.worker.link import (
     StopRequested,
     TimerFired,
 )
+from playcast.worker.link_state import LinkSettings, Phase
 
 SEED = 7
 SETTINGS = LinkSettings(

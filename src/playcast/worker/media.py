@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import av
-from aiortc import RTCRtpParameters, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCPeerConnection, RTCRtpParameters, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs import HEADER_EXTENSIONS
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
@@ -161,6 +161,30 @@ class BackendAudioTrack(MediaStreamTrack):
                 await close()
             except Exception:
                 log.exception("audio track: closing the backend's sound failed")
+
+
+def add_video_sender(
+    pc: RTCPeerConnection,
+    track: BackendVideoTrack,
+    backend: GameBackend,
+    playout_delay_ms: int | None = None,
+) -> RTCRtpTransceiver:
+    """The one place a session's video sender is made, before the offer: the
+    track's codec alone in the offer, the viewer's keyframe requests passed to
+    the backend, and the playout delay (None: not sent)."""
+    transceiver = pc.addTransceiver(track, direction="sendonly")
+    offer_codec(transceiver, track.codec, backend.codecs)
+    forward_keyframe_requests(transceiver.sender, backend)
+    if playout_delay_ms is not None:
+        send_playout_delay(transceiver.sender, playout_delay_ms)
+    return transceiver
+
+
+def add_audio_sender(pc: RTCPeerConnection, track: BackendAudioTrack) -> RTCRtpTransceiver:
+    """The one place a session's sound sender is made, before the offer."""
+    transceiver = pc.addTransceiver(track, direction="sendonly")
+    send_game_audio(transceiver, track)
+    return transceiver
 
 
 def prefer_opus(transceiver: RTCRtpTransceiver) -> None:

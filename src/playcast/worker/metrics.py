@@ -11,26 +11,49 @@ with the worker.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from playcast.worker.main import Worker
+from playcast.worker.link_state import LinkSettings
 
 FAILURE_KINDS = ("start", "reset", "health", "idle", "session")
 
 
+class LinkCounters(Protocol):
+    """What the collector reads from the link core (``Link``) at scrape time."""
+
+    @property
+    def settings(self) -> LinkSettings: ...
+    @property
+    def failures(self) -> Counter[str]: ...
+    @property
+    def failure_streak(self) -> int: ...
+    @property
+    def last_delay(self) -> float: ...
+    @property
+    def registrations(self) -> int: ...
+    @property
+    def sessions(self) -> int: ...
+    @property
+    def resumes(self) -> int: ...
+    @property
+    def resume_failures(self) -> Counter[str]: ...
+    @property
+    def available(self) -> bool: ...
+
+
 class WorkerCollector(Collector):
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    def __init__(self, link: LinkCounters) -> None:
+        self.link = link
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        link = self.worker.link
+        link = self.link
         game = link.settings.game
         failures = CounterMetricFamily(
             "playcast_worker_backend_failures",
@@ -80,10 +103,10 @@ class WorkerCollector(Collector):
         yield available
 
 
-async def serve_metrics(worker: Worker, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def serve_metrics(link: LinkCounters, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start ``GET /metrics``; returns the runner (to clean up) and the bound port."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkerCollector(worker))
+    registry.register(WorkerCollector(link))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), content_type="text/plain")
