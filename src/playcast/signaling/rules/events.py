@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from playcast.logs import emit_event
+from playcast.logformat import emit_event
 from playcast.protocol import ErrorCode, RejectReason, ShutdownReason
 
 log = logging.getLogger("playcast.signaling")
