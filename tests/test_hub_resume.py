@@ -236,3 +236,27 @@ def test_connected_pair_helper_still_works_without_resume() -> None:
     rig = Rig()
     connected_pair(rig)
     rig.assert_consistent()
+
+
+def test_a_resume_keeps_the_players_inactivity_clock() -> None:
+    """Only input resets the inactivity clock (the seed): a player who
+    reconnects every few seconds without playing must not hold a worker for
+    ever. Resuming every 2 s with no input, the session ends for inactivity
+    when the 6 s since the last input are up, not 6 s after the last resume."""
+    rig = Rig(resume_grace=5.0, inactivity_timeout=6.0, inactivity_warning=0.0)
+    worker, wconn, client, _, sid, _, ctoken = resumable(rig)
+    rig.send(client, Input(event={"t": 1}))
+    last_input = rig.clock.now
+    player: Worker | Client = client
+    while rig.clock.now - last_input < 6.0 and sid in rig.hub.sessions:
+        rig.on_close(player, 1006)
+        player, conn = come_back(rig, "client", sid, ctoken)
+        resumed = conn.sent[0]
+        assert isinstance(resumed, Resumed)
+        ctoken = resumed.resume_token
+        rig.advance(2.0, pong=[(worker, wconn), (player, conn)])
+    rig.advance(1.0, pong=[(worker, wconn)])
+    assert sid not in rig.hub.sessions
+    ends = [m for m in wconn.sent if isinstance(m, Shutdown)]
+    assert [m.reason for m in ends] == ["inactivity_timeout"]
+    assert rig.clock.now - last_input <= 6.0 + 1.0 + rig.hub.tick_interval

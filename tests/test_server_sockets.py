@@ -248,3 +248,32 @@ async def test_a_peer_that_never_answers_our_close_is_cut_off(
         assert front.sockets == set() and front.per_ip == {} and not hub.clients
     finally:
         server.close()
+
+
+async def test_a_bug_while_opening_leaves_no_count_behind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A socket whose opening step raises is cut, and holds no place in the
+    # per-address count (which would otherwise refuse its address for ever).
+    hub = Hub(Settings(port=0, max_connections_per_ip=1))
+    front = Front(hub, LocalCluster(hub), head_timeout=5.0)
+
+    def buggy(ws: object) -> None:
+        raise RuntimeError("a bug while opening")
+
+    server = await asyncio.get_running_loop().create_server(front, "127.0.0.1", 0)
+    try:
+        target = SimpleNamespace(port=server.sockets[0].getsockname()[1])
+        hub.open_client = buggy  # type: ignore[method-assign,assignment]
+        async with raw(target) as ws:  # type: ignore[arg-type]
+            ws.send(upgrade_head("/ws/client"))
+            await asyncio.wait_for(ws.reader.read(), 5)  # (the 101 may or may not come first)
+        assert "internal error opening a client socket" in caplog.text
+        assert front.per_ip == {} and front.sockets == set()
+        del hub.open_client  # the class's own again: the address is still welcome
+        async with raw(target) as ws:  # type: ignore[arg-type]
+            ws.send(upgrade_head("/ws/client"))
+            assert (await ws.head()).startswith("HTTP/1.1 101 ")
+    finally:
+        server.close()
+        front.abort_all()

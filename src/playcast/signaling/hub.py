@@ -265,6 +265,9 @@ class Hub:
 
     def on_outcome(self, op: Op, outcome: Outcome | None) -> None:
         """The shared state's answer to ``op`` (None: it could not be asked)."""
+        self._contained("outcome", self._on_outcome, op, outcome)
+
+    def _on_outcome(self, op: Op, outcome: Outcome | None) -> None:
         if isinstance(op, Reattach):
             assert outcome is None or isinstance(outcome, Reattached | Denied)
             resume.reattached(self, op, outcome)
@@ -277,25 +280,38 @@ class Hub:
 
     def on_bus(self, msg: BusMessage) -> None:
         """Another node's word about a session shared with it."""
-        try:
-            nodes.on_bus(self, msg)
-        except Exception:
-            conduct.log.exception("internal error handling %r", msg)
-            self.counters.internal_errors.inc("bus")
+        self._contained("bus", nodes.on_bus, self, msg)
 
     def node_down(self, node: str, cleaned: Forgotten | None = None) -> None:
         """``node`` is dead. ``cleaned``: what its shared state's cleanup
         found, for the node that cleaned it up to announce."""
-        nodes.node_down(self, node, cleaned)
+        self._contained("node_down", nodes.node_down, self, node, cleaned)
 
     def node_back(self, node: str) -> None:
-        pairing.node_back(self, node)
+        self._contained("node_back", pairing.node_back, self, node)
+
+    def forget_nodes(self, keep: set[str]) -> None:
+        """Nodes found dead that nothing here or in the shared state names
+        any more are forgotten (a node's id is new for each process)."""
+        sessions = self.table.sessions.values()
+        named = {s.worker_node for s in sessions} | {s.client_node for s in sessions}
+        self.nodes.forget_gone(keep | named)
 
     def cut_off(self) -> None:
-        nodes.cut_off(self)
+        self._contained("cut_off", nodes.cut_off, self)
 
     def reconnected(self) -> None:
-        nodes.reconnected(self)
+        self._contained("reconnected", nodes.reconnected, self)
+
+    def _contained(self, where: str, step: Callable[..., None], *args: Any) -> None:
+        """A bug in a step from the cluster is logged and counted; it must
+        not kill the cluster's loop that fed it (the node would look healthy
+        while nothing more reaches it)."""
+        try:
+            step(*args)
+        except Exception:
+            conduct.log.exception("internal error in %s", where)
+            self.counters.internal_errors.inc(where)
 
     # --- timers and stopping -------------------------------------------------
 

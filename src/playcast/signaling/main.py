@@ -32,6 +32,7 @@ from playcast.signaling.cluster.local import LocalCluster
 from playcast.signaling.hub import Hub
 from playcast.signaling.rules.events import event
 from playcast.signaling.rules.settings import Settings
+from playcast.signaling.sockets.http import parse_networks
 from playcast.signaling.sockets.server import Front
 
 __all__ = ["Server", "add_arguments", "run", "serve", "start_server"]
@@ -49,8 +50,10 @@ class Server:
         cluster: ClusterLink | LocalCluster,
         runner: web.AppRunner,
         listener: asyncio.Server,
+        fatal: asyncio.Event,
     ) -> None:
         self.hub, self.front, self.cluster = hub, front, cluster
+        self.fatal = fatal
         self.runner, self.listener = runner, listener
         sockets = listener.sockets
         self.port = int(sockets[0].getsockname()[1]) if sockets else hub.settings.port
@@ -98,10 +101,11 @@ class Server:
 async def start_server(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> Server:
     """Build and start everything; the server is listening when this returns."""
     hub = Hub(settings)
+    fatal = asyncio.Event()  # a cluster loop keeps dying: the process must go
     front = Front(hub, LocalCluster(hub), head_timeout=settings.hello_timeout)
     cluster: ClusterLink | LocalCluster = front.cluster  # type: ignore[assignment]
     if settings.redis:
-        cluster = front.cluster = ClusterLink(hub, front.flush, settings.redis)
+        cluster = front.cluster = ClusterLink(hub, front.flush, settings.redis, fatal.set)
         await cluster.take_over()
         cluster.start()
     app = make_app(front, cluster, Metrics(hub.counters, lambda: readings(hub)))
@@ -114,7 +118,7 @@ async def start_server(settings: Settings, ssl_context: ssl.SSLContext | None = 
     listener = await asyncio.get_running_loop().create_server(
         front, settings.host, settings.port, ssl=ssl_context, backlog=1024
     )
-    server = Server(hub, front, cluster, runner, listener)
+    server = Server(hub, front, cluster, runner, listener, fatal)
     scheme = "https" if ssl_context else "http"
     event(
         "server_listening",
@@ -160,7 +164,10 @@ async def serve(
         loop.add_signal_handler(signal.SIGUSR1, gcpolicy.report)
     else:
         gcpolicy.after_startup()
-    await stop.wait()
+    stopped, failed = asyncio.create_task(stop.wait()), asyncio.create_task(server.fatal.wait())
+    await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    failed.cancel()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Stopping already, and bounded by the ack timeout: a second signal (a
         # supervisor's, an impatient user's) must not turn exit 0 into a kill.
@@ -169,8 +176,10 @@ async def serve(
     await server.drain()
     unacked = len(server.hub.closing)
     await server.close()
-    event("server_stopped", unacked=unacked)
-    return 0
+    event("server_stopped", unacked=unacked, failed=server.fatal.is_set() or None)
+    # A node that could not keep its cluster loops alive exits non-zero: its
+    # supervisor starts it afresh (EX_SOFTWARE).
+    return 70 if server.fatal.is_set() else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,6 +189,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("heartbeat interval and timeout must be positive")
     if not settings.games:
         raise SystemExit("--games needs at least one game")
+    try:
+        parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SystemExit(f"--trusted-proxy: {exc}") from None
     ssl_context = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):

@@ -157,4 +157,4 @@ def ids(peer: Peer) -> dict[str, str | None]:
 
 def fmt_remote(peer: Peer) -> str:
     host, port = peer.ws.remote
-    return f"{host}:{port}"
+    return f"{host}:{port}" if port else host  # (port 0: an address a proxy named)

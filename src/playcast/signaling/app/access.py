@@ -1,5 +1,7 @@
 """Who may observe the server (/api/status, /metrics): loopback, or the
-bearer of ``--status-token``."""
+bearer of ``--status-token``. A request that names someone it was forwarded
+for (``X-Forwarded-For``, ``Forwarded``) came through a proxy, from anywhere:
+it is never a loopback observer, whether or not its proxy is trusted."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ def may_observe(request: web.Request, settings: Settings) -> bool:
         request.headers.get("Authorization", ""), request.query.get("token", ""), token
     ):
         return True
+    if "X-Forwarded-For" in request.headers or "Forwarded" in request.headers:
+        return False
     host = request.remote or ""
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -118,6 +118,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(d.games),
         help="comma-separated games this server hosts; others are refused (unknown_game)",
     )
+    parser.add_argument(
+        "--trusted-proxy",
+        dest="trusted_proxy",
+        action="append",
+        default=env_list("--trusted-proxy"),
+        help="a reverse proxy (address or CIDR) whose X-Forwarded-For/Forwarded are believed, "
+        "repeatable (env PLAYCAST_TRUSTED_PROXY, whitespace-separated; default: none)",
+    )
     add_flag(parser, "--worker-token", help="shared secret workers must present (off if unset)")
     add_flag(
         parser,
@@ -147,6 +155,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         games=tuple(g.strip() for g in args.games.split(",") if g.strip()),
         max_connections_per_ip=args.max_connections_per_ip,
         status_token=args.status_token or None,
+        trusted_proxies=tuple(args.trusted_proxy),
         redis=args.redis or None,
         node_id=args.node_id or None,
         node_ttl=args.node_ttl,

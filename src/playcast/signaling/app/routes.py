@@ -38,11 +38,15 @@ OBSERVED_KEY = web.AppKey("observed", Observed)
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 while taking new peers, 503 while not (for load balancers, open
+    to all); the node's id and counts only to observers."""
     front = request.app[FRONT_KEY]
     hub = front.hub
     ok = front.serving
-    body = {"ok": ok, "workers": len(hub.workers), "clients": len(hub.clients), "node": hub.node}
-    body.update(request.app[OBSERVED_KEY].health())
+    body: dict[str, Any] = {"ok": ok}
+    if may_observe(request, hub.settings):
+        body.update(workers=len(hub.workers), clients=len(hub.clients), node=hub.node)
+        body.update(request.app[OBSERVED_KEY].health())
     return web.json_response(body, status=200 if ok else 503)
 
 

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -27,6 +28,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from playcast.signaling.cluster.busorder import Ask, Inbox, Outbox, parse
 from playcast.signaling.cluster.earlystart import EarlyStarts
 from playcast.signaling.cluster.liveness import Liveness
+from playcast.signaling.cluster.loops import Loops
 from playcast.signaling.cluster.outbound import Batch, Outbound, Raw
 from playcast.signaling.cluster.precise_sleep import PreciseSleep
 from playcast.signaling.cluster.redis_link import RedisLink
@@ -51,7 +53,9 @@ _REQUEUED: Any = object()  # an operation put back in the queue, no answer yet
 
 
 class ClusterLink:
-    def __init__(self, hub: Hub, flush: Any, url: str) -> None:
+    def __init__(
+        self, hub: Hub, flush: Any, url: str, on_fatal: Callable[[], None] = lambda: None
+    ) -> None:
         self.hub = hub
         self.flush = flush  # the pump's: carry out the core's effects after a step
         self.node = hub.node
@@ -91,7 +95,8 @@ class ClusterLink:
         self.liveness = Liveness(
             hub, self.redis, self.shared, flush, forget=self._forget, overdue=self._overdue
         )
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loops = Loops(hub.counters.internal_errors, on_fatal, quiet=self.ttl)
+        self._jobs: set[asyncio.Task[None]] = set()  # answers to other nodes' status asks
         # Set by stop: the loops end at their next turn even if a cancellation
         # is lost (Python 3.11's wait_for, which redis-py uses for writes,
         # drops one that lands as the write completes).
@@ -130,14 +135,10 @@ class ClusterLink:
     # --- lifetime ------------------------------------------------------------
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(
-                self.liveness.run(self._subscribed, lambda: self._stopping),
-                name="cluster-liveness",
-            ),
-            asyncio.create_task(self._outbound(), name="cluster-outbound"),
-            asyncio.create_task(self._bus(), name="cluster-bus"),
-        ]
+        stopping = lambda: self._stopping  # noqa: E731
+        self.loops.start("liveness", lambda: self.liveness.run(self._subscribed, stopping))
+        self.loops.start("outbound", self._outbound)
+        self.loops.start("bus", self._bus)
 
     async def stop(self) -> None:
         """Leave the cluster in order: what is queued is written, then this
@@ -146,11 +147,7 @@ class ClusterLink:
             await self.settle(2.0)
         self._stopping = True
         self._wake.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await task
+        await self.loops.stop()
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             grace = self.hub.settings.resume_grace
             await self.shared.forget_node(self.node, force=True, grace=grace)
@@ -405,7 +402,9 @@ class ClusterLink:
             if isinstance(msg, bus.Start):
                 self._start_once(msg)  # early, from a pairing script
             elif isinstance(msg, bus.Snap):
-                asyncio.get_running_loop().create_task(self._answer_snap(msg.reply))
+                job = asyncio.get_running_loop().create_task(self._answer_snap(msg.reply))
+                self._jobs.add(job)
+                job.add_done_callback(self._jobs.discard)
             elif isinstance(msg, bus.Resend):
                 lost, entries = self.outbox.resend(sender, msg.after, msg.epoch)
                 event("bus_resend", to=sender, after=msg.after, entries=len(entries), lost=lost)
@@ -466,7 +465,9 @@ class ClusterLink:
     def serving(self) -> bool:
         # (subscribed: what other nodes tell it reaches it, not only later)
         live = self.liveness
-        return live.reachable and live.renewed and not self.hub.isolated and self.bus_link.connected
+        if self.loops.broken or self.hub.isolated or not self.bus_link.connected:
+            return False
+        return live.reachable and live.renewed
 
     # --- the whole cluster's status --------------------------------------------
 

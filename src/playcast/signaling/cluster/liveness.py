@@ -137,6 +137,8 @@ class Liveness:
         partners = {s.worker_node for s in hub.sessions.values()} | {
             s.client_node for s in hub.sessions.values()
         }
+        # A dead node still in the set has not been cleaned up yet: kept.
+        hub.forget_nodes(members)
         candidates = sorted((self.known | members | partners) - {self.node})
         if not candidates:
             return

@@ -157,7 +157,10 @@ def _attached(core: Core, member_role: Role, member_id: str) -> Worker | Client 
 
 
 def take_place(core: Core, peer: Worker | Client, old: Peer, session: Session) -> None:
-    """``peer`` (a fresh socket) becomes the member ``old`` was."""
+    """``peer`` (a fresh socket) becomes the member ``old`` was. A player's
+    inactivity clock goes on: only input resets it, and a player who
+    reconnects without playing must not hold a worker for ever (a stand-in,
+    whose node is gone with its clock, starts a fresh one)."""
     if isinstance(peer, Worker) and isinstance(old, Worker):
         peer.addr, peer.port, peer.game, peer.codecs = old.addr, old.port, old.game, old.codecs
         peer.status, peer.client_id, peer.session_id = "busy", old.client_id, session.id
@@ -166,7 +169,10 @@ def take_place(core: Core, peer: Worker | Client, old: Peer, session: Session) -
         peer.joined, peer.game, peer.codecs = True, old.game, old.codecs
         peer.worker_id, peer.session_id = old.worker_id, session.id
         peer.connection_state = old.connection_state
-        peer.last_input, peer.warned = core.clock(), False
+        if old.last_input:
+            peer.last_input, peer.warned = old.last_input, old.warned
+        else:
+            peer.last_input, peer.warned = core.clock(), False
     core.roster.take_id(peer, old.id)
 
 

@@ -43,6 +43,10 @@ class Settings:
     resume_grace: float = 0.0
     # Open sockets per remote address; 0: no cap.
     max_connections_per_ip: int = 0
+    # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For / Forwarded
+    # are believed: the per-address cap and the logs then use the client's
+    # own address. Empty: no forwarding header is believed.
+    trusted_proxies: tuple[str, ...] = ()
     # /api/status and /metrics answer loopback, and requests carrying this
     # bearer token; None: loopback only.
     status_token: str | None = None

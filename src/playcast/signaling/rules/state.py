@@ -230,6 +230,10 @@ class Nodes:
         self._gone.discard(node)
         return True
 
+    def forget_gone(self, keep: set[str]) -> None:
+        """Forget the dead nodes not in ``keep`` (nothing names them any more)."""
+        self._gone &= keep
+
     def isolate(self, on: bool) -> bool:
         """Cut off (or back); True if that changed."""
         if self.isolated == on:

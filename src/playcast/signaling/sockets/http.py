@@ -5,12 +5,15 @@ Every connection starts as HTTP/1.1: the socket layer finds the end of the
 request head (``head_end``; a head longer than ``MAX_HEAD_BYTES``, in one
 piece or several, is refused with 431), parses it (``parse_request``) and
 either answers the upgrade (``handshake``) or refuses it (``http_error``).
+Behind a reverse proxy, the client's own address comes from its forwarding
+headers, believed only from ``--trusted-proxy`` addresses (``client_address``).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 from typing import Final, NamedTuple
 
 MAX_HEAD_BYTES: Final = 8192  # a request head larger than this is refused (431)
@@ -113,3 +116,78 @@ def http_error(status: int, text: str) -> bytes:
         f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
         f"{extra}Connection: close\r\n\r\n"
     ).encode() + body
+
+
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def parse_networks(cidrs: tuple[str, ...] | list[str]) -> Networks:
+    """``--trusted-proxy`` values (an address or a CIDR each); ``ValueError`` names a bad one."""
+    out = []
+    for cidr in cidrs:
+        try:
+            out.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"not an address or a network: {cidr!r}") from None
+    return tuple(out)
+
+
+def forwarded(headers: dict[str, str]) -> bool:
+    """The request names someone it was forwarded for (``X-Forwarded-For`` or
+    ``Forwarded``): it is never taken for a loopback observer."""
+    return "x-forwarded-for" in headers or "forwarded" in headers
+
+
+def client_address(remote: str, headers: dict[str, str], trusted: Networks) -> str:
+    """The client's own address: ``remote`` (the TCP peer), unless that is a
+    trusted proxy; then the last address its forwarding headers name that is
+    not a trusted proxy itself (proxies append, so what comes from outside
+    the trusted ones is never believed past the first untrusted hop)."""
+    if not trusted or not _within(remote, trusted):
+        return remote
+    hops = _hops(headers)
+    for hop in reversed(hops):
+        if not _within(hop, trusted):
+            return hop
+    return hops[0] if hops else remote
+
+
+def _hops(headers: dict[str, str]) -> list[str]:
+    """The addresses a request was forwarded for, oldest first (RFC 7239's
+    ``Forwarded`` ``for=``, else ``X-Forwarded-For``); what is not an address
+    (``unknown``, an obfuscated name) ends the list there."""
+    hops: list[str] = []
+    if "forwarded" in headers:
+        for element in headers["forwarded"].split(","):
+            for pair in element.split(";"):
+                name, _, value = pair.strip().partition("=")
+                if name.lower() == "for":
+                    hops.append(_address(value.strip().strip('"')))
+    else:
+        hops = [_address(part.strip()) for part in headers.get("x-forwarded-for", "").split(",")]
+    valid: list[str] = []
+    for hop in hops:
+        if not hop:
+            break
+        valid.append(hop)
+    return valid
+
+
+def _address(text: str) -> str:
+    """An address from ``1.2.3.4``, ``1.2.3.4:80``, ``[2001:db8::1]:4711``; "" if none."""
+    if text.startswith("["):
+        text = text[1 : text.find("]")]
+    elif text.count(":") == 1:
+        text = text.split(":")[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return ""
+
+
+def _within(address: str, networks: Networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)

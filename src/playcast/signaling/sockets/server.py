@@ -73,6 +73,7 @@ class Front:
         self.corked_socks: list[SignalingSocket] | None = None
         # Called after a flush once the core is stopping (the drain's waits).
         self.on_stopping: Callable[[], None] | None = None
+        self.trusted = http.parse_networks(hub.settings.trusted_proxies)
 
     def __call__(self) -> SignalingSocket:
         return SignalingSocket(self)
@@ -228,7 +229,10 @@ class SignalingSocket(asyncio.Protocol):
     def upgrade(self, request: http.Request) -> bool:
         """Admit and upgrade; False when refused (the connection then closes)."""
         front, role = self.front, ROLES[request.path]
-        refusal = admission(front, role, request, self.remote[0])
+        client = http.client_address(self.remote[0], request.headers, front.trusted)
+        if client != self.remote[0]:
+            self.remote = (client, 0)  # behind a trusted proxy: the client's own address
+        refusal = admission(front, role, request, client)
         if refusal is not None:
             self._refuse(*refusal)
             return False
@@ -244,11 +248,18 @@ class SignalingSocket(asyncio.Protocol):
         hub = front.hub
         self.limit = hub.settings.max_send_queue_bytes
         transport.set_write_buffer_limits(high=self.limit)
-        front.per_ip[self.remote[0]] = front.per_ip.get(self.remote[0], 0) + 1
-        front.sockets.add(self)
         self.role = role
         self.ws = Connection(MAX_FRAME_BYTES)
-        front.step(self._open, role)
+        try:
+            front.step(self._open, role)
+        except Exception:  # a bug: this socket goes, and counts for nobody
+            log.exception("internal error opening a %s socket", role)
+            hub.counters.internal_errors.inc("open")
+            self.ws = None
+            transport.abort()
+            return False
+        front.per_ip[self.remote[0]] = front.per_ip.get(self.remote[0], 0) + 1
+        front.sockets.add(self)
         return True
 
     def _open(self, role: str) -> None:
