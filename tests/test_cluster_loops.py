@@ -38,8 +38,20 @@ async def health(server: Server) -> int:
 
 
 async def until_health(server: Server, status: int) -> None:
+    """/healthz has no push channel: it is asked until it says ``status``."""
     async with asyncio.timeout(10):
-        while await health(server) != status:
+        while True:
+            if await health(server) == status:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def until(check: Any) -> None:
+    """Until ``check()`` holds: the node's state is read between its loop's turns."""
+    async with asyncio.timeout(10):
+        while True:
+            if await check():
+                return
             await asyncio.sleep(0.02)
 
 
@@ -87,9 +99,8 @@ async def test_a_dead_loop_takes_the_node_out_and_is_restarted(
         await until_health(server, 200)
         assert not server.fatal.is_set()
         await join(server)  # and the restarted loop carries it
-        async with asyncio.timeout(5):
-            while link.out:
-                await asyncio.sleep(0.01)
+        await link.settle(timeout=5.0)
+        assert not link.out
 
 
 async def test_a_loop_that_keeps_dying_ends_the_process() -> None:
@@ -114,11 +125,13 @@ async def test_a_dead_node_is_forgotten_once_nothing_names_it() -> None:
         assert isinstance(link, ClusterLink)
         # A node that announced itself and died without a word.
         await link.shared.beat("ghost", 0.05, "{}")
-        async with asyncio.timeout(10):
-            while await link.redis.sismember("pc:nodes", "ghost"):
-                await asyncio.sleep(0.05)
+
+        async def cleaned() -> bool:
+            return not await link.redis.sismember("pc:nodes", "ghost")
+
+        async def forgotten() -> bool:
+            return "ghost" not in server.hub.gone_nodes
+
+        await until(cleaned)
         # Cleaned up after, and not kept in the node's memory for ever.
-        await asyncio.sleep(0)
-        async with asyncio.timeout(5):
-            while "ghost" in server.hub.gone_nodes:
-                await asyncio.sleep(0.05)
+        await until(forgotten)
