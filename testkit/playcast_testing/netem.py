@@ -352,6 +352,10 @@ class Impairment:
             self, down=self.down.with_outages(*outages), up=self.up.with_outages(*outages)
         )
 
+    def without_outages(self) -> Impairment:
+        """The same link, never down (what it is before its schedule starts)."""
+        return replace(self, down=replace(self.down, outages=()), up=replace(self.up, outages=()))
+
     def stretched(self, factor: float) -> Impairment:
         """Its schedules ``factor`` times as long (a short run of a long test case)."""
         return replace(self, down=self.down.stretched(factor), up=self.up.stretched(factor))
