@@ -50,6 +50,7 @@ import json
 import math
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -70,7 +71,7 @@ from playcast_testing.page_media import (
     freeze_threshold,
     stats_delta,
 )
-from playcast_testing.relay import UdpRelay, peak_rate, rate
+from playcast_testing.relay import UdpRelay, frames_sent, peak_rate, rate
 from playcast_testing.servers import ServerProcess, running_server
 from playcast_testing.workers import WorkerProcess, running_worker
 
@@ -139,6 +140,7 @@ SCENARIOS: dict[str, Scenario] = {
             "cap500k", "500 kbit/s cap, 100 ms queue", _capped("cap500k", MBIT / 2), firefox=True
         ),
         Scenario("verybad", '"very bad": 10 % loss, 250 ms one way, 1 Mbit/s', _preset("very-bad")),
+        Scenario("costly", "costly scene, clean", lambda _d, _r: Impairment("clean"), costly=True),
         Scenario(
             "halfcap", "costly scene, cap at half its rate", _half, costly=True, from_start=False
         ),
@@ -164,6 +166,7 @@ class Row:
     seconds: float
     fps: float = 0.0
     fps_after5: float = 0.0  # from the window's 5th second on: once settled
+    worker_fps: float = 0.0  # frames the worker sent (the relay's count)
     longest_gap: float = 0.0
     frozen_per_min: float = 0.0
     freezes: int = 0
@@ -185,6 +188,8 @@ class Row:
     ice: str = ""
     worker_cpu_pct: float = math.nan
     codec: str = ""
+    # For a capacity schedule, each step: (capacity, frames/s, delivered, sent), Mbit/s.
+    steps: list[tuple[float, float, float, float]] = field(default_factory=list)
 
     def tap(self, p: float) -> float:
         return percentile(sorted(self.taps), p) if self.taps else math.nan
@@ -202,6 +207,9 @@ async def _tapper(page: Player, row: Row, rng: random.Random) -> None:
     """Tap the video every ~1.2 s; each tap's disc has 3 s to show."""
     for x, y in _tap_points(1000, rng):
         await asyncio.sleep(rng.uniform(0.3, 0.6))  # a player's own pace, off the frame clock
+        if not await page.evaluate("document.querySelector('#stream').videoWidth > 0"):
+            row.taps_missed += 1  # no picture yet to tap on
+            continue
         await page.evaluate(f"window.__bench.probe = {{ x: {x}, y: {y}, tapAt: null, seen: null }}")
         await page.click(*await _picture_to_page(page, x, y))
         if await _wait(page, "window.__bench.probe.seen !== null", TAP_TIMEOUT):
@@ -259,6 +267,8 @@ async def session(
         after = await page.evaluate(STATS_JS)
         frames: list[float] = await page.evaluate(FRAMES_FROM_JS + "(0)")
         _fill(row, relay, start, end, before, after, frames, args.fps)
+        pt = video_payload_type(await page.evaluate("window.__relay.offers[0] || ''"))
+        row.worker_fps = frames_sent(relay.down.offered, pt, start, end) / (end - start)
         used = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         row.worker_cpu_pct = 100 * used / (end - start)
         if row.state == "connected":
@@ -268,6 +278,12 @@ async def session(
         await page.close()
         await relay.close()
     return row
+
+
+def video_payload_type(offer: str) -> int:
+    """The video codec's RTP payload type in the worker's offer (-1: none)."""
+    m = re.search(r"a=rtpmap:(\d+) (?:H264|VP8)/90000", offer)
+    return int(m.group(1)) if m else -1
 
 
 def _fill(
@@ -300,6 +316,21 @@ def _fill(
     row.nacks = stats_delta(before, after, "nackCount")
     row.plis = stats_delta(before, after, "pliCount")
     row.state, row.ice, row.codec = after["state"], after["ice"], after["codec"] or ""
+    capacity = relay.down.link.config.capacity
+    if capacity is not None and len(capacity.steps) > 1:
+        edges = [min(start + t, end) for t, _ in capacity.steps] + [end]
+        for (_, bps), a, b in zip(capacity.steps, edges, edges[1:], strict=False):
+            if b <= a:
+                continue  # a step the window never reached
+            part = Presented.window(frames, relay.wall(a), relay.wall(b), shown.threshold)
+            row.steps.append(
+                (
+                    bps / MBIT,
+                    part.fps,
+                    rate(relay.down.delivered, a, b) / MBIT,
+                    rate(relay.down.offered, a, b) / MBIT,
+                )
+            )
     for _, outage_end in relay.down.link.outages():
         if outage_end <= end:
             row.recoveries.append(shown.back_after(relay.wall(outage_end)))
@@ -349,7 +380,8 @@ def _recovery(row: Row) -> str:
 
 def _line(row: Row) -> str:
     return (
-        f"  {row.scenario:<9} {row.run:<14} {row.fps:5.1f} fps ({row.fps_after5:4.1f})"
+        f"  {row.scenario:<9} {row.run:<14} {row.fps:5.1f} fps ({row.fps_after5:4.1f},"
+        f" sent {row.worker_fps:4.1f})"
         f"  gap {row.longest_gap:5.2f} s"
         f"  frozen {row.frozen_per_min:5.1f} s/min  recv {row.received_mbps:5.2f}"
         f" (cap {_fmt(row.cap_mbps, '.2f')})  sent {row.sent_mbps:5.2f}"
@@ -357,11 +389,15 @@ def _line(row: Row) -> str:
         f"  loss {row.loss_pct:4.1f} %  nack {row.nacks:.0f} pli {row.plis:.0f}"
         f"  tap {_fmt(row.tap(50), '.0f')}/{_fmt(row.tap(95), '.0f')} ms ({row.taps_missed} missed)"
         f"  back {_recovery(row)}  {row.state}  cpu {row.worker_cpu_pct:.0f} %"
+        + "".join(
+            f"\n    step {cap:.2f} Mbit/s: {fps:.1f} fps, delivered {got:.2f}, sent {sent:.2f}"
+            for cap, fps, got, sent in row.steps
+        )
     )
 
 
 MD_HEADER = (
-    "| scenario | run | frames/s (after 5 s) | longest gap | frozen s/min (ours) |"
+    "| scenario | run | frames/s (after 5 s; worker sent) | longest gap | frozen s/min (ours) |"
     " W3C freezes (s) |"
     " received / cap Mbit/s | worker sent (peak 5 s) Mbit/s | loss | NACK / PLI |"
     " tap→photon p50 / p95 (missed) | outage→picture p50 / max | end state | worker CPU |"
@@ -374,7 +410,8 @@ def _markdown(rows: list[Row]) -> list[str]:
         w3c = NONE if r.w3c_freezes is None else f"{r.w3c_freezes:.0f} ({_fmt(r.w3c_frozen)} s)"
         out.append(
             f"| {SCENARIOS[r.scenario].title if r.scenario in SCENARIOS else r.scenario}"
-            f" | {r.run} | {r.fps:.1f} ({r.fps_after5:.1f}) | {r.longest_gap:.2f} s"
+            f" | {r.run} | {r.fps:.1f} ({r.fps_after5:.1f}; {r.worker_fps:.0f})"
+            f" | {r.longest_gap:.2f} s"
             f" | {r.frozen_per_min:.1f} | {w3c}"
             f" | {r.received_mbps:.2f} / {_fmt(r.cap_mbps, '.2f')}"
             f" | {r.sent_mbps:.2f} ({r.sent_peak5_mbps:.2f}) | {r.loss_pct:.1f} %"

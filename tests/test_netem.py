@@ -24,6 +24,7 @@ from playcast_testing.relay import (
     Sample,
     bins,
     classify,
+    frames_sent,
     peak_rate,
     rate,
     stun_header,
@@ -199,7 +200,9 @@ def test_the_relay_tells_what_passes_from_its_first_bytes() -> None:
     assert stun_header(binding) == (0x0001, b"t" * 12, {0x0025})
     assert stun_header(binding[:-4]) is None  # cut short
     assert classify(bytes([22, 254, 253])) == (DTLS, -1)  # a DTLS handshake record
-    assert classify(bytes([0x80, 0x80 | 102, 0, 1])) == (RTP, 102)  # marker bit set
+    assert classify(bytes([0x80, 0x80 | 102, 0, 1])) == (RTP, 128 + 102)  # marker bit set
+    assert Sample(0, 9, RTP, 128 + 102).marker and Sample(0, 9, RTP, 128 + 102).payload_type == 102
+    assert classify(bytes([0x80, 102, 0, 1])) == (RTP, 102)
     assert classify(bytes([0x80, 201, 0, 7])) == (RTCP, -1)  # a receiver report
 
 
@@ -211,3 +214,7 @@ def test_rates_bins_and_the_peak_window() -> None:
     assert bins(samples, 0, 3, 1.0) == [100_000, 100_000, 400_000]
     assert peak_rate(samples, 0, 3, 1.0) == pytest.approx(3_200_000)
     assert peak_rate(samples, 0, 3, 2.0) == pytest.approx(2_000_000)
+    # A frame is its last packet, the one with the marker bit; other streams do not count.
+    video = [Sample(i * 0.01, 1000, RTP, 102 + 128 * (i % 3 == 2)) for i in range(30)]
+    audio = [Sample(i * 0.02, 100, RTP, 111 + 128) for i in range(15)]
+    assert frames_sent(video + audio, 102, 0, 0.3) == 10

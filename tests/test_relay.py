@@ -67,7 +67,7 @@ async def test_it_learns_both_sides_and_forwards_each_way() -> None:
         assert await player.next() == rtp(2)
         assert relay.down.unroutable == 1
         assert [s.kind for s in relay.down.delivered] == ["rtp"]
-        assert relay.down.delivered[0].pt == 102
+        assert relay.down.delivered[0].payload_type == 102
 
 
 async def test_a_nomination_is_seen_only_once_the_player_answers_it() -> None:

@@ -58,7 +58,8 @@ STUN_USE_CANDIDATE = 0x0025
 
 
 def classify(data: bytes) -> tuple[str, int]:
-    """(kind, RTP payload type or -1)."""
+    """(kind, RTP payload type or -1); the payload type has 128 added when the
+    packet's marker bit is set (for video: the last packet of a frame)."""
     if not data:
         return OTHER, -1
     b = data[0]
@@ -70,7 +71,7 @@ def classify(data: bytes) -> tuple[str, int]:
         pt = data[1] & 0x7F
         if 64 <= pt <= 95:  # RTCP packet types 192-223 with the marker bit's place
             return RTCP, -1
-        return RTP, pt
+        return RTP, data[1]
     return OTHER, -1
 
 
@@ -97,7 +98,15 @@ class Sample:
     t: float
     size: int
     kind: str
-    pt: int = -1
+    pt: int = -1  # RTP payload type, +128 with the marker bit (see ``classify``)
+
+    @property
+    def payload_type(self) -> int:
+        return self.pt & 0x7F if self.pt >= 0 else -1
+
+    @property
+    def marker(self) -> bool:
+        return self.pt >= 128
 
 
 @dataclass
@@ -320,6 +329,13 @@ async def running_relay(
 
 def total_bytes(samples: Iterable[Sample], start: float, end: float) -> int:
     return sum(s.size for s in samples if start <= s.t < end)
+
+
+def frames_sent(samples: Iterable[Sample], payload_type: int, start: float, end: float) -> int:
+    """Video frames among ``samples``: packets of ``payload_type`` with the marker bit."""
+    return sum(
+        1 for s in samples if start <= s.t < end and s.marker and s.payload_type == payload_type
+    )
 
 
 def rate(samples: Iterable[Sample], start: float, end: float) -> float:
