@@ -46,6 +46,25 @@ def _schedule(*steps: tuple[float, float]) -> Capacity:
 RFC8867_DELAY = 0.050  # one way (section 5.1's propagation delay)
 RFC8867_QUEUE_MS = 300.0
 
+
+def _rfc8867(
+    case: str,
+    down: tuple[tuple[float, float], ...],
+    note: str,
+    up: tuple[tuple[float, float], ...] | None = None,
+) -> Impairment:
+    """One of RFC 8867's cases: capacity steps (second, Mbit/s) on a 300 ms queue."""
+
+    def link(steps: tuple[tuple[float, float], ...] | None) -> LinkConfig:
+        if steps is None:
+            return LinkConfig(delay=RFC8867_DELAY)
+        return LinkConfig(
+            delay=RFC8867_DELAY, capacity=_schedule(*steps), queue_ms=RFC8867_QUEUE_MS
+        )
+
+    return Impairment(f"rfc8867-{case}", link(down), link(up), f"RFC 8867 {case}: Mbit/s {note}")
+
+
 _VERY_BAD = LinkConfig(delay=0.250, loss=0.10, capacity=Capacity.constant(1 * MBIT))
 
 PRESETS: dict[str, Impairment] = {
@@ -71,39 +90,21 @@ PRESETS: dict[str, Impairment] = {
             LinkConfig(delay=0.010, jitter=0.005, burst=GilbertElliott.bursts(0.02, 4)),
             "2 % loss in bursts of 4 packets on average, 10 ± 5 ms each way",
         ),
-        Impairment(
-            "rfc8867-5.1",
-            down=LinkConfig(
-                delay=RFC8867_DELAY,
-                capacity=_schedule((0, 1.0), (40, 2.5), (60, 0.6), (80, 1.0)),
-                queue_ms=RFC8867_QUEUE_MS,
-            ),
-            up=LinkConfig(delay=RFC8867_DELAY),
-            note="RFC 8867 5.1: 1 / 2.5 / 0.6 / 1 Mbit/s at 0 / 40 / 60 / 80 s, 100 s",
+        _rfc8867(
+            "5.1",
+            ((0, 1.0), (40, 2.5), (60, 0.6), (80, 1.0)),
+            "1 / 2.5 / 0.6 / 1 at 0 / 40 / 60 / 80 s, 100 s",
         ),
-        Impairment(
-            "rfc8867-5.2",
-            down=LinkConfig(
-                delay=RFC8867_DELAY,
-                capacity=_schedule((0, 4.0), (25, 2.0), (50, 3.5), (75, 1.0), (100, 2.0)),
-                queue_ms=RFC8867_QUEUE_MS,
-            ),
-            up=LinkConfig(delay=RFC8867_DELAY),
-            note="RFC 8867 5.2: 4 / 2 / 3.5 / 1 / 2 Mbit/s at 0 / 25 / 50 / 75 / 100 s, 125 s",
+        _rfc8867(
+            "5.2",
+            ((0, 4.0), (25, 2.0), (50, 3.5), (75, 1.0), (100, 2.0)),
+            "4 / 2 / 3.5 / 1 / 2 at 0 / 25 / 50 / 75 / 100 s, 125 s",
         ),
-        Impairment(
-            "rfc8867-5.3",
-            down=LinkConfig(
-                delay=RFC8867_DELAY,
-                capacity=_schedule((0, 2.0), (20, 1.0), (40, 0.5), (60, 2.0)),
-                queue_ms=RFC8867_QUEUE_MS,
-            ),
-            up=LinkConfig(
-                delay=RFC8867_DELAY,
-                capacity=_schedule((0, 2.0), (35, 0.8), (70, 2.0)),
-                queue_ms=RFC8867_QUEUE_MS,
-            ),
-            note="RFC 8867 5.3: feedback link congested too; 100 s",
+        _rfc8867(
+            "5.3",
+            ((0, 2.0), (20, 1.0), (40, 0.5), (60, 2.0)),
+            "2 / 1 / 0.5 / 2 at 0 / 20 / 40 / 60 s, the feedback link capped too; 100 s",
+            up=((0, 2.0), (35, 0.8), (70, 2.0)),
         ),
     )
 }
