@@ -9,8 +9,8 @@ the worker's offer reaches the page with one candidate, the relay's player
 port, and the page's own candidates reach the worker as one, the relay's worker
 port. Neither side ever learns the other's address, so every ICE check, the
 DTLS handshake, RTP, RTCP and the data channel go through the relay; it learns
-each side's address from the first datagram that side sends it (as a NAT
-would). Nothing in the product changes: the page runs its own code, and the
+each side's address from the datagrams that side sends it (the latest
+source wins, as a NAT's binding moves). Nothing in the product changes: the page runs its own code, and the
 worker only sees a browser whose candidate happens to be the relay.
 
 The relay also reads what passes without decrypting it: RFC 7983's first byte
