@@ -289,7 +289,9 @@ class FirefoxPlayer:
 
 
 class Opener(Protocol):
-    async def __call__(self, url: str, width: int, height: int) -> Player: ...
+    """Opens ``url`` in a fresh page; ``script`` runs there too, before the page's own."""
+
+    async def __call__(self, url: str, width: int, height: int, script: str = "") -> Player: ...
 
 
 @asynccontextmanager
@@ -298,9 +300,9 @@ async def chromium_opener() -> AsyncIterator[tuple[str, Opener]]:
         browser: Browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
 
-            async def open_page(url: str, width: int, height: int) -> Player:
+            async def open_page(url: str, width: int, height: int, script: str = "") -> Player:
                 context = await browser.new_context(viewport={"width": width, "height": height})
-                await context.add_init_script(PROBE_JS)
+                await context.add_init_script(PROBE_JS + script)
                 page = await context.new_page()
                 await page.goto(url)
                 return ChromiumPlayer(page)
@@ -316,8 +318,8 @@ async def firefox_opener() -> AsyncIterator[tuple[str, Opener]]:
     async with running_firefox(NO_H264_PREFS) as firefox:
         ff: Firefox = firefox
 
-        async def open_page(url: str, width: int, height: int) -> Player:
-            tab = await ff.new_tab(preload=PROBE_JS)
+        async def open_page(url: str, width: int, height: int, script: str = "") -> Player:
+            tab = await ff.new_tab(preload=PROBE_JS + script)
             await tab.set_viewport(width, height)
             await tab.navigate(url)
             return FirefoxPlayer(tab)

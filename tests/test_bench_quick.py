@@ -34,6 +34,10 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             ("tap", "Firefox VP8", "sound_p50_ms", "av_offset", "Chromium H264 sound, mean"),
             marks=[pytest.mark.browser, pytest.mark.firefox],
         ),
+        # Play through the impairment relay (issue 24): clean, outages, a 500 kbit/s cap.
+        pytest.param(
+            "network.py", ("clean", "outages", "cap500k", "peak5"), marks=pytest.mark.browser
+        ),
         # The worker's own delay for the phone's video, touches and Opus.
         ("android_latency.py", ("touch", "audio  device socket -> RTP packet out")),
     ],

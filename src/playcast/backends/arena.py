@@ -156,12 +156,13 @@ class ArenaScene:
 
     def render(self, t: float, marks: tuple[Mark, ...], key_flash: bool) -> Plane:
         """The picture at scene time ``t`` (seconds) with the live touch marks."""
-        w, h = self.width, self.height
         buf = self._base.copy()
-        if key_flash:
-            band = max(2, w // 40)
-            self._fill_rect(buf, 0, 0, w, band, KEY_FLASH)
-            self._fill_rect(buf, 0, h - band, w, h, KEY_FLASH)
+        self._draw_units(buf, t)
+        self._draw_overlays(buf, t, marks, key_flash)
+        return buf
+
+    def _draw_units(self, buf: Plane, t: float) -> None:
+        w, h = self.width, self.height
         # Units march up and down both lanes, each at its own pace and sway.
         unit_r = max(2, w // 36)
         for i in range(10):
@@ -172,6 +173,16 @@ class ArenaScene:
             cy = int(h * (0.22 + 0.56 * along))
             cx = int(w * lane + math.sin(t * 2.0 + i) * w * 0.05)
             self._disc(buf, cx, cy, unit_r, UNIT_COLOURS[i % len(UNIT_COLOURS)])
+
+    def _draw_overlays(
+        self, buf: Plane, t: float, marks: tuple[Mark, ...], key_flash: bool
+    ) -> None:
+        """What every scene draws on top: the key flash, the elixir bar, the touch marks."""
+        w, h = self.width, self.height
+        if key_flash:
+            band = max(2, w // 40)
+            self._fill_rect(buf, 0, 0, w, band, KEY_FLASH)
+            self._fill_rect(buf, 0, h - band, w, h, KEY_FLASH)
         # The elixir bar fills over ten seconds: steady motion along the bottom.
         bar_y0, bar_y1 = h - h // 24, h - h // 48
         margin = w // 10
@@ -181,4 +192,3 @@ class ArenaScene:
         for m in marks:
             if m.until > t:
                 self._disc(buf, round(m.x * (w - 1)), round(m.y * (h - 1)), self.mark_radius, WHITE)
-        return buf

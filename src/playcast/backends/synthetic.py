@@ -33,6 +33,7 @@ from playcast.backends.audio import (
     SoundMaker,
 )
 from playcast.backends.base import H264, VP8, BackendError, GameBackend, Health, VideoPacket
+from playcast.backends.costly import SCENES
 from playcast.backends.h264 import EncodedPicture, EncoderSettings, H264Encoder
 from playcast.backends.vp8 import Vp8Encoder
 from playcast.envflags import add_flag
@@ -79,9 +80,12 @@ class SyntheticBackend(GameBackend, GameAudio):
         preset: str = "ultrafast",
         codecs: tuple[str, ...] = DEFAULT_CODECS,
         audio_frame_samples: int = GAME_FRAME_SAMPLES,
+        scene: str = "arena",
     ) -> None:
         if not 1 <= fps <= MAX_FPS:
             raise ValueError(f"fps must be within 1..{MAX_FPS}")
+        if scene not in SCENES:
+            raise ValueError(f"scene must be one of {', '.join(SCENES)}, not {scene!r}")
         unknown = [c for c in codecs if c not in ENCODERS]
         if unknown or not codecs:
             raise ValueError(f"codecs must be some of {', '.join(ENCODERS)}, not {codecs!r}")
@@ -91,7 +95,8 @@ class SyntheticBackend(GameBackend, GameAudio):
         self.fps = fps
         self.audio_frame_samples = audio_frame_samples
         self._settings = EncoderSettings(width=width, height=height, fps=fps, preset=preset)
-        self._scene = ArenaScene(width, height)
+        self.scene = scene
+        self._scene: ArenaScene = SCENES[scene](width, height)
         self._executor: ThreadPoolExecutor | None = None
         # The current consumer's token; a reset or stop clears it, which ends
         # that stream even if its generator is finalized only later.
@@ -336,7 +341,8 @@ class SyntheticBackend(GameBackend, GameAudio):
             return Health(False, "not started")
         if self._failure is not None:
             return Health(False, self._failure)
-        return Health(True, f"synthetic {self.size[0]}x{self.size[1]} @ {self.fps} fps")
+        scene = "" if self.scene == "arena" else f" ({self.scene} scene)"
+        return Health(True, f"synthetic {self.size[0]}x{self.size[1]} @ {self.fps} fps{scene}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -351,6 +357,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1000 * GAME_FRAME_SAMPLES / SAMPLE_RATE,
         choices=AUDIO_FRAME_MS,
         help="synthetic Opus frame length in ms (20: as a phone's scrcpy sends)",
+    )
+    add_flag(
+        parser,
+        "--synthetic-scene",
+        default="arena",
+        choices=sorted(SCENES),
+        help="synthetic picture: arena (flat colours, ~0.8 Mbit/s) or costly"
+        " (textures and motion, 3-4 Mbit/s like a real game's)",
     )
     add_flag(
         parser,
@@ -371,6 +385,7 @@ def create_backend(args: argparse.Namespace) -> GameBackend:
             preset=args.x264_preset,
             codecs=codecs,
             audio_frame_samples=round(args.audio_frame_ms * SAMPLE_RATE / 1000),
+            scene=args.synthetic_scene,
         )
     except ValueError as exc:
         raise SystemExit(f"synthetic backend: {exc}") from None
