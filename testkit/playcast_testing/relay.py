@@ -10,8 +10,9 @@ port, and the page's own candidates reach the worker as one, the relay's worker
 port. Neither side ever learns the other's address, so every ICE check, the
 DTLS handshake, RTP, RTCP and the data channel go through the relay; it learns
 each side's address from the datagrams that side sends it (the latest
-source wins, as a NAT's binding moves). Nothing in the product changes: the page runs its own code, and the
-worker only sees a browser whose candidate happens to be the relay.
+source wins, as a NAT's binding moves). Nothing in the product changes: the
+page runs its own code, and the worker only sees a browser whose candidate
+happens to be the relay.
 
 The relay also reads what passes without decrypting it: RFC 7983's first byte
 tells STUN, DTLS and RTP/RTCP apart; an RTP header's payload type and size are
