@@ -47,9 +47,7 @@ class FarmRig:
 
     async def worker_ids(self) -> dict[str, str | None]:
         doc = await self.farm.status()
-        return {
-            p["serial"]: (p["worker"] or {}).get("worker_id") for p in doc["phones"]
-        }
+        return {p["serial"]: (p["worker"] or {}).get("worker_id") for p in doc["phones"]}
 
     async def wait_states(self, want: dict[str, str], timeout: float = TIMEOUT) -> dict[str, Any]:
         """Until each named phone is in its state in /status."""

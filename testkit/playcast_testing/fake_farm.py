@@ -297,9 +297,7 @@ class FakeAdbServer:
             self._sync(phone)
 
     def listing(self, long: bool = True) -> str:
-        rows = sorted(
-            (p.row() for p in self.phones.values() if p.plugged), key=lambda r: r.serial
-        )
+        rows = sorted((p.row() for p in self.phones.values() if p.plugged), key=lambda r: r.serial)
         if long:
             return "".join(format_row(row) for row in rows)
         return "".join(f"{row.serial}\t{row.state}\n" for row in rows)
@@ -373,7 +371,10 @@ class FakeAdbServer:
             _send(writer, out="recovery\n")
             return 0
         if not (args[:2] == ["forward", "--remove"] or phone.state == "device"):
-            _send(writer, err=UNAUTHORIZED if phone.state == "unauthorized" else "adb: device offline\n")
+            _send(
+                writer,
+                err=UNAUTHORIZED if phone.state == "unauthorized" else "adb: device offline\n",
+            )
             return 1
         if args[:1] == ["shell"] and len(args) > 1:
             code = self._shell(phone, " ".join(args[1:]), writer)

@@ -78,7 +78,7 @@ class FarmProcess(LoggedProcess):
     ) -> tuple[int, re.Match[str]]:
         """The next ``name`` line from index ``after`` with these ``key=value`` fields."""
         pattern = rf"\b{re.escape(name)}\b" + "".join(
-            rf".* {re.escape(k)}={re.escape(v)}(?:\s|$)" for k, v in fields.items()
+            rf".* {re.escape(k)}={re.escape(v)}(?=\s|$)" for k, v in fields.items()
         )
         return await self.find_line(pattern, after=after, timeout=timeout)
 
