@@ -32,8 +32,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from playcast.farm.devices import DeviceRow, format_row, frame
-
 from playcast_testing.fake_device import FakeDevice
 
 UNAUTHORIZED: Final = (
@@ -75,17 +73,15 @@ class FakePhone:
     def serial(self) -> str:
         return self.device.serial
 
-    def row(self) -> DeviceRow:
-        known = self.state == "device"
-        return DeviceRow(
-            self.serial,
-            self.state,
-            usb=self.usb,
-            product=self.product if known else "",
-            model=self.model if known else "",
-            device=self.product if known else "",
-            transport_id=self.transport_id,
-        )
+    def row(self, long: bool) -> str:
+        """adb's append_transport: ``"%-22s %s"``, the devpath, what the phone told
+        (nothing until it is authorized), and the transport id last."""
+        if not long:
+            return f"{self.serial}\t{self.state}\n"
+        row = f"{self.serial:<22} {self.state} {self.usb}"
+        if self.state == "device":
+            row += f" product:{self.product} model:{self.model} device:{self.product}"
+        return row + f" transport_id:{self.transport_id}\n"
 
     # --- switches the test flips -------------------------------------------------
 
@@ -297,10 +293,8 @@ class FakeAdbServer:
             self._sync(phone)
 
     def listing(self, long: bool = True) -> str:
-        rows = sorted((p.row() for p in self.phones.values() if p.plugged), key=lambda r: r.serial)
-        if long:
-            return "".join(format_row(row) for row in rows)
-        return "".join(f"{row.serial}\t{row.state}\n" for row in rows)
+        plugged = sorted((p for p in self.phones.values() if p.plugged), key=lambda p: p.serial)
+        return "".join(p.row(long) for p in plugged)
 
     def _transport(self) -> int:
         self._next_transport += 1
@@ -313,7 +307,7 @@ class FakeAdbServer:
         else:
             phone.device.go_offline()
         for writer, long in list(self._trackers.items()):
-            _send(writer, out=frame(self.listing(long)).decode())
+            _send(writer, out=_frame(self.listing(long)))
 
     # --- adb -----------------------------------------------------------------------
 
@@ -355,7 +349,7 @@ class FakeAdbServer:
             case ["track-devices", *rest]:
                 long = "-l" in rest
                 self._trackers[writer] = long
-                _send(writer, out=frame(self.listing(long)).decode())
+                _send(writer, out=_frame(self.listing(long)))
                 await reader.read()  # until the client goes (or restart_adb ends it)
                 return None
             case ["start-server"]:
@@ -442,6 +436,11 @@ class FakeAdbServer:
         finally:
             up.cancel()
             dev_writer.close()
+
+
+def _frame(listing: str) -> str:
+    """One track-devices message: the list's byte length in four hex digits, then it."""
+    return f"{len(listing.encode()):04x}{listing}"
 
 
 def _send(writer: asyncio.StreamWriter, **msg: Any) -> None:

@@ -49,7 +49,8 @@ class FarmProcess(LoggedProcess):
 
     async def status(self) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http, http.get(f"{self.url}/status") as r:
-            doc: dict[str, Any] = await r.json()
+            doc = await r.json()
+            assert isinstance(doc, dict)
             return doc
 
     async def metrics(self) -> str:
@@ -58,7 +59,7 @@ class FarmProcess(LoggedProcess):
 
     async def phone(self, serial: str) -> dict[str, Any]:
         doc = await self.status()
-        found = [p for p in doc["phones"] if p["serial"] == serial]
+        found: list[dict[str, Any]] = [p for p in doc["phones"] if p["serial"] == serial]
         assert found, f"{serial} not in /status: {doc}"
         return found[0]
 

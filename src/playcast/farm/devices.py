@@ -94,26 +94,6 @@ def parse_list(text: str) -> dict[str, DeviceRow]:
     return {row.serial: row for row in rows if row is not None}
 
 
-def format_row(row: DeviceRow) -> str:
-    """The row as adb's long listing prints it (the fake adb speaks through this)."""
-    out = f"{row.serial:<22} {row.state}"
-    for key, value in (
-        ("", row.usb),
-        ("product:", row.product),
-        ("model:", row.model),
-        ("device:", row.device),
-    ):
-        if value:
-            out += f" {key}{value}"
-    return out + f" transport_id:{row.transport_id or 0}\n"
-
-
-def frame(payload: str) -> bytes:
-    """One track-devices message: the payload's length in four hex digits, then it."""
-    data = payload.encode()
-    return f"{len(data):04x}".encode() + data
-
-
 class TrackDecoder:
     """Feeds on the track-devices byte stream; each complete message is a list."""
 
