@@ -224,7 +224,6 @@ def report(results: dict[str, Any]) -> list[str]:
         print(f"  {label}, p50 s from the plug: {parts}")
     told = results["told_s"]
     print(f"unplug mid-session to worker_failed: {told:.3f} s (target <= {TARGETS['told_s']} s)")
-    flap = results["flapping"]
     rest = results["rest_cpu_percent"]
     print(f"farm at rest with 6 phones: {rest:.2f} % of one core (target <= 1 %)")
     print("load average (1 min) at start, at end: {:.2f}, {:.2f}".format(*results["load_average"]))
