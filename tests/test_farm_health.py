@@ -90,8 +90,8 @@ async def test_an_idle_phone_low_on_battery_leaves_at_once_and_returns_charged(
         await rig.farm.wait_event("worker_exited", serial="flat")
         await rig.server.wait_status(lambda d: d["workers"] == [])
         assert worker_serials(rig.farm) == []
-        # The phone's own stay-awake setting is back while it is out of the pool.
-        await rig.farm.wait_status(lambda d: phone.settings[STAY_ON] == "0")
+        # Its scrcpy server is gone, and with it the stay-awake it had set.
+        assert phone.settings[STAY_ON] == "0"
         phone.battery_level = 17  # above the limit, within the 5 % margin: stays out
         await rig.farm.wait_status(lambda d: d["phones"][0]["health"]["battery_percent"] == 17.0)
         assert (await rig.farm.phone("flat"))["state"] == "low_battery"
@@ -113,18 +113,22 @@ async def test_a_phone_without_the_game_is_game_missing_until_it_is_installed(
             await rig.wait_states({"bare": "available"})
 
 
-async def test_a_serving_phone_is_kept_awake_and_its_setting_restored_at_stop(
+async def test_a_serving_phone_whose_screen_goes_dark_is_woken_and_unlocked(
     tmp_path: Path,
 ) -> None:
     async with asyncio.timeout(TIMEOUT * 3), farm_rig(tmp_path, ["p"], *FAST_READINGS) as rig:
         phone = rig.phones["p"]
         await rig.wait_states({"p": "available"})
-        assert phone.settings[STAY_ON] == "7"
-        assert phone.screen_on and not phone.keyguard_showing
-        # The screen went off and locked (say, a power-key press): woken at the next reading.
+        assert phone.settings[STAY_ON] == "7"  # the worker's scrcpy server: stay awake
+        # The screen went off and locked (a power-key press): woken at the next reading.
         phone.screen_on, phone.keyguard_showing = False, True
         await rig.farm.wait_status(lambda d: phone.screen_on and not phone.keyguard_showing)
-        farm = rig.farm
-        assert await farm.stop() == 0
+        assert any("wm dismiss-keyguard" in c for c in phone.shell_commands)
+        doc = await rig.farm.wait_status(lambda d: d["phones"][0]["health"]["screen_on"])
+        assert doc["phones"][0]["health"]["keyguard_showing"] is False
+        # A PIN cannot be dismissed: the phone says so in /status.
+        phone.keyguard_secure, phone.keyguard_showing = True, True
+        await rig.farm.wait_status(lambda d: d["phones"][0]["health"]["keyguard_showing"])
+        assert await rig.farm.stop() == 0
+    # Its worker stopped with the farm; scrcpy put the phone's own setting back.
     assert phone.settings[STAY_ON] == "0"
-    assert any("stay_on_while_plugged_in 0" in c for c in phone.shell_commands)

@@ -172,12 +172,12 @@ def test_df_and_pm_path() -> None:
 
 def test_one_shell_script_reads_everything() -> None:
     script = health_script("com.example.game")
-    assert script.count(f"echo {MARK}") == 5
+    assert script.count(f"echo {MARK}") == 4
     assert "pm path com.example.game" in script
-    parts = [BATTERY_14, "Display Power: state=ON\n", "", "", "", "2\n"]
+    parts = [BATTERY_14, "Display Power: state=ON\n", "", "", ""]
     health = parse_health(parts, 1.0)
     assert health.temperature_c == 46.3 and health.screen_on is True
-    assert health.game_installed is False and health.stay_on == "2"
+    assert health.game_installed is False
     assert health.keyguard_showing is None and health.storage_free_bytes is None
 
 

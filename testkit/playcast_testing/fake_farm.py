@@ -374,8 +374,35 @@ class FakeAdbServer:
             code = self._shell(phone, " ".join(args[1:]), writer)
             if code is not None:
                 return code
-        await self._relay(phone, line, reader, writer)
+        if "app_process" in " ".join(args):
+            await self._scrcpy(phone, args, line, reader, writer)
+        else:
+            await self._relay(phone, line, reader, writer)
         return None
+
+    async def _scrcpy(
+        self,
+        phone: FakePhone,
+        args: list[str],
+        line: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """What the scrcpy server does to the phone: ``power_on`` (default true)
+        turns the screen on; ``stay_awake=true`` keeps it on while plugged, and
+        scrcpy's clean-up process puts the setting back when the server ends."""
+        words = " ".join(args).split()
+        if "power_on=false" not in words:
+            phone.screen_on = True
+        stay = "stay_awake=true" in words
+        before = phone.settings.get(STAY_ON, "0")
+        if stay:
+            phone.settings[STAY_ON] = str(STAYON_VALUES["true"])
+        try:
+            await self._relay(phone, line, reader, writer)
+        finally:
+            if stay:
+                phone.settings[STAY_ON] = before
 
     def _target(self, serial: str | None, args: list[str]) -> tuple[FakePhone | None, str]:
         if serial is not None:

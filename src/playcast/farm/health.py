@@ -1,15 +1,16 @@
 """A phone's health, read in one ``adb shell`` (one process, not six).
 
 The script runs ``dumpsys battery``, ``dumpsys power``, ``dumpsys window
-policy``, ``df /data``, ``pm path GAME`` and reads the stay-awake setting,
-separated by marker lines; each part is parsed as Android prints it, and a
-part a phone prints differently leaves its fields unknown (None) rather than
-failing the whole reading.
+policy``, ``df /data`` and ``pm path GAME``, separated by marker lines; each
+part is parsed as Android prints it, and a part a phone prints differently
+leaves its fields unknown (None) rather than failing the whole reading.
 
-Keeping the screen on while a phone is in the pool is the farm's job (it
-knows when a phone enters and leaves the pool, across workers): ``svc power
-stayon true`` and a wake-up and keyguard dismissal when it enters, the
-phone's own ``stay_on_while_plugged_in`` value put back when it leaves.
+The screen: the worker's Android backend keeps it on for as long as its
+scrcpy server runs (scrcpy's ``stay_awake``, put back by scrcpy's own
+clean-up process on the phone even when the host dies, and ``power_on``).
+The farm only watches: a phone in the pool whose reading shows the screen
+off or the keyguard up is woken and the keyguard dismissed (an insecure one:
+a PIN cannot be, and shows as ``keyguard_showing`` in /status).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any, Final
 from playcast.backends.adb import Adb, AdbError
 
 MARK: Final = "@@playcast-health@@"
-STAY_ON_SETTING: Final = "stay_on_while_plugged_in"
 # BatteryManager.BATTERY_HEALTH_*.
 BATTERY_HEALTH: Final = {
     1: "unknown",
@@ -56,11 +56,10 @@ class Health:
     keyguard_showing: bool | None = None
     storage_free_bytes: int | None = None
     game_installed: bool | None = None
-    stay_on: str | None = None  # the global setting as read (a bitmask, "0" off)
     error: str | None = None  # the reading failed: nothing above is known
 
     def as_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "stay_on"}
+        return asdict(self)
 
 
 def health_script(game: str) -> str:
@@ -70,7 +69,6 @@ def health_script(game: str) -> str:
         "dumpsys window policy",
         "df /data",
         f"pm path {game}",
-        f"settings get global {STAY_ON_SETTING}",
     ]
     return f"; echo {MARK}; ".join(parts)
 
@@ -81,14 +79,14 @@ async def read_health(adb: Adb, game: str, timeout: float) -> Health:
     except AdbError as exc:
         return Health(time.time(), error=str(exc))
     parts = result.stdout.split(MARK)
-    if len(parts) != 6:
+    if len(parts) != 5:
         detail = (result.stderr.strip() or result.stdout.strip())[-300:]
         return Health(time.time(), error=f"adb shell failed ({result.returncode}): {detail}")
     return parse_health(parts, time.time())
 
 
 def parse_health(parts: list[str], now: float) -> Health:
-    battery, power, window, df, pm, stay_on = parts
+    battery, power, window, df, pm = parts
     fields = parse_battery(battery)
     return Health(
         now,
@@ -101,7 +99,6 @@ def parse_health(parts: list[str], now: float) -> Health:
         keyguard_showing=parse_keyguard(window),
         storage_free_bytes=parse_df_free(df),
         game_installed=parse_pm_path(pm),
-        stay_on=stay_on.strip() or None,
     )
 
 
@@ -209,15 +206,6 @@ def parse_df_free(text: str) -> int | None:
     return _size(row[index], unit)
 
 
-def prepare_script() -> str:
-    """Entering the pool: stay awake while plugged, wake up, dismiss an insecure keyguard."""
-    return "svc power stayon true; input keyevent KEYCODE_WAKEUP; wm dismiss-keyguard"
-
-
 def wake_script() -> str:
+    """Screen on, and an insecure keyguard out of the way."""
     return "input keyevent KEYCODE_WAKEUP; wm dismiss-keyguard"
-
-
-def restore_script(stay_on: str) -> str:
-    value = stay_on if stay_on.isdigit() else "0"
-    return f"settings put global {STAY_ON_SETTING} {value}"

@@ -2,11 +2,12 @@
 
 Two tasks per phone. ``_supervise`` keeps exactly one worker process
 running while the phone may serve (adb says ``device``, no hold) and none
-otherwise: it starts one (after a health reading, with the screen kept on),
+otherwise: it starts one (after a health reading),
 restarts one that exits on the game backoff, stops the worker of a phone
 that disappears at once, and drains the worker of a phone that must leave
 the pool (after its session). ``_watch_health`` reads the phone's health
-every ``health_interval`` and between sessions, and sets or lifts the holds.
+every ``health_interval`` and between sessions, sets or lifts the holds, and
+wakes a serving phone whose screen went dark or locked.
 
 Draining: a worker that announces a drain signal in its start line
 (``drain_signal``, see docs/farm.md) gets it at once and finishes its
@@ -30,13 +31,7 @@ from playcast.backends.adb import Adb, AdbError
 from playcast.farm import worker_log as wl
 from playcast.farm.devices import DeviceRow
 from playcast.farm.events import event
-from playcast.farm.health import (
-    Health,
-    prepare_script,
-    read_health,
-    restore_script,
-    wake_script,
-)
+from playcast.farm.health import Health, read_health, wake_script
 from playcast.farm.settings import FarmSettings, worker_argv, worker_env
 from playcast.farm.states import Hold, State, WorkerState, next_holds, phone_state
 from playcast.farm.worker_proc import WorkerRun
@@ -78,7 +73,6 @@ class Phone:
         self.draining = False
         self.backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self._restart_at = 0.0
-        self._saved_stay_on: str | None = None  # the phone's own setting, to put back
         self._health_fresh = False  # read since adb last changed its word on it
         self._state = State.OFFLINE
         self.state_since = time.time()
@@ -110,7 +104,7 @@ class Phone:
             self._refresh()
 
     async def close(self) -> None:
-        """Stop the worker (its session ends) and put the phone's setting back."""
+        """Stop the worker (its session ends, its player is told)."""
         self._closing = True
         self._changed.set()
         for task in self._tasks:
@@ -119,7 +113,6 @@ class Phone:
         worker = self.worker
         if worker is not None and worker.running:
             await worker.stop(self.settings.stop_timeout)
-        await self._restore_screen()
 
     @property
     def state(self) -> State:
@@ -138,8 +131,6 @@ class Phone:
         while True:
             self._changed.clear()  # first: a change during the checks below wakes the wait
             if not self.may_serve():
-                if self.worker is None and self.present:
-                    await self._restore_screen()  # out of the pool: the phone's own setting
                 await self._wait_change()
             elif (delay := self._restart_at - time.monotonic()) > 0:
                 await self._wait_change(delay)
@@ -160,13 +151,11 @@ class Phone:
         self.worker, self.worker_state = run, WorkerState.STARTING
         self.drain_signal, self.draining = None, False
         self.starts += 1
-        prepare = asyncio.create_task(self._prepare_screen())
         try:
             await run.start()
         except OSError as exc:
             self.worker, self.worker_state = None, WorkerState.NONE
             self._failed(f"cannot start a worker: {exc}")
-            await prepare
             return
         event("worker_started", serial=self.serial, pid=run.pid, starts=self.starts)
         self._refresh()
@@ -189,7 +178,6 @@ class Phone:
         finally:
             if not exited.done():  # cancelled (farm closing): close() stops it
                 exited.cancel()
-            await prepare
         self._worker_gone(run, code)
 
     def _drain(self, run: WorkerRun) -> None:
@@ -290,36 +278,12 @@ class Phone:
                 event("phone_held", serial=self.serial, why=",".join(sorted(added)), **fields)
             if lifted:
                 event("phone_released", serial=self.serial, why=",".join(sorted(lifted)), **fields)
-        elif (
-            not holds
-            and self.worker is not None
-            and self._saved_stay_on is not None
-            and (health.screen_on is False or health.keyguard_showing)
-        ):
-            await self._shell(wake_script(), "wake")  # in the pool: keep it on
+        elif self.may_serve() and (health.screen_on is False or health.keyguard_showing):
+            await self._shell(wake_script(), "wake")  # serving: a dark screen shows nothing
         self._changed.set()
         self._refresh()
 
-    # --- the screen ---------------------------------------------------------------
-
-    async def _prepare_screen(self) -> None:
-        """Entering the pool: stay awake while plugged, wake, dismiss the keyguard."""
-        if self._saved_stay_on is None:
-            health = self.health
-            saved = health.stay_on if health is not None and health.stay_on else None
-            if saved is None:
-                return  # not known: nothing would be put back, so change nothing
-            self._saved_stay_on = saved
-        await self._shell(prepare_script(), "prepare the screen")
-
-    async def _restore_screen(self) -> None:
-        saved = self._saved_stay_on
-        if (
-            saved is not None
-            and self.present
-            and await self._shell(restore_script(saved), "restore stay-awake")
-        ):
-            self._saved_stay_on = None
+    # --- the phone ---------------------------------------------------------------
 
     async def _shell(self, script: str, what: str) -> bool:
         try:
