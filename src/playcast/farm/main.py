@@ -75,7 +75,9 @@ class Farm:
         }
 
     def status(self) -> dict[str, Any]:
-        return status_doc(self.phones.values(), self.adb_status(), self.started_at)
+        doc = status_doc(self.phones.values(), self.adb_status(), self.started_at)
+        doc.update(server=self.settings.server, game=self.settings.game)
+        return doc
 
     async def run(self) -> int:
         s = self.settings

@@ -183,7 +183,14 @@ class Phone:
     def _drain(self, run: WorkerRun) -> None:
         """Out of the pool after the session in progress (at once when idle)."""
         self.draining = True
-        event("worker_draining", serial=self.serial, holds=",".join(sorted(self.holds)))
+        how = signal.Signals(self.drain_signal).name if self.drain_signal else "SIGTERM"
+        event(
+            "worker_draining",
+            serial=self.serial,
+            holds=",".join(sorted(self.holds)),
+            signal=how,
+            busy=self.worker_state is WorkerState.BUSY,
+        )
         if self.drain_signal is not None:
             run.send(self.drain_signal)
             run.stop_requested = True
