@@ -196,3 +196,15 @@ async def test_worker_flags_no_worker_accepts_stop_the_farm_with_the_reason(
     text = out.decode()
     assert proc.returncode == 2, text
     assert "the worker refused its flags" in text and "--no-such-flag" in text
+
+
+async def test_a_killed_farm_takes_its_workers_with_it(tmp_path: Path) -> None:
+    async with asyncio.timeout(TIMEOUT * 3), farm_rig(tmp_path, ["a", "b"]) as rig:
+        await rig.wait_states({"a": "available", "b": "available"})
+        workers = rig.farm.workers()
+        assert len(workers) == 2
+        rig.farm.proc.kill()  # no chance to stop them itself
+        _, alive = await asyncio.to_thread(psutil.wait_procs, workers, TIMEOUT)
+        assert alive == []
+        # Each left properly: the server saw its socket close, not a silence.
+        await rig.server.wait_status(lambda d: d["workers"] == [])

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,9 @@ from playcast_testing.fake_farm import FakeAdbServer
 from playcast_testing.processes import LoggedProcess
 
 FARM_STARTED = r"farm_started .*metrics_port=(\d+)"
+# Every process a test farm starts carries this variable (children inherit it),
+# so whatever one leaves behind is found by it, and only its own.
+MARK_ENV = "PLAYCAST_TEST_FARM"
 # Workers restart fast in tests (as playcast_testing.workers.FAST_RESTART).
 FAST_FARM = ("--backoff-base", "0.05", "--backoff-cap", "0.5", "--stop-timeout", "5")
 
@@ -32,8 +36,19 @@ def farm_env(adb: FakeAdbServer, extra: Mapping[str, str] | None = None) -> dict
     env["PATH"] = f"{FAKE_ADB.parent}{os.pathsep}{os.environ['PATH']}"
     env.update(adb.env())
     env["PYTHONUNBUFFERED"] = "1"
+    env[MARK_ENV] = uuid.uuid4().hex
     env.update(extra or {})
     return env
+
+
+def marked(mark: str) -> list[psutil.Process]:
+    """Live processes started under a test farm's mark (the farm, its workers, adb)."""
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(MARK_ENV) == mark:
+                found.append(proc)
+    return found
 
 
 class FarmProcess(LoggedProcess):
@@ -116,11 +131,12 @@ async def running_farm(
     """``playcast farm --server SERVER FLAGS -- WORKER_FLAGS`` on a free metrics port."""
     argv = [sys.executable, "-m", "playcast", "farm", "--server", server]
     argv += ["--metrics-port", "0", *FAST_FARM, *flags, "--", *worker_flags]
+    environ = farm_env(adb, env)
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=farm_env(adb, env),
+        env=environ,
     )
     farm = FarmProcess(proc)
     try:
@@ -128,12 +144,12 @@ async def running_farm(
         farm.metrics_port = int(m.group(1))
         yield farm
     finally:
-        workers = farm.workers()
         with contextlib.suppress(Exception):
             await farm.stop(timeout=30.0)
         await farm.reap()
         # Whatever the farm left (it must leave nothing) goes before the next test.
-        _, alive = await asyncio.to_thread(psutil.wait_procs, workers, 10.0)
+        left = await asyncio.to_thread(marked, environ[MARK_ENV])
+        _, alive = await asyncio.to_thread(psutil.wait_procs, left, 10.0)
         for proc in alive:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
