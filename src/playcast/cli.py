@@ -11,6 +11,7 @@ from collections.abc import Sequence
 COMMANDS = {
     "server": ("playcast.signaling.main", "run the signaling server (and the web page)"),
     "worker": ("playcast.worker.main", "run a worker that streams one game"),
+    "farm": ("playcast.farm.main", "run a worker for every phone adb sees on this host"),
     "demo": ("playcast.demo", "run a server and two synthetic workers on this machine"),
 }
 

@@ -1,0 +1,1 @@
+"""``playcast farm``: every phone plugged into this host becomes a worker."""
