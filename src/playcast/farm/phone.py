@@ -35,7 +35,7 @@ from playcast.farm.health import Health, read_health, wake_script
 from playcast.farm.settings import FarmSettings, worker_argv, worker_env
 from playcast.farm.states import Hold, State, WorkerState, next_holds, phone_state
 from playcast.farm.worker_proc import WorkerRun
-from playcast.worker.link import Backoff
+from playcast.worker.backoff import Backoff
 
 log = logging.getLogger("playcast.farm")
 

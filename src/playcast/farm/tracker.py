@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from playcast.farm.devices import DeviceRow, FramingError, TrackDecoder
-from playcast.worker.link import Backoff
+from playcast.worker.backoff import Backoff
 
 log = logging.getLogger("playcast.farm.tracker")
 
