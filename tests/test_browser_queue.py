@@ -100,8 +100,10 @@ async def test_queued_page_shows_its_place_leaves_the_line_and_gets_the_machine(
         assert available(doc) == 0
 
 
-async def test_full_line_and_waiting_too_long_have_their_own_cards(players: Players) -> None:
-    async with system(players, queue_limit=1, queue_timeout=2) as (server, _):
+async def test_a_full_line_has_its_own_card(players: Players) -> None:
+    # A wait long enough that the line is still full when the next page comes,
+    # however slow the machine (the time waited is the next test's).
+    async with system(players, queue_limit=1, queue_timeout=300) as (server, _):
         first = await players.open(server.url)
         await play(first)
         second = await players.open(server.url)
@@ -114,7 +116,15 @@ async def test_full_line_and_waiting_too_long_have_their_own_cards(players: Play
         await wait_state(third, "ended")
         assert await reason(third) == "no_worker_available"
         assert "try again in a minute" in (await third.inner_text("#status")).lower()
+        assert await second.evaluate("document.body.dataset.state") == "queued"
 
+
+async def test_waiting_too_long_has_its_own_card(players: Players) -> None:
+    async with system(players, queue_limit=1, queue_timeout=2) as (server, _):
+        first = await players.open(server.url)
+        await play(first)
+        second = await players.open(server.url)
+        await second.click("#play")
         await wait_state(second, "ended", timeout=SLOW_WAIT_MS)
         assert await reason(second) == "queue_timeout"
         assert "no game machine came free in time" in await title(second)
