@@ -206,7 +206,10 @@ async def test_every_reason_reaches_both_sides_across_nodes(
 
 
 async def test_one_hundred_players_on_three_nodes_for_ten_workers() -> None:
-    async with running_redis() as redis, cluster(redis.url) as nodes:
+    # A hundred sockets at once can hold a node's loop past a 1 s TTL on a busy
+    # machine: its key lapses, a pairing skips its workers as dead, and fewer
+    # than ten are assigned. Liveness is not this test's subject.
+    async with running_redis() as redis, cluster(redis.url, node_ttl=5.0) as nodes:
         names = list(nodes)
         async with contextlib.AsyncExitStack() as stack:
             workers = [await register(nodes[names[i % 3]], stack) for i in range(10)]
