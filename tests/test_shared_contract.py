@@ -9,7 +9,6 @@ import pytest
 from playcast_testing.redis_server import running_redis
 from redis.asyncio import Redis
 
-from playcast.signaling.redis_shared import RedisShared
 from playcast.signaling.shared import (
     ClientEntry,
     Denied,
@@ -32,6 +31,7 @@ from playcast.signaling.shared import (
     Withdraw,
     WorkerEntry,
 )
+from playcast.signaling.shared.redis_state import RedisShared
 
 GAME = "com.supercell.clashroyale"
 Run = Callable[[Op], Awaitable[Outcome]]
@@ -44,13 +44,10 @@ async def with_forget(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Run
     if request.param == "memory":
         memory = MemoryShared([GAME])
 
-        async def run_memory(op: Op) -> Outcome:
-            return memory.execute(op)
-
         async def forget_memory(node: str, grace: float) -> object:
-            return memory.forget_node(node, keep_sessions=grace > 0)
+            return await memory.forget_node(node, grace=grace)
 
-        yield run_memory, forget_memory
+        yield memory.execute, forget_memory
         return
     async with running_redis() as server:
         redis = Redis.from_url(server.url)
@@ -275,7 +272,7 @@ async def test_a_dead_node_s_sessions_wait_out_the_grace_on_both_sides() -> None
 
 
 # The scripts read the pool and the line a few entries at a time (CHUNK = 8 in
-# redis_shared.py): a match past several chunks is still found, and what was
+# shared/lua/lib.lua): a match past several chunks is still found, and what was
 # passed over keeps its place.
 async def test_a_match_many_entries_down_the_pool(run: Run) -> None:
     for i in range(20):

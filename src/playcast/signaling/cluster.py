@@ -2,7 +2,7 @@
 
 Three loops, each thin:
 - the **outbound** loop carries out, in order and pipelined, what the core
-  asked of the shared state (scripts in ``redis_shared``) and told other
+  asked of the shared state (scripts in ``shared/redis_state``) and told other
   nodes (a numbered entry published on their channel, ``busorder``), and
   feeds each outcome back as a step;
 - the **bus** link is subscribed to this node's channel: what other nodes
@@ -40,8 +40,8 @@ from playcast.signaling.hub import Hub
 from playcast.signaling.outbound import Batch, Outbound, Raw
 from playcast.signaling.precise_sleep import PreciseSleep
 from playcast.signaling.redis_link import RedisLink
-from playcast.signaling.redis_shared import RedisShared, outcome_of
 from playcast.signaling.shared import Op, Pair, Publish
+from playcast.signaling.shared.redis_state import RedisShared, outcome_of
 
 log = logging.getLogger("playcast.signaling")
 

@@ -193,7 +193,7 @@ class Hub(State):
             return
         while self.requests:
             for op in self.take_requests():
-                pairing.settle(self, op, memory.execute(op))
+                pairing.settle(self, op, memory.apply(op))
 
     # --- timers and stopping ---------------------------------------------
 
