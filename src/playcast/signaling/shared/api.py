@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from playcast.signaling.shared.dump import Dump
 from playcast.signaling.shared.records import Forgotten, Op, Outcome
 
 
@@ -32,4 +33,9 @@ class SharedState(Protocol):
         """``node`` is dead: nothing of it stays, but its sessions for
         ``grace`` seconds (members may resume elsewhere). Claimed once: None
         if another caller already cleaned it up, unless ``force``."""
+        ...
+
+    async def dump(self) -> Dump:
+        """The whole state read back in one canonical form (``dump.py``):
+        for tests and inspection, as it reads everything."""
         ...

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from playcast.signaling.shared import dump
 from playcast.signaling.shared.api import SharedState
+from playcast.signaling.shared.dump import Dump
 from playcast.signaling.shared.records import (
     ClientEntry,
     Denied,
@@ -65,6 +67,33 @@ class MemoryShared:
         self, node: str, *, force: bool = False, grace: float = 0.0
     ) -> Forgotten | None:
         return self.forget(node, force=force, grace=grace)
+
+    async def dump(self) -> Dump:
+        return self.read()
+
+    def read(self) -> Dump:
+        """The whole state in ``dump``'s canonical form. A node's sets are
+        what its cleanup would find; a dead node has none."""
+        out = dump.empty()
+        for w in self.workers.values():
+            out["directory"][w.id] = dump.worker(
+                w.node, w.game, w.codecs, w.addr, w.port, w.id in self.busy
+            )
+            if w.node not in self.dead:
+                dump.add(out, "node_workers", w.node, w.id)
+        for name, game in self.games.items():
+            out["pools"][name] = list(game.pool)
+            out["lines"][name] = list(game.line)
+            out["codecs"][name] = dict(sorted(game.codecs.items()))
+            for c in game.line.values():
+                out["waiting"][c.id] = dump.client(c.node, c.game, c.codecs)
+                if c.node not in self.dead:
+                    dump.add(out, "node_clients", c.node, c.id)
+        for s in self.sessions.values():
+            out["sessions"][s.id] = dump.session(s, self.tokens.get(s.id))
+            if s.client_node not in self.dead:
+                dump.add(out, "node_sessions", s.client_node, s.id)
+        return dump.finish(out)
 
     def apply(self, op: Op) -> Outcome:
         if isinstance(op, Publish):

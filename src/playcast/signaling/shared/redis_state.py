@@ -33,7 +33,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from playcast.signaling.shared import dump
 from playcast.signaling.shared.api import SharedState
+from playcast.signaling.shared.dump import Dump
 from playcast.signaling.shared.records import (
     ClientEntry,
     Denied,
@@ -151,6 +153,35 @@ class RedisShared:
     async def execute(self, op: Op) -> Outcome:
         return outcome_of(op, await self.call(op))
 
+    async def dump(self) -> Dump:
+        """Every key read back (SCAN, then one pipeline): for tests and
+        inspection, never on a live path."""
+        keys = sorted({_text(k) async for k in self.redis.scan_iter(match="pc:*", count=1000)})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                kind = key.split(":", 2)[1]
+                if kind in _HASHES:
+                    pipe.hgetall(key)
+                elif kind in ("pool", "line"):
+                    pipe.zrange(key, 0, -1)
+                elif kind in _NODE_SETS:
+                    pipe.smembers(key)
+                else:
+                    pipe.exists(key)
+            values = await pipe.execute()
+        out = dump.empty()
+        for key, value in zip(keys, values, strict=True):
+            _, kind, name = (*key.split(":", 2), "")[:3]
+            if kind in _HASHES:
+                _read_hash(out, kind, name, {_text(k): _text(v) for k, v in value.items()})
+            elif kind in ("pool", "line"):
+                out[f"{kind}s"][name] = [_text(m) for m in value]
+            elif kind in _NODE_SETS:
+                out[_NODE_SETS[kind]][name] = [_text(m) for m in value]
+            elif kind not in _NOT_SHARED:
+                out["other"].append(key)
+        return dump.finish(out)
+
     async def beat(self, node: str, ttl: float, info: str) -> bool:
         """Renew liveness; True if this node had been dropped (or is new)."""
         return bool(await self._beat(args=[node, int(ttl * 1000), info]))
@@ -211,6 +242,37 @@ def outcome_of(op: Op, raw: Any) -> Outcome:
         game, line = rest
         return Done(_line(game, line), game)
     return Done()
+
+
+# For ``dump``: the keys by kind (``pc:{kind}:{name}``).
+_HASHES = ("w", "c", "s", "codecs")
+_NODE_SETS = {"nw": "node_workers", "ns": "node_sessions", "nc": "node_clients"}
+# Liveness, the order of arrival, status replies: not the state both hold.
+_NOT_SHARED = ("node", "nodes", "seq", "reply")
+
+
+def _read_hash(out: Dump, kind: str, name: str, h: dict[str, str]) -> None:
+    if kind == "w":
+        codecs = _split(h.get("codecs", ""))
+        out["directory"][name] = dump.worker(
+            h.get("node", ""), h.get("game", ""), codecs, h.get("addr", ""),
+            int(h.get("port", 0)), h.get("busy") == "1",
+        )  # fmt: skip
+    elif kind == "c":
+        out["waiting"][name] = dump.client(h["node"], h["game"], _split(h["codecs"]))
+    elif kind == "codecs":
+        out["codecs"][name] = {codec: int(n) for codec, n in sorted(h.items())}
+    else:
+        entry = SessionEntry(
+            name, h["worker"], h["worker_node"], h["client"], h["client_node"], h["game"],
+            h["codec"], float(h["started_at"]), h["phase"],
+        )  # fmt: skip
+        tokens = {role: h[f] for role, f in (("worker", "wt"), ("client", "ct")) if f in h}
+        out["sessions"][name] = dump.session(entry, tokens or None)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _split(text: str) -> list[str]:
