@@ -4,6 +4,8 @@ runs on MemoryShared and on RedisShared against a real redis-server."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import cast
 
 import pytest
 from playcast_testing.redis_server import running_redis
@@ -17,6 +19,7 @@ from playcast.signaling.shared import (
     Forgotten,
     LeaveLine,
     Listed,
+    MarkConnected,
     MemoryShared,
     Op,
     Outcome,
@@ -28,38 +31,41 @@ from playcast.signaling.shared import (
     Reattached,
     Refused,
     SetTokens,
+    SharedState,
     Withdraw,
     WorkerEntry,
 )
 from playcast.signaling.shared.redis_state import RedisShared
 
 GAME = "com.supercell.clashroyale"
+OTHER = "com.example.other"
 Run = Callable[[Op], Awaitable[Outcome]]
 Forget = Callable[[str, float], Awaitable[object]]
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def with_forget(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Run, Forget]]:
-    """``run``, and a dead node's cleanup (with a resume grace, seconds, or none)."""
+async def shared(request: pytest.FixtureRequest) -> AsyncIterator[SharedState]:
+    """Each implementation, with nodes A, B and C alive."""
     if request.param == "memory":
-        memory = MemoryShared([GAME])
-
-        async def forget_memory(node: str, grace: float) -> object:
-            return await memory.forget_node(node, grace=grace)
-
-        yield memory.execute, forget_memory
+        yield MemoryShared([GAME, OTHER])
         return
     async with running_redis() as server:
         redis = Redis.from_url(server.url)
         shared = RedisShared(redis)
         for node in ("A", "B", "C"):
             await shared.beat(node, 60.0, "{}")
-
-        async def forget_redis(node: str, grace: float) -> object:
-            return await shared.forget_node(node, grace=grace)
-
-        yield shared.execute, forget_redis
+        yield shared
         await redis.aclose()
+
+
+@pytest.fixture
+def with_forget(shared: SharedState) -> tuple[Run, Forget]:
+    """``run``, and a dead node's cleanup (with a resume grace, seconds, or none)."""
+
+    async def forget(node: str, grace: float) -> object:
+        return await shared.forget_node(node, grace=grace)
+
+    return shared.execute, forget
 
 
 @pytest.fixture
@@ -140,6 +146,33 @@ async def test_ending_sessions(run: Run) -> None:
     assert isinstance(out, Paired)
     assert await run(EndSession("s1")) == Done()
     assert await run(EndSession("s1")) == Done()
+
+
+@dataclass(frozen=True)
+class Unknown:
+    session_id: str  # as MarkConnected has: once taken for one
+
+
+async def test_an_unknown_op_is_an_error(run: Run) -> None:
+    with pytest.raises(TypeError, match="not a shared-state operation"):
+        await run(cast(Op, Unknown("s1")))
+
+
+async def test_mark_connected_sets_the_phase_a_resume_reads(shared: SharedState) -> None:
+    run = shared.execute
+    await run(Publish(worker("w1"), "x", 1.0))
+    assert isinstance(await run(Pair(client("c1"), "s1", 0, 2.0)), Paired)
+    assert (await shared.dump())["sessions"]["s1"]["phase"] == "awaiting_offer"
+    await run(SetTokens("s1", "aa" * 32, "bb" * 32))
+    assert await run(MarkConnected("s1")) == Done()
+    assert (await shared.dump())["sessions"]["s1"]["phase"] == "connected"
+    moved = await run(Reattach("s1", "client", "bb" * 32, "cc" * 32, "C"))
+    assert isinstance(moved, Reattached) and moved.session.phase == "connected"
+    before = await shared.dump()
+    assert await run(MarkConnected("s-gone")) == Done()  # no such session: nothing made
+    await run(EndSession("s1"))
+    assert await run(MarkConnected("s1")) == Done()
+    assert await shared.dump() == {**before, "sessions": {}, "node_sessions": {}}
 
 
 async def test_ending_a_session_with_its_worker_withdraws_it(run: Run) -> None:

@@ -23,6 +23,7 @@ from playcast.signaling.shared.records import (
     Forgotten,
     LeaveLine,
     Listed,
+    MarkConnected,
     Op,
     Outcome,
     Pair,
@@ -116,10 +117,12 @@ class MemoryShared:
             return Done()
         if isinstance(op, Reattach):
             return self._reattach(op)
-        old = self.sessions.get(op.session_id)
-        if old is not None:
-            self.sessions[op.session_id] = _with_phase(old, "connected")
-        return Done()
+        if isinstance(op, MarkConnected):
+            old = self.sessions.get(op.session_id)
+            if old is not None:
+                self.sessions[op.session_id] = _with_phase(old, "connected")
+            return Done()
+        raise TypeError(f"not a shared-state operation: {op!r}")
 
     def _publish(self, op: Publish) -> Outcome:
         w = op.worker

@@ -120,8 +120,9 @@ class RedisShared:
             return self._set_tokens, [op.session_id, op.worker, op.client]
         if isinstance(op, Reattach):
             return self._reattach, [op.session_id, op.role, op.token, op.fresh, op.node]
-        assert isinstance(op, MarkConnected)
-        return self._mark, [op.session_id]
+        if isinstance(op, MarkConnected):
+            return self._mark, [op.session_id]
+        raise TypeError(f"not a shared-state operation: {op!r}")
 
     def call(self, op: Op, client: Any = None) -> Any:
         """The script call for ``op`` (an awaitable; on a pipeline, queued).
