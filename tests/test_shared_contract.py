@@ -130,6 +130,17 @@ async def test_the_line_first_come_first_served(run: Run) -> None:
     assert await run(LeaveLine("c2", GAME)) == Done()
 
 
+async def test_leaving_the_line_of_another_game_leaves_nothing(shared: SharedState) -> None:
+    run = shared.execute
+    await run(Publish(worker("w1"), "x", 1.0))
+    await run(Pair(client("c0"), "s0", 2, 2.0))
+    assert await run(Pair(client("c1"), "s1", 2, 3.0)) == Queued((client("c1"),))
+    assert await run(LeaveLine("c1", OTHER)) == Done()
+    assert (await shared.dump())["lines"] == {GAME: ["c1"]}
+    assert await run(LeaveLine("c1", GAME)) == Done((), GAME)
+    assert (await shared.dump())["lines"] == {}
+
+
 async def test_a_vp8_worker_skips_an_h264_only_client_in_line(run: Run) -> None:
     await run(Publish(worker("w1", "H264", "VP8"), "x", 1.0))
     await run(Pair(client("c0"), "s0", 3, 2.0))

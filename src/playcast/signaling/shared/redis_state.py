@@ -113,7 +113,7 @@ class RedisShared:
         if isinstance(op, Withdraw):
             return self._withdraw, [op.worker_id]
         if isinstance(op, LeaveLine):
-            return self._leave, [op.client_id]
+            return self._leave, [op.client_id, op.game]
         if isinstance(op, EndSession):
             return self._end, [op.session_id, op.worker_id]
         if isinstance(op, SetTokens):
