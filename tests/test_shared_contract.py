@@ -272,6 +272,27 @@ async def test_a_player_left_behind_by_its_worker_still_ends_with_its_node(
     assert await run(Reattach("s1", "client", "bb" * 32, "dd" * 32, "C")) == Denied()
 
 
+async def test_a_worker_resumed_elsewhere_is_its_new_node_s(shared: SharedState) -> None:
+    """Its directory record names the node that holds it now: the old
+    node's death leaves it registered, its new node's withdraws it."""
+    run = shared.execute
+    await run(Publish(worker("w1", "VP8", node="A"), "x", 1.0))
+    await run(Publish(worker("w2", "H264", node="B"), "x", 1.5))
+    assert isinstance(await run(Pair(client("c1", "VP8", node="B"), "s1", 0, 2.0)), Paired)
+    await run(SetTokens("s1", "aa" * 32, "bb" * 32))
+    moved = await run(Reattach("s1", "worker", "aa" * 32, "cc" * 32, "C"))
+    assert isinstance(moved, Reattached) and (moved.old_node, moved.old_alive) == ("A", True)
+    state = await shared.dump()
+    assert state["directory"]["w1"]["node"] == "C" and state["directory"]["w1"]["busy"]
+    assert state["node_workers"] == {"B": ["w2"], "C": ["w1"]}
+    assert await shared.forget_node("A") == Forgotten({})
+    assert await run(Pair(client("c2", "VP8"), "s2", 0, 3.0)) == Refused("no_worker_available")
+    cleaned = await shared.forget_node("C")
+    assert cleaned == Forgotten({}, (("B", "c1", "s1"),))
+    assert await run(Pair(client("c3", "VP8"), "s3", 0, 4.0)) == Refused("unsupported_browser")
+    assert list((await shared.dump())["directory"]) == ["w2"]
+
+
 async def test_a_busy_worker_kept_for_its_resume_no_longer_counts_its_codecs(
     with_forget: tuple[Run, Forget],
 ) -> None:

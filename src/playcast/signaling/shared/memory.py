@@ -187,6 +187,15 @@ class MemoryShared:
             s.phase,
         )
         self.sessions[s.id] = moved
+        if op.role == "worker":
+            # Held on op.node now: its record names that node, whose death
+            # (not the old one's) withdraws it. Withdrawn meanwhile (its old
+            # node's cleanup, with a grace), it is written anew, sending no
+            # codec: busy, and counted nowhere.
+            w = self.workers.get(s.worker)
+            codecs, addr, port = (w.codecs, w.addr, w.port) if w is not None else ((), "", 0)
+            self.workers[s.worker] = WorkerEntry(s.worker, op.node, s.game, codecs, addr, port)
+            self.busy.add(s.worker)
         partner = moved.client_node if op.role == "worker" else moved.worker_node
         return Reattached(moved, old, old not in self.dead, partner not in self.dead)
 
