@@ -293,12 +293,11 @@ async def test_a_worker_resumed_elsewhere_is_its_new_node_s(shared: SharedState)
     assert list((await shared.dump())["directory"]) == ["w2"]
 
 
-async def test_a_busy_worker_kept_for_its_resume_no_longer_counts_its_codecs(
+async def test_a_busy_worker_of_a_dead_node_no_longer_counts_its_codecs(
     with_forget: tuple[Run, Forget],
 ) -> None:
     """Its node is dead: the worker is registered nowhere, even while its
-    session waits for it to resume (a record left to expire is never
-    withdrawn, so its codecs would have counted for ever)."""
+    session waits for it to resume."""
     run, forget = with_forget
     await run(Publish(worker("w1", "VP8"), "x", 1.0))
     await run(Publish(worker("w2", "H264", node="B"), "x", 2.0))
@@ -311,10 +310,32 @@ async def test_a_busy_worker_kept_for_its_resume_no_longer_counts_its_codecs(
     assert await run(Pair(client("c4", "VP8"), "s4", 0, 7.0)) == Refused("no_worker_available")
 
 
+async def test_a_dead_node_s_busy_worker_leaves_the_directory_until_it_resumes(
+    shared: SharedState,
+) -> None:
+    """With a grace its session stays, but the worker is registered nowhere
+    (in Redis as in memory, which keeps no clock to expire a record): its
+    resume writes its record anew, on its new node."""
+    run = shared.execute
+    await paired_with_tokens(run, "A", "B")
+    assert await shared.forget_node("A", grace=30.0) == Forgotten({}, (("B", "c1", "s1"),))
+    state = await shared.dump()
+    assert (state["directory"], state["node_workers"], list(state["sessions"])) == ({}, {}, ["s1"])
+    moved = await run(Reattach("s1", "worker", "aa" * 32, "cc" * 32, "C"))
+    assert isinstance(moved, Reattached) and (moved.old_node, moved.old_alive) == ("A", False)
+    state = await shared.dump()
+    assert state["directory"] == {
+        "w1": {"node": "C", "game": GAME, "codecs": [], "addr": "", "port": 0, "busy": True}
+    }
+    assert state["node_workers"] == {"C": ["w1"]}
+    assert await shared.forget_node("C") == Forgotten({}, (("B", "c1", "s1"),))
+    assert (await shared.dump())["sessions"] == {}
+
+
 async def test_a_dead_node_s_sessions_wait_out_the_grace_on_both_sides() -> None:
     """Redis only (the memory state keeps no clock): with a resume grace, a
-    dead node's sessions expire, whichever side it held, and the worker's
-    record with them; a node's sets are gone."""
+    dead node's sessions expire, whichever side it held; its workers and a
+    node's sets are gone."""
     async with running_redis() as server:
         redis = Redis.from_url(server.url)
         shared = RedisShared(redis)
@@ -330,7 +351,7 @@ async def test_a_dead_node_s_sessions_wait_out_the_grace_on_both_sides() -> None
         await shared.forget_node("A", grace=30.0)
         for sid in ("s1", "s2", "s3"):  # a player on A, a player on A, a worker on A
             assert 0 < await redis.pttl(f"pc:s:{sid}") <= 30_000, sid
-        assert 0 < await redis.pttl("pc:w:w3") <= 30_000  # busy: kept for its resume
+        assert not await redis.exists("pc:w:w3")  # registered nowhere until it resumes
         assert await redis.pttl("pc:w:w1") == -1  # resumed on B: no longer A's
         assert not await redis.exists("pc:ns:A", "pc:nw:A", "pc:nc:A")
         await redis.aclose()

@@ -1,6 +1,6 @@
 -- A dead node's cleanup: claimed by the first node to find it (SREM), so it
 -- runs once; returns the lines it changed. With a resume grace (ARGV[3], ms)
--- its sessions (and their busy workers) stay that long, to be resumed elsewhere.
+-- its sessions stay that long, to be resumed elsewhere.
 local node, grace = ARGV[1], tonumber(ARGV[3])
 if redis.call('SREM', 'pc:nodes', node) == 0 and ARGV[2] ~= 'force' then
   return cjson.encode({'not_mine'})
@@ -13,18 +13,11 @@ local function gone(sid, role, where)
   if grace > 0 then redis.call('PEXPIRE', 'pc:s:' .. sid, grace) else end_session(sid) end
 end
 for _, wid in ipairs(redis.call('SMEMBERS', 'pc:nw:' .. node)) do
-  local w = redis.call('HMGET', 'pc:w:' .. wid, 'busy', 'session', 'game', 'codecs')
-  local busy = w[1] == '1'
-  if busy and w[2] then gone(w[2], 'client', 'client_node') end  -- (if not ended already)
-  if grace > 0 and busy then
-    -- Kept for its resume, but no longer registered: its codecs stop
-    -- counting now, as a record left to expire is never withdrawn.
-    count(w[3], w[4], -1)
-    redis.call('HDEL', 'pc:w:' .. wid, 'codecs')
-    redis.call('PEXPIRE', 'pc:w:' .. wid, grace)
-  else
-    withdraw(wid)
-  end
+  local w = redis.call('HMGET', 'pc:w:' .. wid, 'busy', 'session')
+  if w[1] == '1' and w[2] then gone(w[2], 'client', 'client_node') end  -- (if not ended already)
+  -- Registered nowhere now, busy or not: a resume writes its record anew,
+  -- on the node that holds it then.
+  withdraw(wid)
 end
 for _, sid in ipairs(redis.call('SMEMBERS', 'pc:ns:' .. node)) do
   gone(sid, 'worker', 'worker_node')

@@ -14,7 +14,6 @@ local s = redis.call('HMGET', key, 'worker', 'worker_node', 'client', 'client_no
   'codec', 'started_at', 'phase')
 if role == 'worker' then
   redis.call('HSET', 'pc:w:' .. s[1], 'node', node, 'game', s[5], 'busy', '1', 'session', sid)
-  redis.call('PERSIST', 'pc:w:' .. s[1])
   redis.call('SREM', 'pc:nw:' .. old, s[1])
   redis.call('SADD', 'pc:nw:' .. node, s[1])
 else
