@@ -260,6 +260,21 @@ async def test_a_dead_node_names_the_members_elsewhere_of_its_sessions(
     assert cleaned.partners == (("A", "w1", "s1"),)
 
 
+async def test_a_dead_node_is_cleaned_up_once_unless_forced(shared: SharedState) -> None:
+    """The first node to find it dead cleans it up; the others are told
+    nothing is theirs to announce. Forced (a node leaving, or taking its id
+    over), the cleanup runs whoever ran it before."""
+    run = shared.execute
+    await paired_with_tokens(run, "A", "B")
+    assert await shared.forget_node("B", grace=30.0) == Forgotten({}, (("A", "w1", "s1"),))
+    assert await shared.forget_node("B", grace=30.0) is None
+    # Forced again: nothing is left to find; what waits for its grace still does.
+    assert await shared.forget_node("B", force=True) == Forgotten({})
+    assert list((await shared.dump())["sessions"]) == ["s1"]
+    assert await shared.forget_node("B") is None
+    assert await shared.forget_node("C", force=True) == Forgotten({})  # alive, leaving
+
+
 async def test_a_player_left_behind_by_its_worker_still_ends_with_its_node(
     with_forget: tuple[Run, Forget],
 ) -> None:

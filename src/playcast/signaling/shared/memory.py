@@ -220,9 +220,14 @@ class MemoryShared:
             return Done()
         return Done(tuple(game.line.values()), game_name)
 
-    def forget(self, node: str, *, force: bool = False, grace: float = 0.0) -> Forgotten:
+    def forget(self, node: str, *, force: bool = False, grace: float = 0.0) -> Forgotten | None:
         """A node is dead: nothing of it stays (but its sessions, with a
-        ``grace``, when members may resume elsewhere)."""
+        ``grace``, when members may resume elsewhere). Every node counts as
+        announced, and is cleaned up once: None after that, unless ``force``;
+        forced, a cleanup finds nothing an earlier one left (as in Redis,
+        where it took the node's sets: what it kept for a grace stays so)."""
+        if node in self.dead:
+            return Forgotten({}) if force else None
         keep_sessions = grace > 0
         self.dead.add(node)
         for wid in [w.id for w in self.workers.values() if w.node == node]:
