@@ -141,6 +141,21 @@ async def test_leaving_the_line_of_another_game_leaves_nothing(shared: SharedSta
     assert (await shared.dump())["lines"] == {}
 
 
+async def test_asking_again_keeps_one_s_place(shared: SharedState) -> None:
+    """A worker offered again while available (an Again told twice), a
+    client asking again while in line: each keeps the place it had."""
+    run = shared.execute
+    await run(Publish(worker("w1"), "x1", 1.0))
+    await run(Publish(worker("w2"), "x2", 2.0))
+    assert await run(Publish(worker("w1"), "x3", 3.0)) == Listed()
+    assert (await shared.dump())["pools"] == {GAME: ["w1", "w2"]}
+    assert isinstance(await run(Pair(client("c0"), "s0", 3, 4.0)), Paired)
+    assert isinstance(await run(Pair(client("c1"), "s1", 3, 5.0)), Paired)
+    assert await run(Pair(client("c2"), "s2", 3, 6.0)) == Queued((client("c2"),))
+    assert await run(Pair(client("c3"), "s3", 3, 7.0)) == Queued((client("c2"), client("c3")))
+    assert await run(Pair(client("c2"), "s4", 3, 8.0)) == Queued((client("c2"), client("c3")))
+
+
 async def test_a_vp8_worker_skips_an_h264_only_client_in_line(run: Run) -> None:
     await run(Publish(worker("w1", "H264", "VP8"), "x", 1.0))
     await run(Pair(client("c0"), "s0", 3, 2.0))

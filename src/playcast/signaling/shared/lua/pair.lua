@@ -34,7 +34,8 @@ if #counts > 0 then
   if not served then return cjson.encode({'refused', 'unsupported_browser'}) end
 end
 if limit > 0 and redis.call('ZCARD', 'pc:line:' .. game) < limit then
-  redis.call('ZADD', 'pc:line:' .. game, redis.call('INCR', 'pc:seq'), cid)
+  -- NX: a client asking again keeps its place (as in memory)
+  redis.call('ZADD', 'pc:line:' .. game, 'NX', redis.call('INCR', 'pc:seq'), cid)
   redis.call('HSET', 'pc:c:' .. cid, 'node', node, 'game', game, 'codecs', codecs)
   redis.call('SADD', 'pc:nc:' .. node, cid)
   return cjson.encode({'queued', line_of(game)})

@@ -27,5 +27,6 @@ while true do
     end
   end
 end
-redis.call('ZADD', 'pc:pool:' .. game, redis.call('INCR', 'pc:seq'), wid)
+-- NX: a worker offered again while available keeps its place (as in memory)
+redis.call('ZADD', 'pc:pool:' .. game, 'NX', redis.call('INCR', 'pc:seq'), wid)
 return cjson.encode({'listed'})
