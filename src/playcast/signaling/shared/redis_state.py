@@ -91,6 +91,7 @@ class RedisShared:
         self._set_tokens: AsyncScript = r(_script("set_tokens", lib=False))
         self._reattach: AsyncScript = r(_script("reattach"))
         self._beat: AsyncScript = r(_script("beat", lib=False))
+        self._dump: AsyncScript = r(_script("dump", lib=False))
         self._scripts = (
             self._publish, self._pair, self._withdraw, self._leave, self._end, self._mark,
             self._forget, self._set_tokens, self._reattach, self._beat,
@@ -155,30 +156,18 @@ class RedisShared:
         return outcome_of(op, await self.call(op))
 
     async def dump(self) -> Dump:
-        """Every key read back (SCAN, then one pipeline): for tests and
-        inspection, never on a live path."""
-        keys = sorted({_text(k) async for k in self.redis.scan_iter(match="pc:*", count=1000)})
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                kind = key.split(":", 2)[1]
-                if kind in _HASHES:
-                    pipe.hgetall(key)
-                elif kind in ("pool", "line"):
-                    pipe.zrange(key, 0, -1)
-                elif kind in _NODE_SETS:
-                    pipe.smembers(key)
-                else:
-                    pipe.exists(key)
-            values = await pipe.execute()
+        """Every key read back in one atomic script (it holds Redis while it
+        reads: for tests and inspection, never on a live path)."""
         out = dump.empty()
-        for key, value in zip(keys, values, strict=True):
+        for key, values in json.loads(await self._dump()):
             _, kind, name = (*key.split(":", 2), "")[:3]
+            values = values if isinstance(values, list) else []  # (cjson: {} for [])
             if kind in _HASHES:
-                _read_hash(out, kind, name, {_text(k): _text(v) for k, v in value.items()})
+                _read_hash(out, kind, name, dict(zip(values[::2], values[1::2], strict=True)))
             elif kind in ("pool", "line"):
-                out[f"{kind}s"][name] = [_text(m) for m in value]
+                out[f"{kind}s"][name] = values
             elif kind in _NODE_SETS:
-                out[_NODE_SETS[kind]][name] = [_text(m) for m in value]
+                out[_NODE_SETS[kind]][name] = values
             elif kind not in _NOT_SHARED:
                 out["other"].append(key)
         return dump.finish(out)
@@ -270,10 +259,6 @@ def _read_hash(out: Dump, kind: str, name: str, h: dict[str, str]) -> None:
         )  # fmt: skip
         tokens = {role: h[f] for role, f in (("worker", "wt"), ("client", "ct")) if f in h}
         out["sessions"][name] = dump.session(entry, tokens or None)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _split(text: str) -> list[str]:
