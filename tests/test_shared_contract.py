@@ -290,6 +290,22 @@ async def test_a_dead_node_is_cleaned_up_once_unless_forced(shared: SharedState)
     assert await shared.forget_node("C", force=True) == Forgotten({})  # alive, leaving
 
 
+async def test_a_worker_withdrawn_while_paired_is_not_found_by_its_node_s_cleanup(
+    shared: SharedState,
+) -> None:
+    """A node's cleanup finds its workers' sessions through their directory
+    records: once the worker is withdrawn (it left before its node heard of
+    the pairing), its session is its player's node's to end. (The gap this
+    leaves: docs/cluster.md.)"""
+    run = shared.execute
+    await paired_with_tokens(run, "A", "B")
+    await run(Withdraw("w1"))
+    assert await shared.forget_node("A") == Forgotten({})
+    assert list((await shared.dump())["sessions"]) == ["s1"]
+    assert await shared.forget_node("B") == Forgotten({})
+    assert (await shared.dump())["sessions"] == {}
+
+
 async def test_a_player_left_behind_by_its_worker_still_ends_with_its_node(
     with_forget: tuple[Run, Forget],
 ) -> None:

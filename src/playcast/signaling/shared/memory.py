@@ -56,7 +56,7 @@ class MemoryShared:
     def __init__(self, games: Iterable[str]) -> None:
         self.games: dict[str, _Game] = {g: _Game() for g in games}
         self.workers: dict[str, WorkerEntry] = {}
-        self.busy: set[str] = set()
+        self.busy: dict[str, str] = {}  # worker -> the session it is busy in
         self.sessions: dict[str, SessionEntry] = {}
         self.tokens: dict[str, dict[str, str]] = {}
         self.dead: set[str] = set()
@@ -131,7 +131,7 @@ class MemoryShared:
             for name in w.codecs:
                 game.codecs[name] = game.codecs.get(name, 0) + 1
         self.workers[w.id] = w
-        self.busy.discard(w.id)
+        self.busy.pop(w.id, None)
         for client in game.line.values():
             codec = shared_codec(w.codecs, client.codecs)
             if codec is not None:
@@ -165,7 +165,7 @@ class MemoryShared:
     ) -> SessionEntry:
         session = SessionEntry(sid, w.id, w.node, c.id, c.node, c.game, codec, now)
         self.sessions[sid] = session
-        self.busy.add(w.id)
+        self.busy[w.id] = sid
         return session
 
     def _reattach(self, op: Reattach) -> Outcome:
@@ -195,13 +195,13 @@ class MemoryShared:
             w = self.workers.get(s.worker)
             codecs, addr, port = (w.codecs, w.addr, w.port) if w is not None else ((), "", 0)
             self.workers[s.worker] = WorkerEntry(s.worker, op.node, s.game, codecs, addr, port)
-            self.busy.add(s.worker)
+            self.busy[s.worker] = s.id
         partner = moved.client_node if op.role == "worker" else moved.worker_node
         return Reattached(moved, old, old not in self.dead, partner not in self.dead)
 
     def _withdraw(self, worker_id: str) -> Outcome:
         w = self.workers.pop(worker_id, None)
-        self.busy.discard(worker_id)
+        self.busy.pop(worker_id, None)
         if w is None:
             return Done()
         game = self.games[w.game]
@@ -228,18 +228,26 @@ class MemoryShared:
         where it took the node's sets: what it kept for a grace stays so)."""
         if node in self.dead:
             return Forgotten({}) if force else None
-        keep_sessions = grace > 0
         self.dead.add(node)
-        for wid in [w.id for w in self.workers.values() if w.node == node]:
-            self._withdraw(wid)
+        # Its sessions as Redis finds them: through each of its workers'
+        # records (the session it is busy in) and its players' set. A
+        # session whose worker was withdrawn while it was recorded is not
+        # found here (docs/cluster.md, "A known gap").
+        found: list[tuple[str, bool]] = []  # (session, the worker is the one here)
+        for w in [w for w in self.workers.values() if w.node == node]:
+            if self.busy.get(w.id) in self.sessions:
+                found.append((self.busy[w.id], True))
+            self._withdraw(w.id)
+        found += [(s.id, False) for s in self.sessions.values() if s.client_node == node]
         partners = []
-        for s in [s for s in self.sessions.values() if node in (s.worker_node, s.client_node)]:
-            where, member = (
-                (s.client_node, s.client) if s.worker_node == node else (s.worker_node, s.worker)
-            )
+        for sid, worker_here in found:
+            s = self.sessions.get(sid)
+            if s is None:
+                continue  # found twice, and ended
+            where, member = (s.client_node, s.client) if worker_here else (s.worker_node, s.worker)
             if where not in self.dead:
                 partners.append((where, member, s.id))
-            if not keep_sessions:
+            if grace <= 0:
                 del self.sessions[s.id]
                 self.tokens.pop(s.id, None)
         changed = {}
