@@ -13,7 +13,8 @@ is checked). Keys, all under ``pc:``:
 | ``pc:line:{game}`` | sorted set | waiting clients, scored by when they joined the line |
 | ``pc:c:{client}`` | hash | a waiting client: node, game, codecs |
 | ``pc:codecs:{game}`` | hash | codec -> registered workers of the game that send it |
-| ``pc:s:{session}`` | hash | a session: members, their nodes, game, codec, start, phase |
+| ``pc:s:{session}`` | hash | a session: members, their nodes, game, codec, start, phase, |
+| | | the kept resume tokens (wt, ct) |
 | ``pc:nw:{node}``, ``pc:ns:{node}``, ``pc:nc:{node}`` | sets | a node's workers, its players' |
 | | | sessions and its waiting clients, for its cleanup (its workers' |
 | | | sessions: on their records) |
