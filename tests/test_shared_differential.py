@@ -191,6 +191,10 @@ class Differential(RuleBasedStateMachine):
             sid = data.draw(st.sampled_from(resumable))
         else:
             sid = self.pick_session(data)
+        s = self.memory.sessions.get(sid)
+        gone = {s.worker_node, s.client_node} - self.live if s is not None else set()
+        if s is not None and gone and data.draw(st.booleans()):
+            role = "worker" if s.worker_node in gone else "client"  # its node died
         token = self.memory.tokens.get(sid, {}).get(role, "") if right else "f" * 64
         if node not in self.live:
             node = min(self.live)
