@@ -10,8 +10,11 @@ what they answer or in the state read back.
 
 The interface is asynchronous, as Redis is. The memory implementation
 answers at once: its async methods wrap synchronous ones (``apply``,
-``forget``), which a lone server calls directly, since it settles
-its operations within the same step, synchronously and cheaply.
+``forget``, ``read``), which a lone server (and the cluster model in the
+tests) calls directly, since it settles its operations within the same
+step, synchronously and cheaply. ``forget_node`` has one signature in both;
+in memory every node counts as announced, and there is no clock: what a
+grace keeps stays until it is ended.
 """
 
 from __future__ import annotations

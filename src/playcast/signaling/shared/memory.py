@@ -51,7 +51,7 @@ class _Game:
 
 class MemoryShared:
     """The shared state in one process: exact, synchronous, and the model the
-    Redis scripts follow line by line."""
+    Redis scripts follow rule for rule."""
 
     def __init__(self, games: Iterable[str]) -> None:
         self.games: dict[str, _Game] = {g: _Game() for g in games}
