@@ -62,10 +62,12 @@ unit: setup
 	$(BIN)/pytest -q tests/test_hub_rules.py tests/test_hub_timeouts.py tests/test_hub_properties.py
 
 # The property tests' random search, 100 times deeper than in make test
-# (about 8 minutes): how the cluster model's rare interleavings are found.
+# (about 8 minutes, and 4-6 more for the shared state's differential test on
+# a real redis-server): how the cluster model's rare interleavings are found,
+# and any rule the two shared-state implementations keep differently.
 properties: setup
 	PLAYCAST_EXAMPLES_SCALE=100 $(BIN)/pytest -q --timeout 1800 tests/test_hub_properties.py \
-		tests/test_cluster_properties.py
+		tests/test_cluster_properties.py tests/test_shared_differential.py
 
 # pytest's exit 5 means it collected no test: for this project that is a
 # broken selection or collection, so it fails loudly like any other.

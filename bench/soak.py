@@ -370,7 +370,7 @@ class Pool:
 
 # --- the cluster (--cluster N) ---------------------------------------------------
 
-# Redis keys by kind (redis_shared.py's layout): what may stay while the
+# Redis keys by kind (shared/redis_state.py's layout): what may stay while the
 # cluster is at rest, and what must be gone when no session, player or worker
 # is left. At rest: per worker one pc:w; per node at most its liveness key,
 # its workers' set and its stream; per game a pool and a codec count.

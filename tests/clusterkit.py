@@ -88,7 +88,7 @@ class Cluster:
             op = self.requests[name].popleft()
             assert not isinstance(op, tuple)  # (published as soon as it led)
             self.ops += 1
-            hub.on_outcome(op, self.shared.execute(op))
+            hub.on_outcome(op, self.shared.apply(op))
         elif self.bus[name]:
             msg: BusMessage = decode(self.bus[name].popleft())
             self.messages += 1
@@ -165,7 +165,7 @@ class Cluster:
         self.bus.pop(name)
         self.settle()
         grace = next(iter(self.hubs.values())).settings.resume_grace if self.hubs else 0
-        cleaned = self.shared.forget_node(name, keep_sessions=grace > 0)
+        cleaned = self.shared.forget(name, grace=grace)
         survivors = noticed_by or tuple(self.hubs)
         for index, node in enumerate(survivors):
             self.hubs[node].node_down(name, cleaned if index == 0 else None)

@@ -1,7 +1,7 @@
 """Early starts: a pairing tells the worker's node as it pairs.
 
 The ``Pair`` script that hands a player a worker on another node also
-publishes the ``start`` to that node (``redis_shared._PAIR``), so the worker
+publishes the ``start`` to that node (``shared/lua/pair.lua``), so the worker
 is greeted while the player's node is still reading the answer: a crossing
 of the cluster less on every player's wait. The player's core still tells
 its own ``Start`` after the answer, as the numbered copy a resend would

@@ -33,10 +33,10 @@ from playcast.signaling.cluster.outbound import Batch, Outbound, Raw
 from playcast.signaling.cluster.precise_sleep import PreciseSleep
 from playcast.signaling.cluster.redis_link import RedisLink
 from playcast.signaling.cluster.status import answer, gather, text
-from playcast.signaling.redis_shared import RedisShared, outcome_of
 from playcast.signaling.rules import bus
 from playcast.signaling.rules.events import event
 from playcast.signaling.shared import Op, Pair, Publish
+from playcast.signaling.shared.redis_state import RedisShared, outcome_of
 
 if TYPE_CHECKING:
     from playcast.signaling.hub import Hub

@@ -24,8 +24,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from playcast.signaling.cluster.status import text
-from playcast.signaling.redis_shared import RedisShared
 from playcast.signaling.rules.events import event
+from playcast.signaling.shared.redis_state import RedisShared
 
 if TYPE_CHECKING:
     from playcast.signaling.hub import Hub

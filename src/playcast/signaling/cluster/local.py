@@ -36,7 +36,7 @@ class LocalCluster:
         hub = self.hub
         while hub.requests:
             for op in hub.take_requests():
-                hub.on_outcome(op, self.shared.execute(op))
+                hub.on_outcome(op, self.shared.apply(op))
         hub.take_tells()  # (a word for another node: there is none)
 
     async def settle(self, timeout: float = 0.0) -> None:

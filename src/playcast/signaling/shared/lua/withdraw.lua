@@ -1,0 +1,3 @@
+-- Withdraw: a worker is gone.
+withdraw(ARGV[1])
+return cjson.encode({'done'})
