@@ -150,6 +150,7 @@ class RawConnection:
         self.buffer = bytearray()
         self.ended: str | None = None  # "eof", or the error that ended reading
         self._changed = asyncio.Event()
+        self.send_failed: str | None = None  # why the socket stopped taking bytes
         self._out = bytearray()
         self._sent = asyncio.Event()
         self._sent.set()
@@ -220,7 +221,8 @@ class RawConnection:
                 del self._out[:n]
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
+        except OSError as exc:
+            self.send_failed = repr(exc)
             self._out.clear()  # the server is gone: nothing more can be sent
         self.loop.remove_writer(self.sock.fileno())
         self._sent.set()
