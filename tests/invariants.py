@@ -108,8 +108,11 @@ def model_problems(hubs: Iterable[Hub], *, settled: bool = True) -> list[str]:
                 if w.session_id is not None:
                     problems.append(f"{here}: worker {w.id}'s session {w.session_id} is not its")
                 continue
-            # No busy worker without its player: on the player's node, or away.
-            if not settled or s.client_away_until:
+            # No busy worker without its player: on the player's node, or
+            # away (as the session's copy there, or any copy, says).
+            if not settled or any(
+                h.sessions[s.id].client_away_until for h in hubs if s.id in h.sessions
+            ):
                 continue
             player_hub = node_of.get(s.client_node or here)
             if player_hub is None or s.client_id not in player_hub.clients:
@@ -125,12 +128,18 @@ def model_problems(hubs: Iterable[Hub], *, settled: bool = True) -> list[str]:
 
 class Deliveries:
     """Who may receive what names a session: only its members. Each
-    session's members are recorded from the hubs' records at every step
-    (``note``); every message a connection got that names a session is
-    checked against them (``check``)."""
+    session's members are recorded as the pairing made it (``paired``: a
+    cluster's shared state, as each operation runs) or from the hubs'
+    records after every step (``note``); every message a connection got that
+    names a session is checked against them (``check``)."""
 
     def __init__(self) -> None:
         self.members: dict[str, set[str]] = {}
+
+    def paired(self, sessions: Iterable[Any]) -> None:
+        """The shared state's session entries (``id``, ``worker``, ``client``)."""
+        for s in sessions:
+            self.members.setdefault(s.id, set()).update((s.worker, s.client))
 
     def note(self, hubs: Iterable[Hub]) -> None:
         for hub in hubs:
