@@ -111,23 +111,16 @@ async def test_a_message_of_endless_empty_continuation_frames_is_refused() -> No
         no_errors_logged(s)
 
 
-@pytest.mark.parametrize("path", ["/ws/client", "/"])
-async def test_the_8_kib_head_limit_holds_when_the_head_comes_in_one_piece(path: str) -> None:
-    """A 54 KB head of 500 headers, in one write: refused with 431, whether
-    it asks for a socket or the page."""
-    pad = "x" * 96
-    headers = {f"X-Pad-{i:03d}": pad for i in range(500)}
-    if path == "/":
-        head = (
-            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            + "\r\n"
-        ).encode()
-    else:
-        head = upgrade_request(path, "dGhlIHNhbXBsZSBub25jZQ==", **headers)
+async def test_the_8_kib_head_limit_holds_when_the_head_comes_in_one_piece() -> None:
+    """A 54 KB upgrade head of 500 headers, in one write: refused with 431,
+    as it is when it comes in pieces. (Other paths' heads go to aiohttp,
+    whose own limits refuse this one.)"""
+    headers = {f"X-Pad-{i:03d}": "x" * 96 for i in range(500)}
+    head = upgrade_request("/ws/client", "dGhlIHNhbXBsZSBub25jZQ==", **headers)
     assert len(head) > 50_000
     async with running_server() as s:
-        conn = await RawConnection.open(s.port)
+        # One write the kernel takes whole: one segment on loopback (MTU 64 KiB).
+        conn = await RawConnection.open(s.port, sndbuf=1 << 20)
         try:
             conn.send(head)
             answer = await conn.head()

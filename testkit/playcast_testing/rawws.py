@@ -164,13 +164,17 @@ class RawConnection:
         *,
         local_host: str | None = None,
         rcvbuf: int | None = None,
+        sndbuf: int | None = None,
     ) -> Self:
         """Connect; ``local_host`` binds the client's address (any of 127/8
-        on Linux), ``rcvbuf`` shrinks its receive buffer."""
+        on Linux), ``rcvbuf`` shrinks its receive buffer, ``sndbuf`` sizes
+        its send buffer (large: a big write goes out as one segment)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if sndbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         if local_host is not None:
             sock.bind((local_host, 0))
         sock.setblocking(False)
