@@ -32,12 +32,14 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/playcast demo
 
-# Debian's browsers (Playwright's own browser download does not work offline)
-# and redis-server, each installed only when its command is missing.
-SYSTEM_DEPS := chromium firefox-esr redis-server
+# Debian's browsers (Playwright's own browser download does not work offline),
+# redis-server and nginx (the shipped proxy configs are tested with it), each
+# installed only when its command is missing (nginx lives in /usr/sbin, which
+# a user's PATH may leave out).
+SYSTEM_DEPS := chromium firefox-esr redis-server nginx
 system-deps:
 	@missing=""; for cmd in $(SYSTEM_DEPS); do \
-		command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; done; \
+		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$cmd"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "apt-get install$$missing"; \
 		$(SUDO) apt-get update -qq && \

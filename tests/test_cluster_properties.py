@@ -1,6 +1,10 @@
 """Random sequences against three nodes sharing one state, their work
-interleaved at random: the invariants hold on every node and cluster-wide,
-no worker is in two sessions, and nobody gets a stranger's message."""
+interleaved at random: no internal error on any node (a 1011 close, an ERROR
+log line, ``playcast_internal_errors``: the hub contains them, so "must not
+raise" is not enough), the invariants hold on every node and cluster-wide
+(production's checks, and the model's rules checked again independently
+whenever no node has work in flight, invariants.py), no worker is in two
+sessions, and nobody gets a stranger's message."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from clusterkit import GAME, Cluster, FakeConn
 from hubkit import examples
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from invariants import Deliveries, InternalErrors, internal_errors, model_problems
 from test_hub_properties import frames
 
 from playcast.protocol import Answer, Assigned, IceCandidate, Offer, SessionStart
@@ -53,6 +58,13 @@ PAIRED_THEN_DEAD: list[tuple[str, Any]] = [
 def test_any_interleaving_keeps_the_cluster_consistent(
     steps: list[tuple[str, Any]], queue_limit: int, grace: float
 ) -> None:
+    with internal_errors() as errors:
+        _play(steps, queue_limit, grace, errors)
+
+
+def _play(
+    steps: list[tuple[str, Any]], queue_limit: int, grace: float, errors: InternalErrors
+) -> None:
     cluster = Cluster(
         heartbeat_timeout=4.0,
         handshake_timeout=3.0,
@@ -65,16 +77,28 @@ def test_any_interleaving_keeps_the_cluster_consistent(
     )
     peers: list[tuple[str, Worker | Client, FakeConn]] = []
     own: dict[int, set[str]] = {}
+    deliveries = Deliveries()
+    execute = cluster.shared.execute
+
+    def pair_and_record(op: Any) -> Any:  # every session as the pairing made it
+        outcome = execute(op)
+        deliveries.paired(cluster.shared.sessions.values())
+        return outcome
+
+    cluster.shared.execute = pair_and_record  # type: ignore[method-assign]
+    conns: list[FakeConn] = []  # every connection, a dead node's too
     killed = False
     for op, arg in steps:
         if op == "open_worker" and arg in cluster.hubs:
             conn = FakeConn()
+            conns.append(conn)
             peers.append((arg, cluster.hubs[arg].open_worker(conn), conn))
             cluster.hubs[arg].on_message(
                 peers[-1][1], json.dumps({"type": "register", "game": GAME})
             )
         elif op == "open_client" and arg in cluster.hubs:
             conn = FakeConn()
+            conns.append(conn)
             peers.append((arg, cluster.hubs[arg].open_client(conn), conn))
             cluster.hubs[arg].on_message(peers[-1][1], '{"type":"join"}')
         elif op == "send" and peers:
@@ -105,16 +129,21 @@ def test_any_interleaving_keeps_the_cluster_consistent(
             peers = [(n, p, c) for n, p, c in peers if n != arg]
         for node in cluster.hubs:  # each step's effects, as the socket layer does
             cluster.collect(node)
-        for _, _, conn in peers:
+        deliveries.note(cluster.hubs.values())
+        for _, peer, conn in peers:
             for msg in conn.sent:
                 if isinstance(msg, SessionStart | Assigned):
                     own.setdefault(id(conn), set()).add(msg.session_id)
-            for msg in conn.sent:
-                if isinstance(msg, Offer | Answer | IceCandidate):
+                elif isinstance(msg, Offer | Answer | IceCandidate):
                     event("relayed")
-                    assert msg.session_id in own.get(id(conn), set()), f"stranger's {msg!r}"
+            deliveries.check(peer.id, conn.sent)
+        errors.check(conns=conns)
+        if not any(cluster.requests.values()) and not any(cluster.bus.values()):
+            assert model_problems(cluster.hubs.values()) == []
     cluster.settle()
     cluster.assert_consistent()
+    deliveries.note(cluster.hubs.values())
+    assert model_problems(cluster.hubs.values()) == []
     sessions = len({s for h in cluster.hubs.values() for s in h.sessions})
     event(f"live sessions at the end: {min(sessions, 3)}")
     if grace:  # what waits for a member to resume has waited its grace
@@ -126,6 +155,7 @@ def test_any_interleaving_keeps_the_cluster_consistent(
     cluster.advance(grace + 2.0)
     for name, hub in cluster.hubs.items():
         assert not hub.workers and not hub.clients and not hub.sessions, name
+    errors.check(cluster.hubs.values(), conns)
     assert not cluster.shared.workers
     # (with a grace, sessions kept for a resume elsewhere expire in Redis;
     # MemoryShared keeps them)

@@ -1,43 +1,64 @@
-"""Random frames at both real endpoints: the server stays up and consistent."""
+"""Random frames at both real endpoints: the server stays up and consistent,
+and meets no internal error.
+
+The hub contains every exception a rule raises (the peer is closed with
+1011, the traceback logged, ``playcast_internal_errors`` counted), so "the
+server stays up" alone would pass on a bug: after every example, a socket
+closed with 1011, an ERROR or traceback in the server's log (kept in a file,
+shown on failure) or a non-zero ``playcast_internal_errors`` fails the test.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from playcast_testing.metrics import metric_sum
+from playcast_testing.servers import BlockingServer
 from test_hub_properties import frames
+
+INTERNAL = 1011
+
+
+class Fuzzed:
+    """The server under fuzz, and how far its log has been checked."""
+
+    def __init__(self, server: BlockingServer) -> None:
+        self.server = server
+        self.url = server.url
+        self.checked = 0
+
+    def assert_no_internal_error(self) -> None:
+        lines = self.server.log_path.read_text(errors="replace").splitlines()
+        new, self.checked = lines[self.checked :], len(lines)
+        first = next(
+            (i for i, line in enumerate(new) if "Traceback" in line or " ERROR " in line), -1
+        )
+        assert first < 0, "internal error logged:\n" + "\n".join(new[first : first + 30])
+        counted = metric_sum(self.server.metrics(), "playcast_internal_errors_total")
+        assert counted == 0, f"playcast_internal_errors_total = {counted}"
 
 
 @pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "playcast", "server", "--host", "127.0.0.1", "--port", "0",
-         "--heartbeat-interval", "0.5", "--shutdown-ack-timeout", "0.5",
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
+    log = Path(tmp_path_factory.mktemp("fuzz")) / "server.log"
+    server = BlockingServer(
+        ["--heartbeat-interval", "0.5", "--shutdown-ack-timeout", "0.5",
          "--handshake-timeout", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        log,
     )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = re.search(r"server_listening .* port=(\d+)", line)
-        if m:
-            break
-    else:
-        raise RuntimeError("server did not start")
-    # Keep draining its log so it never blocks on a full pipe.
-    drain = subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
-    yield f"http://127.0.0.1:{m.group(1)}"
-    proc.terminate()
-    assert proc.wait(timeout=30) == 0
-    drain.wait(timeout=30)
+    try:
+        yield Fuzzed(server)
+    finally:
+        code, _ = server.stop()
+    assert code == 0, server.log_tail()
 
 
 async def _play(url: str, script: list[tuple[str, str]]) -> dict[str, Any]:
@@ -52,8 +73,9 @@ async def _play(url: str, script: list[tuple[str, str]]) -> dict[str, Any]:
                 continue
             with contextlib.suppress(ConnectionError):
                 await ws.send_str(frame)
-        for ws in sockets.values():
+        for role, ws in sockets.items():
             await ws.close()
+            assert ws.close_code != INTERNAL, f"the {role}'s socket was closed with 1011"
         async with http.get(f"{url}/api/status?check=1") as r:
             assert r.status == 200
             doc: dict[str, Any] = await r.json()
@@ -62,9 +84,10 @@ async def _play(url: str, script: list[tuple[str, str]]) -> dict[str, Any]:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["worker", "client"]), frames()), max_size=30))
-def test_random_frames_at_both_endpoints(server_url: str, script: list[tuple[str, str]]) -> None:
-    doc = asyncio.run(_play(server_url, script))
+def test_random_frames_at_both_endpoints(fuzzed: Fuzzed, script: list[tuple[str, str]]) -> None:
+    doc = asyncio.run(_play(fuzzed.url, script))
     assert doc["violations"] == []
+    fuzzed.assert_no_internal_error()
 
 
 HANDSHAKE = st.sampled_from(["offer", "answer", "ice_candidate", "webrtc_connected"])
@@ -115,6 +138,7 @@ async def _relay(url: str, script: list[tuple[int, str, int]]) -> list[tuple[str
                 received.append((sids[i // 2], got))
         for peer in peers:
             await peer.close()
+            assert peer.close_code != INTERNAL, "a socket was closed with 1011"
         return received
 
 
@@ -123,9 +147,10 @@ async def _relay(url: str, script: list[tuple[int, str, int]]) -> list[tuple[str
     st.lists(st.tuples(st.integers(0, 3), HANDSHAKE, st.integers(0, 1)), min_size=1, max_size=25)
 )
 def test_relaying_never_crosses_sessions_over_real_sockets(
-    server_url: str, script: list[tuple[int, str, int]]
+    fuzzed: Fuzzed, script: list[tuple[int, str, int]]
 ) -> None:
-    received = asyncio.run(_relay(server_url, script))
+    received = asyncio.run(_relay(fuzzed.url, script))
+    fuzzed.assert_no_internal_error()
     relayed = sum(len(m) for _, m in received)
     event("relayed something" if relayed else "relayed nothing")
     for own_sid, messages in received:

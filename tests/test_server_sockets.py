@@ -1,4 +1,4 @@
-"""The signaling sockets over real TCP, byte by byte (signaling.wsserver): the
+"""The signaling sockets over real TCP, byte by byte (sockets.server): the
 upgrade, control frames, the close handshake, protocol errors and refusals,
 and the hand-over of every other request to aiohttp on the same port."""
 
@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import aiohttp
 import pytest
+from playcast_testing.rawws import upgrade_request
 from playcast_testing.servers import ServerProcess, running_server
 from test_wsproto import client_frame
 
@@ -30,16 +31,7 @@ KEY = base64.b64encode(os.urandom(16)).decode()
 
 
 def upgrade_head(path: str = "/ws/worker", **extra: str) -> bytes:
-    headers = {
-        "Host": "127.0.0.1",
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Key": KEY,
-        "Sec-WebSocket-Version": "13",
-        **extra,
-    }
-    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return f"GET {path} HTTP/1.1\r\n{lines}\r\n".encode()
+    return upgrade_request(path, KEY, **extra)
 
 
 class Raw:

@@ -1,4 +1,4 @@
-"""RFC 6455 on the server's side, without sockets (signaling.wsproto)."""
+"""RFC 6455 on the server's side, without sockets (sockets.websocket, sockets.http)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import struct
 
 import pytest
+from playcast_testing.rawws import frame
 
 from playcast.signaling.sockets import http
 from playcast.signaling.sockets import websocket as wp
@@ -20,21 +21,9 @@ def client_frame(
     rsv: int = 0,
     masked: bool = True,
 ) -> bytes:
-    """A frame as a client sends it (masked with a random key)."""
-    key = os.urandom(4) if mask is None else mask
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | rsv | opcode
-    m = 0x80 if masked else 0
-    if n < 126:
-        head = struct.pack("!BB", b0, m | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, m | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, m | 127, n)
-    if not masked:
-        return head + payload
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return head + key + body
+    """A frame as a client sends it (masked with a random key): the test
+    kit's, ``rsv`` given as the header's bits."""
+    return frame(opcode, payload, fin=fin, rsv=rsv >> 4, masked=masked, key=mask)
 
 
 class Reader:

@@ -31,6 +31,19 @@ HOST = "127.0.0.1"
 LISTENING = r"server_listening .* port=(\d+)"
 
 
+def peak_rss(pid: int) -> int:
+    """VmHWM: the largest RSS the process had (since start or the last reset)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start VmHWM again from the current RSS (Linux: clear_refs 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def server_argv(
     flags: Sequence[str] = (),
     settings: Mapping[str, float | str] | None = None,
@@ -64,6 +77,15 @@ class ServerProcess(LoggedProcess):
 
     def ws_url(self, role: str) -> str:
         return f"{self.ws_base}/ws/{role}"
+
+    def rss(self) -> int:
+        return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+    def peak_rss(self) -> int:
+        return peak_rss(self.proc.pid)
+
+    def reset_peak_rss(self) -> None:
+        reset_peak_rss(self.proc.pid)
 
     async def wait_for_log(
         self, pattern: str, *, after: int = 0, timeout: float = 30.0
@@ -197,10 +219,7 @@ class BlockingServer:
 
     def peak_rss(self) -> int:
         """VmHWM: the largest RSS the process ever had."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return self.rss()
+        return peak_rss(self.proc.pid)
 
     def metrics(self) -> dict[str, float]:
         """Every sample of /metrics, keyed by its text (name plus labels)."""
