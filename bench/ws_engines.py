@@ -86,11 +86,15 @@ def serve_playcast() -> None:
         def data_received(self, data: bytes) -> None:
             ws = self.ws
             if ws is not None:
-                for text in ws.receive_data(data):
-                    if text == "bye":
+                for got in ws.receive_data(data):
+                    if got == "bye":
                         ws.close(1000)
+                    elif isinstance(got, str):
+                        ws.send(got.encode())
+                    elif isinstance(got, bytes):
+                        ws.send(got)
                     else:
-                        ws.send(text.encode() if isinstance(text, str) else text)
+                        ws.respond(got)
                 out = ws.data_to_send()
                 if out:
                     self.transport.write(out)

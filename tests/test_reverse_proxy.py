@@ -209,7 +209,13 @@ async def test_a_cluster_behind_nginx_refuses_observers_and_monitoring_reaches_e
             )
             assert status == 200, (port, status, text[:200])
             assert any(f'node="n{i}"' in key for key in parse_metrics(text)), port
+            # Open to the load balancer's checks; the node's id and counts only
+            # to an observer (the token).
             status, text = await get(f"{proxy.url}/nodes/{port}/healthz", local=MONITOR)
+            assert status == 200 and json.loads(text) == {"ok": True}
+            status, text = await get(
+                f"{proxy.url}/nodes/{port}/healthz", local=MONITOR, headers=bearer
+            )
             assert status == 200 and json.loads(text)["node"] == f"n{i}"
 
 

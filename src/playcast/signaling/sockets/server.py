@@ -26,7 +26,7 @@ from urllib.parse import parse_qs
 from playcast.protocol import MAX_FRAME_BYTES, Message, encode
 from playcast.signaling.rules.events import CLOSE_INTERNAL, CLOSE_NORMAL, event
 from playcast.signaling.sockets import http
-from playcast.signaling.sockets.websocket import Connection, ProtocolError
+from playcast.signaling.sockets.websocket import OPEN, Connection, ProtocolError
 
 if TYPE_CHECKING:
     from playcast.signaling.hub import Hub
@@ -288,16 +288,20 @@ class SignalingSocket(asyncio.Protocol):
         if ws is None or peer is None:
             return
         front = self.front
-        messages = ws.receive_data(data)
-        for message in messages:
-            try:
-                front.hub.on_message(peer, message)
-                front.flush()
-            except Exception:  # a bug outside the core's own containment: only this socket fails
-                log.exception("internal error delivering a frame from %s", peer.id)
-                ws.fail(ProtocolError(CLOSE_INTERNAL, "internal error"))
-                break
-        if ws.failure is not None:
+        for got in ws.receive_data(data):
+            if isinstance(got, str | bytes):
+                if ws.state != OPEN:
+                    continue  # after our close: what the peer still sends is dropped
+                try:
+                    front.hub.on_message(peer, got)
+                    front.flush()
+                except Exception:  # a bug outside the core's own containment
+                    log.exception("internal error delivering a frame from %s", peer.id)
+                    ws.fail(ProtocolError(CLOSE_INTERNAL, "internal error"))
+                    break
+            else:
+                ws.respond(got)
+        if ws.failure is not None and ws.failure.code != CLOSE_INTERNAL:
             event(f"{self.role}_socket_error", peer=peer.id, error=repr(ws.failure.text))
         self._written()
         if ws.eof_now:

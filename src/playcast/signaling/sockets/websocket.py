@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NamedTuple
 
 OP_CONT: Final = 0x0
 OP_TEXT: Final = 0x1
@@ -56,16 +56,40 @@ class ProtocolError(Exception):
         self.text = text
 
 
+class Ping(NamedTuple):
+    """The peer pinged: ``Connection.respond`` answers it, in its turn."""
+
+    payload: bytes
+
+
+class Close(NamedTuple):
+    """The peer's close frame: ``Connection.respond`` completes the handshake."""
+
+    code: int
+    echo: bytes  # what our close frame carries back (its code; none for 1005)
+
+
+Event = str | bytes | Ping | Close | ProtocolError
+
+
 class Connection:
     """One signaling socket's WebSocket, from the upgrade to the end.
 
+    ``receive_data`` parses what the peer sent into events, in order: whole
+    messages (text as ``str``, binary as ``bytes``) for the core, and the
+    protocol's own (a ``Ping``, the peer's ``Close``, a ``ProtocolError``
+    that fails the connection), which the I/O layer hands back to
+    ``respond`` in their turn, so that what the core answers to a message is
+    written before what the protocol answers to the frames after it.
+
     ``state``: OPEN; CLOSING once a close frame was sent (ours, or our answer
-    to the peer's) and the TCP connection is to end; CLOSED once it may go.
-    ``close_code``: the code the core hears when the socket goes (the
-    peer's, ours, or 1006 if neither was sent).
+    to the peer's) and the TCP connection is to end; the peer sends nothing
+    we read after its close frame or a failure. ``close_code``: the code the
+    core hears when the socket goes (the peer's, ours, or 1006 if neither
+    was sent).
     """
 
-    __slots__ = ("_messages", "_out", "_reader", "close_code", "eof_now", "failure", "state")
+    __slots__ = ("_events", "_out", "_reader", "close_code", "eof_now", "failure", "state")
 
     def __init__(self, max_size: int, max_fragments: int = MAX_FRAGMENTS) -> None:
         self.state = OPEN
@@ -73,54 +97,61 @@ class Connection:
         self.eof_now = False  # the I/O layer must close the TCP connection now
         self.failure: ProtocolError | None = None
         self._out: list[bytes] = []
-        self._messages: list[str | bytes] = []
+        self._events: list[Event] = []
         self._reader: FrameReader | None = FrameReader(
             max_size, self._on_message, self._on_control, max_fragments
         )
 
     # --- in -----------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[str | bytes]:
-        """Feed bytes read from the socket; the whole messages they completed
-        (text as ``str``, binary as ``bytes``), in order. What comes after a
-        close frame or a failure is dropped (RFC 6455 §5.5.1, §7.1.7)."""
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes read from the socket; the events they completed, in
+        order. Nothing is read after the peer's close frame or a failure
+        (RFC 6455 §5.5.1, §7.1.7)."""
         reader = self._reader
         if reader is None:
             return []
         try:
             reader.feed(data)
         except ProtocolError as exc:
-            self.fail(exc)
-        messages, self._messages = self._messages, []
-        return messages
+            self._events.append(exc)
+            self._reader = None
+        events, self._events = self._events, []
+        return events
 
     def _on_message(self, opcode: int, payload: bytes) -> None:
-        if self.state != OPEN:
-            return  # after our close: what the peer still sends is dropped
         if opcode == OP_TEXT:
             try:
-                self._messages.append(payload.decode())
+                self._events.append(payload.decode())
             except UnicodeDecodeError:
                 raise ProtocolError(CLOSE_INVALID_DATA, "text frame is not UTF-8") from None
         else:
-            self._messages.append(payload)
+            self._events.append(payload)
 
     def _on_control(self, opcode: int, payload: bytes) -> None:
         if opcode == OP_PING:
-            if self.state == OPEN:
-                self._out.append(frame(OP_PONG, payload))
+            self._events.append(Ping(payload))
         elif opcode == OP_CLOSE:
             code = parse_close(payload)
-            if self.state == OPEN:  # the peer closes: answer with its code
-                self.close_code = code
-                echo = b"" if code == CLOSE_NO_STATUS else payload[:2]
-                self._out.append(frame(OP_CLOSE, echo))
-            # Either way the closing handshake is complete: the server ends
-            # the TCP connection first (§7.1.1); nothing more is read.
-            self.state = CLOSING
-            self.eof_now = True
+            self._events.append(Close(code, b"" if code == CLOSE_NO_STATUS else payload[:2]))
             self._reader = None
             raise _Done
+
+    def respond(self, event: Ping | Close | ProtocolError) -> None:
+        """The protocol's answer to one of its events, in its turn: a pong; the
+        closing handshake completed (the server ends the TCP connection first,
+        §7.1.1); the connection failed (§7.1.7)."""
+        if isinstance(event, Ping):
+            if self.state == OPEN:
+                self._out.append(frame(OP_PONG, event.payload))
+        elif isinstance(event, Close):
+            if self.state == OPEN:  # the peer closes: answer with its code
+                self.close_code = event.code
+                self._out.append(frame(OP_CLOSE, event.echo))
+            self.state = CLOSING
+            self.eof_now = True
+        else:
+            self.fail(event)
 
     # --- out ----------------------------------------------------------------
 
@@ -159,10 +190,6 @@ class Connection:
             return b""
         self._out = []
         return out[0] if len(out) == 1 else b"".join(out)
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._out)
 
 
 class _Done(Exception):

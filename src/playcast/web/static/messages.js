@@ -21,7 +21,9 @@ const REASONS = {
   },
   server_lost: {
     title: "Connection to the server was lost",
-    text: "Your connection to Playcast dropped. Check your network, then press Play again.",
+    // The page cannot tell the player's network from a server that crashed:
+    // it blames neither (issue 25).
+    text: "The link between your browser and Playcast broke, on the way or at our end. Press Play again; if it keeps happening, try again in a few minutes.",
   },
   heartbeat_timeout: {
     title: "Your connection is too slow",
