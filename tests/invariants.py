@@ -25,6 +25,7 @@ from typing import Any
 from playcast_testing.metrics import metric_sum, parse_metrics
 
 from playcast.protocol import Message
+from playcast.signaling.app.metrics import Metrics, readings
 from playcast.signaling.hub import Hub
 
 CLOSE_INTERNAL = 1011
@@ -53,7 +54,8 @@ class InternalErrors:
             closed = getattr(conn, "closed", None)
             assert not closed or closed[0] != CLOSE_INTERNAL, f"a socket closed with 1011: {closed}"
         for hub in hubs:
-            samples = parse_metrics(hub.metrics.render().decode())
+            metrics = Metrics(hub.counters, lambda: readings(hub))  # noqa: B023 (used at once)
+            samples = parse_metrics(metrics.render().decode())
             counted = metric_sum(samples, "playcast_internal_errors_total")
             assert counted == 0, f"playcast_internal_errors_total = {counted} on node {hub.node}"
 
