@@ -403,6 +403,28 @@ async def test_a_dead_node_s_sessions_wait_out_the_grace_on_both_sides() -> None
         await redis.aclose()
 
 
+async def test_a_session_that_expired_before_its_end_leaves_no_trace() -> None:
+    """Redis only (the memory state keeps no clock; its node sets are read
+    off its sessions): a player resumed on B; its worker's node A dies, and
+    with a grace the session's record expires on Redis's clock about when B
+    gives up on the worker and ends it. The end must still take the session
+    out of B's set, or B's set keeps it for as long as B lives (issue 25)."""
+    async with running_redis() as server:
+        redis = Redis.from_url(server.url)
+        shared = RedisShared(redis)
+        for node in ("A", "B", "C"):
+            await shared.beat(node, 60.0, "{}")
+        await paired_with_tokens(shared.execute, "A", "A")  # s1: both on A
+        moved = await shared.execute(Reattach("s1", "client", "bb" * 32, "dd" * 32, "B"))
+        assert isinstance(moved, Reattached)
+        assert await redis.smembers("pc:ns:B") == {b"s1"}
+        await shared.forget_node("A", grace=30.0)
+        await redis.delete("pc:s:s1")  # its grace ran out on Redis's clock first
+        assert isinstance(await shared.execute(EndSession("s1", "w1", "B")), Done)
+        assert await redis.smembers("pc:ns:B") == set()
+        await redis.aclose()
+
+
 # The scripts read the pool and the line a few entries at a time (CHUNK = 8 in
 # shared/lua/lib.lua): a match past several chunks is still found, and what was
 # passed over keeps its place.

@@ -387,7 +387,7 @@ def end(
             client_reason=client_reason,
             candidates=f"{session.worker_candidates}/{session.client_candidates}",
         )
-        core.request(EndSession(session.id, session.worker_id))
+        core.request(EndSession(session.id, session.worker_id, session.client_node))
     else:
         step("session_ended_by_partner_node", session=session.id)
     _member_ends(core, session, "worker", worker_reason or "client_failed", detail, origin)

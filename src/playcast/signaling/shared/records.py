@@ -91,10 +91,12 @@ class LeaveLine:
 class EndSession:
     """A session is over. ``worker_id``: its worker, which leaves the
     directory in the same step (a worker restarts after every session, so
-    its own ``Withdraw`` is not needed)."""
+    its own ``Withdraw`` is not needed). ``client_node``: its player's node,
+    as the ending node knows it, for when the shared record has expired."""
 
     session_id: str
     worker_id: str = ""
+    client_node: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,7 +117,7 @@ class RedisShared:
         if isinstance(op, LeaveLine):
             return self._leave, [op.client_id, op.game]
         if isinstance(op, EndSession):
-            return self._end, [op.session_id, op.worker_id]
+            return self._end, [op.session_id, op.worker_id, op.client_node]
         if isinstance(op, SetTokens):
             return self._set_tokens, [op.session_id, op.worker, op.client]
         if isinstance(op, Reattach):

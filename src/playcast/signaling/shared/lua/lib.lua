@@ -57,8 +57,10 @@ local function withdraw(wid)
   redis.call('SREM', 'pc:nw:' .. w[1], wid)
   count(w[2], w[3], -1)
 end
-local function end_session(sid)
-  local cnode = redis.call('HGET', 'pc:s:' .. sid, 'client_node')
+-- ``cnode``: the player's node as the caller knows it, for a record that
+-- has expired already (a grace run out on Redis's clock first).
+local function end_session(sid, cnode)
+  cnode = redis.call('HGET', 'pc:s:' .. sid, 'client_node') or cnode
   redis.call('DEL', 'pc:s:' .. sid)
-  if cnode then redis.call('SREM', 'pc:ns:' .. cnode, sid) end
+  if cnode and cnode ~= '' then redis.call('SREM', 'pc:ns:' .. cnode, sid) end
 end
