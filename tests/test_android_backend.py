@@ -19,16 +19,20 @@ from playcast_testing.fake_device import FAKE_ADB, FakeDevice
 from playcast.backends.android import AndroidBackend, AndroidSettings
 from playcast.backends.audio import CLICK_THRESHOLD, AudioPacket, AudioStatus
 from playcast.backends.base import BackendError, VideoPacket
+from playcast.backends.nal import (
+    config_picture_size,
+    has_sps,
+)
 from playcast.backends.scrcpy import (
     DEVICE_SERVER_PATH,
     SCRCPY_VERSION,
     ControlType,
-    config_picture_size,
     encode_inject_touch,
-    has_sps,
     parse_packet_header,
 )
-from playcast.backends.scrcpy import MotionAction as M
+from playcast.backends.scrcpy import (
+    MotionAction as M,
+)
 
 GAME = "com.supercell.clashroyale"
 T = 20.0  # generous: a loaded 2-core machine

@@ -15,6 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from playcast.backends.nal import (
+    config_picture_size,
+    has_sps,
+    iter_nals,
+)
 from playcast.backends.scrcpy import (
     AudioStream,
     PacketHeader,
@@ -22,13 +27,10 @@ from playcast.backends.scrcpy import (
     ProtocolError,
     ServerOptions,
     android_keycode,
-    config_picture_size,
     encode_inject_keycode,
     encode_inject_touch,
     encode_packet_header,
     encode_reset_video,
-    has_sps,
-    iter_nals,
     parse_audio_codec_id,
     parse_codec_id,
     parse_device_meta,
@@ -38,8 +40,12 @@ from playcast.backends.scrcpy import (
     to_fixed_point_16,
     to_video_point,
 )
-from playcast.backends.scrcpy import KeyAction as K
-from playcast.backends.scrcpy import MotionAction as M
+from playcast.backends.scrcpy import (
+    KeyAction as K,
+)
+from playcast.backends.scrcpy import (
+    MotionAction as M,
+)
 
 
 def test_inject_keycode_matches_scrcpy_test_vector() -> None:

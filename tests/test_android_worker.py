@@ -27,7 +27,13 @@ from playcast_testing.servers import ServerProcess, running_server
 from playcast_testing.workers import WorkerProcess, running_worker
 
 from playcast.backends.audio import CLICK_THRESHOLD
-from playcast.backends.scrcpy import SCRCPY_VERSION, config_picture_size, has_sps
+from playcast.backends.nal import (
+    config_picture_size,
+    has_sps,
+)
+from playcast.backends.scrcpy import (
+    SCRCPY_VERSION,
+)
 
 GAME = "com.supercell.clashroyale"
 TIMEOUT = 60.0

@@ -53,6 +53,12 @@ import numpy as np
 import numpy.typing as npt
 
 from playcast.backends.audio import FRAME_SECONDS, SoundMaker
+from playcast.backends.nal import (
+    NAL_PPS,
+    NAL_SLICE_IDR,
+    NAL_SPS,
+    iter_nals,
+)
 from playcast.backends.scrcpy import (
     CODEC_ID_DISABLED,
     CODEC_ID_ERROR,
@@ -61,14 +67,10 @@ from playcast.backends.scrcpy import (
     DEVICE_NAME_FIELD_LENGTH,
     DEVICE_SERVER_PATH,
     MAX_POINTERS,
-    NAL_PPS,
-    NAL_SLICE_IDR,
-    NAL_SPS,
     SCRCPY_VERSION,
     SERVER_CLASS,
     SOCKET_NAME_PREFIX,
     encode_packet_header,
-    iter_nals,
 )
 from playcast.protocol import DEFAULT_GAME
 

@@ -20,12 +20,14 @@ from playcast.backends.android.settings import AndroidSettings
 from playcast.backends.android.sockets import ScrcpyLink
 from playcast.backends.audio import AudioPacket, AudioStatus
 from playcast.backends.base import VideoPacket
+from playcast.backends.nal import (
+    config_picture_size,
+)
 from playcast.backends.scrcpy import (
     PACKET_HEADER_SIZE,
     MediaPacket,
     PacketMerger,
     ProtocolError,
-    config_picture_size,
     parse_packet_header,
 )
 
