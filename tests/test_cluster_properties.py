@@ -78,14 +78,14 @@ def _play(
     peers: list[tuple[str, Worker | Client, FakeConn]] = []
     own: dict[int, set[str]] = {}
     deliveries = Deliveries()
-    execute = cluster.shared.execute
+    apply = cluster.shared.apply
 
     def pair_and_record(op: Any) -> Any:  # every session as the pairing made it
-        outcome = execute(op)
+        outcome = apply(op)
         deliveries.paired(cluster.shared.sessions.values())
         return outcome
 
-    cluster.shared.execute = pair_and_record  # type: ignore[method-assign]
+    cluster.shared.apply = pair_and_record  # type: ignore[method-assign]
     conns: list[FakeConn] = []  # every connection, a dead node's too
     killed = False
     for op, arg in steps:
