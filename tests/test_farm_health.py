@@ -48,10 +48,17 @@ async def test_a_hot_phone_finishes_its_session_then_leaves_until_it_cools(
             assert held["holds"] == ["hot"] and held["worker"]["draining"] is True
             assert held["health"]["temperature_c"] == 47.5
             await peer.leave()
-        await rig.farm.wait_event("worker_exited", after=mark, serial=serial)
+        # Drained by its signal: it finished the session and left by itself.
+        await rig.farm.wait_event(
+            "worker_draining", after=mark, serial=serial, signal="SIGUSR1", busy="True"
+        )
+        await rig.farm.wait_event("worker_exited", after=mark, serial=serial, code="0")
+        await rig.farm.find_line(
+            rf"\[{serial}\] drained: exiting instead of registering", after=mark
+        )
         await rig.wait_states({serial: "hot"})
         assert serial not in worker_serials(rig.farm)
-        # It did not register between its session and being stopped.
+        # It did not register between its session and its exit.
         assert rig.farm.count(rf"worker_registered serial={serial}\b") == 1
         status = await rig.server.status()
         assert len(status["workers"]) == 1

@@ -9,11 +9,11 @@ the pool (after its session). ``_watch_health`` reads the phone's health
 every ``health_interval`` and between sessions, sets or lifts the holds, and
 wakes a serving phone whose screen went dark or locked.
 
-Draining: a worker that announces a drain signal in its start line
-(``drain_signal``, see docs/farm.md) gets it at once and finishes its
-session itself. Until workers do, the farm waits for the worker's
-``session … ended`` line and stops it then, while it resets the game and
-before it registers again; an idle worker is stopped at once.
+Draining: a worker announces its drain signal in its first event
+(``worker_starting``: ``drain_signal``, SIGUSR1) and, sent it, finishes its
+session in progress and exits instead of registering again (an idle one
+leaves at once). A worker that has not said it yet is still starting, not
+serving anyone: it is stopped.
 """
 
 from __future__ import annotations
@@ -171,9 +171,7 @@ class Phone:
                 if not self.present or self._closing:
                     await run.stop(s.stop_timeout)  # unplugged: its player is told at once
                 elif self.holds and not self.draining:
-                    self._drain(run)
-                elif not self.holds and self.draining and not run.stop_requested:
-                    self.draining = False  # recovered before its session ended: stays
+                    self._drain(run)  # a phone that recovers meanwhile gets a new worker
             code = await exited
         finally:
             if not exited.done():  # cancelled (farm closing): close() stops it
@@ -194,9 +192,8 @@ class Phone:
         if self.drain_signal is not None:
             run.send(self.drain_signal)
             run.stop_requested = True
-        elif self.worker_state is not WorkerState.BUSY:
+        else:
             self._stop_soon(run)
-        # else: stopped when its session-ended line comes (_on_line).
 
     def _stop_soon(self, run: WorkerRun) -> None:
         task = asyncio.create_task(self._stop(run))
@@ -242,9 +239,6 @@ class Phone:
             case wl.SessionEnded():
                 self.worker_state, self.session, self.worker_id = WorkerState.STARTING, None, None
                 self._read_now.set()  # between sessions: is it still fit to serve?
-                run = self.worker
-                if self.draining and run is not None and self.drain_signal is None:
-                    self._stop_soon(run)
             case wl.Unregistered() if self.worker_state is WorkerState.AVAILABLE:
                 self.worker_state, self.worker_id = WorkerState.STARTING, None
             case wl.BackendFailing(streak=streak, detail=detail):
