@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from playcast_testing.fake_device import FAKE_ADB, FakeDevice
 
+from playcast.backends.adb import WAKE_AND_UNLOCK
 from playcast.backends.android import AndroidBackend, AndroidSettings
 from playcast.backends.audio import CLICK_THRESHOLD, AudioPacket, AudioStatus
 from playcast.backends.base import BackendError, VideoPacket
@@ -100,7 +101,8 @@ async def test_start_runs_the_adb_sequence(
     assert opts["clipboard_autosync"] == "false"
     assert device.servers[0].codec_options == {"profile": "1", "i-frame-interval": "2"}
     shell = device.shell_commands()
-    assert shell[-3:-1] == [
+    assert shell[-4:-1] == [
+        WAKE_AND_UNLOCK,
         f"am force-stop {GAME}",
         f"monkey -p {GAME} -c android.intent.category.LAUNCHER 1",
     ]
@@ -257,13 +259,44 @@ async def test_reset_relaunches_and_waits_for_the_foreground(jar: Path, device: 
         device.foreground = "com.android.settings"  # the player wandered off
         await asyncio.wait_for(b.reset(), T)
         shell = [" ".join(argv[3:]) for argv in device.commands[n:]]
-        assert shell[:2] == [
+        assert shell[:3] == [
+            WAKE_AND_UNLOCK,
             f"am force-stop {GAME}",
             f"monkey -p {GAME} -c android.intent.category.LAUNCHER 1",
         ]
-        assert shell[2:] == ["dumpsys activity activities"] * 3
+        assert shell[3:] == ["dumpsys activity activities"] * 3
         assert device.foreground == GAME
         assert len(device.servers) == 1  # the healthy scrcpy link was kept
+    finally:
+        await b.stop()
+
+
+async def test_a_locked_phone_is_woken_and_unlocked_before_the_game_launches(
+    jar: Path, device: FakeDevice
+) -> None:
+    device.lock()  # the screen timed out: dark, behind a swipe lock
+    b = AndroidBackend(settings(jar))
+    await asyncio.wait_for(b.start(), T)
+    try:
+        assert device.screen_on and not device.keyguard_showing
+        assert device.foreground == GAME  # not stuck behind the lock screen
+        shell = device.shell_commands()
+        assert shell.index(WAKE_AND_UNLOCK) < shell.index(f"am force-stop {GAME}")
+        # Every relaunch does it again: a phone locked by hand between players.
+        device.lock()
+        await asyncio.wait_for(b.reset(), T)
+        assert device.screen_on and not device.keyguard_showing and device.foreground == GAME
+    finally:
+        await b.stop()
+    # A PIN cannot be dismissed: the game cannot come to the front, and the
+    # backend says so rather than serve a lock screen.
+    device.lock(secure=True)
+    b = AndroidBackend(settings(jar, launch_timeout=0.5))
+    await asyncio.wait_for(b.start(), T)
+    try:
+        health = await b.health()
+        assert not health.ok and "not in the foreground" in health.detail
+        assert device.screen_on and device.keyguard_showing
     finally:
         await b.stop()
 

@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from playcast_testing.fake_device import FakeDevice
+from playcast_testing.fake_device import WAKE_KEYS, FakeDevice
 
 UNAUTHORIZED: Final = (
     "adb: device unauthorized.\n"
@@ -44,7 +44,6 @@ STAY_ON: Final = "stay_on_while_plugged_in"
 # PowerManager / BatteryManager: what svc power stayon writes, per source.
 STAYON_VALUES: Final = {"false": 0, "ac": 1, "usb": 2, "wireless": 4, "true": 7}
 BATTERY_PLUGGED_USB: Final = 2
-WAKE_KEYS: Final = ("KEYCODE_WAKEUP", "WAKEUP", "224")
 
 
 @dataclass(eq=False)
@@ -62,9 +61,6 @@ class FakePhone:
     temperature_c: float = 30.0
     usb_powered: bool = True
     battery_health: int = 2  # BATTERY_HEALTH_GOOD
-    screen_on: bool = True
-    keyguard_showing: bool = False
-    keyguard_secure: bool = False  # a PIN: wm dismiss-keyguard cannot dismiss it
     data_free_kb: int = 20_000_000
     settings: dict[str, str] = field(default_factory=lambda: {STAY_ON: "0"})
     shell_commands: list[str] = field(default_factory=list)  # answered here
@@ -72,6 +68,33 @@ class FakePhone:
     @property
     def serial(self) -> str:
         return self.device.serial
+
+    # The screen and its lock are the device's (the worker's backend wakes and
+    # unlocks it through the device, the farm through this).
+    @property
+    def screen_on(self) -> bool:
+        return self.device.screen_on
+
+    @screen_on.setter
+    def screen_on(self, on: bool) -> None:
+        self.device.screen_on = on
+
+    @property
+    def keyguard_showing(self) -> bool:
+        return self.device.keyguard_showing
+
+    @keyguard_showing.setter
+    def keyguard_showing(self, showing: bool) -> None:
+        self.device.keyguard_showing = showing
+
+    @property
+    def keyguard_secure(self) -> bool:
+        """A PIN: ``wm dismiss-keyguard`` cannot dismiss it."""
+        return self.device.keyguard_secure
+
+    @keyguard_secure.setter
+    def keyguard_secure(self, secure: bool) -> None:
+        self.device.keyguard_secure = secure
 
     def row(self, long: bool) -> str:
         """adb's append_transport: ``"%-22s %s"``, the devpath, what the phone told
@@ -195,11 +218,10 @@ class FakePhone:
                 return 0, "", ""
             case ["input", "keyevent", key]:
                 if key in WAKE_KEYS:
-                    self.screen_on = True
+                    self.device.wake()
                 return 0, "", ""
             case ["wm", "dismiss-keyguard"]:
-                if not self.keyguard_secure:
-                    self.keyguard_showing = False
+                self.device.dismiss_keyguard()
                 return 0, "", ""
         return None
 

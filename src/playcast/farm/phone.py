@@ -27,11 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from playcast.backends.adb import Adb, AdbError
+from playcast.backends.adb import Adb
 from playcast.farm import worker_log as wl
 from playcast.farm.devices import DeviceRow
 from playcast.farm.events import event
-from playcast.farm.health import Health, read_health, wake_script
+from playcast.farm.health import Health, read_health
 from playcast.farm.settings import FarmSettings, worker_argv, worker_env
 from playcast.farm.states import Hold, State, WorkerState, next_holds, phone_state
 from playcast.farm.worker_proc import WorkerRun
@@ -279,20 +279,16 @@ class Phone:
                 event("phone_held", serial=self.serial, why=",".join(sorted(added)), **fields)
             if lifted:
                 event("phone_released", serial=self.serial, why=",".join(sorted(lifted)), **fields)
-        elif self.may_serve() and (health.screen_on is False or health.keyguard_showing):
-            await self._shell(wake_script(), "wake")  # serving: a dark screen shows nothing
+        elif (
+            # Serving, yet dark or locked (turned off by hand): a watchdog
+            # behind the worker, which wakes and unlocks before each launch.
+            self.may_serve()
+            and (health.screen_on is False or health.keyguard_showing)
+            and (failed := await self.adb.wake_and_unlock()) is not None
+        ):
+            log.warning("[%s] wake: %s", self.serial, failed)
         self._changed.set()
         self._refresh()
-
-    # --- the phone ---------------------------------------------------------------
-
-    async def _shell(self, script: str, what: str) -> bool:
-        try:
-            await self.adb.shell(script)
-        except AdbError as exc:
-            log.warning("[%s] %s: %s", self.serial, what, exc)
-            return False
-        return True
 
     # --- state ----------------------------------------------------------------------
 
