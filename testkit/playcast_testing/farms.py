@@ -98,15 +98,45 @@ class FarmProcess(LoggedProcess):
         )
         return await self.find_line(pattern, after=after, timeout=timeout)
 
-    def workers(self) -> list[psutil.Process]:
-        """The farm's worker processes alive now (its direct children running playcast)."""
-        out = []
+    def zygote(self) -> psutil.Process | None:
+        """The farm's zygote (``playcast farm-zygote`` in ps), if one is running."""
         with contextlib.suppress(psutil.NoSuchProcess):
             for child in psutil.Process(self.proc.pid).children():
                 with contextlib.suppress(psutil.NoSuchProcess):
-                    if "worker" in child.cmdline():
-                        out.append(child)
+                    if cmdline(child)[:2] == ["playcast", "farm-zygote"]:
+                        return child
+        return None
+
+    def workers(self) -> list[psutil.Process]:
+        """The farm's worker processes alive now: every process under the farm
+        that calls itself ``playcast worker`` (forked by its zygote, each says
+        ``playcast worker --serial SERIAL`` in ps)."""
+        out = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for proc in psutil.Process(self.proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if cmdline(proc)[:2] == ["playcast", "worker"]:
+                        out.append(proc)
         return out
+
+    def worker(self, serial: str) -> psutil.Process:
+        """The one live worker of ``serial``."""
+        found = [p for p in self.workers() if serial_of(p) == serial]
+        assert len(found) == 1, f"{len(found)} workers for {serial}"
+        return found[0]
+
+
+def cmdline(proc: psutil.Process) -> list[str]:
+    """Its command line without the padding a rewritten title leaves (NULs)."""
+    return [word for word in proc.cmdline() if word]
+
+
+def serial_of(proc: psutil.Process) -> str | None:
+    argv = cmdline(proc)
+    if "--serial" not in argv[:-1]:
+        return None
+    last = len(argv) - 1 - argv[::-1].index("--serial")
+    return argv[last + 1]
 
 
 def worker_serials(farm: FarmProcess) -> list[str]:
@@ -114,9 +144,7 @@ def worker_serials(farm: FarmProcess) -> list[str]:
     serials = []
     for proc in farm.workers():
         with contextlib.suppress(psutil.NoSuchProcess):
-            argv = proc.cmdline()
-            last = len(argv) - 1 - argv[::-1].index("--serial")  # the farm's, after the user's
-            serials.append(argv[last + 1])
+            serials.append(serial_of(proc) or "?")
     return sorted(serials)
 
 

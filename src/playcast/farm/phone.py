@@ -32,9 +32,10 @@ from playcast.farm import worker_log as wl
 from playcast.farm.devices import DeviceRow
 from playcast.farm.events import event
 from playcast.farm.health import Health, read_health
-from playcast.farm.settings import FarmSettings, worker_argv, worker_env
+from playcast.farm.settings import FarmSettings, worker_argv
 from playcast.farm.states import Hold, State, WorkerState, next_holds, phone_state
 from playcast.farm.worker_proc import WorkerRun
+from playcast.farm.zygote import Zygote, ZygoteError
 from playcast.worker.backoff import Backoff
 
 log = logging.getLogger("playcast.farm")
@@ -52,10 +53,15 @@ class SessionInfo:
 
 class Phone:
     def __init__(
-        self, serial: str, settings: FarmSettings, on_fatal: Callable[[str], None]
+        self,
+        serial: str,
+        settings: FarmSettings,
+        zygote: Zygote,
+        on_fatal: Callable[[str], None],
     ) -> None:
         self.serial = serial
         self.settings = settings
+        self.zygote = zygote
         self._on_fatal = on_fatal
         self.adb = Adb(settings.adb, serial, timeout=settings.health_timeout)
         self.row: DeviceRow | None = None  # None: not in adb's list
@@ -147,14 +153,15 @@ class Phone:
 
     async def _run_worker(self) -> None:
         s = self.settings
-        run = WorkerRun(self.serial, worker_argv(s, self.serial), worker_env(), self._on_line)
+        run = WorkerRun(self.serial, worker_argv(s, self.serial), self.zygote, self._on_line)
         self.worker, self.worker_state = run, WorkerState.STARTING
         self.drain_signal, self.draining = None, False
         self.starts += 1
         try:
             await run.start()
-        except OSError as exc:
+        except (OSError, ZygoteError) as exc:
             self.worker, self.worker_state = None, WorkerState.NONE
+            self._restart_at = time.monotonic() + self.backoff.next_delay()
             self._failed(f"cannot start a worker: {exc}")
             return
         event("worker_started", serial=self.serial, pid=run.pid, starts=self.starts)
@@ -203,7 +210,7 @@ class Phone:
     async def _stop(self, run: WorkerRun) -> None:
         await run.stop(self.settings.stop_timeout)
 
-    def _worker_gone(self, run: WorkerRun, code: int) -> None:
+    def _worker_gone(self, run: WorkerRun, code: int | None) -> None:
         ran = time.monotonic() - run.started_at
         self.worker, self.worker_state, self.worker_id = None, WorkerState.NONE, None
         self.session, self.registered_at, self.draining = None, None, False
@@ -218,9 +225,10 @@ class Phone:
         self.restarts += 1
         delay = self.backoff.next_delay()
         self._restart_at = time.monotonic() + delay
+        how = f"exited ({code})" if code is not None else "died with its zygote"
         tail = " | ".join(list(run.tail)[-3:])
-        self._failed(f"worker exited ({code}) after {ran:.1f} s: {tail}"[:500])
-        log.warning("[%s] worker exited (%d); again in %.2f s", self.serial, code, delay)
+        self._failed(f"worker {how} after {ran:.1f} s: {tail}"[:500])
+        log.warning("[%s] worker %s; again in %.2f s", self.serial, how, delay)
 
     def _failed(self, detail: str) -> None:
         self.failing = detail
