@@ -48,6 +48,7 @@ import json
 import os
 import shlex
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -596,10 +597,7 @@ class FakeDevice:
 
     def env(self, log_path: str | os.PathLike[str] | None = None) -> dict[str, str]:
         """Environment for processes that run tests/fake_adb/adb against this device."""
-        env = {"PLAYCAST_FAKE_ADB_DEVICE": self.endpoint}
-        if log_path is not None:
-            env["PLAYCAST_FAKE_ADB_LOG"] = os.fspath(log_path)
-        return env
+        return adb_env(self.endpoint, log_path)
 
     # --- observation -----------------------------------------------------------------
 
@@ -897,6 +895,15 @@ class FakeDevice:
         if server.exit_code == 255:
             reply.err("error: device offline\n")
         return server.exit_code
+
+
+def adb_env(endpoint: str, log_path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """What tests/fake_adb/adb needs: where to relay, with which Python (this
+    one, started without site: milliseconds, as adb), and where to log."""
+    env = {"PLAYCAST_FAKE_ADB_DEVICE": endpoint, "PLAYCAST_FAKE_ADB_PYTHON": sys.executable}
+    if log_path is not None:
+        env["PLAYCAST_FAKE_ADB_LOG"] = os.fspath(log_path)
+    return env
 
 
 def _strip_globals(argv: list[str]) -> list[str]:

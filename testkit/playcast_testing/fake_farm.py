@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from playcast_testing.fake_device import WAKE_KEYS, FakeDevice
+from playcast_testing.fake_device import WAKE_KEYS, FakeDevice, adb_env
 
 UNAUTHORIZED: Final = (
     "adb: device unauthorized.\n"
@@ -267,10 +267,7 @@ class FakeAdbServer:
         return f"{host}:{port}"
 
     def env(self, log_path: str | os.PathLike[str] | None = None) -> dict[str, str]:
-        env = {"PLAYCAST_FAKE_ADB_DEVICE": self.endpoint}
-        if log_path is not None:
-            env["PLAYCAST_FAKE_ADB_LOG"] = os.fspath(log_path)
-        return env
+        return adb_env(self.endpoint, log_path)
 
     # --- the test's hands ----------------------------------------------------------
 
