@@ -84,14 +84,17 @@ async def test_start_runs_the_adb_sequence(
     backend: AndroidBackend, device: FakeDevice, tmp_path: Path
 ) -> None:
     logged = [json.loads(line) for line in (tmp_path / "adb.log").read_text().splitlines()]
-    assert logged == device.commands
+    assert sorted(logged) == sorted(device.commands)  # two run at once: either may log first
     assert all(argv[:2] == ["-s", "emulator-5554"] for argv in logged)
     verbs = [argv[2] for argv in logged]
-    assert verbs[:4] == ["get-state", "push", "shell", "forward"]
+    # The device, the server file and the game first; then the server's start
+    # and the game's launch at once.
+    assert verbs[:3] == ["get-state", "push", "shell"]
     assert logged[1][3:] == [backend.settings.scrcpy_server, DEVICE_SERVER_PATH]
+    assert logged[2][3:] == ["pm", "path", GAME]
     assert device.files[DEVICE_SERVER_PATH]  # the jar arrived
-    assert logged[3][3] == "tcp:0"
-    assert logged[3][4] == f"localabstract:{device.servers[0].socket_name}"
+    forward = next(argv for argv in logged if argv[2] == "forward")
+    assert forward[3:] == ["tcp:0", f"localabstract:{device.servers[0].socket_name}"]
     # the server was started with what we need from it
     opts = device.servers[0].options
     assert opts["tunnel_forward"] == "true"
@@ -100,13 +103,13 @@ async def test_start_runs_the_adb_sequence(
     assert opts["control"] == "true"
     assert opts["clipboard_autosync"] == "false"
     assert device.servers[0].codec_options == {"profile": "1", "i-frame-interval": "2"}
-    shell = device.shell_commands()
-    assert shell[-4:-1] == [
+    launch = [c for c in device.shell_commands() if not c.startswith("CLASSPATH=")]
+    assert launch[-4:] == [
         WAKE_AND_UNLOCK,
         f"am force-stop {GAME}",
         f"monkey -p {GAME} -c android.intent.category.LAUNCHER 1",
+        "dumpsys activity activities",
     ]
-    assert shell[-1] == "dumpsys activity activities"
     assert device.foreground == GAME
     # the tunnel is removed once both sockets are connected
     assert any(argv[2:4] == ["forward", "--remove"] for argv in logged)
