@@ -5,6 +5,8 @@ that is not there: they start and keep trying)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import signal
 import subprocess
@@ -20,6 +22,7 @@ from playcast.farm.zygote import Child, Zygote
 
 TIMEOUT = 60.0
 NOWHERE = "ws://127.0.0.1:9"  # nothing listens: a worker keeps retrying
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 
 
 def test_the_workers_stack_imports_without_a_thread() -> None:
@@ -39,6 +42,48 @@ def test_the_workers_stack_imports_without_a_thread() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "1"]
+
+
+FORK_DRAWS = """
+import os, random, sys
+from playcast.worker import zygote
+zygote.preload()
+from aiohttp._websocket.writer import WebSocketWriter
+
+masks = WebSocketWriter.__init__.__kwdefaults__["random"]
+generators = zygote.import_time_generators()
+assert any(g is masks for g in generators)
+
+
+def draws(fresh):
+    seen = []
+    for _ in range(2):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            if fresh:
+                zygote.reseed(generators)
+            os.write(w, repr(masks.getrandbits(64)).encode())
+            os._exit(0)
+        os.close(w)
+        seen.append(os.read(r, 200))
+        os.waitpid(pid, 0)
+    return seen
+
+
+alike, fresh = draws(False), draws(True)
+print(alike[0] == alike[1], fresh[0] != fresh[1])
+"""
+
+
+def test_each_forked_worker_draws_its_own_random_numbers() -> None:
+    """aiohttp masks a worker's WebSocket frames with numbers from a generator
+    it made at import: forked from one zygote, every worker would mask alike."""
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_DRAWS], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]  # alike unless reseeded; reseeded, apart
 
 
 @pytest.fixture
@@ -112,3 +157,46 @@ async def test_workers_die_with_their_zygote_and_a_new_one_serves(zygote: Zygote
         assert await again.exited == 0
         assert zygote.pid not in (None, first) and zygote.starts == 2
         again.close()
+
+
+async def test_forked_workers_mask_their_websocket_frames_each_its_own_way(
+    zygote: Zygote,
+) -> None:
+    """The same, on the wire: two workers forked from one zygote connect to a
+    bare WebSocket server that reads the masking key of their first frame."""
+    keys: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        _, size = await reader.readexactly(2)
+        await reader.readexactly({126: 2, 127: 8}.get(size & 0x7F, 0))
+        await keys.put(await reader.readexactly(4))  # the masking key (RFC 6455 5.2)
+        await reader.read()  # until the worker goes
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    children = []
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            for _ in range(2):
+                child, _out = await spawn(zygote, "--server", url, "--backend", "synthetic")
+                children.append(child)
+            first, second = await keys.get(), await keys.get()
+            assert first != second
+    finally:
+        for child in children:
+            child.signal(signal.SIGKILL)
+            await child.exited
+            child.close()
+        server.close()

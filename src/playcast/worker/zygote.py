@@ -34,6 +34,7 @@ import gc
 import importlib
 import logging
 import os
+import random
 import selectors
 import signal
 import socket
@@ -83,9 +84,28 @@ def preload() -> None:
                 os.environ[name] = value
 
 
+def import_time_generators() -> list[random.Random]:
+    """The seeded random generators the imports made (aiohttp draws its
+    WebSocket masks from one): forked as they are, every worker would draw
+    the same numbers. (Python reseeds ``random``'s own after a fork, numpy
+    its global one.)"""
+    return [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, random.Random) and not isinstance(o, random.SystemRandom)
+    ]
+
+
+def reseed(generators: list[random.Random]) -> None:
+    """In a child: its own numbers, from the system's entropy."""
+    for generator in generators:
+        generator.seed()
+
+
 class Zygote:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, generators: list[random.Random]) -> None:
         self.control = control
+        self.generators = generators
         self.pid = os.getpid()
         self.selector = selectors.DefaultSelector()
         self.selector.register(control, selectors.EVENT_READ, None)
@@ -168,6 +188,7 @@ class Zygote:
             os.close(null)
             os.close(output)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            reseed(self.generators)
             wire.set_title(title)
             sys.argv = ["playcast", *argv]
             code = run_worker(argv)
@@ -208,10 +229,11 @@ def main() -> int:
     import_s = time.perf_counter() - started
     wire.set_title(["playcast", "farm-zygote"])
     gc.collect()
+    generators = import_time_generators()
     gc.freeze()  # the children's garbage collector leaves the shared pages alone
     ready = {"ready": os.getpid(), "threads": thread_count(), "import_s": round(import_s, 3)}
     wire.send(control, ready)
-    Zygote(control).serve()
+    Zygote(control, generators).serve()
     return 0
 
 
