@@ -46,6 +46,14 @@ STAYON_VALUES: Final = {"false": 0, "ac": 1, "usb": 2, "wireless": 4, "true": 7}
 BATTERY_PLUGGED_USB: Final = 2
 
 
+def _device_attribute(name: str) -> Any:
+    """A ``FakePhone`` attribute that is its ``FakeDevice``'s."""
+    return property(
+        lambda phone: getattr(phone.device, name),
+        lambda phone, value: setattr(phone.device, name, value),
+    )
+
+
 @dataclass(eq=False)
 class FakePhone:
     """One phone as the host sees it: its adb state and what it would report."""
@@ -70,31 +78,11 @@ class FakePhone:
         return self.device.serial
 
     # The screen and its lock are the device's (the worker's backend wakes and
-    # unlocks it through the device, the farm through this).
-    @property
-    def screen_on(self) -> bool:
-        return self.device.screen_on
-
-    @screen_on.setter
-    def screen_on(self, on: bool) -> None:
-        self.device.screen_on = on
-
-    @property
-    def keyguard_showing(self) -> bool:
-        return self.device.keyguard_showing
-
-    @keyguard_showing.setter
-    def keyguard_showing(self, showing: bool) -> None:
-        self.device.keyguard_showing = showing
-
-    @property
-    def keyguard_secure(self) -> bool:
-        """A PIN: ``wm dismiss-keyguard`` cannot dismiss it."""
-        return self.device.keyguard_secure
-
-    @keyguard_secure.setter
-    def keyguard_secure(self, secure: bool) -> None:
-        self.device.keyguard_secure = secure
+    # unlocks it through the device, the farm through this); keyguard_secure:
+    # a PIN, which wm dismiss-keyguard cannot dismiss.
+    screen_on = _device_attribute("screen_on")
+    keyguard_showing = _device_attribute("keyguard_showing")
+    keyguard_secure = _device_attribute("keyguard_secure")
 
     def row(self, long: bool) -> str:
         """adb's append_transport: ``"%-22s %s"``, the devpath, what the phone told

@@ -98,32 +98,37 @@ class FarmProcess(LoggedProcess):
         )
         return await self.find_line(pattern, after=after, timeout=timeout)
 
+    def zygotes(self) -> list[psutil.Process]:
+        """The farm's zygotes (``playcast farm-zygote`` in ps): one, or none."""
+        return _titled(psutil.Process(self.proc.pid), ["playcast", "farm-zygote"])
+
     def zygote(self) -> psutil.Process | None:
-        """The farm's zygote (``playcast farm-zygote`` in ps), if one is running."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for child in psutil.Process(self.proc.pid).children():
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    if cmdline(child)[:2] == ["playcast", "farm-zygote"]:
-                        return child
-        return None
+        found = self.zygotes()
+        return found[0] if found else None
 
     def workers(self) -> list[psutil.Process]:
-        """The farm's worker processes alive now: every process under the farm
-        that calls itself ``playcast worker`` (forked by its zygote, each says
-        ``playcast worker --serial SERIAL`` in ps)."""
-        out = []
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for proc in psutil.Process(self.proc.pid).children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    if cmdline(proc)[:2] == ["playcast", "worker"]:
-                        out.append(proc)
-        return out
+        """The farm's worker processes alive now: its zygote's children that
+        say ``playcast worker --serial SERIAL`` in ps. (Not their own
+        children: between fork and exec an adb call a worker starts shows
+        its worker's title.)"""
+        return [w for z in self.zygotes() for w in _titled(z, ["playcast", "worker"])]
 
     def worker(self, serial: str) -> psutil.Process:
         """The one live worker of ``serial``."""
         found = [p for p in self.workers() if serial_of(p) == serial]
         assert len(found) == 1, f"{len(found)} workers for {serial}"
         return found[0]
+
+
+def _titled(parent: psutil.Process, title: list[str]) -> list[psutil.Process]:
+    """``parent``'s children whose command line starts with ``title``."""
+    out = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in parent.children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if cmdline(child)[: len(title)] == title:
+                    out.append(child)
+    return out
 
 
 def cmdline(proc: psutil.Process) -> list[str]:
