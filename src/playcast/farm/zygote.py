@@ -111,6 +111,9 @@ class Zygote:
         gen.pending[request] = answer
         try:
             wire.send(gen.sock, {"spawn": request, "argv": argv, "title": title}, [output])
+        except BlockingIOError:  # not reading for a long while: busy, not gone
+            gen.pending.pop(request, None)
+            raise ZygoteError("the zygote is not reading its requests") from None
         except OSError as exc:
             gen.pending.pop(request, None)
             self._lost(gen, f"cannot ask it: {exc}")
