@@ -7,13 +7,18 @@ the farm's PATH), the aiortc test player. Figures:
 - plug to registered: six phones plugged at once (then one replugged), from
   the plug to the server's ``worker_registered`` for that phone's worker
   (the server's own log time): the farm's health reading, the worker's
-  start-up (Python and the media stack), the game's start and registration;
+  start-up (forked from the farm's zygote), the game's start (adb, scrcpy)
+  and registration; and the CPU seconds each worker used on its way there
+  (its own and its adb calls'), which a busy machine does not inflate;
 - unplug to told: a phone unplugged mid-session, to its player's
   ``shutdown`` (``worker_failed``); the other player's frames go on;
 - flapping: one phone unplugged and plugged back every 2 s: at no point two
   workers for it, and no process of it left outside the farm at the end;
-- the farm at rest: its own CPU time (not its workers') over a window with
-  six phones registered, as a share of one core.
+- the farm at rest: its own CPU time and its zygote's (not its workers')
+  over a window with six phones registered, as a share of one core;
+- cold start: the farm started with the six phones already plugged (a
+  host's boot), from the farm's start to each registration: the farm's and
+  its zygote's start-up come first.
 
     .venv/bin/python bench/farm.py            # full: 60 s of flapping, 60 s at rest
     .venv/bin/python bench/farm.py --quick    # CI: about a minute
@@ -59,13 +64,23 @@ def log_time(line: str) -> float:
 
 async def registered_at(
     server: ServerProcess, farm: FarmProcess, serial: str, after: int
-) -> tuple[float, int]:
-    """When the server registered this phone's next worker; and the farm's line index."""
-    i, m = await farm.wait_event("worker_registered", after=after, timeout=TIMEOUT, serial=serial)
+) -> tuple[float, tuple[float, float]]:
+    """When the server registered this phone's next worker, and the CPU
+    seconds that worker had used by then (its own, its adb calls')."""
+    _, m = await farm.wait_event("worker_registered", after=after, timeout=TIMEOUT, serial=serial)
+    cpu = worker_cpu(farm, serial)
     worker_id = re.search(r"worker_id=(\S+)", m.string)
     assert worker_id is not None
     _, line = await server.find_line(rf"worker_registered worker={worker_id.group(1)}\b")
-    return log_time(line.string), i
+    return log_time(line.string), cpu
+
+
+def worker_cpu(farm: FarmProcess, serial: str) -> tuple[float, float]:
+    """The worker's own CPU seconds since its fork, and its adb calls'."""
+    with contextlib.suppress(psutil.Error, AssertionError):
+        t = farm.worker(serial).cpu_times()
+        return t.user + t.system, t.children_user + t.children_system
+    return float("nan"), float("nan")
 
 
 # The steps of one plug in the farm's log, each from the plug on: the farm
@@ -98,8 +113,8 @@ async def plug_to_registered(
         adb.plug(serial)
     times = await asyncio.gather(*(registered_at(server, farm, s, mark) for s in serials))
     return [
-        {**steps(farm, s, mark, plugged), "registered": t - plugged}
-        for s, (t, _) in zip(serials, times, strict=True)
+        {**steps(farm, s, mark, plugged), "registered": t - plugged, "cpu_s": own, "adb_cpu_s": adb}
+        for s, (t, (own, adb)) in zip(serials, times, strict=True)
     ]
 
 
@@ -165,11 +180,17 @@ async def flapping(adb: FakeAdbServer, farm: FarmProcess, seconds: float) -> dic
 
 
 async def rest_cpu(farm: FarmProcess, seconds: float) -> float:
-    proc = psutil.Process(farm.proc.pid)
-    before = proc.cpu_times()
+    """The farm's and its zygote's CPU over ``seconds``, in % of one core."""
+    procs = [psutil.Process(farm.proc.pid)]
+    zygote = farm.zygote()
+    assert zygote is not None, "no zygote"
+    procs.append(zygote)
+    before = [p.cpu_times() for p in procs]
     await asyncio.sleep(seconds)
-    after = proc.cpu_times()
-    used = (after.user - before.user) + (after.system - before.system)
+    after = [p.cpu_times() for p in procs]
+    used = sum(
+        (a.user - b.user) + (a.system - b.system) for a, b in zip(after, before, strict=True)
+    )
     return 100.0 * used / seconds
 
 
@@ -188,6 +209,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             running_farm(adb, server.ws_base, worker_flags=worker_flags) as farm,
         ):
             load = os.getloadavg()[0]
+            # Phones plugged into a running farm (its zygote warm).
+            _, ready = await farm.find_line(r"zygote_ready .*import_s=(\S+) ready_s=(\S+)")
+            results["zygote"] = {"import_s": float(ready[1]), "ready_s": float(ready[2])}
             first = await plug_to_registered(adb, server, farm, PHONES)
             mark = len(farm.lines)
             adb.unplug(PHONES[0])
@@ -205,6 +229,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             results["rest_cpu_percent"] = await rest_cpu(farm, args.rest)
             results["load_average"] = [load, os.getloadavg()[0]]
+            # The host's boot: six phones plugged in when the farm starts.
+            await farm.stop()
+            started = time.time()
+            async with running_farm(adb, server.ws_base, worker_flags=worker_flags) as cold:
+                times = await asyncio.gather(*(registered_at(server, cold, s, 0) for s in PHONES))
+            results["cold_start_s"] = [t - started for t, _ in times]
     return results
 
 
@@ -216,12 +246,27 @@ def report(results: dict[str, Any]) -> list[str]:
         f"plug to registered ({len(times)} plugs): p50 {p50:.2f} s, p95 {p95:.2f} s,"
         f" max {max(times):.2f} s (target p95 <= {TARGETS['register_p95_s']:.1f} s)"
     )
+    own, adb = [p["cpu_s"] for p in plugs], [p["adb_cpu_s"] for p in plugs]
+    print(
+        f"  CPU per registration, p50: the worker {nearest_rank(own, 50):.3f} s"
+        f" and its adb calls {nearest_rank(adb, 50):.3f} s (max {max(own):.3f}, {max(adb):.3f})"
+    )
+    zygote = results["zygote"]
+    print(
+        f"  the zygote: ready {zygote['ready_s']:.2f} s after the farm started it"
+        f" ({zygote['import_s']:.2f} s importing the worker's stack)"
+    )
     for label, group in (("six at once", plugs[:-1]), ("one replugged", plugs[-1:])):
         parts = ", ".join(
             f"{name} {nearest_rank([p[name] for p in group if name in p], 50):.2f}"
             for name in [*STEPS, "registered"]
         )
         print(f"  {label}, p50 s from the plug: {parts}")
+    cold = results["cold_start_s"]
+    print(
+        f"cold start (the farm started with six phones plugged) to registered:"
+        f" p50 {nearest_rank(cold, 50):.2f} s, max {max(cold):.2f} s"
+    )
     told = results["told_s"]
     print(f"unplug mid-session to worker_failed: {told:.3f} s (target <= {TARGETS['told_s']} s)")
     rest = results["rest_cpu_percent"]

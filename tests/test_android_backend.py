@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from playcast_testing.fake_device import FAKE_ADB, FakeDevice
 
+from playcast.backends.adb import WAKE_AND_UNLOCK
 from playcast.backends.android import AndroidBackend, AndroidSettings
 from playcast.backends.audio import CLICK_THRESHOLD, AudioPacket, AudioStatus
 from playcast.backends.base import BackendError, VideoPacket
@@ -87,14 +88,17 @@ async def test_start_runs_the_adb_sequence(
     backend: AndroidBackend, device: FakeDevice, tmp_path: Path
 ) -> None:
     logged = [json.loads(line) for line in (tmp_path / "adb.log").read_text().splitlines()]
-    assert logged == device.commands
+    assert sorted(logged) == sorted(device.commands)  # two run at once: either may log first
     assert all(argv[:2] == ["-s", "emulator-5554"] for argv in logged)
     verbs = [argv[2] for argv in logged]
-    assert verbs[:4] == ["get-state", "push", "shell", "forward"]
+    # The device, the server file and the game first; then the server's start
+    # and the game's launch at once.
+    assert verbs[:3] == ["get-state", "push", "shell"]
     assert logged[1][3:] == [backend.settings.scrcpy_server, DEVICE_SERVER_PATH]
+    assert logged[2][3:] == ["pm", "path", GAME]
     assert device.files[DEVICE_SERVER_PATH]  # the jar arrived
-    assert logged[3][3] == "tcp:0"
-    assert logged[3][4] == f"localabstract:{device.servers[0].socket_name}"
+    forward = next(argv for argv in logged if argv[2] == "forward")
+    assert forward[3:] == ["tcp:0", f"localabstract:{device.servers[0].socket_name}"]
     # the server was started with what we need from it
     opts = device.servers[0].options
     assert opts["tunnel_forward"] == "true"
@@ -103,12 +107,13 @@ async def test_start_runs_the_adb_sequence(
     assert opts["control"] == "true"
     assert opts["clipboard_autosync"] == "false"
     assert device.servers[0].codec_options == {"profile": "1", "i-frame-interval": "2"}
-    shell = device.shell_commands()
-    assert shell[-3:-1] == [
+    launch = [c for c in device.shell_commands() if not c.startswith("CLASSPATH=")]
+    assert launch[-4:] == [
+        WAKE_AND_UNLOCK,
         f"am force-stop {GAME}",
         f"monkey -p {GAME} -c android.intent.category.LAUNCHER 1",
+        "dumpsys activity activities",
     ]
-    assert shell[-1] == "dumpsys activity activities"
     assert device.foreground == GAME
     # the tunnel is removed once both sockets are connected
     assert any(argv[2:4] == ["forward", "--remove"] for argv in logged)
@@ -261,13 +266,44 @@ async def test_reset_relaunches_and_waits_for_the_foreground(jar: Path, device: 
         device.foreground = "com.android.settings"  # the player wandered off
         await asyncio.wait_for(b.reset(), T)
         shell = [" ".join(argv[3:]) for argv in device.commands[n:]]
-        assert shell[:2] == [
+        assert shell[:3] == [
+            WAKE_AND_UNLOCK,
             f"am force-stop {GAME}",
             f"monkey -p {GAME} -c android.intent.category.LAUNCHER 1",
         ]
-        assert shell[2:] == ["dumpsys activity activities"] * 3
+        assert shell[3:] == ["dumpsys activity activities"] * 3
         assert device.foreground == GAME
         assert len(device.servers) == 1  # the healthy scrcpy link was kept
+    finally:
+        await b.stop()
+
+
+async def test_a_locked_phone_is_woken_and_unlocked_before_the_game_launches(
+    jar: Path, device: FakeDevice
+) -> None:
+    device.lock()  # the screen timed out: dark, behind a swipe lock
+    b = AndroidBackend(settings(jar))
+    await asyncio.wait_for(b.start(), T)
+    try:
+        assert device.screen_on and not device.keyguard_showing
+        assert device.foreground == GAME  # not stuck behind the lock screen
+        shell = device.shell_commands()
+        assert shell.index(WAKE_AND_UNLOCK) < shell.index(f"am force-stop {GAME}")
+        # Every relaunch does it again: a phone locked by hand between players.
+        device.lock()
+        await asyncio.wait_for(b.reset(), T)
+        assert device.screen_on and not device.keyguard_showing and device.foreground == GAME
+    finally:
+        await b.stop()
+    # A PIN cannot be dismissed: the game cannot come to the front, and the
+    # backend says so rather than serve a lock screen.
+    device.lock(secure=True)
+    b = AndroidBackend(settings(jar, launch_timeout=0.5))
+    await asyncio.wait_for(b.start(), T)
+    try:
+        health = await b.health()
+        assert not health.ok and "not in the foreground" in health.detail
+        assert device.screen_on and device.keyguard_showing
     finally:
         await b.stop()
 

@@ -42,7 +42,17 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("android_latency.py", ("touch", "audio  device socket -> RTP packet out")),
         # Six fake phones on the real farm: plug to registered, unplug to told,
         # flapping (fails on a duplicate worker or a stray process), CPU at rest.
-        ("farm.py", ("plug to registered", "unplug mid-session", "farm at rest", "flapping")),
+        (
+            "farm.py",
+            (
+                "plug to registered",
+                "CPU per registration",
+                "cold start",
+                "unplug mid-session",
+                "farm at rest",
+                "flapping",
+            ),
+        ),
     ],
 )
 def test_quick_benchmark_runs(script: str, expect: tuple[str, ...]) -> None:

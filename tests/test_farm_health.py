@@ -48,10 +48,17 @@ async def test_a_hot_phone_finishes_its_session_then_leaves_until_it_cools(
             assert held["holds"] == ["hot"] and held["worker"]["draining"] is True
             assert held["health"]["temperature_c"] == 47.5
             await peer.leave()
-        await rig.farm.wait_event("worker_exited", after=mark, serial=serial)
+        # Drained by its signal: it finished the session and left by itself.
+        await rig.farm.wait_event(
+            "worker_draining", after=mark, serial=serial, signal="SIGUSR1", busy="True"
+        )
+        await rig.farm.wait_event("worker_exited", after=mark, serial=serial, code="0")
+        await rig.farm.find_line(
+            rf"\[{serial}\] drained: exiting instead of registering", after=mark
+        )
         await rig.wait_states({serial: "hot"})
         assert serial not in worker_serials(rig.farm)
-        # It did not register between its session and being stopped.
+        # It did not register between its session and its exit.
         assert rig.farm.count(rf"worker_registered serial={serial}\b") == 1
         status = await rig.server.status()
         assert len(status["workers"]) == 1
@@ -120,10 +127,13 @@ async def test_a_serving_phone_whose_screen_goes_dark_is_woken_and_unlocked(
         phone = rig.phones["p"]
         await rig.wait_states({"p": "available"})
         assert phone.settings[STAY_ON] == "7"  # the worker's scrcpy server: stay awake
+        # The worker woke it and dismissed its keyguard before launching the game.
+        assert any("wm dismiss-keyguard" in c for c in phone.shell_commands)
         # The screen went off and locked (a power-key press): woken at the next reading.
+        mark = len(phone.shell_commands)
         phone.screen_on, phone.keyguard_showing = False, True
         await rig.farm.wait_status(lambda d: phone.screen_on and not phone.keyguard_showing)
-        assert any("wm dismiss-keyguard" in c for c in phone.shell_commands)
+        assert any("wm dismiss-keyguard" in c for c in phone.shell_commands[mark:])
         doc = await rig.farm.wait_status(lambda d: d["phones"][0]["health"]["screen_on"])
         assert doc["phones"][0]["health"]["keyguard_showing"] is False
         # A PIN cannot be dismissed: the phone says so in /status.

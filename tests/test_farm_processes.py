@@ -154,7 +154,7 @@ async def test_a_worker_that_dies_is_restarted_and_the_others_are_untouched(
     async with asyncio.timeout(TIMEOUT * 3), farm_rig(tmp_path, ["a", "b"]) as rig:
         await rig.wait_states({"a": "available", "b": "available"})
         ids = await rig.worker_ids()
-        doomed = next(p for p in rig.farm.workers() if "a" in p.cmdline()[-20:])
+        doomed = rig.farm.worker("a")
         mark = len(rig.farm.lines)
         doomed.kill()
         await rig.farm.wait_event("worker_exited", after=mark, serial="a", code="-9")
@@ -208,3 +208,27 @@ async def test_a_killed_farm_takes_its_workers_with_it(tmp_path: Path) -> None:
         assert alive == []
         # Each left properly: the server saw its socket close, not a silence.
         await rig.server.wait_status(lambda d: d["workers"] == [])
+
+
+async def test_a_dead_zygote_takes_its_workers_and_a_new_one_serves_every_phone(
+    tmp_path: Path,
+) -> None:
+    async with asyncio.timeout(TIMEOUT * 3), farm_rig(tmp_path, ["a", "b"]) as rig:
+        await rig.wait_states({"a": "available", "b": "available"})
+        ids = await rig.worker_ids()
+        zygote = rig.farm.zygote()
+        assert zygote is not None
+        mark = len(rig.farm.lines)
+        zygote.kill()
+        # Its workers die with it (PDEATHSIG).
+        await rig.farm.wait_event("zygote_exited", after=mark, code="-9")
+        await rig.farm.wait_event("worker_exited", after=mark, serial="a")
+        await rig.farm.wait_event("worker_exited", after=mark, serial="b")
+        # The next worker wanted brings a new zygote; every phone is served again.
+        await rig.farm.wait_event("zygote_ready", after=mark)
+        doc = await rig.wait_states({"a": "available", "b": "available"})
+        assert doc["zygote"]["starts"] == 2 and doc["zygote"]["pid"] != zygote.pid
+        after = await rig.worker_ids()
+        assert after["a"] not in (None, ids["a"]) and after["b"] not in (None, ids["b"])
+        assert worker_serials(rig.farm) == ["a", "b"]
+        await rig.server.wait_status(lambda d: len(d["workers"]) == 2)

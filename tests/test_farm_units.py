@@ -234,32 +234,30 @@ def json_line(msg: str, level: int = logging.INFO, **event: object) -> str:
     return JsonFormatter().format(record)
 
 
-def test_worker_lines_name_its_state() -> None:
-    cases = {
-        "registered worker_id=w-1 game=g heartbeat_timeout=5.0": wl.Registered("w-1"),
-        "session_start session=s-1 client=c-1": wl.SessionStarted("s-1", "c-1"),
-        "session s-1 ended ok=True: session s-1 closed (3 inputs, 0 malformed)": wl.SessionEnded(
-            "s-1"
+def test_the_workers_events_name_its_state() -> None:
+    cases = [
+        (dict(event="worker_registered", worker_id="w-1", game="g"), wl.Registered("w-1")),
+        (
+            dict(event="session_started", session_id="s-1", client_id="c-1"),
+            wl.SessionStarted("s-1", "c-1"),
         ),
-        "backend failure 2 in a row (reset): device x is offline; reset in 0.40 s": (
-            wl.BackendFailing(2, "reset: device x is offline")
+        (dict(event="session_ended", session_id="s-1", ok=True), wl.SessionEnded("s-1")),
+        (
+            dict(event="backend_failure", streak=2, kind="reset", detail="x is offline", delay=0.4),
+            wl.BackendFailing(2, "reset: x is offline"),
         ),
-        "server connection lost: closed by the server": wl.Unregistered(
-            "server connection lost: closed by the server"
-        ),
-        "peer connection connected": None,
-    }
-    for msg, expected in cases.items():
-        assert wl.parse_line(json_line(msg)).event == expected, msg
+        (dict(event="worker_unregistered", why="server lost"), wl.Unregistered("server lost")),
+        (dict(event="worker_starting", drain_signal="SIGUSR1"), wl.Capabilities("SIGUSR1")),
+        (dict(event="worker_drained"), None),
+    ]
+    for fields, expected in cases:
+        assert wl.parse_line(json_line("some text", **fields)).event == expected, fields
+    # Only events count: the text alone names nothing (one way to read a worker).
+    assert wl.parse_line(json_line("registered worker_id=w-1 game=g")).event is None
+    # A field of the wrong type is no event, and no crash.
+    assert wl.parse_line(json_line("x", event="backend_failure", streak="many")).event is None
     line = wl.parse_line(json_line("x", logging.ERROR))
     assert line.level == logging.ERROR
-
-
-def test_structured_worker_events_come_first() -> None:
-    doc = json_line("anything", event="worker_starting", drain_signal="SIGUSR1")
-    assert wl.parse_line(doc).event == wl.Capabilities("SIGUSR1")
-    doc = json_line("x", event="worker_registered", worker_id="w-9")
-    assert wl.parse_line(doc).event == wl.Registered("w-9")
     crash = wl.parse_line("Traceback (most recent call last):")
     assert crash.event is None and crash.level == logging.WARNING
     assert wl.parse_line(json.dumps(["not", "an", "object"])).event is None
@@ -280,7 +278,7 @@ def test_worker_flags_pass_through_but_the_farm_decides_the_phone() -> None:
     )
     assert s.serials == {"a", "b"} and s.selected("a") and not s.selected("c")
     argv = worker_argv(s, "a")
-    assert argv[3:7] == ["worker", "--serial", "x", "--no-audio"]
+    assert argv[:4] == ["worker", "--serial", "x", "--no-audio"]
     # argparse keeps the last: the farm's own choices come after the operator's.
     last = len(argv) - 1 - argv[::-1].index("--serial")
     assert argv[last + 1] == "a"

@@ -284,3 +284,30 @@ async def test_worker_token_is_presented_and_a_wrong_one_is_refused() -> None:
         async with running_worker(server.ws_base, "--worker-token", "s3cret") as right:
             _, worker_id = await right.wait_registered()
             await server.wait_status(lambda d: [w["id"] for w in d["workers"]] == [worker_id])
+
+
+# --- drain (SIGUSR1) ------------------------------------------------------------
+
+
+async def test_sigusr1_finishes_the_session_then_exits_instead_of_registering(rig: Rig) -> None:
+    async with TestPeer.join(rig.server.url) as peer:
+        await play_until_touch_shows(peer)
+        rig.worker.send_signal(signal.SIGUSR1)
+        # The session goes on: the game still answers a touch after the drain.
+        await rig.worker.wait_for_log(r"draining: exiting after the session", after=rig.mark)
+        await peer.touch(0.3, 0.6)
+        await peer.wait_mark(0.3, 0.6)
+        assert peer.shutdown is None
+        await peer.leave()
+        assert await rig.worker.stop(sig=None, timeout=TIMEOUT) == 0
+    assert rig.worker.count(r"shutdown_ack ok=True") == 1
+    assert rig.worker.count(r"registered worker_id") == 1
+    assert rig.worker.count(r"drained: exiting instead of registering again") == 1
+    await rig.server.wait_status(lambda d: d["workers"] == [] and not d["sessions"])
+
+
+async def test_sigusr1_while_idle_leaves_the_pool_at_once(rig: Rig) -> None:
+    rig.worker.send_signal(signal.SIGUSR1)
+    assert await rig.worker.stop(sig=None, timeout=TIMEOUT) == 0
+    await rig.server.wait_status(lambda d: d["workers"] == [])
+    assert rig.worker.count(r"left the server \(drained\)") == 1

@@ -22,6 +22,7 @@ from playcast.worker.link_events import (
     Connect,
     Connected,
     ConnectFailed,
+    DrainRequested,
     Effect,
     Event,
     Exit,
@@ -400,6 +401,129 @@ def test_stop_exits_from_anywhere(rig: Rig, where: str) -> None:
     assert rig.feed(StopRequested()) == [Exit()]
     assert rig.link.done and rig.link.deadline is None
     assert rig.msg(t.Ping(ts=1.0)) == []
+
+
+# --- drain (SIGUSR1) -------------------------------------------------------------
+
+
+def events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict[str, object]]]:
+    """The lifecycle events logged so far, with their fields."""
+    return [(r.event, r.fields) for r in caplog.records if hasattr(r, "event")]
+
+
+def test_drain_while_idle_leaves_the_pool_and_exits(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="playcast.worker")
+    assert rig.feed(DrainRequested()) == [CloseSocket(), Exit()]
+    assert rig.link.done and rig.link.deadline is None
+    # Whatever the closed socket still delivers starts nothing.
+    start = t.SessionStart(session_id=SID, client_id="c-1", ice_servers=[])
+    assert rig.msg(start) == [] and rig.feed(SocketClosed("closed")) == []
+    assert events(caplog) == [
+        ("worker_unregistered", {"why": "drained"}),
+        ("worker_drained", {}),
+    ]
+
+
+def test_drain_in_a_session_waits_for_its_end_then_exits_instead_of_registering(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="playcast.worker")
+    rig.start_session()
+    rig.connect_media()
+    assert rig.feed(DrainRequested()) == []
+    assert rig.feed(DrainRequested()) == []  # said twice, the same drain
+    # The session goes on untouched: pings, answers, the heartbeat.
+    assert rig.msg(t.Ping(ts=5.0)) == [Send(t.Pong(ts=5.0))]
+    answer = t.Answer(session_id=SID, sdp="v=0")
+    assert rig.msg(answer) == [FeedSession(answer)]
+    assert rig.link.phase is Phase.LINKED and not rig.link.done
+    assert rig.msg(t.Shutdown(reason="client_left", message="")) == [CloseSession(SID)]
+    # Acknowledged as usual, then the end: no ResetBackend, no Connect.
+    assert rig.feed(SessionClosed(SID, True, "closed (9 inputs)")) == [
+        Send(t.ShutdownAck(ok=True, detail="closed (9 inputs)")),
+        CloseSocket(),
+        Exit(),
+    ]
+    assert rig.link.done and rig.link.deadline is None
+    assert rig.link.registrations == 1
+    names = [name for name, _ in events(caplog)]
+    assert names[-3:] == ["session_ended", "worker_unregistered", "worker_drained"]
+
+
+def test_drain_while_connecting_exits_and_never_registers() -> None:
+    r = Rig()
+    r.feed(BackendStarted(True))
+    assert r.feed(HealthChecked(True)) == [Connect()]
+    assert r.feed(DrainRequested()) == [Exit()]
+    assert r.feed(Connected()) == []  # no register on the socket that opened late
+    assert r.link.done and r.link.registrations == 0
+
+
+@pytest.mark.parametrize("where", ["starting", "waiting", "resetting"])
+def test_drain_between_links_exits_at_once(rig: Rig, where: str) -> None:
+    if where == "starting":
+        rig = Rig()
+    elif where == "waiting":
+        rig.feed(SocketClosed("x"))
+    else:
+        rig.start_session()
+        rig.msg(t.Shutdown(reason="client_left", message=""))
+        rig.feed(SessionClosed(SID, True, "closed"))  # the ack, and ResetBackend
+        assert rig.link.phase is Phase.RESETTING
+    assert rig.feed(DrainRequested()) == [Exit()]
+    assert rig.link.done
+
+
+def test_a_drained_session_that_resumes_still_ends_in_an_exit(playing: Rig) -> None:
+    r = playing
+    assert r.feed(SocketClosed("gone")) == [CloseSocket(), Connect()]
+    assert r.feed(DrainRequested()) == []  # away: the session is still on
+    assert r.feed(Connected()) == [resume_msg()]
+    assert r.msg(t.Resumed(session_id=SID, resume_token="tok-2")) == []
+    # The game fails: the session ends, and with it the worker (no game backoff).
+    assert r.feed(MediaFailed(SID, "video stalled", backend=True)) == [
+        Send(t.WebrtcFailed(session_id=SID, reason="video stalled")),
+        CloseSocket(),
+        CloseSession(SID),
+    ]
+    assert r.feed(SessionClosed(SID, True, "closed")) == [Exit()]
+    assert r.link.done
+
+
+def test_the_lifecycle_is_logged_as_events_with_their_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="playcast.worker")
+    r = Rig()
+    r.feed(BackendStarted(True))
+    r.register("w-1")
+    r.start_session()
+    r.msg(t.Shutdown(reason="client_left", message=""))
+    r.feed(SessionClosed(SID, False, "close failed"))
+    r.feed(BackendReset(False, "device gone"))
+    assert events(caplog) == [
+        ("worker_registered", {"worker_id": "w-1", "game": "g"}),
+        ("session_started", {"session_id": SID, "client_id": "c-1"}),
+        ("session_ended", {"session_id": SID, "ok": False}),
+        ("worker_unregistered", {"why": "restart"}),
+        (
+            "backend_failure",
+            {
+                "streak": 1,
+                "kind": "reset",
+                "detail": "device gone",
+                "delay": round(random.Random(SEED).uniform(0, 0.5), 3),  # the first step
+            },
+        ),
+    ]
+    # The text stays the same for people.
+    texts = [r.getMessage() for r in caplog.records if hasattr(r, "event")]
+    assert texts[0] == "registered worker_id=w-1 game=g heartbeat_timeout=15.0"
+    assert texts[1] == f"session_start session={SID} client=c-1"
+    assert texts[2] == f"session {SID} ended ok=False: close failed"
+    assert texts[4].startswith("backend failure 1 in a row (reset): device gone; reset in ")
 
 
 # --- resume (the server's --resume-grace) ------------------------------------

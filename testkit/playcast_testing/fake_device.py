@@ -7,7 +7,8 @@ Two halves, both on localhost, both in the test's event loop:
   ``get-state``, ``push``, ``forward tcp:0 localabstract:…`` (a real listening
   port per forward, closing connections nobody serves on the device, as adb
   does), ``shell am force-stop``, ``monkey``, ``dumpsys activity activities``,
-  ``pm path`` and ``app_process … com.genymobile.scrcpy.Server``;
+  ``pm path``, ``input keyevent``, ``wm dismiss-keyguard`` (and ``;``-separated
+  scripts of them) and ``app_process … com.genymobile.scrcpy.Server``;
 - the *scrcpy server* that ``app_process`` starts: it checks its arguments,
   serves the video, the audio (when ``audio`` is not false) and the control
   socket, in that order (dummy byte, 64-byte name, codec header, 12-byte
@@ -25,10 +26,16 @@ A still screen behaves as on a phone: MediaCodec repeats the last frame after
 then sends nothing until the screen changes or RESET_VIDEO starts a new
 encoder session (config packet and keyframe first).
 
+The screen and its lock: ``screen_on``, ``keyguard_showing`` and
+``keyguard_secure`` (a PIN, which ``wm dismiss-keyguard`` cannot dismiss). A
+game launched behind the keyguard does not reach the foreground (its
+activity is not resumed) until the keyguard goes.
+
 Switches: ``hold_still()``/``animate()``, ``go_offline()``, ``kill_server()``,
 ``stall_video()`` (a hung encoder: not even RESET_VIDEO gets an answer),
-``rotate()``; ``audio_capture`` picks what the audio socket says: Opus, the
-disabled code (Android 10 and older, or capture refused) or the error code.
+``rotate()``, ``lock()``; ``audio_capture`` picks what the audio socket says:
+Opus, the disabled code (Android 10 and older, or capture refused) or the
+error code.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import json
 import os
 import shlex
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -77,6 +85,7 @@ from playcast.protocol import DEFAULT_GAME
 # testkit/playcast_testing/fake_device.py -> the repository root (an editable install).
 FAKE_ADB: Final = Path(__file__).resolve().parents[2] / "tests" / "fake_adb" / "adb"
 LAUNCHER: Final = "com.android.launcher3/.uioverrides.QuickstepLauncher"
+WAKE_KEYS: Final = ("KEYCODE_WAKEUP", "WAKEUP", "224")  # what input keyevent takes
 START_CODE: Final = b"\x00\x00\x00\x01"
 
 # Options.java (3.3.x) accepts these keys; anything else is a client bug here.
@@ -529,6 +538,9 @@ class FakeDevice:
         self.launch_polls = launch_polls
         self.online = True
         self.foreground = LAUNCHER.split("/")[0]
+        self.screen_on = True
+        self.keyguard_showing = False
+        self.keyguard_secure = False  # a PIN: wm dismiss-keyguard cannot dismiss it
         self.files: dict[str, str] = {}  # device path -> sha256
         self.commands: list[list[str]] = []
         self.controls: list[Control] = []
@@ -587,10 +599,7 @@ class FakeDevice:
 
     def env(self, log_path: str | os.PathLike[str] | None = None) -> dict[str, str]:
         """Environment for processes that run tests/fake_adb/adb against this device."""
-        env = {"PLAYCAST_FAKE_ADB_DEVICE": self.endpoint}
-        if log_path is not None:
-            env["PLAYCAST_FAKE_ADB_LOG"] = os.fspath(log_path)
-        return env
+        return adb_env(self.endpoint, log_path)
 
     # --- observation -----------------------------------------------------------------
 
@@ -662,6 +671,17 @@ class FakeDevice:
 
     def resume_video(self) -> None:
         self.video_flowing.set()
+
+    def lock(self, secure: bool = False) -> None:
+        """The power key: screen off, keyguard up (``secure``: behind a PIN)."""
+        self.screen_on, self.keyguard_showing, self.keyguard_secure = False, True, secure
+
+    def wake(self) -> None:
+        self.screen_on = True
+
+    def dismiss_keyguard(self) -> None:
+        if not self.keyguard_secure:
+            self.keyguard_showing = False
 
     def rotate(self) -> None:
         """Turn the phone: the screen swaps sides and every encoder restarts."""
@@ -771,6 +791,19 @@ class FakeDevice:
         if words and words[0].startswith("CLASSPATH="):
             return await self._app_process(words, reply, reader)
         line = " ".join(words)
+        if ";" in line:  # a script: each command in turn, as sh runs it
+            code = 0
+            for part in line.split(";"):
+                if part.strip():
+                    code = await self._shell(part.split(), reply, reader)
+            return code
+        if words[:2] == ["input", "keyevent"] and len(words) == 3:
+            if words[2] in WAKE_KEYS:
+                self.wake()
+            return 0
+        if words == ["wm", "dismiss-keyguard"]:
+            self.dismiss_keyguard()
+            return 0
         if words[:2] == ["am", "force-stop"] and len(words) == 3:
             if self.foreground == words[2]:
                 self.foreground = LAUNCHER.split("/")[0]
@@ -786,7 +819,8 @@ class FakeDevice:
             reply.out("Events injected: 1\n")
             return 0
         if words == ["dumpsys", "activity", "activities"]:
-            if self._launching is not None:
+            # Behind the keyguard a launched activity is not resumed.
+            if self._launching is not None and not self.keyguard_showing:
                 package, polls = self._launching
                 self._launching = (package, polls - 1) if polls > 1 else None
                 if polls <= 1:
@@ -863,6 +897,15 @@ class FakeDevice:
         if server.exit_code == 255:
             reply.err("error: device offline\n")
         return server.exit_code
+
+
+def adb_env(endpoint: str, log_path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """What tests/fake_adb/adb needs: where to relay, with which Python (this
+    one, started without site: milliseconds, as adb), and where to log."""
+    env = {"PLAYCAST_FAKE_ADB_DEVICE": endpoint, "PLAYCAST_FAKE_ADB_PYTHON": sys.executable}
+    if log_path is not None:
+        env["PLAYCAST_FAKE_ADB_LOG"] = os.fspath(log_path)
+    return env
 
 
 def _strip_globals(argv: list[str]) -> list[str]:

@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from playcast_testing.fake_device import FakeDevice
+from playcast_testing.fake_device import WAKE_KEYS, FakeDevice, adb_env
 
 UNAUTHORIZED: Final = (
     "adb: device unauthorized.\n"
@@ -44,7 +44,14 @@ STAY_ON: Final = "stay_on_while_plugged_in"
 # PowerManager / BatteryManager: what svc power stayon writes, per source.
 STAYON_VALUES: Final = {"false": 0, "ac": 1, "usb": 2, "wireless": 4, "true": 7}
 BATTERY_PLUGGED_USB: Final = 2
-WAKE_KEYS: Final = ("KEYCODE_WAKEUP", "WAKEUP", "224")
+
+
+def _device_attribute(name: str) -> Any:
+    """A ``FakePhone`` attribute that is its ``FakeDevice``'s."""
+    return property(
+        lambda phone: getattr(phone.device, name),
+        lambda phone, value: setattr(phone.device, name, value),
+    )
 
 
 @dataclass(eq=False)
@@ -62,9 +69,6 @@ class FakePhone:
     temperature_c: float = 30.0
     usb_powered: bool = True
     battery_health: int = 2  # BATTERY_HEALTH_GOOD
-    screen_on: bool = True
-    keyguard_showing: bool = False
-    keyguard_secure: bool = False  # a PIN: wm dismiss-keyguard cannot dismiss it
     data_free_kb: int = 20_000_000
     settings: dict[str, str] = field(default_factory=lambda: {STAY_ON: "0"})
     shell_commands: list[str] = field(default_factory=list)  # answered here
@@ -72,6 +76,13 @@ class FakePhone:
     @property
     def serial(self) -> str:
         return self.device.serial
+
+    # The screen and its lock are the device's (the worker's backend wakes and
+    # unlocks it through the device, the farm through this); keyguard_secure:
+    # a PIN, which wm dismiss-keyguard cannot dismiss.
+    screen_on = _device_attribute("screen_on")
+    keyguard_showing = _device_attribute("keyguard_showing")
+    keyguard_secure = _device_attribute("keyguard_secure")
 
     def row(self, long: bool) -> str:
         """adb's append_transport: ``"%-22s %s"``, the devpath, what the phone told
@@ -195,11 +206,10 @@ class FakePhone:
                 return 0, "", ""
             case ["input", "keyevent", key]:
                 if key in WAKE_KEYS:
-                    self.screen_on = True
+                    self.device.wake()
                 return 0, "", ""
             case ["wm", "dismiss-keyguard"]:
-                if not self.keyguard_secure:
-                    self.keyguard_showing = False
+                self.device.dismiss_keyguard()
                 return 0, "", ""
         return None
 
@@ -245,10 +255,7 @@ class FakeAdbServer:
         return f"{host}:{port}"
 
     def env(self, log_path: str | os.PathLike[str] | None = None) -> dict[str, str]:
-        env = {"PLAYCAST_FAKE_ADB_DEVICE": self.endpoint}
-        if log_path is not None:
-            env["PLAYCAST_FAKE_ADB_LOG"] = os.fspath(log_path)
-        return env
+        return adb_env(self.endpoint, log_path)
 
     # --- the test's hands ----------------------------------------------------------
 

@@ -98,15 +98,50 @@ class FarmProcess(LoggedProcess):
         )
         return await self.find_line(pattern, after=after, timeout=timeout)
 
+    def zygotes(self) -> list[psutil.Process]:
+        """The farm's zygotes (``playcast farm-zygote`` in ps): one, or none."""
+        return _titled(psutil.Process(self.proc.pid), ["playcast", "farm-zygote"])
+
+    def zygote(self) -> psutil.Process | None:
+        found = self.zygotes()
+        return found[0] if found else None
+
     def workers(self) -> list[psutil.Process]:
-        """The farm's worker processes alive now (its direct children running playcast)."""
-        out = []
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for child in psutil.Process(self.proc.pid).children():
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    if "worker" in child.cmdline():
-                        out.append(child)
-        return out
+        """The farm's worker processes alive now: its zygote's children that
+        say ``playcast worker --serial SERIAL`` in ps. (Not their own
+        children: between fork and exec an adb call a worker starts shows
+        its worker's title.)"""
+        return [w for z in self.zygotes() for w in _titled(z, ["playcast", "worker"])]
+
+    def worker(self, serial: str) -> psutil.Process:
+        """The one live worker of ``serial``."""
+        found = [p for p in self.workers() if serial_of(p) == serial]
+        assert len(found) == 1, f"{len(found)} workers for {serial}"
+        return found[0]
+
+
+def _titled(parent: psutil.Process, title: list[str]) -> list[psutil.Process]:
+    """``parent``'s children whose command line starts with ``title``."""
+    out = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in parent.children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if cmdline(child)[: len(title)] == title:
+                    out.append(child)
+    return out
+
+
+def cmdline(proc: psutil.Process) -> list[str]:
+    """Its command line without the padding a rewritten title leaves (NULs)."""
+    return [word for word in proc.cmdline() if word]
+
+
+def serial_of(proc: psutil.Process) -> str | None:
+    argv = cmdline(proc)
+    if "--serial" not in argv[:-1]:
+        return None
+    last = len(argv) - 1 - argv[::-1].index("--serial")
+    return argv[last + 1]
 
 
 def worker_serials(farm: FarmProcess) -> list[str]:
@@ -114,9 +149,7 @@ def worker_serials(farm: FarmProcess) -> list[str]:
     serials = []
     for proc in farm.workers():
         with contextlib.suppress(psutil.NoSuchProcess):
-            argv = proc.cmdline()
-            last = len(argv) - 1 - argv[::-1].index("--serial")  # the farm's, after the user's
-            serials.append(argv[last + 1])
+            serials.append(serial_of(proc) or "?")
     return sorted(serials)
 
 

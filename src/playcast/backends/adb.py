@@ -12,8 +12,14 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 log = logging.getLogger("playcast.android.adb")
+
+# The screen on, and an insecure keyguard (a swipe) out of the way: a game
+# launched behind the lock screen never reaches the foreground. A PIN or a
+# pattern cannot be dismissed this way (remove it on a phone that serves).
+WAKE_AND_UNLOCK: Final = "input keyevent KEYCODE_WAKEUP; wm dismiss-keyguard"
 
 
 class AdbError(RuntimeError):
@@ -120,6 +126,18 @@ class Adb:
             )
         except OSError as exc:
             raise AdbError(f"cannot run {self.executable}: {exc}") from exc
+
+    async def wake_and_unlock(self) -> str | None:
+        """``WAKE_AND_UNLOCK``; what went wrong, or None. Never raises: an old
+        phone without ``wm dismiss-keyguard`` still gets its game launched."""
+        try:
+            result = await self.run("shell", WAKE_AND_UNLOCK, check=False)
+        except AdbError as exc:
+            return str(exc)
+        if result.returncode != 0:
+            detail = (result.stderr.strip() or result.stdout.strip())[-300:]
+            return f"wake and unlock failed ({result.returncode}): {detail}"
+        return None
 
     # --- the game -----------------------------------------------------------------
 

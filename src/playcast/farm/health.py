@@ -5,12 +5,13 @@ policy``, ``df /data`` and ``pm path GAME``, separated by marker lines; each
 part is parsed as Android prints it, and a part a phone prints differently
 leaves its fields unknown (None) rather than failing the whole reading.
 
-The screen: the worker's Android backend keeps it on for as long as its
-scrcpy server runs (scrcpy's ``stay_awake``, put back by scrcpy's own
-clean-up process on the phone even when the host dies, and ``power_on``).
-The farm only watches: a phone in the pool whose reading shows the screen
-off or the keyguard up is woken and the keyguard dismissed (an insecure one:
-a PIN cannot be, and shows as ``keyguard_showing`` in /status).
+The screen: the worker's Android backend wakes the phone and dismisses its
+keyguard before each launch of the game, and keeps the screen on for as
+long as its scrcpy server runs (scrcpy's ``stay_awake``, put back by
+scrcpy's own clean-up process on the phone even when the host dies). The
+farm only watches: a phone in the pool whose reading shows the screen off
+or the keyguard up is woken again (``Adb.wake_and_unlock``; a PIN cannot be
+dismissed, and shows as ``keyguard_showing`` in /status).
 """
 
 from __future__ import annotations
@@ -204,8 +205,3 @@ def parse_df_free(text: str) -> int | None:
         return None
     unit = 1024 if "1K-blocks" in header else 1
     return _size(row[index], unit)
-
-
-def wake_script() -> str:
-    """Screen on, and an insecure keyguard out of the way."""
-    return "input keyevent KEYCODE_WAKEUP; wm dismiss-keyguard"

@@ -6,8 +6,11 @@ process. It does no media itself and never imports the media stack: its own
 work is reading adb's list, the workers' log lines and, every
 ``--phone-health-interval``, one health reading per phone.
 
-SIGTERM or SIGINT stops every worker (their sessions end, players told) and
-puts each phone's stay-awake setting back, then the farm exits.
+Workers are forked by the farm's zygote (``farm/zygote.py``), one process
+that has imported the worker's media stack once.
+
+SIGTERM or SIGINT stops every worker (their sessions end, players told),
+then the zygote, then the farm exits.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from playcast.farm.events import event
 from playcast.farm.metrics import FarmCollector, serve, status_doc
 from playcast.farm.phone import Phone
 from playcast.farm.tracker import DeviceTracker
+from playcast.farm.zygote import Zygote, ZygoteError
 from playcast.logs import setup_logging
 
 log = logging.getLogger("playcast.farm")
@@ -37,6 +41,7 @@ class Farm:
         self.settings = settings
         self.phones: dict[str, Phone] = {}
         self.tracker = DeviceTracker(settings.adb, self._on_list)
+        self.zygote = Zygote(settings.python, fs.worker_env())
         self.stop = asyncio.Event()
         self.fatal: str | None = None
         self.started_at = time.time()
@@ -52,7 +57,8 @@ class Farm:
                 continue
             phone = self.phones.get(serial)
             if phone is None:
-                phone = self.phones[serial] = Phone(serial, self.settings, self._on_fatal)
+                phone = Phone(serial, self.settings, self.zygote, self._on_fatal)
+                self.phones[serial] = phone
                 phone.start()
             phone.update(row)
         for serial, phone in self.phones.items():
@@ -77,7 +83,14 @@ class Farm:
     def status(self) -> dict[str, Any]:
         doc = status_doc(self.phones.values(), self.adb_status(), self.started_at)
         doc.update(server=self.settings.server, game=self.settings.game)
+        doc["zygote"] = {"pid": self.zygote.pid, "starts": self.zygote.starts}
         return doc
+
+    async def _warm_zygote(self) -> None:
+        try:
+            await self.zygote.start()
+        except ZygoteError as exc:  # the first worker wanted tries again
+            log.error("%s", exc)
 
     async def run(self) -> int:
         s = self.settings
@@ -96,13 +109,17 @@ class Farm:
             adb=s.adb,
             metrics_port=self.metrics_port,
         )
+        # Warm before the first phone wants a worker (and again whenever one does).
+        warming = asyncio.create_task(self._warm_zygote(), name="zygote")
         tracking = asyncio.create_task(self.tracker.run(), name="adb-tracker")
         try:
             await self.stop.wait()
         finally:
             tracking.cancel()
-            await asyncio.gather(tracking, return_exceptions=True)
+            warming.cancel()
+            await asyncio.gather(tracking, warming, return_exceptions=True)
             await asyncio.gather(*(p.close() for p in self.phones.values()), return_exceptions=True)
+            await self.zygote.close()
             if runner is not None:
                 await runner.cleanup()
             event("farm_stopped", phones=len(self.phones))

@@ -9,11 +9,11 @@ the pool (after its session). ``_watch_health`` reads the phone's health
 every ``health_interval`` and between sessions, sets or lifts the holds, and
 wakes a serving phone whose screen went dark or locked.
 
-Draining: a worker that announces a drain signal in its start line
-(``drain_signal``, see docs/farm.md) gets it at once and finishes its
-session itself. Until workers do, the farm waits for the worker's
-``session … ended`` line and stops it then, while it resets the game and
-before it registers again; an idle worker is stopped at once.
+Draining: a worker announces its drain signal in its first event
+(``worker_starting``: ``drain_signal``, SIGUSR1) and, sent it, finishes its
+session in progress and exits instead of registering again (an idle one
+leaves at once). A worker that has not said it yet is still starting, not
+serving anyone: it is stopped.
 """
 
 from __future__ import annotations
@@ -27,14 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from playcast.backends.adb import Adb, AdbError
+from playcast.backends.adb import Adb
 from playcast.farm import worker_log as wl
 from playcast.farm.devices import DeviceRow
 from playcast.farm.events import event
-from playcast.farm.health import Health, read_health, wake_script
-from playcast.farm.settings import FarmSettings, worker_argv, worker_env
+from playcast.farm.health import Health, read_health
+from playcast.farm.settings import FarmSettings, worker_argv
 from playcast.farm.states import Hold, State, WorkerState, next_holds, phone_state
 from playcast.farm.worker_proc import WorkerRun
+from playcast.farm.zygote import Zygote, ZygoteError
 from playcast.worker.backoff import Backoff
 
 log = logging.getLogger("playcast.farm")
@@ -52,10 +53,15 @@ class SessionInfo:
 
 class Phone:
     def __init__(
-        self, serial: str, settings: FarmSettings, on_fatal: Callable[[str], None]
+        self,
+        serial: str,
+        settings: FarmSettings,
+        zygote: Zygote,
+        on_fatal: Callable[[str], None],
     ) -> None:
         self.serial = serial
         self.settings = settings
+        self.zygote = zygote
         self._on_fatal = on_fatal
         self.adb = Adb(settings.adb, serial, timeout=settings.health_timeout)
         self.row: DeviceRow | None = None  # None: not in adb's list
@@ -147,14 +153,15 @@ class Phone:
 
     async def _run_worker(self) -> None:
         s = self.settings
-        run = WorkerRun(self.serial, worker_argv(s, self.serial), worker_env(), self._on_line)
+        run = WorkerRun(self.serial, worker_argv(s, self.serial), self.zygote, self._on_line)
         self.worker, self.worker_state = run, WorkerState.STARTING
         self.drain_signal, self.draining = None, False
         self.starts += 1
         try:
             await run.start()
-        except OSError as exc:
+        except (OSError, ZygoteError) as exc:
             self.worker, self.worker_state = None, WorkerState.NONE
+            self._restart_at = time.monotonic() + self.backoff.next_delay()
             self._failed(f"cannot start a worker: {exc}")
             return
         event("worker_started", serial=self.serial, pid=run.pid, starts=self.starts)
@@ -171,9 +178,7 @@ class Phone:
                 if not self.present or self._closing:
                     await run.stop(s.stop_timeout)  # unplugged: its player is told at once
                 elif self.holds and not self.draining:
-                    self._drain(run)
-                elif not self.holds and self.draining and not run.stop_requested:
-                    self.draining = False  # recovered before its session ended: stays
+                    self._drain(run)  # a phone that recovers meanwhile gets a new worker
             code = await exited
         finally:
             if not exited.done():  # cancelled (farm closing): close() stops it
@@ -194,9 +199,8 @@ class Phone:
         if self.drain_signal is not None:
             run.send(self.drain_signal)
             run.stop_requested = True
-        elif self.worker_state is not WorkerState.BUSY:
+        else:
             self._stop_soon(run)
-        # else: stopped when its session-ended line comes (_on_line).
 
     def _stop_soon(self, run: WorkerRun) -> None:
         task = asyncio.create_task(self._stop(run))
@@ -206,7 +210,7 @@ class Phone:
     async def _stop(self, run: WorkerRun) -> None:
         await run.stop(self.settings.stop_timeout)
 
-    def _worker_gone(self, run: WorkerRun, code: int) -> None:
+    def _worker_gone(self, run: WorkerRun, code: int | None) -> None:
         ran = time.monotonic() - run.started_at
         self.worker, self.worker_state, self.worker_id = None, WorkerState.NONE, None
         self.session, self.registered_at, self.draining = None, None, False
@@ -221,9 +225,10 @@ class Phone:
         self.restarts += 1
         delay = self.backoff.next_delay()
         self._restart_at = time.monotonic() + delay
+        how = f"exited ({code})" if code is not None else "died with its zygote"
         tail = " | ".join(list(run.tail)[-3:])
-        self._failed(f"worker exited ({code}) after {ran:.1f} s: {tail}"[:500])
-        log.warning("[%s] worker exited (%d); again in %.2f s", self.serial, code, delay)
+        self._failed(f"worker {how} after {ran:.1f} s: {tail}"[:500])
+        log.warning("[%s] worker %s; again in %.2f s", self.serial, how, delay)
 
     def _failed(self, detail: str) -> None:
         self.failing = detail
@@ -242,9 +247,6 @@ class Phone:
             case wl.SessionEnded():
                 self.worker_state, self.session, self.worker_id = WorkerState.STARTING, None, None
                 self._read_now.set()  # between sessions: is it still fit to serve?
-                run = self.worker
-                if self.draining and run is not None and self.drain_signal is None:
-                    self._stop_soon(run)
             case wl.Unregistered() if self.worker_state is WorkerState.AVAILABLE:
                 self.worker_state, self.worker_id = WorkerState.STARTING, None
             case wl.BackendFailing(streak=streak, detail=detail):
@@ -285,20 +287,16 @@ class Phone:
                 event("phone_held", serial=self.serial, why=",".join(sorted(added)), **fields)
             if lifted:
                 event("phone_released", serial=self.serial, why=",".join(sorted(lifted)), **fields)
-        elif self.may_serve() and (health.screen_on is False or health.keyguard_showing):
-            await self._shell(wake_script(), "wake")  # serving: a dark screen shows nothing
+        elif (
+            # Serving, yet dark or locked (turned off by hand): a watchdog
+            # behind the worker, which wakes and unlocks before each launch.
+            self.may_serve()
+            and (health.screen_on is False or health.keyguard_showing)
+            and (failed := await self.adb.wake_and_unlock()) is not None
+        ):
+            log.warning("[%s] wake: %s", self.serial, failed)
         self._changed.set()
         self._refresh()
-
-    # --- the phone ---------------------------------------------------------------
-
-    async def _shell(self, script: str, what: str) -> bool:
-        try:
-            await self.adb.shell(script)
-        except AdbError as exc:
-            log.warning("[%s] %s: %s", self.serial, what, exc)
-            return False
-        return True
 
     # --- state ----------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ class FarmSettings:
     metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     worker_args: tuple[str, ...] = ()
-    python: str = sys.executable
+    python: str = sys.executable  # the zygote's, and so every worker's
 
     def selected(self, serial: str) -> bool:
         if serial in self.skip_serials:
@@ -59,11 +59,12 @@ class FarmSettings:
 
 
 def worker_argv(s: FarmSettings, serial: str) -> list[str]:
-    """``python -m playcast worker``: the operator's worker flags first, then what
-    the farm decides (later flags win, so those cannot be overridden)."""
+    """``playcast worker …`` (what follows ``playcast``): the operator's worker
+    flags first, then what the farm decides (later flags win, so those cannot
+    be overridden)."""
     level = "debug" if s.log_level.lower() == "debug" else "info"
     return [
-        s.python, "-m", "playcast", "worker",
+        "worker",
         *s.worker_args,
         "--backend", "android",
         "--serial", serial,

@@ -2,21 +2,18 @@
 
 The farm starts every worker with ``--log-format json``: one object a line
 (``ts``, ``level``, ``logger``, ``msg``, and for a lifecycle event ``event``
-and its fields). A line that names an ``event`` is read by its name and
-fields; the worker today logs its lifecycle as plain messages, so those are
-matched by their text (``registered worker_id=…``, ``session_start
-session=… client=…``, ``session … ended ok=…``, ``backend failure N in a
-row (kind): …``). A line that is not JSON (a traceback printed on a crash)
-is kept as text.
+and its fields, as ``worker/link_log.py`` writes them: docs/worker.md#logs).
+The farm follows a worker by those events alone; any other line is only
+passed on to the farm's log. A line that is not JSON (a traceback printed
+on a crash) is kept as text.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +65,6 @@ class LogLine:
     event: WorkerEvent | None
 
 
-_REGISTERED: Final = re.compile(r"^registered worker_id=(\S+)")
-_SESSION_START: Final = re.compile(r"^session_start session=(\S+) client=(\S+)")
-_SESSION_END: Final = re.compile(r"^session (\S+) ended ok=")
-_FAILURE: Final = re.compile(
-    r"^backend failure (\d+) in a row \((\w+)\): (.*?)(?:; \w+ in [\d.]+ s)?$"
-)
-_LEFT: Final = re.compile(r"^(server connection lost|cannot reach|restarting in)")
-
-
 def parse_line(raw: str) -> LogLine:
     text = raw.rstrip("\r\n")
     try:
@@ -89,12 +77,14 @@ def parse_line(raw: str) -> LogLine:
     level = level if isinstance(level, int) else logging.INFO
     msg = str(doc.get("msg", ""))
     name = doc.get("event")
-    event = _from_fields(str(name), doc) if name else None
-    return LogLine(level, msg, event or _from_text(msg))
+    try:
+        event = _event(str(name), doc) if name else None
+    except (TypeError, ValueError):  # a field of the wrong type: not an event
+        event = None
+    return LogLine(level, msg, event)
 
 
-def _from_fields(name: str, doc: dict[str, Any]) -> WorkerEvent | None:
-    """The structured form (the worker-side spec in docs/farm.md)."""
+def _event(name: str, doc: dict[str, Any]) -> WorkerEvent | None:
     match name:
         case "worker_registered" if doc.get("worker_id"):
             return Registered(str(doc["worker_id"]))
@@ -103,24 +93,11 @@ def _from_fields(name: str, doc: dict[str, Any]) -> WorkerEvent | None:
         case "session_ended" if doc.get("session_id"):
             return SessionEnded(str(doc["session_id"]))
         case "backend_failure":
-            return BackendFailing(int(doc.get("streak", 1)), str(doc.get("detail", "")))
+            detail = f"{doc.get('kind', 'game')}: {doc.get('detail', '')}"
+            return BackendFailing(int(doc.get("streak", 1)), detail)
         case "worker_unregistered":
             return Unregistered(str(doc.get("why", "")))
         case "worker_starting":
             drain = doc.get("drain_signal")
             return Capabilities(str(drain) if drain else None)
-    return None
-
-
-def _from_text(msg: str) -> WorkerEvent | None:
-    if m := _REGISTERED.match(msg):
-        return Registered(m.group(1))
-    if m := _SESSION_START.match(msg):
-        return SessionStarted(m.group(1), m.group(2))
-    if m := _SESSION_END.match(msg):
-        return SessionEnded(m.group(1))
-    if m := _FAILURE.match(msg):
-        return BackendFailing(int(m.group(1)), f"{m.group(2)}: {m.group(3)}")
-    if m := _LEFT.match(msg):
-        return Unregistered(msg)
     return None

@@ -13,14 +13,31 @@ import random
 from collections import Counter
 
 from playcast.worker.backoff import Backoff
-from playcast.worker.link_events import CheckHealth, Connect, Effect, ResetBackend, StartBackend
-from playcast.worker.link_state import LinkSettings, Phase, Plan, State, Then
+from playcast.worker.link_events import (
+    CheckHealth,
+    Connect,
+    Effect,
+    Exit,
+    ResetBackend,
+    StartBackend,
+)
+from playcast.worker.link_log import log_event
+from playcast.worker.link_state import (
+    SESSION_STATES,
+    Course,
+    LinkSettings,
+    Phase,
+    Plan,
+    State,
+    Then,
+)
 
 log = logging.getLogger("playcast.worker")
 
 
 class GameCycle:
-    """STARTING, RESETTING, CHECKING, CONNECTING and WAITING; the game's failures."""
+    """STARTING, RESETTING, CHECKING, CONNECTING and WAITING; the game's
+    failures; the drain."""
 
     def __init__(self, settings: LinkSettings, rng: random.Random | None = None) -> None:
         self.settings = settings
@@ -28,6 +45,7 @@ class GameCycle:
         self.server_backoff = Backoff(settings.backoff_base, settings.backoff_cap, rng)
         self.backend_backoff = Backoff(settings.backoff_base, settings.backoff_cap, rng)
         self.state = State.STARTING
+        self.course = Course.SERVE
         self._effects: list[Effect] = []
         # Counters for logs and /metrics.
         self.failures: Counter[str] = Counter()  # by kind: start, reset, health, idle, session
@@ -132,15 +150,16 @@ class GameCycle:
         self._recovered(now)
         self._healthy_since = None
         self.failures[kind] += 1
-        self.failure_streak = self.backend_backoff.attempt + 1
+        streak = self.failure_streak = self.backend_backoff.attempt + 1
         delay = self.last_delay = self.backend_backoff.next_delay()
-        log.error(
-            "backend failure %d in a row (%s): %s; %s in %.2f s",
-            self.failure_streak,
-            kind,
-            detail,
-            then.value,
-            delay,
+        log_event(
+            "backend_failure",
+            f"backend failure {streak} in a row ({kind}): {detail}; {then.value} in {delay:.2f} s",
+            logging.ERROR,
+            streak=streak,
+            kind=kind,
+            detail=detail,
+            delay=round(delay, 3),
         )
         self._wait(delay, then, "", now)
 
@@ -151,9 +170,33 @@ class GameCycle:
             self.backend_backoff.reset()
             self.failure_streak = 0
 
+    def _drain(self) -> bool:
+        """Serve no more (SIGUSR1). Between links the worker exits at once; a
+        session in progress goes on, and its link's end is the worker's
+        (``_link_ended``). True: the link must end now (registered, idle)."""
+        if self.course is Course.DRAIN:
+            return False
+        self.course = Course.DRAIN
+        if self.state in SESSION_STATES:
+            log.info("draining: exiting after the session in progress")
+            return False
+        if self.phase is Phase.LINKED:
+            return True
+        self._drained()
+        return False
+
+    def _drained(self) -> None:
+        self.state = State.STOPPED
+        log_event("worker_drained", "drained: exiting instead of registering again")
+        self._emit(Exit())
+
     def _link_ended(self, plan: Plan, had_session: bool, fault: str | None, now: float) -> None:
         """What follows a link: the game backoff after a failure, else a
-        fresh game after a session, then a pause that depends on the plan."""
+        fresh game after a session, then a pause that depends on the plan;
+        for a drained worker, the end."""
+        if self.course is Course.DRAIN:
+            self._drained()
+            return
         if fault is not None or plan is Plan.BACKEND_FAILED:
             kind = "session" if had_session else "idle"
             self._backend_down(kind, fault or "backend failed", now)

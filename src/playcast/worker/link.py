@@ -25,8 +25,10 @@ from collections import Counter
 from playcast import protocol as t
 from playcast.worker import link_events as ev
 from playcast.worker.game_cycle import GameCycle
+from playcast.worker.link_log import log_event
 from playcast.worker.link_state import (
     AWAY_STATES,
+    Course,
     Heartbeat,
     LinkSettings,
     Media,
@@ -110,6 +112,9 @@ class Link(GameCycle):
             case ev.StopRequested():
                 self.state = State.STOPPED
                 self._emit(ev.Exit())
+            case ev.DrainRequested():
+                if self._drain():
+                    self._leave(Plan.RESTART, now)
             case ev.TimerFired():
                 self._on_timer(now)
             case ev.BackendStarted(ok=ok, detail=detail):
@@ -190,6 +195,9 @@ class Link(GameCycle):
         """End this link: close the socket now, and the session if there is one."""
         self._resume = None
         self._emit(ev.CloseSocket())
+        if self.worker_id is not None:  # out of the server's pool, if it was in
+            why = "drained" if self.course is Course.DRAIN else plan.value
+            log_event("worker_unregistered", f"left the server ({why})", why=why)
         self.state = State.LEAVING
         self._plan = plan
         session = self._open_session()
@@ -252,7 +260,13 @@ class Link(GameCycle):
                 if self.state is not State.AVAILABLE:
                     log.warning("session_start %s ignored: not available", msg.session_id)
                     return
-                log.info("session_start session=%s client=%s", msg.session_id, msg.client_id)
+                sid, cid = msg.session_id, msg.client_id
+                log_event(
+                    "session_started",
+                    f"session_start session={sid} client={cid}",
+                    session_id=sid,
+                    client_id=cid,
+                )
                 self.sessions += 1
                 if self._poll is Poll.DUE:
                     self._poll = Poll.IDLE  # a session's own failures end it
@@ -307,11 +321,13 @@ class Link(GameCycle):
         self.server_backoff.reset()
         self._recovered(now)
         self._poll_due(now)
-        log.info(
-            "registered worker_id=%s game=%s heartbeat_timeout=%s",
-            msg.worker_id,
-            self.settings.game,
-            msg.heartbeat_timeout,
+        game = self.settings.game
+        log_event(
+            "worker_registered",
+            f"registered worker_id={msg.worker_id} game={game}"
+            f" heartbeat_timeout={msg.heartbeat_timeout}",
+            worker_id=msg.worker_id,
+            game=game,
         )
 
     def _ack(self, now: float) -> None:
@@ -328,7 +344,8 @@ class Link(GameCycle):
             return  # a session already gone
         match event:
             case ev.SessionClosed(ok=ok, detail=detail):
-                log.info("session %s ended ok=%s: %s", session.id, ok, detail)
+                text = f"session {session.id} ended ok={ok}: {detail}"
+                log_event("session_ended", text, session_id=session.id, ok=ok)
                 session.media = Media.CLOSED
                 session.outcome = ok, detail
                 if self.state is State.LEAVING:

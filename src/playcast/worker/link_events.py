@@ -97,6 +97,11 @@ class StopRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class DrainRequested:
+    """Serve no more players: finish the session in progress, then exit."""
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     pass
 
@@ -115,6 +120,7 @@ Event = (
     | MediaFailed
     | SessionClosed
     | StopRequested
+    | DrainRequested
     | TimerFired
 )
 

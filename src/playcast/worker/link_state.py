@@ -106,6 +106,23 @@ _PHASE: Final = {
 # The states in which the session lives on without a server to talk to:
 # what it says waits in the resume's outbox.
 AWAY_STATES: Final = frozenset({State.AWAY, State.DIALING, State.RESUMING})
+# A session is in progress (LEAVING is only ever waited in for a session's
+# close): a drain lets it finish.
+SESSION_STATES: Final = AWAY_STATES | {
+    State.PLAYING,
+    State.UNCONFIRMED,
+    State.ACKING,
+    State.LEAVING,
+}
+
+
+class Course(enum.Enum):
+    """Where the worker is headed, beside its state: serving one player after
+    another, or (drained) finishing the session in progress and exiting where
+    it would otherwise register again."""
+
+    SERVE = "serve"
+    DRAIN = "drain"
 
 
 class Then(enum.Enum):

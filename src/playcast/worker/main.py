@@ -26,10 +26,15 @@ import signal
 from playcast.envflags import add_flag, env_name
 from playcast.logs import setup_logging
 from playcast.worker.backends import BACKENDS, add_backend_arguments, create_backend
+from playcast.worker.link_events import DrainRequested
+from playcast.worker.link_log import log_event
 from playcast.worker.link_state import LinkSettings
 from playcast.worker.runner import Worker, WorkerSettings
 
 log = logging.getLogger("playcast.worker")
+
+# Finish the session in progress, then exit instead of registering again.
+DRAIN_SIGNAL = signal.SIGUSR1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,11 +115,15 @@ async def _main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.set)
-    log.info(
-        "worker starting: server=%s game=%s backend=%s",
-        settings.url,
-        settings.link.game,
-        args.backend,
+    loop.add_signal_handler(DRAIN_SIGNAL, lambda: worker.post(DrainRequested()))
+    game = settings.link.game
+    log_event(
+        "worker_starting",
+        f"worker starting: server={settings.url} game={game} backend={args.backend}",
+        backend=args.backend,
+        serial=getattr(args, "serial", None),  # the Android backend's phone
+        game=game,
+        drain_signal=DRAIN_SIGNAL.name,
     )
     await worker.run()
     log.info("worker stopped")

@@ -10,10 +10,11 @@ with BackendError and is pushed to the worker; ``reset()`` rebuilds it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Final, Literal
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Final, Literal
 
 from playcast.backends.adb import Adb, AdbError
 from playcast.backends.android import device
@@ -83,8 +84,7 @@ class AndroidBackend(GameBackend, GameAudio):
         device.check_options(self._server_options())
         try:
             async with self._lock, device.adb_errors():
-                await self._ensure_link()
-                await device.relaunch(self._adb, self.settings)
+                await self._bring_up()
         except BackendError as exc:
             self._failure = str(exc)
             log.error("device not usable yet (will retry on reset): %s", exc)
@@ -92,8 +92,7 @@ class AndroidBackend(GameBackend, GameAudio):
     async def reset(self) -> None:
         async with self._lock, device.adb_errors():
             self._release_pointers()
-            await self._ensure_link()
-            await device.relaunch(self._adb, self.settings)
+            await self._bring_up()
             if self._failure is not None:
                 raise BackendError(self._failure)
 
@@ -231,13 +230,22 @@ class AndroidBackend(GameBackend, GameAudio):
 
     # --- the running server ------------------------------------------------------
 
-    async def _ensure_link(self) -> None:
+    async def _bring_up(self) -> None:
+        """The scrcpy link (unless it is up) and the game relaunched, at once
+        once the device and the game are known to be there: on a phone the
+        server's start and the game's launch each take seconds of its own."""
+        relaunch = functools.partial(device.relaunch, self._adb, self.settings)
         link = self._link
         if link is not None and not link.failed and link.proc.returncode is None:
+            await relaunch()
             return
         self._link = None
         if link is not None:
             await self._close_link(link)
+        await device.prepare(self._adb, self.settings)
+        await concurrently(self._open_link(), relaunch())
+
+    async def _open_link(self) -> None:
         try:
             self._link = await self._connect()
         except AudioConfigError as exc:
@@ -254,7 +262,6 @@ class AndroidBackend(GameBackend, GameAudio):
         return self.settings.audio and self._audio_refused is None
 
     async def _connect(self) -> ScrcpyLink:
-        await device.prepare(self._adb, self.settings)
         opts = self._server_options()
         command = device.check_options(opts)
         async with device.tunnel(self._adb, opts) as port:
@@ -325,3 +332,15 @@ class AndroidBackend(GameBackend, GameAudio):
             self._video.fail(BackendError(reason))
             self._audio.end()
             self.report_failure(reason)  # pushed: an idle worker leaves the pool now
+
+
+async def concurrently(*steps: Coroutine[Any, Any, None]) -> None:
+    """Every step at once; the first to fail cancels the others, and its
+    exception is raised as is (not in a group: callers catch BackendError)."""
+    tasks = [asyncio.create_task(step) for step in steps]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

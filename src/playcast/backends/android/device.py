@@ -90,8 +90,13 @@ async def terminate(proc: asyncio.subprocess.Process, grace: float = 2.0) -> Non
 
 
 async def relaunch(adb: Adb, settings: AndroidSettings) -> None:
-    """Force-stop the game, start it again, and wait until it is in front."""
+    """Wake the phone and dismiss its keyguard, force-stop the game, start it
+    again, and wait until it is in front. (scrcpy's ``stay_awake`` keeps the
+    screen on from there while the server runs.)"""
     game = settings.game
+    failed = await adb.wake_and_unlock()
+    if failed is not None:
+        log.warning("%s", failed)  # the launch below says whether it mattered
     await adb.force_stop(game)
     await adb.launch(game)
     deadline = time.monotonic() + settings.launch_timeout
