@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """What a WebSocket connection and a frame cost a server: aiohttp, the server's
-own layer (signaling.wsproto on an asyncio protocol) and picows.
+own layer (sockets.websocket on an asyncio protocol) and picows.
 
 Issue 10 asks whether aiohttp's own per-connection and per-frame work keeps the
 signaling server above 0.70 ms of CPU per setup (two connections and about 30

@@ -23,7 +23,7 @@ class Connection(Protocol):
     """What the core knows of a socket: only where it comes from.
 
     The core never writes: its sends and closes are effects that the socket
-    layer carries out (``hub.drain_effects``), through its own connection type.
+    layer carries out (``Hub.flush``), through its own connection type.
     """
 
     @property

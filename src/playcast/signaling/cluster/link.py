@@ -57,7 +57,7 @@ class ClusterLink:
         self, hub: Hub, flush: Any, url: str, on_fatal: Callable[[], None] = lambda: None
     ) -> None:
         self.hub = hub
-        self.flush = flush  # the pump's: carry out the core's effects after a step
+        self.flush = flush  # the front's: carry out what the core owes after a step
         self.node = hub.node
         self.ttl = hub.settings.node_ttl
         timeout = max(0.5, self.ttl)
@@ -103,7 +103,7 @@ class ClusterLink:
         self._stopping = False
         self.commands = 0  # Redis commands sent (pipelined ones counted one by one)
 
-    # --- from the pump -----------------------------------------------------
+    # --- from the front ----------------------------------------------------
 
     def submit(self) -> None:
         """Take what the last step asked of the cluster, in order."""
