@@ -1347,18 +1347,29 @@ def report_hold(r: dict[str, Any]) -> bool:
 
 def report_ab(runs: list[dict[str, Any]]) -> None:
     """Server CPU per setup without and with tickets, run in turn (the machine's
-    load drifts: each pair is compared, and the medians)."""
-    off = [r["server_cpu_ms_per_setup"] or 0.0 for r in runs if not r["tickets"]]
-    on = [r["server_cpu_ms_per_setup"] or 0.0 for r in runs if r["tickets"]]
+    load drifts: each pair is compared, and the medians). A pair where a
+    session failed is left out: a saturated server's CPU per setup is
+    another figure (and means the rate is too high for the machine now)."""
+    pairs = list(zip(runs[0::2], runs[1::2], strict=True))
     print("\n== tickets A/B: server CPU per setup, ms (without / with, in turn)")
-    for i, (a, b) in enumerate(zip(off, on, strict=True)):
-        print(f"  round {i + 1}   {a:.3f} / {b:.3f}   ({(b / a - 1) * 100 if a else 0:+.1f} %)")
-    mid_a, mid_b = statistics.median(off), statistics.median(on)
-    extra = mid_b / mid_a - 1 if mid_a else 0.0
+    kept: list[tuple[float, float]] = []
+    for i, (a, b) in enumerate(pairs):
+        x, y = a["server_cpu_ms_per_setup"] or 0.0, b["server_cpu_ms_per_setup"] or 0.0
+        failed = sum(a["failures"].values()) + sum(b["failures"].values())
+        note = f"   left out: {failed} sessions failed" if failed else ""
+        change = (y / x - 1) * 100 if x else 0.0
+        print(f"  round {i + 1}   {x:.3f} / {y:.3f}   ({change:+.1f} %){note}")
+        if not failed and x:
+            kept.append((x, y))
     loads = [x for r in runs for x in r["load_average"]]
+    if not kept:
+        print(f"  no round without failures (load average {min(loads):.2f}-{max(loads):.2f})")
+        return
+    mid_a, mid_b = (statistics.median(v) for v in zip(*kept, strict=True))
+    extra = mid_b / mid_a - 1
     verdict = _verdict(extra <= TARGET_TICKET_OVERHEAD)
     print(
-        f"  median     {mid_a:.3f} / {mid_b:.3f}   ({extra * 100:+.1f} %)   "
+        f"  median of {len(kept)}  {mid_a:.3f} / {mid_b:.3f}   ({extra * 100:+.1f} %)   "
         f"[target <= {TARGET_TICKET_OVERHEAD * 100:g} %: {verdict}]"
         f"   load average {min(loads):.2f}-{max(loads):.2f}"
     )
