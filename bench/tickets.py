@@ -7,20 +7,36 @@ process, for the ticket a player brings and for the ones refused.
 Each case is timed in rounds of ``--checks`` checks (process CPU time, so a
 busy machine's waiting is left out); the figure is the best round's mean
 (the least disturbed) and the median round's, against the target of 30 µs.
-The whole setup, with and without tickets, is ``signaling_load.py --tickets
-ab``. Run from the repository root: ``.venv/bin/python bench/tickets.py``.
+
+Then what a join costs a lone server's core (``Hub``, its shared state in
+memory, info logging to /dev/null, the server's collector policy; no
+sockets) without and with tickets, in turn: a player joins, is assigned a
+worker and leaves, the worker acks its shutdown and registers again. The
+difference is what tickets add to a session's setup, the check included
+(slower than alone: between two joins, a session's other work has the
+caches); the whole setup over real sockets, with and without, is
+``signaling_load.py --tickets ab``. Run from the
+repository root: ``.venv/bin/python bench/tickets.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
+from playcast.logs import setup_logging
+from playcast.protocol import Join, Leave, Message, Register, ShutdownAck, encode_str
+from playcast.signaling.app import gcpolicy
+from playcast.signaling.cluster.local import LocalCluster
+from playcast.signaling.hub import Hub
+from playcast.signaling.rules.settings import Settings
 from playcast.signaling.rules.tickets import TicketCheck
+from playcast.signaling.types import Peer
 from playcast.ticket import mint
 
 GAME = "com.supercell.clashroyale"
@@ -38,6 +54,45 @@ def timed(check: Callable[[], object], n: int, rounds: int) -> tuple[float, floa
             check()
         per.append((time.process_time() - t0) / n * 1e6)
     return min(per), statistics.median(per)
+
+
+class _Socket:
+    remote = ("10.0.0.9", 5555)
+
+
+def _write(peer: Peer, msg: Message | bytes) -> bool:
+    return False
+
+
+def _close(peer: Peer, code: int, reason: str) -> None:
+    pass
+
+
+def core_per_session(sessions: int, tickets: bool) -> float:
+    """CPU µs a lone server's core spends on one player's way in and out."""
+    settings = Settings(join_secrets=(SECRET,) if tickets else ())
+    hub = Hub(settings)
+    cluster = LocalCluster(hub)
+
+    def say(peer: Peer, msg: Message) -> None:
+        hub.on_message(peer, encode_str(msg))
+        hub.flush(_write, _close, cluster.submit)
+
+    tokens = [mint(SECRET, f"p{i}", GAME, ttl=300) if tickets else None for i in range(sessions)]
+    worker = hub.open_worker(_Socket())
+    say(worker, Register(game=GAME))
+    t0 = time.process_time()
+    for token in tokens:
+        client = hub.open_client(_Socket())
+        say(client, Join(game=GAME, ticket=token))
+        assert client.session_id is not None, "not assigned"
+        say(client, Leave())
+        hub.on_close(client)
+        say(worker, ShutdownAck(ok=True, detail=""))
+        hub.on_close(worker)
+        worker = hub.open_worker(_Socket())
+        say(worker, Register(game=GAME))
+    return (time.process_time() - t0) / sessions * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  a player's ticket, the worst case: {worst:.1f} µs   [target <= {TARGET_US:g} µs: "
         f"{'met' if ok else 'MISSED'}]"
+    )
+    setup_logging("info")
+    handler = logging.root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(open(os.devnull, "w"))  # noqa: SIM115  (for the process's life)
+    gcpolicy.after_startup()  # the server's collector policy
+    sessions = n // 10
+    pairs = [
+        (core_per_session(sessions, False), core_per_session(sessions, True)) for _ in range(rounds)
+    ]
+    off = statistics.median(a for a, _ in pairs)
+    on = statistics.median(b for _, b in pairs)
+    print(
+        f"a lone server's core, CPU per session (join, assigned, leave, the worker back), "
+        f"median of {rounds} x {sessions}, in turn:\n"
+        f"  without tickets {off:7.1f} µs\n  with tickets    {on:7.1f} µs   "
+        f"(+{on - off:.1f} µs a join)"
     )
     return 0
 
