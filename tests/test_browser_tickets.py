@@ -132,8 +132,8 @@ async def test_an_embedded_page_gets_its_ticket_from_its_site_and_plays(
             """t => {
                 const send = (origin, source) => window.dispatchEvent(new MessageEvent("message",
                     { data: { type: "playcast:ticket", ticket: t }, origin, source }));
-                send("http://evil.example", window.parent);
-                send(location.origin, window);
+                send("http://evil.example", window.parent);  // another origin
+                send(window.playcast.tickets.parentOrigin, window);  // another window
                 return window.playcast.tickets.ticket;
             }""",
             "forged",
