@@ -43,7 +43,7 @@ hold   ``--connections`` sockets (half workers, half clients, every pair in a
 ``--tickets`` (setup mode) starts the server with ``--join-secret`` and has
 every player join with its own ticket (issue 27), minted by the generators
 before the measured run; ``--tickets ab`` runs the setup ``--rounds`` times
-each way, in turn, and prints the server CPU per setup of both.
+each way, in turn (ABBA), and prints the server CPU per setup of both.
 
 ``--quick`` runs both, small (100 setups/s for 3 s, 1,000 connections for 5 s),
 and exits non-zero if any session fails or any heartbeat is missed; speed
@@ -1346,11 +1346,13 @@ def report_hold(r: dict[str, Any]) -> bool:
 
 
 def report_ab(runs: list[dict[str, Any]]) -> None:
-    """Server CPU per setup without and with tickets, run in turn (the machine's
-    load drifts: each pair is compared, and the medians). A pair where a
+    """Server CPU per setup without and with tickets, run in turn, in ABBA
+    order (the machine's load drifts: each pair is compared, and the medians). A pair where a
     session failed is left out: a saturated server's CPU per setup is
     another figure (and means the rate is too high for the machine now)."""
-    pairs = list(zip(runs[0::2], runs[1::2], strict=True))
+    pairs = [
+        (x, y) if not x["tickets"] else (y, x) for x, y in zip(runs[0::2], runs[1::2], strict=True)
+    ]
     print("\n== tickets A/B: server CPU per setup, ms (without / with, in turn)")
     kept: list[tuple[float, float]] = []
     for i, (a, b) in enumerate(pairs):
@@ -1434,8 +1436,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.tickets == "ab":
                 ab = []
-                for _ in range(args.rounds):
-                    for way in ("off", "on"):
+                for i in range(args.rounds):
+                    # ABBA: a load that drifts up or down weighs on both ways alike.
+                    for way in ("off", "on") if i % 2 == 0 else ("on", "off"):
                         r = run_setup(argparse.Namespace(**{**vars(ns), "tickets": way}), log_dir)
                         ok = report_setup(r) and ok
                         ab.append(r)
