@@ -38,7 +38,7 @@ from playcast.signaling.shared import (
 )
 from playcast.signaling.shared.memory import SWEEP_FROM
 from playcast.signaling.shared.records import pxat
-from playcast.signaling.shared.redis_state import RedisShared
+from playcast.signaling.shared.redis_state import RedisShared, outcome_of
 
 GAME = "com.supercell.clashroyale"
 OTHER = "com.example.other"
@@ -532,3 +532,29 @@ def test_memory_lets_a_ticket_go_by_the_time_a_pair_carries() -> None:
     shared.apply(Publish(worker("y"), "x", 131.0))
     shared.apply(Pair(client("e"), "u", 0, 131.0, "last", 200.0))  # the sweep's turn
     assert shared.spent == {"j1": 140.0, "last": 200.0}
+
+
+async def test_the_pair_script_tells_the_worker_s_node_with_or_without_a_ticket() -> None:
+    """Redis only: the early start (``cluster/earlystart.py``), published by
+    the Pair script to the worker's node as it pairs, comes after the
+    ticket's arguments and is whole either way."""
+    async with running_redis() as server:
+        redis = Redis.from_url(server.url)
+        shared = RedisShared(redis)
+        for node in ("A", "B"):
+            await shared.beat(node, 60.0, "{}")
+        for command in shared.load_commands():
+            await redis.execute_command(*command)
+        bus = redis.pubsub()
+        await bus.subscribe("pc:bus:A")
+        assert (await bus.get_message(timeout=5.0) or {}).get("type") == "subscribe"
+        for jti in ("", "j1"):
+            await shared.execute(Publish(worker(f"w{jti}"), "x", 1.0))  # on A
+            op = ticketed(f"c{jti}", f"s{jti}", jti) if jti else Pair(client("c"), "s", 0, 2.0)
+            raw = await redis.execute_command(*shared.evalsha(op, (b"<", b"|", b">")))
+            assert isinstance(outcome_of(op, raw), Paired)
+            told = await bus.get_message(ignore_subscribe_messages=True, timeout=5.0)
+            assert told is not None and told["data"] == f"<w{jti}|H264>".encode()
+        assert (await shared.dump())["spent"] == {"j1": pxat(FAR)}
+        await bus.aclose()
+        await redis.aclose()
