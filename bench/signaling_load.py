@@ -40,6 +40,11 @@ hold   ``--connections`` sockets (half workers, half clients, every pair in a
        down, gaps between two pings longer than the heartbeat timeout, and the
        server's own ``playcast_heartbeat_timeouts_total``.
 
+``--tickets`` (setup mode) starts the server with ``--join-secret`` and has
+every player join with its own ticket (issue 27), minted by the generators
+before the measured run; ``--tickets ab`` runs the setup ``--rounds`` times
+each way, in turn (ABBA), and prints the server CPU per setup of both.
+
 ``--quick`` runs both, small (100 setups/s for 3 s, 1,000 connections for 5 s),
 and exits non-zero if any session fails or any heartbeat is missed; speed
 targets are reported, never enforced. Run from the repository root with the
@@ -60,6 +65,7 @@ import os
 import random
 import re
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -89,6 +95,9 @@ TARGET_P99_MS = 10.0
 TARGET_P999_MS = 25.0
 TARGET_CPU_MS_PER_SETUP = 0.70
 TARGET_KB_PER_CONNECTION = 16.0
+# --tickets: the server's secret, and the most CPU per setup tickets may add.
+BENCH_SECRET = "signaling-load-bench-join-secret-0123456789"
+TARGET_TICKET_OVERHEAD = 0.05
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -466,7 +475,9 @@ class SimClient(SimPeer):
     def on_open(self) -> None:
         assert self.ws is not None
         self.sess.join_sent = now()
-        self.ws.send({"type": "join", "game": self.gen.game})
+        ticket = self.gen.ticket()
+        join = {"type": "join", "game": self.gen.game}
+        self.ws.send({**join, "ticket": ticket} if ticket else join)
 
     def on_text(self, data: bytes) -> None:
         msg = _dec.decode(data)
@@ -532,6 +543,7 @@ class GenConfig:
     clients: int = 0
     ramp_concurrency: int = 200
     in_flight: int = 0  # setup mode: closed loop with this many sessions at once
+    tickets: int = 0  # setup mode with --tickets: tickets minted ahead (more on demand)
 
 
 @dataclass
@@ -587,6 +599,22 @@ class Generator:
             False: [fake_sdp(f"s{i}", False) for i in range(16)],
         }
         self._sdp_i = 0
+        self._tickets: list[str] = []
+
+    def mint_tickets(self) -> None:
+        """Each player's ticket, minted before the run: the generators'
+        own CPU stays what it is without tickets."""
+        self._tickets = [self._mint() for _ in range(self.cfg.tickets)]
+
+    def _mint(self) -> str:
+        from playcast.ticket import mint  # (PyJWT: only with --tickets)
+
+        return mint(BENCH_SECRET, "bench", self.game, ttl=300)
+
+    def ticket(self) -> str | None:
+        if not self.cfg.tickets:
+            return None
+        return self._tickets.pop() if self._tickets else self._mint()
 
     def sdp(self, offer: bool) -> str:
         self._sdp_i += 1
@@ -728,6 +756,7 @@ class Generator:
     async def run_setup(self, ctl: Connection) -> None:
         cfg = self.cfg
         await self.register_pool(cfg.workers, cfg.ramp_concurrency)
+        self.mint_tickets()
         watchdog = self.loop.create_task(self._watchdog())
         ctl.send(("ready", self.registered))
         _, t0, warmup, duration = await _recv(ctl)
@@ -953,9 +982,11 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     # Production defaults (heartbeat 5 s / 15 s, info logging); each generator
     # process plays its own game, which the server must host.
     flags = ["--games", ",".join(_games(procs))]
-    server = BlockingServer(
-        flags, log_dir / f"server-setup-{int(args.rate)}.log", args.profile_server
-    )
+    tickets = args.tickets == "on"
+    if tickets:
+        flags += ["--join-secret", BENCH_SECRET]
+    name = f"server-setup-{int(args.rate)}{'-tickets' if tickets else ''}-{time.time_ns()}.log"
+    server = BlockingServer(flags, log_dir / name, args.profile_server)
     print(f"server pid {server.proc.pid} on port {server.port}, log {server.log_path}", flush=True)
     cfgs = [
         GenConfig(
@@ -966,6 +997,9 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             offset=i / args.rate,
             in_flight=math.ceil(args.closed / procs) if args.closed else 0,
             workers=math.ceil(pool / procs),
+            tickets=math.ceil(args.rate / procs * (args.warmup + args.duration)) + 100
+            if tickets
+            else 0,
         )
         for i, game in enumerate(_games(procs))
     ]
@@ -1007,6 +1041,7 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     per = 1000.0 / in_window if in_window else 0.0
     return {
         "mode": "setup",
+        "tickets": tickets,
         "offered_rate": args.rate,
         "closed_in_flight": args.closed,
         "window_s": round(window, 3),
@@ -1050,6 +1085,7 @@ def run_setup(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         ),
         "server_bad_messages": metric_sum(metrics, "playcast_bad_messages_total"),
         "server_rejections": metric_sum(metrics, "playcast_rejections_total"),
+        "server_ticket_refusals": metric_sum(metrics, "playcast_ticket_refusals_total"),
         "server_heartbeat_timeouts": metric_sum(metrics, "playcast_heartbeat_timeouts_total"),
         "server_log_problems": server.log_problems(),
         "server_argv": " ".join(server.argv[1:]),
@@ -1193,7 +1229,7 @@ def report_setup(r: dict[str, Any]) -> bool:
     print(
         f"\n== setup: {offered} for {r['window_s']:.1f} s "
         f"(+{r['warmup_s']:g} s warm-up), {r['generator_procs']} generator process(es), "
-        f"{r['worker_pool']} pooled workers"
+        f"{r['worker_pool']} pooled workers{', every player with a ticket' if r['tickets'] else ''}"
     )
     print(
         f"  sessions started          {r['sessions_started']} "
@@ -1309,6 +1345,38 @@ def report_hold(r: dict[str, Any]) -> bool:
     )
 
 
+def report_ab(runs: list[dict[str, Any]]) -> None:
+    """Server CPU per setup without and with tickets, run in turn, in ABBA
+    order (the machine's load drifts: each pair is compared, and the medians). A pair where a
+    session failed is left out: a saturated server's CPU per setup is
+    another figure (and means the rate is too high for the machine now)."""
+    pairs = [
+        (x, y) if not x["tickets"] else (y, x) for x, y in zip(runs[0::2], runs[1::2], strict=True)
+    ]
+    print("\n== tickets A/B: server CPU per setup, ms (without / with, in turn)")
+    kept: list[tuple[float, float]] = []
+    for i, (a, b) in enumerate(pairs):
+        x, y = a["server_cpu_ms_per_setup"] or 0.0, b["server_cpu_ms_per_setup"] or 0.0
+        failed = sum(a["failures"].values()) + sum(b["failures"].values())
+        note = f"   left out: {failed} sessions failed" if failed else ""
+        change = (y / x - 1) * 100 if x else 0.0
+        print(f"  round {i + 1}   {x:.3f} / {y:.3f}   ({change:+.1f} %){note}")
+        if not failed and x:
+            kept.append((x, y))
+    loads = [x for r in runs for x in r["load_average"]]
+    if not kept:
+        print(f"  no round without failures (load average {min(loads):.2f}-{max(loads):.2f})")
+        return
+    mid_a, mid_b = (statistics.median(v) for v in zip(*kept, strict=True))
+    extra = mid_b / mid_a - 1
+    verdict = _verdict(extra <= TARGET_TICKET_OVERHEAD)
+    print(
+        f"  median of {len(kept)}  {mid_a:.3f} / {mid_b:.3f}   ({extra * 100:+.1f} %)   "
+        f"[target <= {TARGET_TICKET_OVERHEAD * 100:g} %: {verdict}]"
+        f"   load average {min(loads):.2f}-{max(loads):.2f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None,
@@ -1333,6 +1401,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--workers", type=int, help="setup mode: pooled workers (default: rate x 1 s, min 64)"
     )
+    p.add_argument(
+        "--tickets",
+        choices=["off", "on", "ab"],
+        default="off",
+        help="setup mode: every player joins with a signed ticket (on), or runs without and "
+        "with in turn, --rounds times each (ab)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="--tickets ab: runs each way")
     p.add_argument("--quick", action="store_true", help="CI size: < 20 s, fails on any miss")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--log-dir", type=Path, help="server logs (default: a temporary folder)")
@@ -1358,6 +1434,17 @@ def main(argv: list[str] | None = None) -> int:
             ns = argparse.Namespace(
                 **{**vars(args), "duration": args.duration or (3.0 if args.quick else 10.0)}
             )
+            if args.tickets == "ab":
+                ab = []
+                for i in range(args.rounds):
+                    # ABBA: a load that drifts up or down weighs on both ways alike.
+                    for way in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                        r = run_setup(argparse.Namespace(**{**vars(ns), "tickets": way}), log_dir)
+                        ok = report_setup(r) and ok
+                        ab.append(r)
+                report_ab(ab)
+                results.extend(ab)
+                continue
             r = run_setup(ns, log_dir)
             ok = report_setup(r) and ok
         else:

@@ -79,7 +79,7 @@ class FakeConn:
 class Rig:
     """A hub under a fake clock, with helpers to connect and advance time."""
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, *, wall_clock: FakeClock | None = None, **settings: Any) -> None:
         base = {
             "heartbeat_interval": 1.0,
             "heartbeat_timeout": 3.0,
@@ -92,8 +92,11 @@ class Rig:
         base.update(settings)
         self.clock = FakeClock()
         counter = itertools.count(1)
+        # ``wall_clock``: the real time the rules read for what other nodes
+        # and sites share (tickets' times, TURN credentials); time.time unless given.
+        extra: dict[str, Any] = {} if wall_clock is None else {"wall_clock": wall_clock}
         self.hub = Hub(
-            Settings(**base), clock=self.clock, id_factory=lambda p: f"{p}{next(counter)}"
+            Settings(**base), clock=self.clock, id_factory=lambda p: f"{p}{next(counter)}", **extra
         )
         # A lone server: a cluster of one, its shared state in memory. With
         # ``redis`` set, a node of a cluster whose requests the test handles.

@@ -24,6 +24,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("cluster_load.py", ("Redis commands per setup", "capacity")),
         # The gathering window's sleep on the node's loop, against asyncio's.
         ("timer_jitter.py", ("PreciseSleep", "ended early")),
+        # What checking a join ticket costs (issue 27).
+        ("tickets.py", ("a player's ticket, the worst case",)),
         ("worker_latency.py", ("touch",)),
         # Socket drop to resumed, on one node and across nodes, and a node kill.
         ("resume_latency.py", ("one_node_p95_ms", "across_nodes_p95_ms", "frames_lost")),

@@ -3,6 +3,7 @@ runs on MemoryShared and on RedisShared against a real redis-server."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
@@ -35,7 +36,9 @@ from playcast.signaling.shared import (
     Withdraw,
     WorkerEntry,
 )
-from playcast.signaling.shared.redis_state import RedisShared
+from playcast.signaling.shared.memory import SWEEP_FROM
+from playcast.signaling.shared.records import pxat
+from playcast.signaling.shared.redis_state import RedisShared, outcome_of
 
 GAME = "com.supercell.clashroyale"
 OTHER = "com.example.other"
@@ -465,4 +468,115 @@ async def test_dead_nodes_entries_dropped_across_chunks() -> None:
         assert isinstance(out, Paired) and out.worker.id == "v"
         pool = [m.decode() for m in await redis.zrange(f"pc:pool:{GAME}", 0, -1)]
         assert pool == [f"w{i:02}" for i in range(20) if i % 3 == 0]
+        await redis.aclose()
+
+
+# --- join tickets (issue 27): a jti is spent with the pairing, atomically ---
+
+# A ticket stays spent until its expiry (and the leeway), in wall-clock
+# seconds: Redis keeps the key until then by its own clock, memory by the
+# time each Pair carries. Far ahead here, so that neither lets it go.
+FAR = time.time() + 3600.0
+
+
+def ticketed(cid: str, sid: str, jti: str, limit: int = 0, until: float = FAR) -> Pair:
+    return Pair(client(cid), sid, limit, time.time(), jti, until)
+
+
+async def test_a_spent_ticket_is_refused_and_takes_no_worker(shared: SharedState) -> None:
+    run = shared.execute
+    await run(Publish(worker("w1"), "x1", 1.0))
+    await run(Publish(worker("w2"), "x2", 2.0))
+    assert isinstance(await run(ticketed("c1", "s1", "j1")), Paired)
+    assert await run(ticketed("c2", "s2", "j1")) == Refused("unauthorized", "spent")
+    assert (await shared.dump())["pools"] == {GAME: ["w2"]}
+    assert "s2" not in (await shared.dump())["sessions"]
+    out = await run(ticketed("c3", "s3", "j3"))  # another ticket: the worker was kept
+    assert isinstance(out, Paired) and out.worker.id == "w2"
+    assert sorted((await shared.dump())["spent"]) == ["j1", "j3"]
+
+
+async def test_a_ticket_refused_no_worker_is_not_spent(shared: SharedState) -> None:
+    """A player turned away for want of a worker may press Play again with
+    the same link: only a worker or a place in line spends it."""
+    run = shared.execute
+    assert await run(ticketed("c1", "s1", "j1")) == Refused("no_worker_available")
+    await run(Publish(worker("w1", "H264"), "x", 1.0))
+    vp8 = Pair(client("c2", "VP8"), "s2", 0, time.time(), "j1", FAR)
+    assert await run(vp8) == Refused("unsupported_browser")
+    assert (await shared.dump())["spent"] == {}
+    assert isinstance(await run(ticketed("c3", "s3", "j1")), Paired)
+
+
+async def test_a_place_in_line_spends_the_ticket(shared: SharedState) -> None:
+    run = shared.execute
+    await run(Publish(worker("w1"), "x", 1.0))
+    await run(Pair(client("c0"), "s0", 2, 2.0))
+    assert await run(ticketed("c1", "s1", "j1", limit=2)) == Queued((client("c1"),))
+    assert await run(ticketed("c2", "s2", "j1", limit=2)) == Refused("unauthorized", "spent")
+    assert (await shared.dump())["lines"] == {GAME: ["c1"]}
+
+
+async def test_a_ticket_stays_spent_until_its_expiry(shared: SharedState) -> None:
+    run = shared.execute
+    await run(Publish(worker("w1"), "x", 1.0))
+    await run(Publish(worker("w2"), "x", 2.0))
+    await run(ticketed("c1", "s1", "j1", until=FAR))
+    assert (await shared.dump())["spent"] == {"j1": pxat(FAR)}
+    # One whose expiry has passed already is not kept (it is refused as
+    # expired before it gets here): its id may come again.
+    past = time.time() - 1.0
+    assert isinstance(await run(ticketed("c2", "s2", "j2", until=past)), Paired)
+    assert (await shared.dump())["spent"] == {"j1": pxat(FAR)}
+
+
+async def test_a_join_without_a_ticket_spends_nothing(shared: SharedState) -> None:
+    await shared.execute(Publish(worker("w1"), "x", 1.0))
+    assert isinstance(await shared.execute(Pair(client("c1"), "s1", 0, 2.0)), Paired)
+    assert (await shared.dump())["spent"] == {}
+
+
+def test_memory_lets_a_ticket_go_by_the_time_a_pair_carries() -> None:
+    """Memory has no clock: a ticket is spent while the Pair's ``now`` is
+    before its expiry, and the expired ones are swept as the record grows."""
+    shared = MemoryShared([GAME])
+    for i in range(3):
+        shared.apply(Publish(worker(f"w{i}"), "x", float(i)))
+    assert isinstance(shared.apply(Pair(client("c1"), "s1", 0, 100.0, "j1", 110.0)), Paired)
+    assert shared.apply(Pair(client("c2"), "s2", 0, 109.9, "j1", 110.0)) == Refused(
+        "unauthorized", "spent"
+    )
+    assert isinstance(shared.apply(Pair(client("c3"), "s3", 0, 110.0, "j1", 140.0)), Paired)
+    for i in range(SWEEP_FROM - 2):  # spent at 120, expiring at 130
+        shared.apply(Publish(worker(f"x{i}"), "x", 120.0))
+        shared.apply(Pair(client(f"d{i}"), f"t{i}", 0, 120.0, f"k{i}", 130.0))
+    assert len(shared.spent) == SWEEP_FROM - 1
+    shared.apply(Publish(worker("y"), "x", 131.0))
+    shared.apply(Pair(client("e"), "u", 0, 131.0, "last", 200.0))  # the sweep's turn
+    assert shared.spent == {"j1": 140.0, "last": 200.0}
+
+
+async def test_the_pair_script_tells_the_worker_s_node_with_or_without_a_ticket() -> None:
+    """Redis only: the early start (``cluster/earlystart.py``), published by
+    the Pair script to the worker's node as it pairs, comes after the
+    ticket's arguments and is whole either way."""
+    async with running_redis() as server:
+        redis = Redis.from_url(server.url)
+        shared = RedisShared(redis)
+        for node in ("A", "B"):
+            await shared.beat(node, 60.0, "{}")
+        for command in shared.load_commands():
+            await redis.execute_command(*command)
+        bus = redis.pubsub()
+        await bus.subscribe("pc:bus:A")
+        assert (await bus.get_message(timeout=5.0) or {}).get("type") == "subscribe"
+        for jti in ("", "j1"):
+            await shared.execute(Publish(worker(f"w{jti}"), "x", 1.0))  # on A
+            op = ticketed(f"c{jti}", f"s{jti}", jti) if jti else Pair(client("c"), "s", 0, 2.0)
+            raw = await redis.execute_command(*shared.evalsha(op, (b"<", b"|", b">")))
+            assert isinstance(outcome_of(op, raw), Paired)
+            told = await bus.get_message(ignore_subscribe_messages=True, timeout=5.0)
+            assert told is not None and told["data"] == f"<w{jti}|H264>".encode()
+        assert (await shared.dump())["spent"] == {"j1": pxat(FAR)}
+        await bus.aclose()
         await redis.aclose()

@@ -47,6 +47,7 @@ from playcast.signaling.shared import (
     Publish,
     Reattach,
     Reattached,
+    Refused,
     SetTokens,
     SharedState,
     Withdraw,
@@ -60,6 +61,11 @@ CODECS = ("H264", "VP8")
 WORKERS = [f"w{i}" for i in range(16)]
 CLIENTS = [f"c{i}" for i in range(16)]
 GRACE = 3600.0  # never runs out within an example: MemoryShared has no clock
+# Join tickets: a few ids, so that some come again (spent, or not yet); kept
+# until far ahead, or until long past (both sides then keep nothing: Redis by
+# its clock, memory by the Pair's ``now``, which counts from 1 here).
+TICKETS = ("", "", "j1", "j2", "j3")
+UNTIL = (4_102_444_800.0, 0.5)  # 2100, and 1970
 
 codec_lists = st.lists(st.sampled_from(CODECS), min_size=1, max_size=3, unique=True)
 T = TypeVar("T")
@@ -139,8 +145,17 @@ class Differential(RuleBasedStateMachine):
             self.workers[wid] = WorkerEntry(wid, node, game, tuple(codecs), "10.0.0.1", port)
         self.paired(data, self.both(Publish(self.workers[wid], self.fresh(), self.now)))
 
-    @rule(data=st.data(), game=st.sampled_from(GAMES), codecs=codec_lists, limit=st.integers(0, 3))
-    def pair(self, data: st.DataObject, game: str, codecs: list[str], limit: int) -> None:
+    @rule(
+        data=st.data(),
+        game=st.sampled_from(GAMES),
+        codecs=codec_lists,
+        limit=st.integers(0, 3),
+        jti=st.sampled_from(TICKETS),
+        until=st.sampled_from(UNTIL),
+    )
+    def pair(
+        self, data: st.DataObject, game: str, codecs: list[str], limit: int, jti: str, until: float
+    ) -> None:
         busy = {s.client for s in self.memory.sessions.values()}
         cid = self.usable(data, CLIENTS, self.clients, busy)
         if cid is None:
@@ -148,7 +163,11 @@ class Differential(RuleBasedStateMachine):
         if cid not in self.clients:
             node = data.draw(st.sampled_from(sorted(self.live)))
             self.clients[cid] = ClientEntry(cid, node, game, tuple(codecs))
-        self.paired(data, self.both(Pair(self.clients[cid], self.fresh(), limit, self.now)))
+        op = Pair(self.clients[cid], self.fresh(), limit, self.now, jti, until if jti else 0.0)
+        outcome = self.both(op)
+        if isinstance(outcome, Refused) and outcome.reason == "unauthorized":
+            self.tried.add("Pair(spent)")
+        self.paired(data, outcome)
 
     def paired(self, data: st.DataObject, outcome: Outcome) -> None:
         """With resume on, a pairing's node writes its tokens next."""
@@ -256,6 +275,7 @@ def test_both_implementations_agree_on_any_sequence(
     # The search reached every operation (a rule that never runs checks nothing).
     assert Differential.tried == {
         *(op.__name__ for op in get_args(Op)),
+        "Pair(spent)",
         "forget_node(grace=False)",
         "forget_node(grace=True)",
     }

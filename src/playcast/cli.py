@@ -13,6 +13,7 @@ COMMANDS = {
     "worker": ("playcast.worker.main", "run a worker that streams one game"),
     "farm": ("playcast.farm.main", "run a worker for every phone adb sees on this host"),
     "demo": ("playcast.demo", "run a server and two synthetic workers on this machine"),
+    "ticket": ("playcast.ticket", "print a join ticket for a server with --join-secret"),
 }
 
 

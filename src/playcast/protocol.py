@@ -34,6 +34,7 @@ RejectReason = Literal[
     "unsupported_browser",
     "queue_timeout",
     "service_unavailable",
+    "unauthorized",
 ]
 # What went wrong when a peer reports webrtc_failed (optional, for the truth
 # told to the player and the operator): "negotiation" (no media line both
@@ -143,6 +144,8 @@ class Join(_Msg, tag="join"):
     game: GameName = DEFAULT_GAME
     # What the browser can decode; None: H.264.
     codecs: CodecList | None = None
+    # With --join-secret: the site's signed join ticket (a JWT, issue 27).
+    ticket: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
 
 
 class Assigned(_Msg, tag="assigned"):
@@ -158,6 +161,8 @@ class Assigned(_Msg, tag="assigned"):
 class Rejected(_Msg, tag="rejected"):
     reason: RejectReason
     message: str
+    # With unauthorized: what was wrong with the ticket (never the secret).
+    detail: str | None = None
 
 
 class Queued(_Msg, tag="queued"):

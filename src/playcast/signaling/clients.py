@@ -53,6 +53,15 @@ def handle(core: Core, client: Client, msg: Message) -> None:
 def join(core: Core, client: Client, msg: Join) -> None:
     client.joined = True
     client.last_input = core.clock()
+    now = core.wall_clock()
+    jti, jti_until = "", 0.0
+    if core.tickets is not None:  # before anything else: a stranger learns nothing
+        verdict = core.tickets.check(msg.ticket, msg.game, now)
+        client.sub = verdict.sub
+        if verdict.why is not None:
+            reject(core, client, "unauthorized", msg.game, verdict.why, verdict.detail)
+            return
+        jti, jti_until = verdict.jti, verdict.until
     if msg.game not in core.games:
         reject(core, client, "unknown_game", msg.game)
         return
@@ -62,7 +71,8 @@ def join(core: Core, client: Client, msg: Join) -> None:
         reject(core, client, "service_unavailable", msg.game)
         return
     entry = ClientEntry(client.id, core.node, client.game, client.codecs)
-    core.request(Pair(entry, core.new_id("s"), core.settings.queue_limit, core.wall_clock()))
+    limit = core.settings.queue_limit
+    core.request(Pair(entry, core.new_id("s"), limit, now, jti, jti_until))
 
 
 def leave(core: Core, client: Client) -> None:

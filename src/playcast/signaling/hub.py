@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from playcast.protocol import (
     BadMessage,
@@ -72,6 +72,9 @@ from playcast.signaling.types import (
     said_hello,
 )
 
+if TYPE_CHECKING:
+    from playcast.signaling.rules.tickets import TicketCheck
+
 P = TypeVar("P", bound=Worker | Client)
 
 # (peer, message, 0, "") is a send; (peer, None, code, reason) a close.
@@ -95,6 +98,7 @@ class Hub:
         self.new_id = id_factory
         self.node = settings.node_id or id_factory("n")
         self.games = frozenset(settings.games)
+        self.tickets = _ticket_check(settings)
         self.roster = Roster()
         self.table = SessionTable()
         self.line = Line()
@@ -406,3 +410,15 @@ class Hub:
 
     def check_invariants(self) -> Iterator[str]:
         return status.check_invariants(self)
+
+
+def _ticket_check(settings: Settings) -> TicketCheck | None:
+    """The join tickets' check, with --join-secret; imported only then (PyJWT
+    costs a tenth of a second at start)."""
+    if not settings.join_secrets:
+        return None
+    from playcast.signaling.rules.tickets import TicketCheck
+
+    return TicketCheck(
+        settings.join_secrets, max_age=settings.ticket_max_age, leeway=settings.ticket_leeway
+    )

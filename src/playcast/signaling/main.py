@@ -189,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("heartbeat interval and timeout must be positive")
     if not settings.games:
         raise SystemExit("--games needs at least one game")
+    if settings.ticket_max_age <= 0 or settings.ticket_leeway < 0:
+        raise SystemExit("--ticket-max-age must be positive and --ticket-leeway not negative")
     try:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:
@@ -202,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
     shown = msgspec.to_builtins(settings)
     for secret in ("turn_secret", "worker_token", "status_token"):
         shown[secret] = "***" if shown[secret] else None
+    shown["join_secrets"] = ["***"] * len(settings.join_secrets)
     shown["redis"] = redacted(settings.redis)
     log.info("settings %s", json.dumps(shown))
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -99,6 +99,8 @@ class Client(Peer):
     # was last told; 0 when not waiting.
     queued_at: float = 0.0
     position: int = 0
+    # Its join ticket's ``sub`` (--join-secret): who the site says it is.
+    sub: str = ""
 
     role: Role = "client"
 
@@ -125,6 +127,7 @@ class Session:
     worker_node: str = ""
     client_node: str = ""
     owner: bool = True
+    client_sub: str = ""  # the player's ticket ``sub``, on the node that holds it
     # Resume (--resume-grace): each member's token, hashed; when a member's
     # socket is gone, until when it may come back (0: attached), and what its
     # partner sent meanwhile (bounded: RESUME_BUFFER messages).

@@ -35,6 +35,11 @@ COUNTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "sessions_ended": ("playcast_sessions_ended", "Sessions ended, by reason", ("reason",)),
     "rejections": ("playcast_rejections", "Clients rejected, by reason", ("reason",)),
+    "ticket_refusals": (
+        "playcast_ticket_refusals",
+        "Joins refused (unauthorized) for their ticket, by why",
+        ("why",),
+    ),
     "bad_messages": ("playcast_bad_messages", "Messages answered with an error", ("code",)),
     "rate_limit_closes": (
         "playcast_rate_limit_closes",

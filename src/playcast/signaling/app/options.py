@@ -7,6 +7,7 @@ import argparse
 
 import msgspec
 
+from playcast import joinsecrets
 from playcast.envflags import add_flag, env_list
 from playcast.protocol import IceServer
 from playcast.signaling.rules.settings import Settings
@@ -127,6 +128,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "repeatable (env PLAYCAST_TRUSTED_PROXY, whitespace-separated; default: none)",
     )
     add_flag(parser, "--worker-token", help="shared secret workers must present (off if unset)")
+    parser.add_argument(
+        "--join-secret",
+        dest="join_secret",
+        action="append",
+        default=env_list("--join-secret"),
+        help="let in only players whose join carries a ticket signed HS256 with this secret "
+        "(32 bytes or more; docs/admission.md), repeatable for rotation "
+        "(env PLAYCAST_JOIN_SECRET, whitespace-separated; default: open to all)",
+    )
+    add_flag(
+        parser,
+        "--join-secret-file",
+        help="a file of join secrets, one a line, # comments, read at start (with --join-secret)",
+    )
+    add_flag(
+        parser,
+        "--ticket-max-age",
+        type=float,
+        default=d.ticket_max_age,
+        help="seconds a join ticket may live at most (exp - iat)",
+    )
+    add_flag(
+        parser,
+        "--ticket-leeway",
+        type=float,
+        default=d.ticket_leeway,
+        help="seconds a site's clock may be off from this server's, either way",
+    )
     add_flag(
         parser,
         "--status-token",
@@ -171,4 +200,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         turn_urls=tuple(args.turn_url),
         turn_ttl=args.turn_ttl,
         worker_token=args.worker_token or None,
+        join_secrets=join_secrets(args),
+        ticket_max_age=args.ticket_max_age,
+        ticket_leeway=args.ticket_leeway,
     )
+
+
+def join_secrets(args: argparse.Namespace) -> tuple[str, ...]:
+    """--join-secret, each given, and those in --join-secret-file (SystemExit
+    if the file cannot be read or a secret is too short)."""
+    try:
+        from_file = joinsecrets.read_file(args.join_secret_file) if args.join_secret_file else []
+        return joinsecrets.checked([*args.join_secret, *from_file])
+    except ValueError as exc:
+        raise SystemExit(f"--join-secret: {exc}") from None

@@ -49,6 +49,7 @@ class Counters:
     sessions_started: Count = field(default_factory=Count)  # game
     sessions_ended: Count = field(default_factory=Count)  # reason
     rejections: Count = field(default_factory=Count)  # reason
+    ticket_refusals: Count = field(default_factory=Count)  # why (rules/tickets.py)
     bad_messages: Count = field(default_factory=Count)  # code
     rate_limit_closes: Count = field(default_factory=Count)  # role
     slow_closes: Count = field(default_factory=Count)  # role

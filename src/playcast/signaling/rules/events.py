@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from playcast.logformat import emit_event
 from playcast.protocol import ErrorCode, RejectReason, ShutdownReason
@@ -34,6 +34,31 @@ REJECT_TEXT: Final[dict[RejectReason, str]] = {
     "unsupported_browser": "This browser cannot decode the video any game machine here sends.",
     "queue_timeout": "You waited in line too long without a free game machine.",
     "service_unavailable": "The service is having trouble right now. Please try again soon.",
+    "unauthorized": "This link has expired or was already used: get a new one from the site.",
+}
+
+# Why a join's ticket was refused (``rules/tickets.py``; ``unauthorized``).
+TicketWhy = Literal[
+    "missing",
+    "malformed",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "too_long_lived",
+    "wrong_game",
+    "spent",
+]
+
+# What the player's page is told of it (``rejected.detail``); never the secret.
+TICKET_TEXT: Final[dict[TicketWhy, str]] = {
+    "missing": "no ticket: this server lets in only players sent by its site",
+    "malformed": "the ticket is not a JWT with the claims sub, game, iat, nbf, exp and jti",
+    "bad_signature": "the ticket's signature does not match this server's secret",
+    "expired": "the ticket has expired",
+    "not_yet_valid": "the ticket is not valid yet",
+    "too_long_lived": "the ticket lives longer than this server allows",
+    "wrong_game": "the ticket is for another game",
+    "spent": "the ticket was already used",
 }
 
 

@@ -21,7 +21,13 @@ from playcast.protocol import (
 )
 from playcast.signaling.rules.bus import Again, Assign, End, Line, Start
 from playcast.signaling.rules.closing import forget, shut_down
-from playcast.signaling.rules.events import CLOSE_NORMAL, REJECT_TEXT, event
+from playcast.signaling.rules.events import (
+    CLOSE_NORMAL,
+    REJECT_TEXT,
+    TICKET_TEXT,
+    TicketWhy,
+    event,
+)
 from playcast.signaling.rules.ice import ice_servers_for
 from playcast.signaling.rules.sessions import (
     digest,
@@ -64,11 +70,12 @@ def client_paired(core: Core, op: Pair, outcome: Outcome | None) -> None:
         core.line.join(client)
         event("client_queued", client=client.id, game=op.client.game, line=len(outcome.line))
         announce_line(core, op.client.game, outcome.line)
+    elif isinstance(outcome, Refused) and client is not None:
+        # A spent ticket: the one refusal of the shared state's that has a why.
+        spent: TicketWhy | None = "spent" if outcome.detail == "spent" else None
+        reject(core, client, outcome.reason, op.client.game, spent)
     elif client is not None:
-        reason: RejectReason = (
-            outcome.reason if isinstance(outcome, Refused) else "service_unavailable"
-        )
-        reject(core, client, reason, op.client.game)
+        reject(core, client, "service_unavailable", op.client.game)
 
 
 def worker_published(core: Core, op: Publish, outcome: Outcome | None) -> None:
@@ -287,6 +294,7 @@ def begin(core: Core, paired: Paired) -> None:
         nodes=None
         if entry.worker_node == entry.client_node
         else f"{entry.worker_node}/{entry.client_node}",
+        sub=session.client_sub or None,
         remote=fmt_remote(client) if client is not None else None,
     )
     if paired.line is not None:
@@ -362,17 +370,30 @@ def expire_waits(core: Core, client: Client, now: float) -> bool:
     return True
 
 
-def reject(core: Core, client: Client, reason: RejectReason, game: str) -> None:
+def reject(
+    core: Core,
+    client: Client,
+    reason: RejectReason,
+    game: str,
+    why: TicketWhy | None = None,
+    detail: str = "",
+) -> None:
+    """Turn ``client`` away; ``why``: what was wrong with its ticket (unauthorized)."""
     core.counters.rejections.inc(reason)
+    if why is not None:
+        core.counters.ticket_refusals.inc(why)
+        detail = detail or TICKET_TEXT[why]
     event(
         "client_rejected",
         client=client.id,
-        game=repr(game) if reason == "unknown_game" else game,
+        game=repr(game) if reason in ("unknown_game", "unauthorized") else game,
         reason=reason,
+        why=why,
+        sub=client.sub or None,
         codecs=",".join(client.codecs) if reason == "unsupported_browser" else None,
         remote=fmt_remote(client),
     )
-    core.send(client, Rejected(reason=reason, message=REJECT_TEXT[reason]))
+    core.send(client, Rejected(reason=reason, message=REJECT_TEXT[reason], detail=detail or None))
     forget(core, client)
     core.close(client, CLOSE_NORMAL, reason.replace("_", " "))
 

@@ -166,7 +166,7 @@ def take_place(core: Core, peer: Worker | Client, old: Peer, session: Session) -
         peer.status, peer.client_id, peer.session_id = "busy", old.client_id, session.id
         peer.registered, peer.audio = True, old.audio
     elif isinstance(peer, Client) and isinstance(old, Client):
-        peer.joined, peer.game, peer.codecs = True, old.game, old.codecs
+        peer.joined, peer.game, peer.codecs, peer.sub = True, old.game, old.codecs, old.sub
         peer.worker_id, peer.session_id = old.worker_id, session.id
         peer.connection_state = old.connection_state
         if old.last_input:

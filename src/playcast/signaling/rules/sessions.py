@@ -76,6 +76,7 @@ def open_session(core: Core, entry: SessionEntry) -> Session:
         client.worker_id = entry.worker
         client.session_id = session.id
         client.connection_state = "connecting"
+        session.client_sub = client.sub
         # The inactivity clock starts at join, but not while in line.
         if client.queued_at:
             client.last_input = now
@@ -385,6 +386,7 @@ def end(
             client=session.client_id,
             worker_reason=worker_reason,
             client_reason=client_reason,
+            sub=session.client_sub or None,
             candidates=f"{session.worker_candidates}/{session.client_candidates}",
         )
         core.request(EndSession(session.id, session.worker_id, session.client_node))

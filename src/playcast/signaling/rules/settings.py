@@ -68,3 +68,10 @@ class Settings:
     turn_ttl: float = 6 * 3600.0
     # Workers must present this (Authorization: Bearer) to connect; None: open.
     worker_token: str | None = None
+    # Join tickets (docs/admission.md): with secrets, every join must carry a
+    # JWT signed HS256 with one of them (several: rotation); none, open to all.
+    join_secrets: tuple[str, ...] = ()
+    # A ticket may live this long (exp - iat) at most; clocks this far apart
+    # from the site's, either way, are tolerated.
+    ticket_max_age: float = 300.0
+    ticket_leeway: float = 30.0

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from playcast.signaling.rules.bus import BusMessage, Start
     from playcast.signaling.rules.counters import Counters
     from playcast.signaling.rules.settings import Settings
+    from playcast.signaling.rules.tickets import TicketCheck
     from playcast.signaling.shared import Op
 
 # Heartbeat work is spread over this many ticks per interval: each tick pings
@@ -281,6 +282,8 @@ class Core(Protocol):
     # Only for what is shared with other nodes or expires at a real time.
     wall_clock: Callable[[], float]
     new_id: Callable[[str], str]
+    # With --join-secret: the check every join's ticket passes (None: open).
+    tickets: TicketCheck | None
     roster: Roster
     table: SessionTable
     line: Line

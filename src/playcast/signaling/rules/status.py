@@ -36,6 +36,7 @@ def snapshot(core: Core) -> dict[str, Any]:
                 "id": c.id,
                 "worker_id": c.worker_id,
                 "game": c.game,
+                "sub": c.sub or None,
                 "connection_state": c.connection_state,
                 "node": core.node,
                 "position": c.position or None,

@@ -11,6 +11,7 @@ test compares after every operation.
     node_workers, node_sessions, node_clients
                    {node: sorted ids}: what a live node's cleanup finds, its
                    workers, its players' sessions and its waiting clients
+    spent          {ticket jti: until when it stays spent, ms since the epoch}
     other          keys nothing here names (Redis; a leak, or a new kind)
 
 Empty pools, lines, codec counts and node sets are left out.
@@ -28,7 +29,7 @@ NODE_SETS = ("node_workers", "node_sessions", "node_clients")
 
 
 def empty() -> Dump:
-    parts = ("directory", "pools", "lines", "waiting", "codecs", "sessions", *NODE_SETS)
+    parts = ("directory", "pools", "lines", "waiting", "codecs", "sessions", "spent", *NODE_SETS)
     return {**{part: {} for part in parts}, "other": []}
 
 
@@ -69,6 +70,7 @@ def add(dump: Dump, kind: str, node: str, member: str) -> None:
 
 
 def finish(dump: Dump) -> Dump:
+    dump["spent"] = dict(sorted(dump["spent"].items()))
     for part in ("pools", "lines", "codecs", *NODE_SETS):
         dump[part] = {k: v for k, v in sorted(dump[part].items()) if v}
     for kind in NODE_SETS:

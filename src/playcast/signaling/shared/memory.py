@@ -4,7 +4,8 @@ Redis scripts (``redis_state.py``, ``lua/``) follow rule for rule.
 A lone server keeps its shared state here and settles each operation within
 the step that asked (``apply``, ``forget``); the async ``SharedState``
 methods wrap those for code written against either implementation. There is
-no clock: sessions kept for a resume grace stay until they are ended.
+no clock: sessions kept for a resume grace stay until they are ended, and
+spent tickets are swept by the time a ``Pair`` carries (``now``).
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ from playcast.signaling.shared.records import (
     SetTokens,
     Withdraw,
     WorkerEntry,
+    pxat,
     shared_codec,
 )
+
+# Spent tickets are swept of the expired ones when they reach this many (or
+# twice as many as the last sweep kept): amortized, no clock of its own.
+SWEEP_FROM = 1024
 
 
 @dataclass(slots=True)
@@ -60,6 +66,8 @@ class MemoryShared:
         self.sessions: dict[str, SessionEntry] = {}
         self.tokens: dict[str, dict[str, str]] = {}
         self.dead: set[str] = set()
+        self.spent: dict[str, float] = {}  # ticket jti -> until when (wall clock)
+        self._sweep_at = SWEEP_FROM
 
     async def execute(self, op: Op) -> Outcome:
         return self.apply(op)
@@ -94,6 +102,7 @@ class MemoryShared:
             out["sessions"][s.id] = dump.session(s, self.tokens.get(s.id))
             if s.client_node not in self.dead:
                 dump.add(out, "node_sessions", s.client_node, s.id)
+        out["spent"] = {jti: pxat(until) for jti, until in self.spent.items()}
         return dump.finish(out)
 
     def apply(self, op: Op) -> Outcome:
@@ -146,6 +155,22 @@ class MemoryShared:
         return Listed()
 
     def _pair(self, op: Pair) -> Outcome:
+        if op.jti and self.spent.get(op.jti, 0.0) > op.now:
+            return Refused("unauthorized", "spent")
+        outcome = self._find(op)
+        if op.jti and isinstance(outcome, Paired | Queued):
+            self._spend(op.jti, op.jti_until, op.now)
+        return outcome
+
+    def _spend(self, jti: str, until: float, now: float) -> None:
+        if until <= now:
+            return  # expired already (Redis keeps no key set to expire in the past)
+        self.spent[jti] = until
+        if len(self.spent) >= self._sweep_at:
+            self.spent = {j: u for j, u in self.spent.items() if u > now}
+            self._sweep_at = max(SWEEP_FROM, 2 * len(self.spent))
+
+    def _find(self, op: Pair) -> Outcome:
         c = op.client
         game = self.games[c.game]
         for w in game.pool.values():

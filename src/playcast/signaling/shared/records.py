@@ -64,12 +64,20 @@ class Publish:
 @dataclass(frozen=True, slots=True)
 class Pair:
     """A client wants a worker: the longest-available one of its game that
-    sends a codec it decodes; else a place in line (``queue_limit`` > 0)."""
+    sends a codec it decodes; else a place in line (``queue_limit`` > 0).
+
+    With a join ticket (``rules/tickets.py``): its ``jti``, refused if spent
+    (``Refused("unauthorized", "spent")``, before anything else), and spent
+    only when the join gets a worker or a place in line (a player refused
+    ``no_worker_available`` may try again with it), until ``jti_until``
+    (wall-clock seconds: the ticket's expiry plus the leeway)."""
 
     client: ClientEntry
     session_id: str
     queue_limit: int
     now: float
+    jti: str = ""
+    jti_until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +160,7 @@ class Queued:
 @dataclass(frozen=True, slots=True)
 class Refused:
     reason: RejectReason
+    detail: str = ""  # with unauthorized: why (a ``tickets.Why``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +197,11 @@ class Forgotten:
 
     lines: dict[str, tuple[ClientEntry, ...]]
     partners: tuple[tuple[str, str, str], ...] = ()
+
+
+def pxat(until: float) -> int:
+    """Wall-clock seconds as Redis's ``PXAT`` takes them (ms since the epoch)."""
+    return round(until * 1000)
 
 
 def shared_codec(worker_codecs: Iterable[str], client_codecs: Iterable[str]) -> str | None:

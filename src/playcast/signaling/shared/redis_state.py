@@ -20,6 +20,8 @@ is checked). Keys, all under ``pc:``:
 | | | sessions: on their records) |
 | ``pc:node:{node}`` | string, expires | the node is alive (renewed well within its TTL) |
 | ``pc:nodes`` | set | the nodes announced and not yet cleaned up |
+| ``pc:jti:{jti}`` | string, expires | a join ticket spent (``Pair``), until it expires (and the |
+| | | leeway) |
 | ``pc:bus:{node}`` | channel | what other nodes tell it (``bus.py``, ``busorder.py``): |
 | | | pub/sub, nothing stored |
 | ``pc:seq`` | counter | the order of arrival, cluster-wide |
@@ -59,6 +61,7 @@ from playcast.signaling.shared.records import (
     SetTokens,
     Withdraw,
     WorkerEntry,
+    pxat,
 )
 
 
@@ -109,7 +112,8 @@ class RedisShared:
         if isinstance(op, Pair):
             cl = op.client
             args = [
-                cl.id, cl.node, cl.game, ",".join(cl.codecs), op.session_id, op.queue_limit, op.now
+                cl.id, cl.node, cl.game, ",".join(cl.codecs), op.session_id, op.queue_limit, op.now,
+                op.jti, pxat(op.jti_until) if op.jti else 0,
             ]  # fmt: skip
             return self._pair, args
         if isinstance(op, Withdraw):
@@ -169,6 +173,8 @@ class RedisShared:
                 out[f"{kind}s"][name] = values
             elif kind in _NODE_SETS:
                 out[_NODE_SETS[kind]][name] = values
+            elif kind == "jti":
+                out["spent"][name] = values[0]  # (dump.lua: its PEXPIRETIME)
             elif kind not in _NOT_SHARED:
                 out["other"].append(key)
         return dump.finish(out)
@@ -219,7 +225,7 @@ def outcome_of(op: Op, raw: Any) -> Outcome:
             return Paired(session, worker, c)
         if kind == "queued":
             return Queued(_line(c.game, rest[0]))
-        return Refused(rest[0])
+        return Refused(*rest)
     if isinstance(op, Reattach):
         if kind != "reattached":
             return Denied()

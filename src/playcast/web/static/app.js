@@ -17,6 +17,7 @@ import { ATTEMPT_TIMEOUT_MS, Outbox, retryDelayMs } from "./resume.js";
 import { Signaling, clientSocketUrl, DEFAULT_GAME } from "./signaling.js";
 import { Sound } from "./sound.js";
 import { StatsOverlay } from "./stats.js";
+import { Tickets } from "./tickets.js";
 import { InactivityWarning } from "./warning.js";
 
 const STATS_KEY = "F2";
@@ -42,6 +43,8 @@ const params = new URLSearchParams(window.location.search);
 const game = params.get("game") || DEFAULT_GAME;
 // Checked once, on load: a browser that cannot play is told so before Play.
 const support = checkBrowser();
+// Read (and taken out of the address bar) at once, before anything else.
+const tickets = new Tickets();
 
 /**
  * Show `state` (and `reason` once ended, or unsupported) on <body> and in the
@@ -125,16 +128,17 @@ class PlaySession {
   #join() {
     setState("waiting");
     const join = support.codecs ? { type: "join", game, codecs: support.codecs } : { type: "join", game };
-    this.sig = this.#open(join);
+    this.sig = this.#open(tickets.next().then((ticket) => (ticket ? { ...join, ticket } : join)));
   }
 
   /**
-   * A signaling socket whose first message is `hello`. Only the current one
-   * (this.sig) is listened to: a socket replaced by a resume is ignored.
+   * A signaling socket whose first message is `hello` (or what it resolves
+   * to). Only the current one (this.sig) is listened to: a socket replaced
+   * by a resume is ignored.
    */
   #open(hello) {
     const sig = new Signaling(clientSocketUrl(), {
-      onOpen: () => sig.send(hello),
+      onOpen: async () => sig.send(await hello),
       onMessage: (msg) => sig === this.sig && this.#message(msg),
       onError: (msg) => sig === this.sig && this.#error(msg),
       onClose: () => sig === this.sig && this.#socketClosed(),
@@ -165,10 +169,12 @@ class PlaySession {
     if (this.ended) return;
     switch (msg.type) {
       case "queued":
+        tickets.spent();
         setState("queued");
         queue.show(msg.position);
         break;
       case "assigned":
+        tickets.spent();
         this.sessionId = msg.session_id;
         this.token = msg.resume_token || null;
         this.graceMs = (msg.resume_grace || 0) * 1000;
@@ -177,6 +183,10 @@ class PlaySession {
         this.#createPeer(msg.ice_servers);
         break;
       case "rejected":
+        if (msg.reason === "unauthorized") {
+          console.warn("signaling: ticket refused:", msg.detail);
+          tickets.spent();
+        }
         this.#end(msg.reason, msg.message);
         this.sig.close();
         break;
@@ -436,7 +446,7 @@ window.addEventListener("keydown", (e) => {
 window.addEventListener("pagehide", () => current && current.leave());
 
 // For tests, benchmarks and the console: read-only handles on the live objects.
-window.playcast = { session: null, stats, sound, start, keymap: null };
+window.playcast = { session: null, stats, sound, start, keymap: null, tickets };
 
 // <body data-keymap="ready|none|bad">: whether this game's keys are mapped.
 loadKeymap(game).then(({ keymap, status }) => {

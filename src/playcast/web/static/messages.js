@@ -57,6 +57,11 @@ const REASONS = {
     title: "Playcast cannot start new games right now",
     text: "The service is having trouble on our side. Please try again in a minute.",
   },
+  // The server's --join-secret: the site's ticket was missing, expired or spent.
+  unauthorized: {
+    title: "This link has expired",
+    text: "Get a new one from the site that sent you here.",
+  },
 };
 
 // handshake_failed (and handshake_timeout) by the kind of failure: the

@@ -10,6 +10,8 @@ for _, key in ipairs(redis.call('KEYS', 'pc:*')) do
     values = redis.call('ZRANGE', key, 0, -1)
   elseif kind == 'set' then
     values = redis.call('SMEMBERS', key)
+  elseif string.sub(key, 1, 7) == 'pc:jti:' then
+    values = {redis.call('PEXPIRETIME', key)}
   end
   out[#out + 1] = {key, values}
 end
