@@ -9,7 +9,11 @@ from typing import Any
 
 import jwt
 import pytest
-from hubkit import FakeClock, FakeConn, Rig
+from hubkit import FakeClock, FakeConn, Rig, examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jwt.api_jws import PyJWS
+from jwt.exceptions import DecodeError
 
 from playcast.protocol import (
     Answer,
@@ -23,6 +27,7 @@ from playcast.protocol import (
     WebrtcConnected,
 )
 from playcast.signaling.rules.events import TICKET_TEXT
+from playcast.signaling.rules.tickets import _Jws
 from playcast.signaling.types import Client
 from playcast.ticket import mint
 
@@ -233,3 +238,24 @@ def test_without_a_secret_the_server_stays_open() -> None:
     _, b = join(r, "whatever a page sends")  # not read
     assert isinstance(a.last(), Assigned) and isinstance(b.last(), Assigned)
     assert r.hub.snapshot()["clients"][0]["sub"] is None
+
+
+_SEGMENT_BYTES = st.sampled_from(
+    [*b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=", *b"!\x00\xff"]
+)
+
+
+@settings(max_examples=examples(400), deadline=None)
+@given(st.lists(_SEGMENT_BYTES, max_size=40).map(bytes))
+def test_the_fast_segment_rule_is_pyjwt_s_own(segment: bytes) -> None:
+    """The ticket check's base64url segment rule (in C) answers as PyJWT's
+    (in Python) on any segment: the same bytes, or the same refusal."""
+
+    def outcome(decode: Any) -> bytes | str:
+        try:
+            result: bytes = decode(segment, "payload")
+            return result
+        except DecodeError as exc:
+            return str(exc)
+
+    assert outcome(_Jws._decode_base64url_segment) == outcome(PyJWS._decode_base64url_segment)
