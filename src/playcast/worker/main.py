@@ -21,10 +21,13 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
+import socket
 
 from playcast.envflags import add_flag, env_name
 from playcast.logs import setup_logging
+from playcast.protocol import WORKER_NAME_PATTERN
 from playcast.worker.backends import BACKENDS, add_backend_arguments, create_backend
 from playcast.worker.link_state import LinkSettings
 from playcast.worker.runner import Worker, WorkerSettings
@@ -76,9 +79,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(parser, "--worker-token", help="shared secret the server asks workers for")
     add_flag(parser, "--advertise-addr", help="addr to report in register (default: socket's)")
+    add_flag(
+        parser,
+        "--name",
+        help="this worker's name, kept across its restarts (what an operator drains it by; "
+        "default: the phone's serial for --backend android, else HOST-PID)",
+    )
     add_flag(parser, "--log-level", default="info", help="debug, info, warning")
     add_flag(parser, "--log-format", default="text", choices=["text", "json"], help="log format")
     add_backend_arguments(parser)
+
+
+def worker_name(args: argparse.Namespace) -> str:
+    """``--name``, else the phone's serial (Android), else this host and process."""
+    if args.name:
+        if not re.match(WORKER_NAME_PATTERN, args.name) or len(args.name) > 64:
+            raise SystemExit(f"--name {args.name!r}: at most 64 letters, digits and ._:@- please")
+        return str(args.name)
+    name = None
+    if args.backend == "android":
+        name = getattr(args, "serial", None) or os.environ.get("ANDROID_SERIAL")
+    if not name:
+        name = f"{socket.gethostname()[:50]}-{os.getpid()}"
+    return re.sub(r"[^A-Za-z0-9._:@-]", "-", name)[:64]
 
 
 def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
@@ -86,6 +109,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         server=args.server,
         link=LinkSettings(
             game=args.game,
+            name=worker_name(args),
             addr=args.advertise_addr,
             backoff_base=args.backoff_base,
             backoff_cap=args.backoff_cap,
@@ -111,10 +135,11 @@ async def _main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.set)
     log.info(
-        "worker starting: server=%s game=%s backend=%s",
+        "worker starting: server=%s game=%s backend=%s name=%s",
         settings.url,
         settings.link.game,
         args.backend,
+        settings.link.name,
     )
     await worker.run()
     log.info("worker stopped")
