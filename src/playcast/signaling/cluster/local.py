@@ -67,8 +67,8 @@ class LocalCluster:
         hub, pool = self.hub, self.available
         for w in hub.roster.workers.values():
             in_pool = w.id in pool.get(w.game, {})
-            if w.status == "busy" and in_pool:
-                yield f"busy worker {w.id} is in the available pool"
+            if w.status in ("busy", "held") and in_pool:
+                yield f"{w.status} worker {w.id} is in the available pool"
             elif w.status == "available" and not in_pool:
                 yield f"available worker {w.id} is not in the pool"
         for game, queue in pool.items():
