@@ -116,11 +116,11 @@ class Cluster:
         self.settle()
 
     def worker(
-        self, node: str, codecs: list[str] | None = None, game: str = GAME
+        self, node: str, codecs: list[str] | None = None, game: str = GAME, name: str | None = None
     ) -> tuple[Worker, FakeConn]:
         conn = FakeConn()
         worker = self.hubs[node].open_worker(conn)
-        self.send(node, worker, Register(game=game, codecs=codecs))
+        self.send(node, worker, Register(game=game, codecs=codecs, name=name))
         return worker, conn
 
     def client(

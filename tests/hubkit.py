@@ -149,11 +149,14 @@ class Rig:
         self.flush()
 
     def worker(
-        self, game: str = "com.supercell.clashroyale", conn: FakeConn | None = None
+        self,
+        game: str = "com.supercell.clashroyale",
+        conn: FakeConn | None = None,
+        name: str | None = None,
     ) -> tuple[Worker, FakeConn]:
         conn = conn or FakeConn()
         worker = self.open_worker(conn)
-        self.send(worker, Register(game=game))
+        self.send(worker, Register(game=game, name=name))
         return worker, conn
 
     def client(
