@@ -5,14 +5,18 @@ a restarted worker is shut down, its player told its worker failed."""
 
 from __future__ import annotations
 
+import json
+
 from hubkit import FakeConn, Rig
 
 from playcast.protocol import (
     Answer,
     Assigned,
+    Error,
     Leave,
     Offer,
     Queued,
+    Register,
     Registered,
     SessionStart,
     Shutdown,
@@ -159,3 +163,15 @@ def test_restarting_a_worker_nobody_holds_does_nothing() -> None:
     assert [type(m) for m in wconn.sent] == [Registered] and worker.status == "available"
     client, _ = rig.client()
     assert client.worker_id == worker.id
+
+
+def test_a_register_with_a_bad_name_is_answered_and_registers_nothing() -> None:
+    rig = Rig()
+    conn = FakeConn()
+    worker = rig.open_worker(conn)
+    rig.send(worker, json.dumps({"type": "register", "game": GAME, "name": "my phone"}))
+    (error,) = conn.sent
+    assert isinstance(error, Error) and error.code == "bad_message" and "name" in error.message
+    assert worker.status == "registering" and conn.closed is None and not rig.available[GAME]
+    rig.send(worker, Register(game=GAME, name="my-phone"))
+    assert worker.status == "available" and worker.name == "my-phone"
