@@ -187,9 +187,12 @@ class Rig:
         assert not problems, problems
 
 
-def connected_pair(rig: Rig) -> tuple[Worker, FakeConn, Client, FakeConn, str]:
-    """A worker and a client through the whole handshake, inboxes emptied."""
-    worker, wconn = rig.worker()
+def connected_pair(
+    rig: Rig, name: str | None = None
+) -> tuple[Worker, FakeConn, Client, FakeConn, str]:
+    """A worker (named ``name``) and a client through the whole handshake,
+    inboxes emptied."""
+    worker, wconn = rig.worker(name=name)
     client, cconn = rig.client()
     sid = client.session_id
     assert sid is not None

@@ -7,23 +7,19 @@ from __future__ import annotations
 
 import json
 
-from hubkit import FakeConn, Rig
+from hubkit import FakeConn, Rig, connected_pair
 
 from playcast.protocol import (
-    Answer,
     Assigned,
     Error,
     Leave,
-    Offer,
     Queued,
     Register,
     Registered,
     SessionStart,
     Shutdown,
     ShutdownAck,
-    WebrtcConnected,
 )
-from playcast.signaling.types import Client, Worker
 
 GAME = "com.supercell.clashroyale"
 
@@ -35,21 +31,6 @@ def reasons(conn: FakeConn) -> list[str]:
 def drain(rig: Rig, name: str, on: bool = True) -> None:
     rig.hub.hold(name, on)
     rig.flush()
-
-
-def playing(rig: Rig, name: str) -> tuple[Worker, FakeConn, Client, FakeConn, str]:
-    """A worker named ``name`` and a player, through the whole handshake."""
-    worker, wconn = rig.worker(name=name)
-    client, cconn = rig.client()
-    sid = client.session_id
-    assert sid is not None and worker.session_id == sid
-    rig.send(worker, Offer(session_id=sid, sdp="offer-sdp"))
-    rig.send(client, Answer(session_id=sid, sdp="answer-sdp"))
-    rig.send(worker, WebrtcConnected(session_id=sid))
-    rig.send(client, WebrtcConnected(session_id=sid))
-    wconn.take()
-    cconn.take()
-    return worker, wconn, client, cconn, sid
 
 
 def test_the_name_is_in_the_status_and_the_shared_directory() -> None:
@@ -87,7 +68,7 @@ def test_draining_an_idle_worker_takes_it_out_of_the_pool_until_undrained() -> N
 
 def test_a_drained_busy_worker_finishes_its_session_then_comes_back_held() -> None:
     rig = Rig(queue_limit=5)
-    worker, wconn, client, cconn, sid = playing(rig, "phone-1")
+    worker, wconn, client, cconn, sid = connected_pair(rig, "phone-1")
     drain(rig, "phone-1")
     # The session goes on untouched: nobody is told anything.
     assert worker.status == "busy" and rig.hub.sessions[sid].phase == "connected"
@@ -136,7 +117,7 @@ def test_restarting_an_idle_worker_shuts_it_down() -> None:
 
 def test_restarting_a_busy_worker_tells_its_player_it_failed() -> None:
     rig = Rig()
-    worker, wconn, _, cconn, sid = playing(rig, "phone-1")
+    worker, wconn, _, cconn, sid = connected_pair(rig, "phone-1")
     rig.hub.restart_worker(worker.id, rig.hub.node)
     rig.flush()
     assert reasons(wconn) == ["server_shutdown"] and reasons(cconn) == ["worker_failed"]
@@ -146,7 +127,7 @@ def test_restarting_a_busy_worker_tells_its_player_it_failed() -> None:
 
 def test_restarting_a_worker_away_gives_its_session_up() -> None:
     rig = Rig(resume_grace=30.0)
-    worker, _, _, cconn, sid = playing(rig, "phone-1")
+    worker, _, _, cconn, sid = connected_pair(rig, "phone-1")
     rig.on_close(worker, 1006)
     assert worker.id in rig.hub.away
     rig.hub.restart_worker(worker.id, rig.hub.node)
