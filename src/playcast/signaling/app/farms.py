@@ -86,15 +86,17 @@ class FarmWatch:
             ):
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
-                body = await response.content.read(MAX_BYTES + 1)
-            if len(body) > MAX_BYTES:
-                raise ValueError("answer too large")
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > MAX_BYTES:
+                        raise ValueError("answer too large")
             doc = json.loads(body)
             if not isinstance(doc, dict) or not isinstance(doc.get("phones"), list):
                 raise ValueError("not a farm's /status")
         except TimeoutError:
             farm.error = f"no answer within {self.timeout:g} s"
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError, RecursionError) as exc:
             farm.error = str(exc) or type(exc).__name__
         else:
             farm.doc, farm.answered_at, farm.error = doc, time.time(), None
