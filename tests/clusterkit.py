@@ -192,6 +192,8 @@ class Cluster:
             for w in hub.workers.values():
                 if w.registered and w.status == "available" and not hub.isolated:
                     assert w.id in pools, f"{w.id}, available on {name}, is in no pool"
+                held = w.id in self.shared.holds.get(w.name, ())
+                assert (w.status == "held") == held, f"{w.id} is {w.status} on {name}, held {held}"
             for cid in hub.waiting:
                 assert cid in lines, f"{cid}, waiting on {name}, is in no line"
 

@@ -100,6 +100,7 @@ async def check_shared(redis: Redis, docs: list[dict[str, Any]]) -> list[str]:
         wid = text(key)[5:]
         if wid not in live_workers:
             out.append(f"ghost in the directory: worker {wid}")
+    held = {text(name) for name in await redis.smembers("pc:holds")}
     pooled: set[str] = set()
     async for key in redis.scan_iter(match="pc:pool:*", count=500):
         for raw in await redis.zrange(key, 0, -1):
@@ -110,10 +111,11 @@ async def check_shared(redis: Redis, docs: list[dict[str, Any]]) -> list[str]:
                 out.append(f"worker {wid} in the pool while busy or held")
             elif w is None:
                 out.append(f"pool holds {wid}, which is gone")
+            if w is not None and w.get("name") in held:
+                out.append(f"worker {wid} in the pool though its name is held")
     # What a node holds ready must be where the others can find it (a
     # pairing on its way is in a session record; a hold on its way, in the
     # set of held names).
-    held = {text(name) for name in await redis.smembers("pc:holds")}
     for wid, w in live_workers.items():
         listed = w["status"] == "available" and w.get("registered", True)
         if listed and wid not in pooled and wid not in in_session and w.get("name") not in held:
