@@ -16,6 +16,8 @@ from playcast.protocol import (
     Queued,
     Register,
     Registered,
+    Resume,
+    Resumed,
     SessionStart,
     Shutdown,
     ShutdownAck,
@@ -156,3 +158,20 @@ def test_a_register_with_a_bad_name_is_answered_and_registers_nothing() -> None:
     assert worker.status == "registering" and conn.closed is None and not rig.available[GAME]
     rig.send(worker, Register(game=GAME, name="my-phone"))
     assert worker.status == "available" and worker.name == "my-phone"
+
+
+def test_a_worker_that_resumes_keeps_its_name_and_can_be_drained_by_it() -> None:
+    rig = Rig(resume_grace=30.0)
+    worker, wconn = rig.worker(name="phone-1")
+    client, cconn = rig.client()
+    start = next(m for m in wconn.sent if isinstance(m, SessionStart))
+    assert start.resume_token and client.session_id == start.session_id
+    rig.on_close(worker, 1006)
+    conn = FakeConn()
+    back = rig.open_worker(conn)
+    rig.send(back, Resume(session_id=start.session_id, token=start.resume_token))
+    assert isinstance(conn.sent[0], Resumed) and back.id == worker.id
+    assert back.name == "phone-1"
+    assert rig.hub.snapshot()["workers"][0]["name"] == "phone-1"
+    drain(rig, "phone-1")
+    assert back.status == "busy" and reasons(conn) == [] and reasons(cconn) == []

@@ -179,9 +179,8 @@ def held_worker(core: Core, worker_id: str) -> bool:
     return worker is not None and worker.status == "held"
 
 
-def entry_of(core: Core, worker: Worker) -> WorkerEntry:
+def entry_of(core: Core, w: Worker) -> WorkerEntry:
     """What the shared state keeps of a worker here."""
-    w = worker
     return WorkerEntry(w.id, core.node, w.game, w.codecs, w.addr, w.port, w.name)
 
 
