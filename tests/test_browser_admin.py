@@ -13,6 +13,7 @@ a process's log) to change, bounded by a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -113,6 +114,7 @@ async def test_an_unplugged_phone_shows_offline_within_two_seconds_and_a_silent_
         await page.wait_for_selector('#farms tr[data-reachable="true"]', timeout=WAIT_MS)
 
 
+@pytest.mark.timeout(300)  # a farm, two sessions and two restarts on a loaded machine
 async def test_drain_on_a_busy_worker_waits_for_its_session_then_holds_it_until_undrained(
     players: Players, tmp_path: Path
 ) -> None:
@@ -120,7 +122,7 @@ async def test_drain_on_a_busy_worker_waits_for_its_session_then_holds_it_until_
         await rig.wait_states({"phone-1": "available"})
         page = await open_admin(players, rig.server.url)
         async with TestPeer.join(rig.server.url) as player:
-            viewer = await player.wait_connected()
+            viewer = await asyncio.wait_for(player.wait_connected(), TIMEOUT)
             busy = worker_row("phone-1", status="busy")
             await page.wait_for_selector(busy, timeout=WAIT_MS)
             first = await page.get_attribute(busy, "data-worker-id")
@@ -131,7 +133,7 @@ async def test_drain_on_a_busy_worker_waits_for_its_session_then_holds_it_until_
             assert await page.inner_text(f"{busy} td.state") == "busy · draining"
             # Never mid-session: the player keeps playing, told nothing.
             seen = viewer.frames_received
-            await viewer.wait_frame(lambda f: f.index >= seen + 10)
+            await asyncio.wait_for(viewer.wait_frame(lambda f: f.index >= seen + 10), TIMEOUT)
             assert player.shutdown is None
             assert not [ln for ln in rig.server.lines[mark:] if "worker_shutdown" in ln]
             await player.leave()
@@ -148,7 +150,7 @@ async def test_drain_on_a_busy_worker_waits_for_its_session_then_holds_it_until_
         await page.click(f"{held} button.drain")  # undrain
         await page.wait_for_selector(worker_row("phone-1", status="available"), timeout=WAIT_MS)
         async with TestPeer.join(rig.server.url) as player:
-            await player.wait_connected()
+            await asyncio.wait_for(player.wait_connected(), TIMEOUT)
             busy = worker_row("phone-1", status="busy")
             await page.wait_for_selector(busy, timeout=WAIT_MS)
             second = await page.get_attribute(busy, "data-worker-id")
@@ -156,7 +158,7 @@ async def test_drain_on_a_busy_worker_waits_for_its_session_then_holds_it_until_
             # Restart: two clicks (the first only arms it); its player is told.
             await page.click(f"{busy} button.restart")
             await page.click(f'{busy} button.restart[data-armed="yes"]')
-            await player.shutdown_event.wait()
+            await asyncio.wait_for(player.shutdown_event.wait(), TIMEOUT)
             assert player.shutdown is not None and player.shutdown.reason == "worker_failed"
         again = worker_row("phone-1", status="available")
         await page.wait_for_selector(again, timeout=TIMEOUT * 1000)
