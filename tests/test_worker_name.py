@@ -36,6 +36,12 @@ def test_by_default_a_phone_s_serial_or_this_host_and_process() -> None:
     assert synthetic.link.name.startswith(host.replace(" ", "-")[:10])
 
 
+def test_the_name_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAYCAST_WORKER_NAME", "rack-2")
+    assert settings_from_args(args("--backend", "android", "--serial", "S")).link.name == "rack-2"
+    assert settings_from_args(args("--name", "x")).link.name == "x"
+
+
 def test_a_bad_name_stops_the_worker_with_a_clear_message() -> None:
     with pytest.raises(SystemExit, match="letters, digits"):
         settings_from_args(args("--name", "my phone"))

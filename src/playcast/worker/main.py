@@ -79,11 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(parser, "--worker-token", help="shared secret the server asks workers for")
     add_flag(parser, "--advertise-addr", help="addr to report in register (default: socket's)")
-    add_flag(
-        parser,
+    parser.add_argument(
         "--name",
+        default=os.environ.get("PLAYCAST_WORKER_NAME"),
         help="this worker's name, kept across its restarts (what an operator drains it by; "
-        "default: the phone's serial for --backend android, else HOST-PID)",
+        "env PLAYCAST_WORKER_NAME; default: the phone's serial for --backend android, "
+        "else HOST-PID)",
     )
     add_flag(parser, "--log-level", default="info", help="debug, info, warning")
     add_flag(parser, "--log-format", default="text", choices=["text", "json"], help="log format")
