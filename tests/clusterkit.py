@@ -116,11 +116,11 @@ class Cluster:
         self.settle()
 
     def worker(
-        self, node: str, codecs: list[str] | None = None, game: str = GAME
+        self, node: str, codecs: list[str] | None = None, game: str = GAME, name: str | None = None
     ) -> tuple[Worker, FakeConn]:
         conn = FakeConn()
         worker = self.hubs[node].open_worker(conn)
-        self.send(node, worker, Register(game=game, codecs=codecs))
+        self.send(node, worker, Register(game=game, codecs=codecs, name=name))
         return worker, conn
 
     def client(
@@ -192,6 +192,8 @@ class Cluster:
             for w in hub.workers.values():
                 if w.registered and w.status == "available" and not hub.isolated:
                     assert w.id in pools, f"{w.id}, available on {name}, is in no pool"
+                held = w.id in self.shared.holds.get(w.name, ())
+                assert (w.status == "held") == held, f"{w.id} is {w.status} on {name}, held {held}"
             for cid in hub.waiting:
                 assert cid in lines, f"{cid}, waiting on {name}, is in no line"
 

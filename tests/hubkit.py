@@ -152,11 +152,14 @@ class Rig:
         self.flush()
 
     def worker(
-        self, game: str = "com.supercell.clashroyale", conn: FakeConn | None = None
+        self,
+        game: str = "com.supercell.clashroyale",
+        conn: FakeConn | None = None,
+        name: str | None = None,
     ) -> tuple[Worker, FakeConn]:
         conn = conn or FakeConn()
         worker = self.open_worker(conn)
-        self.send(worker, Register(game=game))
+        self.send(worker, Register(game=game, name=name))
         return worker, conn
 
     def client(
@@ -187,9 +190,12 @@ class Rig:
         assert not problems, problems
 
 
-def connected_pair(rig: Rig) -> tuple[Worker, FakeConn, Client, FakeConn, str]:
-    """A worker and a client through the whole handshake, inboxes emptied."""
-    worker, wconn = rig.worker()
+def connected_pair(
+    rig: Rig, name: str | None = None
+) -> tuple[Worker, FakeConn, Client, FakeConn, str]:
+    """A worker (named ``name``) and a client through the whole handshake,
+    inboxes emptied."""
+    worker, wconn = rig.worker(name=name)
     client, cconn = rig.client()
     sid = client.session_id
     assert sid is not None

@@ -31,6 +31,9 @@ ops = st.one_of(
     st.tuples(st.just("step"), st.lists(st.sampled_from(NODES), min_size=1, max_size=8)),
     st.tuples(st.just("tick"), st.floats(0.1, 3.0)),
     st.tuples(st.just("kill"), st.sampled_from(NODES)),
+    # An operator (issue 26) on any node: drain (True) or undrain a name; restart a peer.
+    st.tuples(st.just("hold"), st.tuples(st.sampled_from(NODES), st.integers(0, 2), st.booleans())),
+    st.tuples(st.just("restart"), st.tuples(st.sampled_from(NODES), st.integers(0, 9))),
 )
 
 
@@ -78,7 +81,7 @@ def _play(
     peers: list[tuple[str, Worker | Client, FakeConn]] = []
     own: dict[int, set[str]] = {}
     deliveries = Deliveries()
-    apply = cluster.shared.apply
+    apply = cluster.shared.apply  # (what the cluster kit calls: execute is its async face)
 
     def pair_and_record(op: Any) -> Any:  # every session as the pairing made it
         outcome = apply(op)
@@ -93,8 +96,9 @@ def _play(
             conn = FakeConn()
             conns.append(conn)
             peers.append((arg, cluster.hubs[arg].open_worker(conn), conn))
+            name = f"n{len(peers) % 3}"  # one of three, shared: a drain holds several
             cluster.hubs[arg].on_message(
-                peers[-1][1], json.dumps({"type": "register", "game": GAME})
+                peers[-1][1], json.dumps({"type": "register", "game": GAME, "name": name})
             )
         elif op == "open_client" and arg in cluster.hubs:
             conn = FakeConn()
@@ -117,6 +121,13 @@ def _play(
             if node in cluster.hubs:
                 conn.closed = conn.closed or (1006, "")
                 cluster.hubs[node].on_close(peer)
+        elif op == "hold" and arg[0] in cluster.hubs:
+            node, name, on = arg
+            cluster.hubs[node].hold(f"n{name}", on)
+        elif op == "restart" and peers and arg[0] in cluster.hubs:
+            where, peer, _ = peers[arg[1] % len(peers)]
+            if where in cluster.hubs:
+                cluster.hubs[arg[0]].restart_worker(peer.id, where)
         elif op == "step":
             for node in arg:
                 cluster.pending()

@@ -282,6 +282,7 @@ def test_worker_flags_pass_through_but_the_farm_decides_the_phone() -> None:
     # argparse keeps the last: the farm's own choices come after the operator's.
     last = len(argv) - 1 - argv[::-1].index("--serial")
     assert argv[last + 1] == "a"
+    assert argv[argv.index("--name") + 1] == "a"  # the operator page drains it by its serial
     assert argv[argv.index("--log-format") + 1] == "json"
     env = worker_env({"PLAYCAST_METRICS_PORT": "9100", "PLAYCAST_SCRCPY_SERVER": "/s.jar"})
     assert env == {"PLAYCAST_SCRCPY_SERVER": "/s.jar"}

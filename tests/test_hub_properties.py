@@ -94,10 +94,15 @@ _args: dict[str, st.SearchStrategy[Any]] = {
     "close": st.integers(0, 6),
     "tick": st.floats(0.01, 3.0),
     "tick_live": st.floats(0.01, 3.0),
+    # An operator (issue 26): drain (True) or undrain a name; restart a peer.
+    "hold": st.tuples(st.integers(0, 2), st.booleans()),
+    "restart": st.integers(0, 6),
 }
 # Mostly sends: sessions only happen after a register and a join have landed.
 ops = st.sampled_from(
-    ["open_worker", "open_client"] * 2 + ["close", "tick", "tick_live"] + ["send"] * 8
+    ["open_worker", "open_client"] * 2
+    + ["close", "tick", "tick_live", "hold", "restart"]
+    + ["send"] * 8
 ).flatmap(lambda op: st.tuples(st.just(op), _args[op]))
 
 
@@ -126,8 +131,9 @@ def _play(steps: list[tuple[str, Any]], errors: Any) -> None:
         if op == "open_worker":
             conn = FakeConn()
             peers.append((rig.open_worker(conn), conn))
-            if arg:
-                rig.send(peers[-1][0], json.dumps({"type": "register", "game": GAMES[0]}))
+            if arg:  # a name of three, shared by several workers: a drain holds them all
+                register = {"type": "register", "game": GAMES[0], "name": f"n{len(peers) % 3}"}
+                rig.send(peers[-1][0], json.dumps(register))
         elif op == "open_client":
             conn = FakeConn()
             peers.append((rig.open_client(conn), conn))
@@ -148,6 +154,12 @@ def _play(steps: list[tuple[str, Any]], errors: Any) -> None:
             peer, conn = peers[arg % len(peers)]
             conn.closed = conn.closed or (1006, "")
             rig.on_close(peer)
+        elif op == "hold":
+            hub.hold(f"n{arg[0]}", arg[1])
+            rig.flush()
+        elif op == "restart" and peers:
+            hub.restart_worker(peers[arg % len(peers)][0].id, hub.node)
+            rig.flush()
         elif op == "tick":
             rig.advance(arg)
         elif op == "tick_live":  # everyone still open answers its pings

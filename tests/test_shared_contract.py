@@ -374,8 +374,11 @@ async def test_a_dead_node_s_busy_worker_leaves_the_directory_until_it_resumes(
     assert isinstance(moved, Reattached) and (moved.old_node, moved.old_alive) == ("A", False)
     state = await shared.dump()
     assert state["directory"] == {
-        "w1": {"node": "C", "game": GAME, "codecs": [], "addr": "", "port": 0, "busy": True}
-    }
+        "w1": {
+            "node": "C", "game": GAME, "codecs": [], "addr": "", "port": 0, "busy": True,
+            "name": "", "held": False,
+        }
+    }  # fmt: skip
     assert state["node_workers"] == {"C": ["w1"]}
     assert await shared.forget_node("C") == Forgotten({}, (("B", "c1", "s1"),))
     assert (await shared.dump())["sessions"] == {}

@@ -37,6 +37,9 @@ from playcast.signaling.shared import (
     ClientEntry,
     EndSession,
     Forgotten,
+    Held,
+    Hold,
+    HoldChanged,
     LeaveLine,
     MarkConnected,
     MemoryShared,
@@ -59,6 +62,7 @@ NODES = ("A", "B", "C", "D")
 GAMES = ("g1", "g2")
 CODECS = ("H264", "VP8")
 WORKERS = [f"w{i}" for i in range(16)]
+NAMES = ["n0", "n1", "n2", "n3"]  # a worker's name: w{i} is n{i % 4}, or none (w12 on)
 CLIENTS = [f"c{i}" for i in range(16)]
 GRACE = 3600.0  # never runs out within an example: MemoryShared has no clock
 # Join tickets: a few ids, so that some come again (spent, or not yet); kept
@@ -100,6 +104,8 @@ class Differential(RuleBasedStateMachine):
         assert memory == redis, f"{op}: memory {memory} != redis {redis}"
         self.since_forget += 1
         self.tried.add(type(op).__name__)
+        if isinstance(memory, Held):
+            self.tried.add("Publish: held")
         event(f"{type(op).__name__} -> {type(memory).__name__}")
         return memory
 
@@ -142,7 +148,8 @@ class Differential(RuleBasedStateMachine):
             return
         if wid not in self.workers:
             node = data.draw(st.sampled_from(sorted(self.live)))
-            self.workers[wid] = WorkerEntry(wid, node, game, tuple(codecs), "10.0.0.1", port)
+            name = NAMES[int(wid[1:]) % 4] if int(wid[1:]) < 12 else ""
+            self.workers[wid] = WorkerEntry(wid, node, game, tuple(codecs), "10.0.0.1", port, name)
         self.paired(data, self.both(Publish(self.workers[wid], self.fresh(), self.now)))
 
     @rule(
@@ -220,7 +227,22 @@ class Differential(RuleBasedStateMachine):
         moved = self.both(Reattach(sid, role, token, f"{next(self.ids):064x}", node))
         if isinstance(moved, Reattached) and role == "worker":
             w = self.workers[moved.session.worker]  # the worker is held there now
-            self.workers[w.id] = WorkerEntry(w.id, node, w.game, w.codecs, w.addr, w.port)
+            self.workers[w.id] = WorkerEntry(w.id, node, w.game, w.codecs, w.addr, w.port, w.name)
+
+    @rule(data=st.data(), on=st.booleans(), games=st.sampled_from([GAMES, GAMES[:1]]))
+    def hold(self, data: st.DataObject, on: bool, games: tuple[str, ...]) -> None:
+        """Mostly a name with workers to move: available ones to hold, held
+        ones to release; else any name."""
+        if on:
+            pooled = {w.name for g in self.memory.games.values() for w in g.pool.values()}
+            names = sorted(pooled - {""})
+        else:
+            names = sorted(self.memory.holds)
+        if not (names and data.draw(st.booleans())):
+            names = NAMES
+        out = self.both(Hold(data.draw(st.sampled_from(names)), on, games))
+        if isinstance(out, HoldChanged) and out.workers:
+            self.tried.add(f"Hold(on={on}) moving workers")
 
     # A few operations between deaths, so that there is something to clean up.
     @precondition(lambda self: self.since_forget >= 6)
@@ -276,6 +298,9 @@ def test_both_implementations_agree_on_any_sequence(
     assert Differential.tried == {
         *(op.__name__ for op in get_args(Op)),
         "Pair(spent)",
+        "Publish: held",
+        "Hold(on=True) moving workers",
+        "Hold(on=False) moving workers",
         "forget_node(grace=False)",
         "forget_node(grace=True)",
     }

@@ -98,6 +98,10 @@ class ShutdownAck(_Msg, tag="shutdown_ack"):
 
 GameName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Id = Annotated[str, msgspec.Meta(max_length=64)]
+# A worker's name, the same across its restarts (a phone's serial, a host
+# and process): what an operator drains it by. Letters, digits and ._:@-.
+WORKER_NAME_PATTERN: Final = r"^[A-Za-z0-9._:@-]+$"
+WorkerName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=WORKER_NAME_PATTERN)]
 
 
 class AudioInfo(msgspec.Struct, omit_defaults=True):
@@ -117,6 +121,8 @@ class Register(_Msg, tag="register"):
     codecs: CodecList | None = None
     # Optional (issue 11): sound or not, for /api/status.
     audio: AudioInfo | None = None
+    # Optional (issue 26): a name that outlives its registrations.
+    name: WorkerName | None = None
 
 
 class Registered(_Msg, tag="registered"):

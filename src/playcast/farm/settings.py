@@ -68,6 +68,7 @@ def worker_argv(s: FarmSettings, serial: str) -> list[str]:
         *s.worker_args,
         "--backend", "android",
         "--serial", serial,
+        "--name", serial,  # one per phone, whatever the environment says
         "--server", s.server,
         "--game", s.game,
         "--adb", s.adb,

@@ -33,7 +33,16 @@ from playcast.protocol import (
     message_type,
 )
 from playcast.signaling import clients, workers
-from playcast.signaling.rules import conduct, heartbeat, nodes, pairing, resume, sessions, status
+from playcast.signaling.rules import (
+    admin,
+    conduct,
+    heartbeat,
+    nodes,
+    pairing,
+    resume,
+    sessions,
+    status,
+)
 from playcast.signaling.rules.bus import BusMessage, Start
 from playcast.signaling.rules.closing import acked, shut_down
 from playcast.signaling.rules.counters import Counters
@@ -52,6 +61,7 @@ from playcast.signaling.shared import (
     Denied,
     Done,
     Forgotten,
+    Hold,
     Op,
     Outcome,
     Pair,
@@ -279,6 +289,8 @@ class Hub:
             pairing.client_paired(self, op, outcome)
         elif isinstance(op, Publish):
             pairing.worker_published(self, op, outcome)
+        elif isinstance(op, Hold):
+            admin.hold_changed(self, op, outcome)
         elif isinstance(outcome, Done) and outcome.line is not None:
             pairing.announce_line(self, outcome.game, outcome.line)
 
@@ -293,6 +305,14 @@ class Hub:
 
     def node_back(self, node: str) -> None:
         self._contained("node_back", pairing.node_back, self, node)
+
+    def hold(self, name: str, on: bool) -> None:
+        """An operator drains the worker name ``name`` (``on``) or undrains it."""
+        self._contained("hold", admin.hold, self, name, on)
+
+    def restart_worker(self, worker_id: str, node: str) -> None:
+        """An operator restarts the worker ``worker_id``, held by ``node``."""
+        self._contained("restart", admin.restart, self, worker_id, node)
 
     def forget_nodes(self, keep: set[str]) -> None:
         """Nodes found dead that nothing here or in the shared state names

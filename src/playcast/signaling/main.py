@@ -206,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         shown[secret] = "***" if shown[secret] else None
     shown["join_secrets"] = ["***"] * len(settings.join_secrets)
     shown["redis"] = redacted(settings.redis)
+    shown["farms"] = [redacted(url) for url in settings.farms]
     log.info("settings %s", json.dumps(shown))
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(serve(settings, ssl_context, debug_gc=args.debug_gc))

@@ -13,8 +13,9 @@ from typing import Literal, Protocol
 
 from playcast.protocol import DEFAULT_GAME, Message, ShutdownReason
 
-# "registering" until the first register message; the seed's two states after.
-WorkerStatus = Literal["registering", "available", "busy"]
+# "registering" until the first register message; the seed's two states after,
+# and "held": registered but out of the pool, its name drained by an operator.
+WorkerStatus = Literal["registering", "available", "busy", "held"]
 ConnectionState = Literal["waiting", "connecting", "connected"]
 Role = Literal["worker", "client"]
 
@@ -79,6 +80,7 @@ class Worker(Peer):
     session_id: str | None = None
     codecs: tuple[str, ...] = ()
     registered: bool = False  # told "registered" (once listed in the shared pool)
+    name: str = ""  # what it calls itself across restarts ("": it sent none)
     # What the worker said of its sound: {"codec": "opus" | None, "detail": ...}.
     audio: dict[str, str | None] | None = None
 
@@ -152,7 +154,12 @@ def role(peer: Peer) -> Role:
 def ids(peer: Peer) -> dict[str, str | None]:
     """The ids a log line about ``peer`` carries."""
     if isinstance(peer, Worker):
-        return {"worker": peer.id, "client": peer.client_id, "session": peer.session_id}
+        return {
+            "worker": peer.id,
+            "client": peer.client_id,
+            "session": peer.session_id,
+            "name": peer.name or None,
+        }
     if isinstance(peer, Client):
         return {"client": peer.id, "worker": peer.worker_id, "session": peer.session_id}
     return {"peer": peer.id}

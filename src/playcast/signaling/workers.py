@@ -16,9 +16,9 @@ from playcast.protocol import (
 from playcast.signaling.rules import sessions
 from playcast.signaling.rules.closing import forget
 from playcast.signaling.rules.events import CLOSE_POLICY, Unexpected, event
-from playcast.signaling.rules.pairing import codec_names
+from playcast.signaling.rules.pairing import codec_names, entry_of
 from playcast.signaling.rules.state import Core
-from playcast.signaling.shared import Publish, WorkerEntry
+from playcast.signaling.shared import Publish
 from playcast.signaling.types import Worker, fmt_remote
 
 
@@ -60,21 +60,17 @@ def register(core: Core, worker: Worker, msg: Register) -> None:
         worker.audio = {"codec": msg.audio.codec, "detail": msg.audio.detail}
     worker.addr = msg.addr or host
     worker.port = msg.port if msg.port is not None else port
+    worker.name = msg.name or ""
     core.counters.registrations.inc(worker.game)
     # Available here at once; in the shared pool once the shared state has
     # listed it (or paired it at once with a client waiting in line), and
     # only then told ``registered``: a player may be paired with it from then.
     worker.status = "available"
-    core.request(
-        Publish(
-            WorkerEntry(worker.id, core.node, worker.game, worker.codecs, worker.addr, worker.port),
-            core.new_id("s"),
-            core.wall_clock(),
-        )
-    )
+    core.request(Publish(entry_of(core, worker), core.new_id("s"), core.wall_clock()))
     event(
         "worker_registered",
         worker=worker.id,
+        name=worker.name or None,
         game=worker.game,
         codecs=",".join(worker.codecs),
         addr=f"{worker.addr}:{worker.port}",

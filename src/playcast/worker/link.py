@@ -187,7 +187,7 @@ class Link(GameCycle):
             self.state = State.REGISTERING
             self._new_link(now)
             s = self.settings
-            self._emit(ev.Send(t.Register(game=s.game, addr=s.addr, port=s.port)))
+            self._emit(ev.Send(t.Register(game=s.game, addr=s.addr, port=s.port, name=s.name)))
         else:
             self._emit(ev.CloseSocket())  # the game failed meanwhile
 

@@ -13,6 +13,6 @@ from playcast.logformat import emit_event
 log = logging.getLogger("playcast.worker")
 
 
-def log_event(name: str, text: str, level: int = logging.INFO, **fields: Any) -> None:
+def log_event(name: str, text: str, /, level: int = logging.INFO, **fields: Any) -> None:
     if log.isEnabledFor(level):
         emit_event(log, level, text, {"event": name, "fields": fields})

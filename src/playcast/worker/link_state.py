@@ -26,6 +26,8 @@ SILENCE_GRACE: Final = 0.25
 @dataclass(frozen=True, slots=True)
 class LinkSettings:
     game: str = t.DEFAULT_GAME
+    # Sent in every register: the same across restarts (what an operator drains).
+    name: str | None = None
     addr: str | None = None
     port: int | None = None
     backoff_base: float = 0.5

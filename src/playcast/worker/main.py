@@ -21,10 +21,13 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
+import socket
 
 from playcast.envflags import add_flag, env_name
 from playcast.logs import setup_logging
+from playcast.protocol import WORKER_NAME_PATTERN
 from playcast.worker.backends import BACKENDS, add_backend_arguments, create_backend
 from playcast.worker.link_events import DrainRequested
 from playcast.worker.link_log import log_event
@@ -81,9 +84,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(parser, "--worker-token", help="shared secret the server asks workers for")
     add_flag(parser, "--advertise-addr", help="addr to report in register (default: socket's)")
+    parser.add_argument(
+        "--name",
+        default=os.environ.get("PLAYCAST_WORKER_NAME"),
+        help="this worker's name, kept across its restarts (what an operator drains it by; "
+        "env PLAYCAST_WORKER_NAME; default: the phone's serial for --backend android, "
+        "else HOST-PID)",
+    )
     add_flag(parser, "--log-level", default="info", help="debug, info, warning")
     add_flag(parser, "--log-format", default="text", choices=["text", "json"], help="log format")
     add_backend_arguments(parser)
+
+
+def worker_name(args: argparse.Namespace) -> str:
+    """``--name``, else the phone's serial (Android), else this host and process."""
+    if args.name:
+        if not re.match(WORKER_NAME_PATTERN, args.name) or len(args.name) > 64:
+            raise SystemExit(f"--name {args.name!r}: at most 64 letters, digits and ._:@- please")
+        return str(args.name)
+    name = None
+    if args.backend == "android":
+        name = getattr(args, "serial", None) or os.environ.get("ANDROID_SERIAL")
+    if not name:
+        name = f"{socket.gethostname()[:50]}-{os.getpid()}"
+    return re.sub(r"[^A-Za-z0-9._:@-]", "-", name)[:64]
 
 
 def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
@@ -91,6 +115,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         server=args.server,
         link=LinkSettings(
             game=args.game,
+            name=worker_name(args),
             addr=args.advertise_addr,
             backoff_base=args.backoff_base,
             backoff_cap=args.backoff_cap,
@@ -119,11 +144,13 @@ async def _main(args: argparse.Namespace) -> int:
     game = settings.link.game
     log_event(
         "worker_starting",
-        f"worker starting: server={settings.url} game={game} backend={args.backend}",
+        f"worker starting: server={settings.url} game={game} backend={args.backend} "
+        f"name={settings.link.name}",
         backend=args.backend,
         serial=getattr(args, "serial", None),  # the Android backend's phone
         game=game,
         drain_signal=DRAIN_SIGNAL.name,
+        name=settings.link.name,
     )
     await worker.run()
     log.info("worker stopped")

@@ -127,6 +127,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a reverse proxy (address or CIDR) whose X-Forwarded-For/Forwarded are believed, "
         "repeatable (env PLAYCAST_TRUSTED_PROXY, whitespace-separated; default: none)",
     )
+    parser.add_argument(
+        "--farm",
+        dest="farm",
+        action="append",
+        default=env_list("--farm"),
+        help="a phone farm's status address (playcast farm --metrics-port: http://HOST:PORT) "
+        "for the operator page /admin, repeatable (env PLAYCAST_FARM, whitespace-separated)",
+    )
     add_flag(parser, "--worker-token", help="shared secret workers must present (off if unset)")
     parser.add_argument(
         "--join-secret",
@@ -159,7 +167,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(
         parser,
         "--status-token",
-        help="bearer token that opens /api/status and /metrics beyond loopback (off if unset)",
+        help="bearer token that opens /api/status and /metrics beyond loopback, and the "
+        "operator page /admin (off if unset)",
     )
     add_flag(parser, "--tls-cert", help="PEM certificate: serve HTTPS and WSS")
     add_flag(parser, "--tls-key", help="PEM private key for --tls-cert")
@@ -185,6 +194,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_connections_per_ip=args.max_connections_per_ip,
         status_token=args.status_token or None,
         trusted_proxies=tuple(args.trusted_proxy),
+        farms=tuple(args.farm),
         redis=args.redis or None,
         node_id=args.node_id or None,
         node_ttl=args.node_ttl,

@@ -15,8 +15,11 @@ from typing import Any, Protocol
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from playcast.signaling.app import admin
 from playcast.signaling.app.access import may_observe
 from playcast.signaling.app.metrics import Metrics
+from playcast.signaling.cluster.link import ClusterLink
+from playcast.signaling.cluster.local import LocalCluster
 from playcast.signaling.sockets.handoff import FRONT_KEY, late_upgrade
 from playcast.signaling.sockets.server import ROLES, Front
 
@@ -85,7 +88,9 @@ async def _no_stale_page(request: web.Request, response: web.StreamResponse) -> 
         response.headers["Cache-Control"] = "no-cache"
 
 
-def make_app(front: Front, observed: Observed, metrics_: Metrics) -> web.Application:
+def make_app(
+    front: Front, observed: ClusterLink | LocalCluster, metrics_: Metrics
+) -> web.Application:
     app = web.Application()
     app[FRONT_KEY] = front
     app[OBSERVED_KEY] = observed
@@ -96,6 +101,7 @@ def make_app(front: Front, observed: Observed, metrics_: Metrics) -> web.Applica
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/status", status)
     app.router.add_get("/", index)
+    admin.add_routes(app, front, observed)
     app.router.add_static("/static/", STATIC_DIR)
     app.on_response_prepare.append(_no_stale_page)
     return app

@@ -64,13 +64,15 @@ class LocalCluster:
 
     def check(self) -> Iterator[str]:
         """The invariants between this node's records and the shared state."""
-        hub, pool = self.hub, self.available
+        hub, pool, holds = self.hub, self.available, self.shared.holds
         for w in hub.roster.workers.values():
             in_pool = w.id in pool.get(w.game, {})
-            if w.status == "busy" and in_pool:
-                yield f"busy worker {w.id} is in the available pool"
+            if w.status in ("busy", "held") and in_pool:
+                yield f"{w.status} worker {w.id} is in the available pool"
             elif w.status == "available" and not in_pool:
                 yield f"available worker {w.id} is not in the pool"
+            if (w.status == "held") != (w.id in holds.get(w.name, ())):
+                yield f"{w.status} worker {w.id}: its name {w.name!r} holds it {w.name in holds}"
         for game, queue in pool.items():
             for wid, entry in queue.items():
                 worker = hub.roster.workers.get(wid) if entry.node == hub.node else None

@@ -100,21 +100,25 @@ async def check_shared(redis: Redis, docs: list[dict[str, Any]]) -> list[str]:
         wid = text(key)[5:]
         if wid not in live_workers:
             out.append(f"ghost in the directory: worker {wid}")
+    held = {text(name) for name in await redis.smembers("pc:holds")}
     pooled: set[str] = set()
     async for key in redis.scan_iter(match="pc:pool:*", count=500):
         for raw in await redis.zrange(key, 0, -1):
             wid = text(raw)
             pooled.add(wid)
             w = live_workers.get(wid)
-            if wid in in_session or (w is not None and w["status"] == "busy"):
-                out.append(f"worker {wid} both available and busy")
+            if wid in in_session or (w is not None and w["status"] in ("busy", "held")):
+                out.append(f"worker {wid} in the pool while busy or held")
             elif w is None:
                 out.append(f"pool holds {wid}, which is gone")
+            if w is not None and w.get("name") in held:
+                out.append(f"worker {wid} in the pool though its name is held")
     # What a node holds ready must be where the others can find it (a
-    # pairing on its way is in a session record).
+    # pairing on its way is in a session record; a hold on its way, in the
+    # set of held names).
     for wid, w in live_workers.items():
         listed = w["status"] == "available" and w.get("registered", True)
-        if listed and wid not in pooled and wid not in in_session:
+        if listed and wid not in pooled and wid not in in_session and w.get("name") not in held:
             out.append(f"worker {wid} is available but in no pool")
     lined: set[str] = set()
     async for key in redis.scan_iter(match="pc:line:*", count=500):

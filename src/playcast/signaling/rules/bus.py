@@ -101,6 +101,12 @@ class Moved(_Bus, tag="moved"):
     node: str
 
 
+class Restart(_Bus, tag="restart"):
+    """An operator restarts ``member``, a worker of yours (``rules/admin.py``)."""
+
+    member: str
+
+
 class Line(_Bus, tag="line"):
     """A game's waiting line changed: its clients, in order, and their nodes."""
 
@@ -145,6 +151,7 @@ BusMessage = (
     | Again
     | Take
     | Moved
+    | Restart
     | Line
     | Snap
     | Resend

@@ -73,12 +73,12 @@ class Unexpected(Exception):
         self.code: ErrorCode = code
 
 
-def event(name: str, **fields: Any) -> None:
+def event(name: str, /, **fields: Any) -> None:
     """One log line per lifecycle event: ids as key=value, and as JSON fields."""
     _emit(logging.INFO, name, fields)
 
 
-def step(name: str, **fields: Any) -> None:
+def step(name: str, /, **fields: Any) -> None:
     """Detail logged at debug: each ICE candidate (a session has eight or
     more; at info they cost a tenth of the server's CPU per session; their
     counts are logged with the session's connected and ended events) and each

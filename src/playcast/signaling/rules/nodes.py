@@ -11,7 +11,7 @@ found.
 
 from __future__ import annotations
 
-from playcast.signaling.rules import pairing, resume, sessions
+from playcast.signaling.rules import admin, pairing, resume, sessions
 from playcast.signaling.rules.bus import (
     Again,
     Assign,
@@ -22,6 +22,7 @@ from playcast.signaling.rules.bus import (
     Line,
     Moved,
     Relay,
+    Restart,
     Start,
     Take,
     Up,
@@ -48,6 +49,8 @@ def on_bus(core: Core, msg: BusMessage) -> None:
         resume.take(core, msg)
     elif isinstance(msg, Moved):
         resume.moved(core, msg)
+    elif isinstance(msg, Restart):
+        admin.restart_here(core, msg.member)
     else:
         session = core.table.sessions.get(msg.session_id)
         if session is None:
@@ -122,7 +125,7 @@ def cut_off(core: Core) -> None:
         elif session.client_node != core.node:
             sessions.end(core, session, "client_failed", None)
             ended += 1
-    idle = [w for w in core.roster.workers.values() if w.status == "available"]
+    idle = [w for w in core.roster.workers.values() if w.status in ("available", "held")]
     for worker in idle:
         shut_down(core, worker, "server_shutdown")
     for client in list(core.line.clients.values()):

@@ -41,6 +41,7 @@ from playcast.signaling.rules.state import Core
 from playcast.signaling.shared import (
     ClientEntry,
     EndSession,
+    Held,
     LeaveLine,
     Outcome,
     Pair,
@@ -81,6 +82,8 @@ def client_paired(core: Core, op: Pair, outcome: Outcome | None) -> None:
 def worker_published(core: Core, op: Publish, outcome: Outcome | None) -> None:
     """The shared state's answer to a registration: listed, or paired at once."""
     worker = core.roster.workers.get(op.worker.id)
+    if worker is not None and outcome is not None and worker.status in ("available", "held"):
+        _held(worker, isinstance(outcome, Held))
     if worker is not None and not worker.registered and outcome is not None:
         worker.registered = True
         core.send(
@@ -101,6 +104,15 @@ def worker_published(core: Core, op: Publish, outcome: Outcome | None) -> None:
     held = core.pending.take_start(op.worker.id)
     if held is not None:
         start_worker(core, held, may_wait=False)
+
+
+def _held(worker: Worker, held: bool) -> None:
+    """The shared state's latest answer says whether the worker's name is
+    held (``rules/admin.py``): out of the pool, never paired, until released."""
+    if held == (worker.status == "held"):
+        return
+    worker.status = "held" if held else "available"
+    event("worker_held" if held else "worker_released", worker=worker.id, name=worker.name)
 
 
 def start_worker(core: Core, msg: Start, *, may_wait: bool = True) -> None:
@@ -169,6 +181,16 @@ def free_worker(core: Core, worker_id: str) -> bool:
     return worker is not None and worker.status == "available" and worker.session_id is None
 
 
+def held_worker(core: Core, worker_id: str) -> bool:
+    worker = core.roster.workers.get(worker_id)
+    return worker is not None and worker.status == "held"
+
+
+def entry_of(core: Core, w: Worker) -> WorkerEntry:
+    """What the shared state keeps of a worker here."""
+    return WorkerEntry(w.id, core.node, w.game, w.codecs, w.addr, w.port, w.name)
+
+
 def free_client(core: Core, client_id: str) -> bool:
     client = core.roster.clients.get(client_id)
     return client is not None and client.joined and client.session_id is None
@@ -185,11 +207,9 @@ def offer_again(core: Core, member: str, session_id: str = "") -> None:
     worker_free, client_free = free_worker(core, member), free_client(core, member)
     if session_id and (worker_free or client_free):
         core.request(EndSession(session_id))
-    if worker_free:
-        worker = core.roster.workers[member]
-        entry = WorkerEntry(
-            worker.id, core.node, worker.game, worker.codecs, worker.addr, worker.port
-        )
+    if worker_free or held_worker(core, member):
+        # (held: its name's hold was lifted, or set: the answer says which)
+        entry = entry_of(core, core.roster.workers[member])
         core.request(Publish(entry, core.new_id("s"), core.wall_clock()))
     elif client_free:
         client = core.roster.clients[member]

@@ -164,7 +164,7 @@ def take_place(core: Core, peer: Worker | Client, old: Peer, session: Session) -
     if isinstance(peer, Worker) and isinstance(old, Worker):
         peer.addr, peer.port, peer.game, peer.codecs = old.addr, old.port, old.game, old.codecs
         peer.status, peer.client_id, peer.session_id = "busy", old.client_id, session.id
-        peer.registered, peer.audio = True, old.audio
+        peer.registered, peer.audio, peer.name = True, old.audio, old.name
     elif isinstance(peer, Client) and isinstance(old, Client):
         peer.joined, peer.game, peer.codecs, peer.sub = True, old.game, old.codecs, old.sub
         peer.worker_id, peer.session_id = old.worker_id, session.id

@@ -48,8 +48,12 @@ class Settings:
     # own address. Empty: no forwarding header is believed.
     trusted_proxies: tuple[str, ...] = ()
     # /api/status and /metrics answer loopback, and requests carrying this
-    # bearer token; None: loopback only.
+    # bearer token; None: loopback only. The operator page's API (/admin)
+    # answers only this token, as a bearer header: off without it.
     status_token: str | None = None
+    # Phone farms whose /status the operator page shows (``playcast farm
+    # --metrics-port``), each a base URL.
+    farms: tuple[str, ...] = ()
     # Empty: host candidates are enough on a LAN or loopback; internet
     # deployments pass --ice-server (STUN/TURN), see docs/deploy.md.
     ice_servers: tuple[IceServer, ...] = ()

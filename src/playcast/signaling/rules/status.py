@@ -16,6 +16,7 @@ def snapshot(core: Core) -> dict[str, Any]:
         "workers": [
             {
                 "id": w.id,
+                "name": w.name or None,
                 "addr": w.addr,
                 "port": w.port,
                 "status": w.status,
@@ -79,8 +80,8 @@ def check_invariants(core: Core) -> Iterator[str]:
                 yield f"worker {w.id} busy without a session"
             elif s.client_node == here and not _present(core, w.client_id):
                 yield f"worker {w.id} busy with a client that is gone"
-        elif w.status == "available" and (w.client_id or w.session_id):
-            yield f"available worker {w.id} points at a client/session"
+        elif w.status in ("available", "held") and (w.client_id or w.session_id):
+            yield f"{w.status} worker {w.id} points at a client/session"
     for c in core.roster.clients.values():
         if c.worker_id is not None:
             s = core.table.sessions.get(c.session_id or "")

@@ -16,11 +16,10 @@ cryptography package it loads cost a tenth of a second at start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
-
 import base64
 import binascii
+from dataclasses import dataclass
+from typing import Annotated
 
 import msgspec
 from jwt.algorithms import HMACAlgorithm

@@ -5,6 +5,7 @@ from there only: the rules stay free of I/O libraries).
 """
 
 from playcast.signaling.shared.api import SharedState
+from playcast.signaling.shared.holds import Held, Hold, HoldChanged
 from playcast.signaling.shared.memory import MemoryShared
 from playcast.signaling.shared.records import (
     ClientEntry,
@@ -37,6 +38,9 @@ __all__ = [
     "Done",
     "EndSession",
     "Forgotten",
+    "Held",
+    "Hold",
+    "HoldChanged",
     "LeaveLine",
     "Listed",
     "MarkConnected",

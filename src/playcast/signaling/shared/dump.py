@@ -2,12 +2,13 @@
 for equal states whichever implementation holds it: what the differential
 test compares after every operation.
 
-    directory      {worker: {node, game, codecs, addr, port, busy}}
+    directory      {worker: {node, game, codecs, addr, port, busy, name, held}}
     pools, lines   {game: [worker or client ids, longest waiting first]}
     waiting        {client: {node, game, codecs}}: the lines' entries
     codecs         {game: {codec: registered workers of the game sending it}}
     sessions       {session: {worker, worker_node, client, client_node, game,
                    codec, started_at, phase, tokens: {worker, client} | None}}
+    holds          {name: its workers held now, sorted}: every held name
     node_workers, node_sessions, node_clients
                    {node: sorted ids}: what a live node's cleanup finds, its
                    workers, its players' sessions and its waiting clients
@@ -29,12 +30,29 @@ NODE_SETS = ("node_workers", "node_sessions", "node_clients")
 
 
 def empty() -> Dump:
-    parts = ("directory", "pools", "lines", "waiting", "codecs", "sessions", "spent", *NODE_SETS)
+    parts = (
+        "directory",
+        "pools",
+        "lines",
+        "waiting",
+        "codecs",
+        "sessions",
+        "spent",
+        "holds",
+        *NODE_SETS,
+    )
     return {**{part: {} for part in parts}, "other": []}
 
 
 def worker(
-    node: str, game: str, codecs: Iterable[str], addr: str, port: int, busy: bool
+    node: str,
+    game: str,
+    codecs: Iterable[str],
+    addr: str,
+    port: int,
+    busy: bool,
+    name: str = "",
+    held: bool = False,
 ) -> dict[str, Any]:
     return {
         "node": node,
@@ -43,6 +61,8 @@ def worker(
         "addr": addr,
         "port": port,
         "busy": busy,
+        "name": name,
+        "held": held,
     }
 
 
@@ -75,5 +95,6 @@ def finish(dump: Dump) -> Dump:
         dump[part] = {k: v for k, v in sorted(dump[part].items()) if v}
     for kind in NODE_SETS:
         dump[kind] = {node: sorted(ids) for node, ids in dump[kind].items()}
+    dump["holds"] = {name: sorted(ids) for name, ids in sorted(dump["holds"].items())}
     dump["other"].sort()
     return dump

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from playcast.signaling.shared import dump
 from playcast.signaling.shared.api import SharedState
 from playcast.signaling.shared.dump import Dump
+from playcast.signaling.shared.holds import Held, Hold, HoldChanged
 from playcast.signaling.shared.records import (
     ClientEntry,
     Denied,
@@ -68,6 +69,7 @@ class MemoryShared:
         self.dead: set[str] = set()
         self.spent: dict[str, float] = {}  # ticket jti -> until when (wall clock)
         self._sweep_at = SWEEP_FROM
+        self.holds: dict[str, set[str]] = {}  # a held name -> its workers held now
 
     async def execute(self, op: Op) -> Outcome:
         return self.apply(op)
@@ -86,8 +88,9 @@ class MemoryShared:
         out = dump.empty()
         for w in self.workers.values():
             out["directory"][w.id] = dump.worker(
-                w.node, w.game, w.codecs, w.addr, w.port, w.id in self.busy
-            )
+                w.node, w.game, w.codecs, w.addr, w.port, w.id in self.busy,
+                w.name, w.id in self.holds.get(w.name, ()),
+            )  # fmt: skip
             if w.node not in self.dead:
                 dump.add(out, "node_workers", w.node, w.id)
         for name, game in self.games.items():
@@ -98,6 +101,7 @@ class MemoryShared:
                 out["waiting"][c.id] = dump.client(c.node, c.game, c.codecs)
                 if c.node not in self.dead:
                     dump.add(out, "node_clients", c.node, c.id)
+        out["holds"] = {name: sorted(ids) for name, ids in self.holds.items()}
         for s in self.sessions.values():
             out["sessions"][s.id] = dump.session(s, self.tokens.get(s.id))
             if s.client_node not in self.dead:
@@ -126,6 +130,8 @@ class MemoryShared:
             return Done()
         if isinstance(op, Reattach):
             return self._reattach(op)
+        if isinstance(op, Hold):
+            return self._hold(op)
         if isinstance(op, MarkConnected):
             old = self.sessions.get(op.session_id)
             if old is not None:
@@ -141,6 +147,10 @@ class MemoryShared:
                 game.codecs[name] = game.codecs.get(name, 0) + 1
         self.workers[w.id] = w
         self.busy.pop(w.id, None)
+        if w.name in self.holds:  # in the directory, not in the pool
+            game.pool.pop(w.id, None)
+            self.holds[w.name].add(w.id)
+            return Held()
         for client in game.line.values():
             codec = shared_codec(w.codecs, client.codecs)
             if codec is not None:
@@ -217,9 +227,10 @@ class MemoryShared:
             # (not the old one's) withdraws it. Withdrawn meanwhile (its old
             # node's cleanup, with a grace), it is written anew, sending no
             # codec: busy, and counted nowhere.
-            w = self.workers.get(s.worker)
-            codecs, addr, port = (w.codecs, w.addr, w.port) if w is not None else ((), "", 0)
-            self.workers[s.worker] = WorkerEntry(s.worker, op.node, s.game, codecs, addr, port)
+            w = self.workers.get(s.worker) or WorkerEntry(s.worker, op.node, s.game, ())
+            self.workers[s.worker] = WorkerEntry(
+                s.worker, op.node, s.game, w.codecs, w.addr, w.port, w.name
+            )
             self.busy[s.worker] = s.id
         partner = moved.client_node if op.role == "worker" else moved.worker_node
         return Reattached(moved, old, old not in self.dead, partner not in self.dead)
@@ -231,6 +242,8 @@ class MemoryShared:
             return Done()
         game = self.games[w.game]
         game.pool.pop(w.id, None)
+        if w.name in self.holds:
+            self.holds[w.name].discard(w.id)
         for codec in w.codecs:
             left = game.codecs.get(codec, 0) - 1
             if left > 0:
@@ -238,6 +251,23 @@ class MemoryShared:
             else:
                 game.codecs.pop(codec, None)
         return Done()
+
+    def _hold(self, op: Hold) -> Outcome:
+        """On: the name is held, and its workers available in ``op.games``
+        leave their pools. Off: released, with the workers it held."""
+        moved: list[tuple[str, str]] = []
+        if not op.on:
+            for wid in self.holds.pop(op.name, set()):
+                moved.append((wid, self.workers[wid].node))
+            return HoldChanged(tuple(sorted(moved)))
+        held = self.holds.setdefault(op.name, set())
+        for name in op.games:
+            pool = self.games[name].pool if name in self.games else {}
+            for wid in [wid for wid, w in pool.items() if w.name == op.name]:
+                del pool[wid]
+                held.add(wid)
+                moved.append((wid, self.workers[wid].node))
+        return HoldChanged(tuple(sorted(moved)))
 
     def _leave_line(self, client_id: str, game_name: str) -> Outcome:
         game = self.games.get(game_name)

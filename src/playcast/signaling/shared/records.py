@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from playcast.protocol import RejectReason
+from playcast.signaling.shared.holds import Held, Hold, HoldChanged
 
 # --- what is shared ------------------------------------------------------
 
@@ -24,6 +25,7 @@ class WorkerEntry:
     codecs: tuple[str, ...]
     addr: str = ""
     port: int = 0
+    name: str = ""  # the same across its restarts: what a hold names (holds.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,9 @@ class Reattach:
     node: str
 
 
-Op = Publish | Pair | Withdraw | LeaveLine | EndSession | MarkConnected | SetTokens | Reattach
+Op = (
+    Publish | Pair | Withdraw | LeaveLine | EndSession | MarkConnected | SetTokens | Reattach | Hold
+)
 
 
 # --- what the core is told back --------------------------------------------
@@ -184,7 +188,7 @@ class Denied:
     """No such session, or not that member's token."""
 
 
-Outcome = Paired | Listed | Queued | Refused | Done | Reattached | Denied
+Outcome = Paired | Listed | Queued | Refused | Done | Reattached | Denied | Held | HoldChanged
 
 
 @dataclass(frozen=True, slots=True)

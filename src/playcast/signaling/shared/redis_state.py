@@ -8,7 +8,7 @@ is checked). Keys, all under ``pc:``:
 | key | type | holds |
 | --- | --- | --- |
 | ``pc:w:{worker}`` | hash | a registered worker: node, game, codecs, addr, port, busy, |
-| | | session (its last) |
+| | | session (its last), name, held (1: its name's hold keeps it) |
 | ``pc:pool:{game}`` | sorted set | available workers, scored by when they became available |
 | ``pc:line:{game}`` | sorted set | waiting clients, scored by when they joined the line |
 | ``pc:c:{client}`` | hash | a waiting client: node, game, codecs |
@@ -25,6 +25,8 @@ is checked). Keys, all under ``pc:``:
 | ``pc:bus:{node}`` | channel | what other nodes tell it (``bus.py``, ``busorder.py``): |
 | | | pub/sub, nothing stored |
 | ``pc:seq`` | counter | the order of arrival, cluster-wide |
+| ``pc:holds`` | set | worker names held out of the pool (``holds.py``) |
+| ``pc:hold:{name}`` | set | a held name: the marker ``''`` and its workers held now |
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from redis.commands.core import AsyncScript
 from playcast.signaling.shared import dump
 from playcast.signaling.shared.api import SharedState
 from playcast.signaling.shared.dump import Dump
+from playcast.signaling.shared.holds import Held, Hold, HoldChanged
 from playcast.signaling.shared.records import (
     ClientEntry,
     Denied,
@@ -96,9 +99,10 @@ class RedisShared:
         self._reattach: AsyncScript = r(_script("reattach"))
         self._beat: AsyncScript = r(_script("beat", lib=False))
         self._dump: AsyncScript = r(_script("dump", lib=False))
+        self._hold: AsyncScript = r(_script("hold"))
         self._scripts = (
             self._publish, self._pair, self._withdraw, self._leave, self._end, self._mark,
-            self._forget, self._set_tokens, self._reattach, self._beat,
+            self._forget, self._set_tokens, self._reattach, self._beat, self._hold,
         )  # fmt: skip
 
     def script_of(self, op: Op) -> tuple[AsyncScript, list[str | int | float]]:
@@ -106,7 +110,8 @@ class RedisShared:
         if isinstance(op, Publish):
             w = op.worker
             args: list[str | int | float] = [
-                w.id, w.node, w.game, ",".join(w.codecs), w.addr, w.port, op.session_id, op.now
+                w.id, w.node, w.game, ",".join(w.codecs), w.addr, w.port, op.session_id, op.now,
+                w.name,
             ]  # fmt: skip
             return self._publish, args
         if isinstance(op, Pair):
@@ -128,6 +133,8 @@ class RedisShared:
             return self._reattach, [op.session_id, op.role, op.token, op.fresh, op.node]
         if isinstance(op, MarkConnected):
             return self._mark, [op.session_id]
+        if isinstance(op, Hold):
+            return self._hold, [op.name, "1" if op.on else "", *op.games]
         raise TypeError(f"not a shared-state operation: {op!r}")
 
     def call(self, op: Op, client: Any = None) -> Any:
@@ -164,10 +171,17 @@ class RedisShared:
         """Every key read back in one atomic script (it holds Redis while it
         reads: for tests and inspection, never on a live path)."""
         out = dump.empty()
+        held: set[str] = set()  # pc:holds
         for key, values in json.loads(await self._dump()):
             _, kind, name = (*key.split(":", 2), "")[:3]
             values = values if isinstance(values, list) else []  # (cjson: {} for [])
-            if kind in _HASHES:
+            if kind == "holds":
+                held.update(values)
+            elif kind == "hold" and "" in values:  # (without its marker: a leak)
+                out["holds"][name] = [wid for wid in values if wid]
+            elif kind == "hold":
+                out["other"].append(key)
+            elif kind in _HASHES:
                 _read_hash(out, kind, name, dict(zip(values[::2], values[1::2], strict=True)))
             elif kind in ("pool", "line"):
                 out[f"{kind}s"][name] = values
@@ -177,6 +191,8 @@ class RedisShared:
                 out["spent"][name] = values[0]  # (dump.lua: its PEXPIRETIME)
             elif kind not in _NOT_SHARED:
                 out["other"].append(key)
+        # A name in one of the two places a hold is kept but not the other.
+        out["other"] += [f"pc:holds~{name}" for name in held ^ set(out["holds"])]
         return dump.finish(out)
 
     async def beat(self, node: str, ttl: float, info: str) -> bool:
@@ -209,6 +225,8 @@ def outcome_of(op: Op, raw: Any) -> Outcome:
     if isinstance(op, Publish):
         if kind == "listed":
             return Listed()
+        if kind == "held":
+            return Held()
         cid, cnode, ccodecs, codec, line = rest
         w = op.worker
         client = ClientEntry(cid, cnode, w.game, tuple(_split(ccodecs)))
@@ -219,8 +237,10 @@ def outcome_of(op: Op, raw: Any) -> Outcome:
     if isinstance(op, Pair):
         c = op.client
         if kind == "paired":
-            wid, wnode, wcodecs, codec, addr, port = rest
-            worker = WorkerEntry(wid, wnode, c.game, tuple(_split(wcodecs)), addr, int(port))
+            wid, wnode, wcodecs, codec, addr, port, name = rest
+            worker = WorkerEntry(
+                wid, wnode, c.game, tuple(_split(wcodecs)), addr, int(port), name or ""
+            )  # (a record without a name: HMGET's nil, false in Lua)
             session = SessionEntry(op.session_id, wid, wnode, c.id, c.node, c.game, codec, op.now)
             return Paired(session, worker, c)
         if kind == "queued":
@@ -235,6 +255,9 @@ def outcome_of(op: Op, raw: Any) -> Outcome:
             op.session_id, wid, wnode, cid, cnode, game, codec, float(started or 0), phase
         )
         return Reattached(entry, old, bool(old_alive), bool(partner_alive))
+    if isinstance(op, Hold):
+        moved = rest[0] if isinstance(rest[0], list) else []  # (cjson: {} for [])
+        return HoldChanged(tuple(sorted((wid, node) for wid, node in moved)))
     if isinstance(op, LeaveLine) and len(rest) == 2:
         game, line = rest
         return Done(_line(game, line), game)
@@ -253,7 +276,7 @@ def _read_hash(out: Dump, kind: str, name: str, h: dict[str, str]) -> None:
         codecs = _split(h.get("codecs", ""))
         out["directory"][name] = dump.worker(
             h.get("node", ""), h.get("game", ""), codecs, h.get("addr", ""),
-            int(h.get("port", 0)), h.get("busy") == "1",
+            int(h.get("port", 0)), h.get("busy") == "1", h.get("name", ""), h.get("held") == "1",
         )  # fmt: skip
     elif kind == "c":
         out["waiting"][name] = dump.client(h["node"], h["game"], _split(h["codecs"]))

@@ -6,6 +6,8 @@
 -- O(pool). What is passed over stays; what is removed (a dead node's) shifts
 -- the rest, hence "kept" as the next start.
 local CHUNK = 8
+-- A held name's set holds this marker (hold.lua): '' sorts before any id.
+local HELD = ''
 local function split(s)
   local out = {}
   for part in string.gmatch(s or '', '[^,]+') do out[#out + 1] = part end
@@ -50,11 +52,12 @@ local function count(game, codecs, by)
   end
 end
 local function withdraw(wid)
-  local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'game', 'codecs')
+  local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'game', 'codecs', 'name', 'held')
   if not w[2] then return end
   redis.call('DEL', 'pc:w:' .. wid)
   redis.call('ZREM', 'pc:pool:' .. w[2], wid)
   redis.call('SREM', 'pc:nw:' .. w[1], wid)
+  if w[5] == '1' then redis.call('SREM', 'pc:hold:' .. w[4], wid) end
   count(w[2], w[3], -1)
 end
 -- ``cnode``: the player's node as the caller knows it, for a record that

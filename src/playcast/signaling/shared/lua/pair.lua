@@ -16,7 +16,7 @@ while true do
   local chunk = redis.call('ZRANGE', 'pc:pool:' .. game, kept, kept + CHUNK - 1)
   if #chunk == 0 then break end
   for _, wid in ipairs(chunk) do
-    local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'codecs', 'addr', 'port')
+    local w = redis.call('HMGET', 'pc:w:' .. wid, 'node', 'codecs', 'addr', 'port', 'name')
     if not w[1] or not alive(w[1]) then
       redis.call('ZREM', 'pc:pool:' .. game, wid)
     else
@@ -28,7 +28,7 @@ while true do
         if ARGV[10] and w[1] ~= node then
           redis.call('PUBLISH', 'pc:bus:' .. w[1], ARGV[10] .. wid .. ARGV[11] .. codec .. ARGV[12])
         end
-        return cjson.encode({'paired', wid, w[1], w[2], codec, w[3], w[4]})
+        return cjson.encode({'paired', wid, w[1], w[2], codec, w[3], w[4], w[5]})
       end
       kept = kept + 1
     end
