@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from playcast.worker.link_state import LinkSettings
+from playcast.worker.media_counters import MediaCounters
 
 FAILURE_KINDS = ("start", "reset", "health", "idle", "session")
 
@@ -49,8 +50,9 @@ class LinkCounters(Protocol):
 
 
 class WorkerCollector(Collector):
-    def __init__(self, link: LinkCounters) -> None:
+    def __init__(self, link: LinkCounters, media: MediaCounters | None = None) -> None:
         self.link = link
+        self.media = media if media is not None else MediaCounters()
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         link = self.link
@@ -101,12 +103,81 @@ class WorkerCollector(Collector):
         )
         available.add_metric([game], int(link.available))
         yield available
+        yield from media_metrics(game, self.media)
 
 
-async def serve_metrics(link: LinkCounters, host: str, port: int) -> tuple[web.AppRunner, int]:
+def media_metrics(
+    game: str, media: MediaCounters
+) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """The players' links: the estimate, its changes, what the pacer and the
+    keyframe gate did (issue 24; docs/network.md)."""
+    target = GaugeMetricFamily(
+        "playcast_worker_video_target_bps",
+        "The video's target bit rate for the player's link (the current or last session)",
+        labels=["game"],
+    )
+    target.add_metric([game], media.target_bps)
+    yield target
+    changes = CounterMetricFamily(
+        "playcast_worker_video_target_changes",
+        "Changes of the video's target bit rate, by direction (each is a log line)",
+        labels=["game", "direction"],
+    )
+    for direction in ("down", "up"):
+        changes.add_metric([game, direction], media.target_changes[direction])
+    yield changes
+    keyframes = CounterMetricFamily(
+        "playcast_worker_keyframe_requests",
+        "Players' keyframe requests: forwarded to the game, or merged into one under way",
+        labels=["game", "outcome"],
+    )
+    keyframes.add_metric([game, "forwarded"], media.keyframes.forwarded)
+    keyframes.add_metric([game, "merged"], media.keyframes.merged)
+    yield keyframes
+    p = media.pacer
+    resent = CounterMetricFamily(
+        "playcast_worker_retransmissions",
+        "Lost packets players asked for: sent again, or not (from before the last keyframe,"
+        " too late, asked again within a round trip, replaced by a keyframe); and the copies"
+        " a lossy link gets of every video packet",
+        labels=["game", "outcome"],
+    )
+    for outcome, value in (
+        ("sent", p.retransmitted),
+        ("older_than_keyframe", p.dropped_old),
+        ("late", p.dropped_late),
+        ("repeat", p.dropped_repeat),
+        ("keyframe_instead", p.answered_by_keyframe),
+        ("copy", p.copies),
+    ):
+        resent.add_metric([game, outcome], value)
+    yield resent
+    for name, help_text, value in (
+        ("video_encoding_changes", "The backend's video encoding changed", media.encoding_changes),
+        (
+            "video_copies_changes",
+            "A lossy link's copies of each video packet changed in number",
+            media.copies_changes,
+        ),
+        ("nacks", "NACK packets from players", media.nacks),
+        ("paced_waits", "Video packets that waited for the pacer", p.media_waits),
+        (
+            "picture_stalls",
+            "A player's page said its picture stopped for 2 s while connected",
+            media.picture_stalls,
+        ),
+    ):
+        counter = CounterMetricFamily(f"playcast_worker_{name}", help_text, labels=["game"])
+        counter.add_metric([game], value)
+        yield counter
+
+
+async def serve_metrics(
+    link: LinkCounters, host: str, port: int, media: MediaCounters | None = None
+) -> tuple[web.AppRunner, int]:
     """Start ``GET /metrics``; returns the runner (to clean up) and the bound port."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkerCollector(link))
+    registry.register(WorkerCollector(link, media))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), content_type="text/plain")
