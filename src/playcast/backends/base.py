@@ -122,6 +122,13 @@ class GameBackend(abc.ABC):
         del bps
 
     @property
+    def encoding_bitrate(self) -> int | None:
+        """The bit rate the video is encoded at now, when the encoder holds one
+        until told otherwise (a phone's rung); None when it follows the target
+        as it goes. A session's estimate starts from it."""
+        return None
+
+    @property
     def encoding(self) -> str:
         """The video's current encoding in a few words, for logs and the page's
         stats overlay ("" when there is nothing to say)."""

@@ -10,16 +10,26 @@ time passes, and moves:
   ``down_after`` seconds, straight to the highest rung that fits (or the
   last);
 - **up** one rung once the target has stayed ``headroom`` over the next
-  rung's need for ``up_after`` seconds.
+  rung's need for ``up_after`` seconds; or, with ``probe``, over the current
+  rung's. An encoder that follows the target shows the link's room by itself;
+  one held at its rung cannot, since the browser's estimate never grows past
+  1.5 times what it receives, so the next rung can only be tried.
 
 The gap between the two (a rung's need, and the next one's plus headroom)
-and the two delays keep it from flapping on a wobbling estimate.
+and the two delays keep it from flapping on a wobbling estimate; and a step
+up that had to come back down within two waits doubles the next wait (up to
+``MAX_BACKOFF`` times), so a rung the link cannot hold is not tried every
+``up_after`` seconds.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
+
+MAX_BACKOFF: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +37,7 @@ class LadderTiming:
     down_after: float = 2.0
     up_after: float = 10.0
     headroom: float = 1.2
+    probe: bool = False
 
 
 class Ladder:
@@ -36,6 +47,8 @@ class Ladder:
         self.needs = tuple(needs)
         self.timing = timing
         self.rung = 0
+        self.up_wait = timing.up_after
+        self._last_up = -math.inf
         self._below_since: float | None = None
         self._above_since: float | None = None
 
@@ -54,13 +67,19 @@ class Ladder:
             if self._below_since is None:
                 self._below_since = now
             if now - self._below_since >= t.down_after:
+                failed_up = now - self._last_up < 2 * self.up_wait
+                self.up_wait = (
+                    min(2 * self.up_wait, MAX_BACKOFF * t.up_after) if failed_up else t.up_after
+                )
                 return self._move(self.fit(target))
             return None
         self._below_since = None
-        if self.rung > 0 and target >= t.headroom * self.needs[self.rung - 1]:
+        above = self.needs[self.rung if t.probe else self.rung - 1] if self.rung > 0 else math.inf
+        if target >= t.headroom * above:
             if self._above_since is None:
                 self._above_since = now
-            if now - self._above_since >= t.up_after:
+            if now - self._above_since >= self.up_wait:
+                self._last_up = now
                 return self._move(self.rung - 1)
             return None
         self._above_since = None

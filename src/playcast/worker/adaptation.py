@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -55,14 +56,14 @@ log = logging.getLogger("playcast.worker")
 ABS_SEND_TIME_URI: Final = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 # On the wire beyond the RTP packet: the SRTP tag (10 bytes), IPv4 and UDP (28).
 OVERHEAD: Final = 38
-# What the video may take of the target; sound and retransmissions share the
-# rest. But never under VIDEO_FLOOR of it: the browser's REMB counts video
+# What the encoder is asked for: the target less room for retransmissions.
+# The target is the video's: the browser's REMB and its reports count video
 # alone (abs-send-time is on video packets only, and Chromium's receive-side
-# estimate takes no audio) and never grows past 1.5 times what it receives,
-# so a video held under 2/3 of the target would hold the REMB, and the target,
-# where they are.
+# estimate takes no audio), while the sound's share of the link shows in the
+# video's delay and loss. The REMB also never grows past 1.5 times the video
+# it receives, so a video held well under the target would hold the REMB,
+# and the target, where they are.
 VIDEO_SHARE: Final = 0.9
-VIDEO_FLOOR: Final = 0.7
 MIN_VIDEO: Final = 50_000
 # A keyframe's size before the first one is seen (the arena's at 720x1280).
 KEYFRAME_GUESS: Final = 16_000
@@ -121,6 +122,9 @@ class Adaptation:
         self._clock = asyncio.get_running_loop().time
         now = self._clock()
         self.session_id = session_id
+        held = backend.encoding_bitrate  # a phone's rung: start from what it sends
+        if held is not None:
+            settings = dataclasses.replace(settings, start_bitrate=int(held / VIDEO_SHARE))
         self.controller = RateController(settings, now)
         self.pacer = Pacer(self.controller.target, now, counts=counters.pacer)
         self.gate = KeyframeGate(counters.keyframes)
@@ -131,8 +135,6 @@ class Adaptation:
         self._abs_id = 0
         self._keyframe_leaving: int | None = None  # a keyframe's size, its first packet not yet out
         self.keyframe_bytes = KEYFRAME_GUESS  # the last keyframe's
-        self._other_bytes = 0  # sound and RTCP since the last tick
-        self._other_bps = 0.0
         self._nacked = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.encoding = ""
@@ -144,9 +146,8 @@ class Adaptation:
     @property
     def video_bps(self) -> int:
         """The video's share of the target: what the backend is asked for."""
-        target = self.controller.target
-        share = max(VIDEO_SHARE * target - self._other_bps, VIDEO_FLOOR * target)
-        return max(MIN_VIDEO, int(share / (1 + self.controller.copies)))
+        share = VIDEO_SHARE * self.controller.target / (1 + self.controller.copies)
+        return max(MIN_VIDEO, int(share))
 
     def attach(self, sender: RTCRtpSender) -> None:
         rtp_seams.set_history_size(history_packets(self.controller.settings.max_bitrate))
@@ -288,8 +289,6 @@ class Adaptation:
                 log.debug(
                     "session %s: the event loop was %.0f ms late", self.session_id, 1000 * lag
                 )
-            self._other_bps += 0.5 * (8 * self._other_bytes / TICK - self._other_bps)
-            self._other_bytes = 0
             self._follow()
             encoding = self._backend.encoding
             if encoding != self.encoding:
@@ -312,10 +311,6 @@ class Adaptation:
                     await self._send(send, data)
                     await self._copy(seq)
                     return
-                if ssrc not in (self._video_ssrc, self._rtx_ssrc):
-                    self._other_bytes += len(data) + OVERHEAD
-            else:
-                self._other_bytes += len(data) + OVERHEAD
             await self._send(send, data)
 
         return paced
