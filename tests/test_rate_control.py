@@ -14,7 +14,9 @@ from playcast.worker.rate_control import (
     COPIES_HOLD,
     INCREASE,
     LOSS_WINDOW,
+    PROBE,
     REMB_CALM,
+    REMB_STILL,
     RateController,
     RateSettings,
 )
@@ -216,3 +218,41 @@ def test_loss_with_a_filling_queue_is_congestion() -> None:
     for _ in range(12):
         r.report(0.2, 0.15, rtt=0.12)
     assert c.copies == 0 and c.estimate < before
+
+
+def test_loss_from_before_the_remb_fell_is_not_answered_twice() -> None:
+    # A start too fast for the link: its loss shows after the REMB has cut the rate.
+    c, r = controller()
+    r.steady(0.6, 0.5)
+    c.on_remb(r.now, 400_000)
+    r.steady(0.6, 0.5)  # the window that began before the cut closes
+    assert c.target == 400_000
+    r.steady(1.2, 0.5)  # a window all after the cut: the loss is the new rate's
+    assert c.target < 400_000
+
+
+def test_a_remb_that_stands_still_is_probed_past_while_the_link_says_nothing() -> None:
+    c, r = controller()
+    c.on_remb(r.now, 300_000)
+    r.steady(REMB_STILL - 1.0, 0.0)
+    assert c.estimate == 300_000
+    for _ in range(30):  # the same REMB, again and again, and no loss
+        c.on_remb(r.now, 300_000)
+        r.steady(1.0, 0.0)
+    assert c.estimate == PROBE * 300_000
+    # A new word from the browser: the ceiling holds again.
+    c.on_remb(r.now, 400_000)
+    assert c.estimate == 400_000
+
+
+def test_no_probing_past_a_remb_with_loss_or_a_queue() -> None:
+    c, r = controller()
+    c.on_remb(r.now, 300_000)
+    r.steady(REMB_STILL + 5.0, 0.05)
+    assert c.estimate <= 300_000
+    c2, r2 = controller()
+    r2.report(0.2, 0.0, rtt=0.02)
+    c2.on_remb(r2.now, 300_000)
+    for _ in range(50):
+        r2.report(0.2, 0.0, rtt=0.2)
+    assert c2.estimate <= 300_000

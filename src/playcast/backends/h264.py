@@ -47,14 +47,15 @@ class EncodedPicture:
     keyframe: bool
 
 
-# The ABR encoder's VBV: its buffer in seconds of the target, its ceiling.
-VBV_SECONDS = 0.3
+# The ABR encoder's VBV: its buffer in seconds of the target (what a keyframe
+# may take of the link), its ceiling.
+VBV_SECONDS = 0.25
 VBV_CEILING = 1.5
 # Back to CRF once a target is this far over what CRF spent when it was left.
 CRF_RETURN = 1.25
 # An ABR target this far from the rate the encoder was opened with reopens it
 # (its VBV ceiling was set for that rate).
-ABR_RANGE = (0.4, 1.3)
+ABR_RANGE = (0.75, 1.3)
 # P-frames measured before the CRF rate is trusted.
 MEASURE_FRAMES = 10
 
@@ -95,6 +96,16 @@ class H264Encoder:
     def retarget(self, bps: int | None) -> None:
         """Aim at ``bps`` from the next picture on (None: no limit, CRF)."""
         self.target = bps
+
+    def carry_on(self, previous: H264Encoder | None) -> None:
+        """Take over from ``previous`` (another size or frame rate): its mode and
+        target, so a capped stream does not start over uncapped."""
+        if previous is None:
+            return
+        self.crf_bps = previous.crf_bps
+        self.target = previous.target
+        if previous.abr is not None and previous.target is not None:
+            self._reopen(previous.target)
 
     @property
     def mode(self) -> str:

@@ -66,7 +66,7 @@ ENCODERS = {H264: H264Encoder, VP8: Vp8Encoder}
 DEFAULT_CODECS = (H264, VP8)
 # The bottom of the link: (frame rate factor, size factor, the video bit/s a
 # 720x1280 30 fps picture needs for that rung); the needs scale with pixels.
-BOTTOM = ((1.0, 1.0, 280_000), (2 / 3, 1.0, 190_000), (0.5, 1.0, 130_000), (0.5, 0.5, 0))
+BOTTOM = ((1.0, 1.0, 200_000), (2 / 3, 1.0, 130_000), (0.5, 1.0, 90_000), (0.5, 0.5, 0))
 BOTTOM_TIMING = LadderTiming(down_after=1.0, up_after=5.0, headroom=1.25)
 
 
@@ -223,9 +223,14 @@ class SyntheticBackend(GameBackend, GameAudio):
         return Ladder([round(need * scale) for _, _, need in BOTTOM], BOTTOM_TIMING)
 
     async def _rung_encoder(
-        self, rung: int, codec: str, executor: ThreadPoolExecutor
+        self,
+        rung: int,
+        codec: str,
+        executor: ThreadPoolExecutor,
+        previous: H264Encoder | Vp8Encoder | None = None,
     ) -> tuple[H264Encoder | Vp8Encoder, ArenaScene, float]:
-        """The encoder and scene for a rung of ``BOTTOM``, and its frame interval."""
+        """The encoder (carrying on from ``previous``) and scene for a rung of
+        ``BOTTOM``, and its frame interval."""
         fps_factor, size_factor, _ = BOTTOM[rung]
         s = self._settings
         fps = max(1, round(s.fps * fps_factor))
@@ -235,7 +240,9 @@ class SyntheticBackend(GameBackend, GameAudio):
         if (width, height) != (scene.width, scene.height):
             make = SCENES[self.scene]
             scene = await asyncio.get_running_loop().run_in_executor(executor, make, width, height)
-        return ENCODERS[codec](settings), scene, 1.0 / fps
+        encoder = ENCODERS[codec](settings)
+        encoder.carry_on(previous)
+        return encoder, scene, 1.0 / fps
 
     async def _produce(
         self,
@@ -275,7 +282,7 @@ class SyntheticBackend(GameBackend, GameAudio):
                 continue
             rung = bottom.update(now, self._target)
             if rung is not None:
-                encoder, scene, interval = await self._rung_encoder(rung, codec, executor)
+                encoder, scene, interval = await self._rung_encoder(rung, codec, executor, encoder)
                 log.info("synthetic video: %s", self._describe(encoder, codec))
                 if self._consumer is not token:
                     return
@@ -302,7 +309,10 @@ class SyntheticBackend(GameBackend, GameAudio):
     @staticmethod
     def _describe(encoder: H264Encoder | Vp8Encoder, codec: str) -> str:
         s = encoder.settings
-        rate = encoder.abr if isinstance(encoder, H264Encoder) else encoder.bitrate
+        if isinstance(encoder, H264Encoder):
+            rate = None if encoder.abr is None else encoder.target
+        else:
+            rate = encoder.bitrate
         at = f" {rate / 1e6:.2f} Mbit/s" if rate is not None else ""
         return f"{codec} {encoder.mode}{at}, {s.width}x{s.height}, {s.fps} fps"
 

@@ -45,6 +45,12 @@ class Vp8Encoder:
         """Aim at ``bps`` from the next picture on (None: the default rate)."""
         self._wanted = self.default if bps is None else min(bps, self.default)
 
+    def carry_on(self, previous: Vp8Encoder | None) -> None:
+        """Take over from ``previous`` (another size or frame rate): its rate."""
+        if previous is not None:
+            self._wanted = previous._wanted
+            self._ctx = self._open(self._wanted)
+
     @property
     def mode(self) -> str:
         return "VBR"

@@ -286,9 +286,15 @@ class Adaptation:
             await asyncio.sleep(TICK)
             lag = self._clock() - before - TICK
             if lag > 0.1:
-                log.debug(
-                    "session %s: the event loop was %.0f ms late", self.session_id, 1000 * lag
-                )
+                log.debug("session %s: the loop was %.0f ms late", self.session_id, 1000 * lag)
+            log.debug(
+                "session %s: waits %d, resent %d, queued %d, backlog %.0f ms",
+                self.session_id,
+                self.pacer.counts.media_waits,
+                self.pacer.counts.retransmitted,
+                self.pacer.queued,
+                1000 * self.pacer.backlog(self._clock()),
+            )
             self._follow()
             encoding = self._backend.encoding
             if encoding != self.encoding:
@@ -302,22 +308,26 @@ class Adaptation:
 
     def _paced(self, send: rtp_seams.SendRtp) -> rtp_seams.SendRtp:
         async def paced(data: bytes) -> None:
-            if not is_rtcp(data) and len(data) >= 12:
-                ssrc = int.from_bytes(data[8:12], "big")
-                if ssrc == self._video_ssrc and not _RESENDING.get():
-                    await self._wait_bucket()
-                    seq = int.from_bytes(data[2:4], "big")
-                    self._leaving(seq)
-                    await self._send(send, data)
-                    await self._copy(seq)
-                    return
-            await self._send(send, data)
+            if is_rtcp(data) or len(data) < 12:
+                await send(data)
+                return
+            ssrc = int.from_bytes(data[8:12], "big")
+            if ssrc == self._video_ssrc and not _RESENDING.get():
+                await self._wait_bucket()
+                seq = int.from_bytes(data[2:4], "big")
+                self._leaving(seq)
+                await self._send(send, data, video=True)
+                await self._copy(seq)
+                return
+            await self._send(send, data, video=ssrc in (self._video_ssrc, self._rtx_ssrc))
 
         return paced
 
-    async def _send(self, send: rtp_seams.SendRtp, data: bytes) -> None:
-        self.pacer.charge(self._clock(), len(data) + OVERHEAD)
-        if self._abs_id and not is_rtcp(data):
+    async def _send(self, send: rtp_seams.SendRtp, data: bytes, video: bool) -> None:
+        # The target is the video's (see VIDEO_SHARE): sound goes by its own clock.
+        if video:
+            self.pacer.charge(self._clock(), len(data) + OVERHEAD)
+        if self._abs_id:
             data = stamp_abs_send_time(data, self._abs_id, current_ntp_time())
         await send(data)
 

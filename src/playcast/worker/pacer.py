@@ -7,9 +7,10 @@ rate and overflows any shallow queue on the way (issue 24's storm). Here:
 
 - **The bucket** drains at ``FACTOR`` (1.2) times the target bit rate and
   holds ``burst`` bits, so a small frame leaves at once and a keyframe is
-  spread over its fair share of the link. Everything sent is charged (video,
-  retransmissions, sound, RTCP); only video media waits for it, and since the
-  sender awaits each packet, the wait reaches the game as back-pressure.
+  spread over its fair share of the link. Video is charged, retransmissions
+  included; only video media waits for it, and since the sender awaits each
+  packet, the wait reaches the game as back-pressure. (Sound and RTCP go by
+  their own clocks: the target is the video's, see adaptation.py.)
 - **Retransmissions** go behind media: one is sent only when the bucket has
   room and no video packet is waiting. A lost packet from before the last
   keyframe is not worth sending (a decoder that lost it needs that keyframe

@@ -38,6 +38,15 @@ once; otherwise they step down one at a time after ``COPIES_HOLD`` seconds
 under a quarter of their own threshold (the browser's reports count some
 packets that a copy made up for as received).
 
+The REMB is a ceiling, but Chromium's can stand still far under the link
+(after a cut to 0.85 of what it measured over a stall of ours, its increase
+waits for a delay signal it may not get, and it never exceeds 1.5 times what
+it receives). libwebrtc probes past it with padding; here, a REMB that has
+not moved for ``REMB_STILL`` seconds while the reports show neither loss nor
+a growing round trip lets the estimate go on rising, at the same 8 % a
+second, up to ``PROBE`` times it. The browser answers with a new REMB if the
+link cannot carry that, and the ceiling holds again.
+
 The estimate moves every report; what the encoders, the pacer and the page
 hear is the *target*, which follows the estimate only when it has moved by
 ``CHANGE`` (10 %) or reached a bound, so a wobbling REMB is not a stream of
@@ -65,6 +74,11 @@ CONGESTION: Final = 0.25
 REMB_CALM: Final = 3.0
 # A round trip over the least seen by this much is a queue filling somewhere.
 QUEUE_RTT: Final = 0.03
+# A REMB that stands still this long (within REMB_SAME) with neither loss nor
+# a queue may be probed past, up to PROBE times it.
+REMB_STILL: Final = 4.0
+REMB_SAME: Final = 0.05
+PROBE: Final = 2.0
 # The loss from which each number of copies is wanted.
 COPIES: Final = (0.03, 0.12)
 COPIES_HOLD: Final = 10.0
@@ -129,15 +143,27 @@ class RateController:
         self.copies = 0
         self._copies_since = now
         self._remb_fell_at = now
+        self._remb_moved_at = now
+        self._queue = False
 
     def on_remb(self, now: float, bps: int) -> RateChange | None:
         """The player's REMB: a ceiling for the estimate."""
         if self.remb is None or bps < (1 - CHANGE) * self.remb:
             self._remb_fell_at = now
             self.copies = 0  # congestion (or the first word): copies would only add to it
+        if self.remb is None or abs(bps - self.remb) > REMB_SAME * self.remb:
+            self._remb_moved_at = now
         self.remb = max(0, bps)
-        self.estimate = min(self.estimate, self.remb)
+        self.estimate = min(self.estimate, self._ceiling(now))
         return self._publish(f"REMB {mbit(bps)}")
+
+    def _ceiling(self, now: float) -> float:
+        """The REMB; or, once it has stood still for REMB_STILL with neither
+        loss nor a queue, up to PROBE times it (see the module's docstring)."""
+        if self.remb is None:
+            return math.inf
+        still = now - self._remb_moved_at >= REMB_STILL and not self._queue
+        return PROBE * self.remb if still and self.loss < LOSS_LOW else float(self.remb)
 
     def on_report(
         self, now: float, highest_seq: int, lost: int, rtt: float | None
@@ -170,14 +196,16 @@ class RateController:
         self._window = (now, highest_seq, lost)
         fraction_lost = min(1.0, max(0.0, (lost - lost0) / expected))
         self.loss = fraction_lost
-        queue = self.rtt is not None and self.rtt > 1.1 * self.min_rtt + QUEUE_RTT
+        # Loss from before the REMB last fell was the old rate's: already answered.
+        answered = start < self._remb_fell_at
+        queue = self._queue = self.rtt is not None and self.rtt > 1.1 * self.min_rtt + QUEUE_RTT
         calm = now - self._remb_fell_at >= REMB_CALM and not queue
         medium = calm and fraction_lost < CONGESTION
         if fraction_lost >= CONGESTION:
             self.copies = 0
         self._copy(now, fraction_lost if medium else 0.0)
         reason = f"loss {100 * fraction_lost:.0f} %"
-        if fraction_lost > LOSS_HIGH and not medium:
+        if fraction_lost > LOSS_HIGH and not medium and not answered:
             if now - self._last_decrease >= DECREASE_INTERVAL + (self.rtt or 0.0):
                 self.estimate *= 1 - fraction_lost / 2
                 self._last_decrease = now
@@ -187,9 +215,7 @@ class RateController:
                 self._last_increase = now
         else:
             self._last_increase = now  # held: the next increase waits its full interval
-        if self.remb is not None:
-            self.estimate = min(self.estimate, self.remb)
-        self.estimate = float(self.settings.clamp(self.estimate))
+        self.estimate = float(self.settings.clamp(min(self.estimate, self._ceiling(now))))
         return self._publish(reason)
 
     def on_outage(self, now: float) -> None:
