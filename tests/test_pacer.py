@@ -42,9 +42,9 @@ def test_a_keyframe_is_spread_at_1_2_times_the_target() -> None:
             assert bits <= FACTOR * TARGET * span + pacer.burst + 8 * MTU
 
 
-def test_a_small_frame_leaves_at_once() -> None:
+def test_an_ordinary_frame_leaves_at_once() -> None:
     pacer = Pacer(TARGET, now=0.0)
-    assert send_media(pacer, 0.0, 2) == [0.0, 0.0]
+    assert send_media(pacer, 0.0, 5) == [0.0] * 5
     # Its bits drain while the next frame is made.
     assert pacer.delay(1 / 30) == 0.0
 
@@ -57,10 +57,10 @@ def test_a_new_target_drains_the_backlog_at_the_new_rate() -> None:
     assert pacer.backlog(0.0) == pytest.approx(backlog / 2)
 
 
-def test_everything_sent_is_charged() -> None:
+def test_what_is_charged_without_waiting_still_counts() -> None:
     pacer = Pacer(TARGET, now=0.0)
-    for _ in range(20):
-        pacer.charge(0.0, 200)  # sound, RTCP: never held, always counted
+    for _ in range(40):
+        pacer.charge(0.0, 200)  # retransmissions, copies: never held, always counted
     assert pacer.delay(0.0) > 0
 
 

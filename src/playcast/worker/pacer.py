@@ -28,8 +28,11 @@ from dataclasses import dataclass
 from typing import Final
 
 FACTOR: Final = 1.2
-BURST_SECONDS: Final = 0.02
-MIN_BURST_BYTES: Final = 2_400  # two full packets
+# What leaves at once: an ordinary frame goes out whole (the pacer is for
+# keyframes and retransmission bursts), and a burst fits a 100 ms queue even
+# at 500 kbit/s.
+BURST_SECONDS: Final = 0.04
+MIN_BURST_BYTES: Final = 6_000
 MAX_WAIT: Final = 1.0
 MAX_QUEUED: Final = 1_000
 PACKET_BYTES: Final = 1_200  # what a retransmission is assumed to cost before it is made

@@ -76,7 +76,9 @@ REMB_CALM: Final = 3.0
 QUEUE_RTT: Final = 0.03
 # A REMB that stands still this long (within REMB_SAME) with neither loss nor
 # a queue may be probed past, up to PROBE times it.
-REMB_STILL: Final = 4.0
+REMB_STILL: Final = 2.0
+# The REMB lowers the estimate by at most half per REMB_CUT_INTERVAL.
+REMB_CUT_INTERVAL: Final = 0.5
 REMB_SAME: Final = 0.05
 PROBE: Final = 2.0
 # The loss from which each number of copies is wanted.
@@ -144,6 +146,8 @@ class RateController:
         self._copies_since = now
         self._remb_fell_at = now
         self._remb_moved_at = now
+        self._last_remb_cut = -math.inf
+        self._cut_floor = 0.0
         self._queue = False
 
     def on_remb(self, now: float, bps: int) -> RateChange | None:
@@ -154,8 +158,21 @@ class RateController:
         if self.remb is None or abs(bps - self.remb) > REMB_SAME * self.remb:
             self._remb_moved_at = now
         self.remb = max(0, bps)
-        self.estimate = min(self.estimate, self._ceiling(now))
+        self._cap(now)
         return self._publish(f"REMB {mbit(bps)}")
+
+    def _cap(self, now: float) -> None:
+        """The estimate under the ceiling, halved at most once per REMB_CUT_INTERVAL:
+        a stall of ours (a busy machine) can make the browser's estimate dive far
+        under the link for a moment, while a real drop shows in the next REMBs,
+        the loss and the round trip within a second."""
+        ceiling = self._ceiling(now)
+        if ceiling >= self.estimate:
+            return
+        if now - self._last_remb_cut >= REMB_CUT_INTERVAL:
+            self._last_remb_cut = now
+            self._cut_floor = 0.5 * self.estimate
+        self.estimate = max(ceiling, min(self.estimate, self._cut_floor))
 
     def _ceiling(self, now: float) -> float:
         """The REMB; or, once it has stood still for REMB_STILL with neither
@@ -215,7 +232,8 @@ class RateController:
                 self._last_increase = now
         else:
             self._last_increase = now  # held: the next increase waits its full interval
-        self.estimate = float(self.settings.clamp(min(self.estimate, self._ceiling(now))))
+        self._cap(now)
+        self.estimate = float(self.settings.clamp(self.estimate))
         return self._publish(reason)
 
     def on_outage(self, now: float) -> None:
