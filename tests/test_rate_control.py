@@ -281,3 +281,10 @@ def test_no_probing_past_a_remb_with_loss_or_a_queue() -> None:
     for _ in range(50):
         r2.report(0.2, 0.0, rtt=0.2)
     assert c2.estimate <= 300_000
+
+
+def test_loss_at_the_remb_ceiling_is_the_links_edge_not_the_medium() -> None:
+    c, r = controller()
+    calm_remb(c, r, bps=1_000_000)  # the target sits at the REMB
+    r.steady(2.4, 0.05)
+    assert c.copies == 0

@@ -54,8 +54,8 @@ KEY_FLASH_SECONDS = 0.3
 # Encoded packets not yet taken by the consumer before ticks are skipped: a
 # skipped picture is never encoded, so the stream stays decodable and never
 # builds up delay behind a slow sender (or the worker's pacer, which holds the
-# sender while the link is busy): at most two pictures wait.
-MAX_BACKLOG = 2
+# sender while the link is busy): at most three pictures wait.
+MAX_BACKLOG = 3
 # Marks drawn at once: every touch-down and move adds one, and each is drawn on
 # every frame until it expires, so a flood of moves would make every frame
 # slower to draw. The oldest go first (a long drag keeps its newest trail).

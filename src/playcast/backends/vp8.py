@@ -9,7 +9,8 @@ ones after it), and a keyframe whenever the caller asks (a viewer's PLI).
 libvpx is rate-controlled from the start; following the player's link
 (``retarget``) means a new encoder at the new rate (FFmpeg's libvpx wrapper
 does not change the rate of a running one), whose first frame is a keyframe,
-so it moves only when the target is ``RETARGET`` (15 %) away from its rate.
+so it moves down only once the target is 15 % under its rate, and up only
+once it is 30 % over (``RETARGET``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from playcast.backends.h264 import EncodedPicture, EncoderSettings, encode_pictu
 # Average bitrate for the synthetic scene at 720x1280: flat colours, so a
 # fraction of this is used; it bounds what a busy picture may spend.
 DEFAULT_BITRATE = 2_500_000
-RETARGET = 0.15
+RETARGET = (0.85, 1.3)
 
 
 class Vp8Encoder:
@@ -67,7 +68,8 @@ class Vp8Encoder:
         ctx.bit_rate = bitrate
         ctx.gop_size = max(1, round(settings.keyframe_interval * settings.fps))
         ctx.qmin = 4
-        ctx.qmax = 48
+        # Room to go coarse: at a narrow link's rate a finer floor would overshoot it.
+        ctx.qmax = 56
         ctx.thread_count = settings.threads
         ctx.options = {
             "deadline": "realtime",
@@ -89,6 +91,7 @@ class Vp8Encoder:
         return ctx
 
     def encode(self, i420: npt.NDArray[np.uint8], pts: int, keyframe: bool) -> EncodedPicture:
-        if abs(self._wanted - self.bitrate) > RETARGET * self.bitrate:
+        low, high = RETARGET
+        if not low * self.bitrate <= self._wanted <= high * self.bitrate:
             self._ctx = self._open(self._wanted)
         return encode_picture(self._ctx, i420, pts, keyframe)

@@ -25,9 +25,10 @@ NACK for a long run of packets (``on_outage``). A silence is
 
 Loss that the REMB does not see is the medium's, not congestion's (Wi-Fi, a
 bad cell): the browser's delay-based estimate has not fallen for
-``REMB_CALM`` seconds, the round trip is near the least seen (no queue is
-filling: a shallow drop-tail queue loses packets before the REMB sees its
-delay), and under a quarter of the packets are lost. Sending
+``REMB_CALM`` seconds, the target is well under it (``UNDER_REMB``: at the
+ceiling, the loss may be the link's edge), the round trip is near the least
+seen (no queue is filling: a shallow drop-tail queue loses packets before
+the REMB sees its delay), and under a quarter of the packets are lost. Sending
 slower would not help, but each lost packet costs a low-latency stream a round
 trip, and every frame behind it waits. So such loss holds the rate and gets
 *copies* instead: each video packet sent again at once (RTX-wrapped, so the
@@ -72,6 +73,7 @@ MIN_SILENCE: Final = 0.6
 # Loss over this is congestion's (or an outage's) whatever the REMB says.
 CONGESTION: Final = 0.25
 REMB_CALM: Final = 3.0
+UNDER_REMB: Final = 0.85
 # A round trip over the least seen by this much is a queue filling somewhere.
 QUEUE_RTT: Final = 0.03
 # A REMB that stands still this long (within REMB_SAME) with neither loss nor
@@ -216,7 +218,8 @@ class RateController:
         # Loss from before the REMB last fell was the old rate's: already answered.
         answered = start < self._remb_fell_at
         queue = self._queue = self.rtt is not None and self.rtt > 1.1 * self.min_rtt + QUEUE_RTT
-        calm = now - self._remb_fell_at >= REMB_CALM and not queue
+        under = self.remb is not None and self.target <= UNDER_REMB * self.remb
+        calm = under and now - self._remb_fell_at >= REMB_CALM and not queue
         medium = calm and fraction_lost < CONGESTION
         if fraction_lost >= CONGESTION:
             self.copies = 0
