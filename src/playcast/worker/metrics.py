@@ -80,14 +80,12 @@ class WorkerCollector(Collector):
         )
         delay.add_metric([game], link.last_delay)
         yield delay
-        for name, help_text, value in (
+        yield from counters(
+            game,
             ("registrations", "Registrations with the server", link.registrations),
             ("sessions", "Sessions started", link.sessions),
             ("resumes", "Sessions resumed over a new socket after a drop", link.resumes),
-        ):
-            counter = CounterMetricFamily(f"playcast_worker_{name}", help_text, labels=["game"])
-            counter.add_metric([game], value)
-            yield counter
+        )
         refused = CounterMetricFamily(
             "playcast_worker_resume_failures",
             "Resumes that ended the session: refused by the server, or grace over",
@@ -152,7 +150,8 @@ def media_metrics(
     ):
         resent.add_metric([game, outcome], value)
     yield resent
-    for name, help_text, value in (
+    yield from counters(
+        game,
         ("video_encoding_changes", "The backend's video encoding changed", media.encoding_changes),
         (
             "video_copies_changes",
@@ -166,7 +165,12 @@ def media_metrics(
             "A player's page said its picture stopped for 2 s while connected",
             media.picture_stalls,
         ),
-    ):
+    )
+
+
+def counters(game: str, *rows: tuple[str, str, int]) -> Iterator[CounterMetricFamily]:
+    """One counter per (name, help, value), labelled by the game."""
+    for name, help_text, value in rows:
         counter = CounterMetricFamily(f"playcast_worker_{name}", help_text, labels=["game"])
         counter.add_metric([game], value)
         yield counter

@@ -10,6 +10,8 @@
 // comes, so a picture that stays frozen is never counted there; this module
 // counts from the frames themselves, by the W3C rule, the open freeze too.
 
+import { readStats } from "./stats.js";
+
 export const STALL_MS = 2000;
 const CHECK_MS = 250;
 const POLL_MS = 1000;
@@ -188,21 +190,7 @@ export class ConnectionQuality {
     } catch {
       return;
     }
-    let video = null;
-    let pair = null;
-    const byId = new Map();
-    report.forEach((s) => {
-      byId.set(s.id, s);
-      if (s.type === "inbound-rtp" && s.kind === "video") video = s;
-      if (s.type === "transport" && s.selectedCandidatePairId) pair = s.selectedCandidatePairId;
-    });
-    pair = pair ? byId.get(pair) : null;
-    const cur = {
-      at: performance.now(),
-      lost: video ? video.packetsLost || 0 : 0,
-      received: video ? video.packetsReceived || 0 : 0,
-      decoded: video ? video.framesDecoded || 0 : 0,
-    };
+    const cur = readStats(report);
     const prev = this.prev;
     this.prev = cur;
     if (!prev) return;
@@ -210,8 +198,8 @@ export class ConnectionQuality {
     const total = lost + (cur.received - prev.received);
     this.reading = {
       lossPct: total > 0 ? (100 * Math.max(0, lost)) / total : this.reading.lossPct,
-      rttMs: pair && pair.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null,
-      fps: ((cur.decoded - prev.decoded) * 1000) / (cur.at - prev.at),
+      rttMs: cur.rttMs,
+      fps: cur.at > prev.at ? ((cur.framesDecoded - prev.framesDecoded) * 1000) / (cur.at - prev.at) : null,
     };
     this.#judge();
   }

@@ -43,6 +43,7 @@ export function readStats(report) {
     jitterMs: jitterBufferMs(video),
     decodeMs: video && video.framesDecoded ? (video.totalDecodeTime / video.framesDecoded) * 1000 : null,
     lost: video ? video.packetsLost || 0 : 0,
+    received: video ? video.packetsReceived || 0 : 0,
     // No audio inbound: the game (or the phone, before Android 11) has no sound.
     audioCodec: audio ? (audioCodec ? audioCodec.mimeType.replace(/^audio\//, "") : "?") : null,
     audioJitterMs: jitterBufferMs(audio),
