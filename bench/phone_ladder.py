@@ -15,6 +15,7 @@ each change, measured where the worker takes the pictures (the backend's
 
     .venv/bin/python bench/phone_ladder.py               # 10 changes
     .venv/bin/python bench/phone_ladder.py --changes 20
+    .venv/bin/python bench/phone_ladder.py --quick       # CI: 2 changes
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ async def run(changes: int) -> tuple[list[float], list[float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--changes", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="CI: two changes")
     args = parser.parse_args()
+    if args.quick:
+        args.changes = 2
     load = os.getloadavg()
     gaps, starts = asyncio.run(run(args.changes))
     ms = sorted(1000 * g for g in gaps)

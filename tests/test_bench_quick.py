@@ -40,6 +40,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ),
         # The worker's own delay for the phone's video, touches and Opus.
         ("android_latency.py", ("touch", "audio  device socket -> RTP packet out")),
+        # The phone's ladder: the gap without a picture at each rung change.
+        ("phone_ladder.py", ("gap without a new picture", "rung changes")),
     ],
 )
 def test_quick_benchmark_runs(script: str, expect: tuple[str, ...]) -> None:
