@@ -1,12 +1,15 @@
 """The ladder of encodings (backends/ladder.py) under a fake clock: down after
 a while under a rung, straight to the rung that fits; up one rung at a time
 after a longer while with headroom; a failed step up makes the next wait
-longer; and the probing form for an encoder held at its rung."""
+longer; and the probing form for an encoder held at its rung. And the
+synthetic game's bottom rungs (backends/bottom.py)."""
 
 from __future__ import annotations
 
 import pytest
 
+from playcast.backends.bottom import BOTTOM, OutputRate, bottom_ladder
+from playcast.backends.h264 import EncoderSettings
 from playcast.backends.ladder import MAX_BACKOFF, Ladder, LadderTiming
 
 NEEDS = (4_000_000, 2_400_000, 1_440_000, 860_000)
@@ -80,3 +83,23 @@ def test_no_target_is_the_top_at_once() -> None:
 def test_rungs_must_go_down() -> None:
     with pytest.raises(ValueError):
         Ladder((1, 2))
+
+
+def test_an_encoder_that_cannot_hold_its_target_is_over_it() -> None:
+    out = OutputRate()
+    assert not out.over(0.0, 300_000)
+    for i in range(30):  # 1 s at 30 fps, 2 kB a frame: 480 kbit/s
+        out.add(i / 30, 2_000)
+    assert not out.over(0.5, 300_000), "judged only over a whole second"
+    assert out.over(1.0, 300_000)
+    assert not out.over(1.0, 400_000)
+    assert not out.over(1.0, None)
+    out.clear()
+    assert not out.over(1.0, 300_000)
+
+
+def test_the_bottom_ladder_scales_with_the_picture() -> None:
+    full = bottom_ladder(EncoderSettings(720, 1280, 30))
+    small = bottom_ladder(EncoderSettings(360, 640, 15))
+    assert full.needs[0] == BOTTOM[0][2]
+    assert small.needs[0] == round(BOTTOM[0][2] / 8)

@@ -8,7 +8,8 @@ what a player does shows up in the next packet, not at the next tick.
 
 Its video follows the player's link (``set_target_bitrate``): the encoder's
 bit rate first (h264.py, vp8.py); at the bottom, fewer frames a second and
-then a smaller picture (``BOTTOM``, a ladder with hysteresis). Back-pressure
+then a smaller picture (``BOTTOM``, a ladder with hysteresis), also when the
+encoder cannot hold the target at this rung (``OVERSHOOT``). Back-pressure
 from the worker's pacer skips pictures (``MAX_BACKLOG``) rather than queue
 them.
 
@@ -39,9 +40,9 @@ from playcast.backends.audio import (
     SoundMaker,
 )
 from playcast.backends.base import H264, VP8, BackendError, GameBackend, Health, VideoPacket
+from playcast.backends.bottom import BOTTOM, OutputRate, bottom_ladder
 from playcast.backends.costly import SCENES
 from playcast.backends.h264 import EncodedPicture, EncoderSettings, H264Encoder
-from playcast.backends.ladder import Ladder, LadderTiming
 from playcast.backends.vp8 import Vp8Encoder
 from playcast.envflags import add_flag
 from playcast.protocol import DEFAULT_GAME
@@ -64,10 +65,6 @@ MAX_MARKS = 64
 # that names no codecs (protocol v1) is taken to want it.
 ENCODERS = {H264: H264Encoder, VP8: Vp8Encoder}
 DEFAULT_CODECS = (H264, VP8)
-# The bottom of the link: (frame rate factor, size factor, the video bit/s a
-# 720x1280 30 fps picture needs for that rung); the needs scale with pixels.
-BOTTOM = ((1.0, 1.0, 200_000), (2 / 3, 1.0, 130_000), (0.5, 1.0, 90_000), (0.5, 0.5, 0))
-BOTTOM_TIMING = LadderTiming(down_after=1.0, up_after=5.0, headroom=1.25)
 
 
 AUDIO_FRAME_MS = (2.5, 5.0, 10.0, 20.0)  # Opus frame lengths (CELT low delay)
@@ -217,11 +214,6 @@ class SyntheticBackend(GameBackend, GameAudio):
     def encoding(self) -> str:
         return self._encoding
 
-    def _bottom(self) -> Ladder:
-        s = self._settings
-        scale = s.width * s.height / (720 * 1280) * s.fps / 30
-        return Ladder([round(need * scale) for _, _, need in BOTTOM], BOTTOM_TIMING)
-
     async def _rung_encoder(
         self,
         rung: int,
@@ -252,7 +244,8 @@ class SyntheticBackend(GameBackend, GameAudio):
         queue: asyncio.Queue[VideoPacket],
     ) -> None:
         loop = asyncio.get_running_loop()
-        bottom = self._bottom()
+        bottom = bottom_ladder(self._settings)
+        output = OutputRate()
         encoder, scene, interval = await self._rung_encoder(0, codec, executor)
         min_gap = 1.0 / MAX_FPS
         last_input_frame = -1.0
@@ -280,10 +273,14 @@ class SyntheticBackend(GameBackend, GameAudio):
             next_tick = now + interval if by_input else max(next_tick + interval, now)
             if queue.qsize() >= MAX_BACKLOG:
                 continue
-            rung = bottom.update(now, self._target)
+            target = self._target
+            if encoder.mode != "CRF" and output.over(now, target):
+                target = min(target or 0, int(0.99 * bottom.needs[bottom.rung]))
+            rung = bottom.update(now, target)
             if rung is not None:
                 encoder, scene, interval = await self._rung_encoder(rung, codec, executor, encoder)
                 log.info("synthetic video: %s", self._describe(encoder, codec))
+                output.clear()
                 if self._consumer is not token:
                     return
             encoder.retarget(self._target)
@@ -301,6 +298,7 @@ class SyntheticBackend(GameBackend, GameAudio):
             if self._consumer is not token:
                 return  # reset while encoding: this picture belongs to the old game
             self._encoding = self._describe(encoder, codec)
+            output.add(loop.time(), len(picture.data))
             last_pts = pts
             self.frames += 1
             self.keyframes += picture.keyframe

@@ -69,7 +69,7 @@ class Vp8Encoder:
         ctx.gop_size = max(1, round(settings.keyframe_interval * settings.fps))
         ctx.qmin = 4
         # Room to go coarse: at a narrow link's rate a finer floor would overshoot it.
-        ctx.qmax = 56
+        ctx.qmax = 63
         ctx.thread_count = settings.threads
         ctx.options = {
             "deadline": "realtime",
