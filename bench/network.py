@@ -174,6 +174,7 @@ class Row:
     worker_fps: float = 0.0  # frames the worker sent (the relay's count)
     longest_gap: float = 0.0
     frozen_per_min: float = 0.0
+    frozen_after5: float = 0.0  # s/min from the window's 5th second on
     freezes: int = 0
     w3c_freezes: float | None = None
     w3c_frozen: float | None = None
@@ -309,7 +310,9 @@ def _fill(
 ) -> None:
     shown = Presented.window(frames, relay.wall(start), relay.wall(end), freeze_threshold(fps))
     row.fps = shown.fps
-    row.fps_after5 = Presented.window(frames, shown.start + 5.0, shown.end, shown.threshold).fps
+    settled = Presented.window(frames, shown.start + 5.0, shown.end, shown.threshold)
+    row.fps_after5 = settled.fps
+    row.frozen_after5 = settled.frozen_per_minute
     row.longest_gap = shown.longest_gap
     row.freezes, _ = shown.freezes()
     row.frozen_per_min = shown.frozen_per_minute
@@ -416,7 +419,8 @@ def _line(row: Row) -> str:
         f"  {row.scenario:<9} {row.run:<14} {row.fps:5.1f} fps ({row.fps_after5:4.1f},"
         f" sent {row.worker_fps:4.1f})"
         f"  gap {row.longest_gap:5.2f} s"
-        f"  frozen {row.frozen_per_min:5.1f} s/min  recv {row.received_mbps:5.2f}"
+        f"  frozen {row.frozen_per_min:5.1f} s/min ({row.frozen_after5:.1f} from 5 s)"
+        f"  recv {row.received_mbps:5.2f}"
         f" (cap {_fmt(row.cap_mbps, '.2f')})  sent {row.sent_mbps:5.2f}"
         f" peak5 {row.sent_peak5_mbps:5.2f} ({row.sent_peak5_after5_mbps:.2f} from 5 s)"
         f"{f'  under cap after {row.under_cap_s:.0f} s' if row.under_cap_s else ''}"
@@ -433,7 +437,8 @@ def _line(row: Row) -> str:
 
 
 MD_HEADER = (
-    "| scenario | run | frames/s (after 5 s; worker sent) | longest gap | frozen s/min (ours) |"
+    "| scenario | run | frames/s (after 5 s; worker sent) | longest gap |"
+    " frozen s/min (ours; after 5 s) |"
     " W3C freezes (s) |"
     " received / cap Mbit/s | worker sent (peak 5 s; from 5 s) Mbit/s | loss | NACK / PLI |"
     " tap→photon p50 / p95 (missed) | outage→picture p50 / max | end state | worker CPU |"
@@ -448,7 +453,7 @@ def _markdown(rows: list[Row]) -> list[str]:
             f"| {SCENARIOS[r.scenario].title if r.scenario in SCENARIOS else r.scenario}"
             f" | {r.run} | {r.fps:.1f} ({r.fps_after5:.1f}; {r.worker_fps:.0f})"
             f" | {r.longest_gap:.2f} s"
-            f" | {r.frozen_per_min:.1f} | {w3c}"
+            f" | {r.frozen_per_min:.1f} ({r.frozen_after5:.1f}) | {w3c}"
             f" | {r.received_mbps:.2f} / {_fmt(r.cap_mbps, '.2f')}"
             f" | {r.sent_mbps:.2f} ({r.sent_peak5_mbps:.2f}; {r.sent_peak5_after5_mbps:.2f})"
             f" | {r.loss_pct:.1f} %"
