@@ -86,14 +86,13 @@ class WorkerCollector(Collector):
             ("sessions", "Sessions started", link.sessions),
             ("resumes", "Sessions resumed over a new socket after a drop", link.resumes),
         )
-        refused = CounterMetricFamily(
-            "playcast_worker_resume_failures",
+        yield labelled(
+            game,
+            "resume_failures",
             "Resumes that ended the session: refused by the server, or grace over",
-            labels=["game", "why"],
+            "why",
+            {why: link.resume_failures[why] for why in ("refused", "grace_over")},
         )
-        for why in ("refused", "grace_over"):
-            refused.add_metric([game, why], link.resume_failures[why])
-        yield refused
         available = GaugeMetricFamily(
             "playcast_worker_available",
             "1 while registered and waiting for a player",
@@ -116,40 +115,38 @@ def media_metrics(
     )
     target.add_metric([game], media.target_bps)
     yield target
-    changes = CounterMetricFamily(
-        "playcast_worker_video_target_changes",
+    yield labelled(
+        game,
+        "video_target_changes",
         "Changes of the video's target bit rate, by direction (each is a log line)",
-        labels=["game", "direction"],
+        "direction",
+        {d: media.target_changes[d] for d in ("down", "up")},
     )
-    for direction in ("down", "up"):
-        changes.add_metric([game, direction], media.target_changes[direction])
-    yield changes
-    keyframes = CounterMetricFamily(
-        "playcast_worker_keyframe_requests",
+    k = media.keyframes
+    yield labelled(
+        game,
+        "keyframe_requests",
         "Players' keyframe requests: forwarded to the game, or merged into one under way",
-        labels=["game", "outcome"],
+        "outcome",
+        {"forwarded": k.forwarded, "merged": k.merged},
     )
-    keyframes.add_metric([game, "forwarded"], media.keyframes.forwarded)
-    keyframes.add_metric([game, "merged"], media.keyframes.merged)
-    yield keyframes
     p = media.pacer
-    resent = CounterMetricFamily(
-        "playcast_worker_retransmissions",
+    yield labelled(
+        game,
+        "retransmissions",
         "Lost packets players asked for: sent again, or not (from before the last keyframe,"
         " too late, asked again within a round trip, replaced by a keyframe); and the copies"
         " a lossy link gets of every video packet",
-        labels=["game", "outcome"],
+        "outcome",
+        {
+            "sent": p.retransmitted,
+            "older_than_keyframe": p.dropped_old,
+            "late": p.dropped_late,
+            "repeat": p.dropped_repeat,
+            "keyframe_instead": p.answered_by_keyframe,
+            "copy": p.copies,
+        },
     )
-    for outcome, value in (
-        ("sent", p.retransmitted),
-        ("older_than_keyframe", p.dropped_old),
-        ("late", p.dropped_late),
-        ("repeat", p.dropped_repeat),
-        ("keyframe_instead", p.answered_by_keyframe),
-        ("copy", p.copies),
-    ):
-        resent.add_metric([game, outcome], value)
-    yield resent
     yield from counters(
         game,
         ("video_encoding_changes", "The backend's video encoding changed", media.encoding_changes),
@@ -166,6 +163,16 @@ def media_metrics(
             media.picture_stalls,
         ),
     )
+
+
+def labelled(
+    game: str, name: str, help_text: str, label: str, values: dict[str, int]
+) -> CounterMetricFamily:
+    """One counter split by ``label``, labelled by the game too."""
+    family = CounterMetricFamily(f"playcast_worker_{name}", help_text, labels=["game", label])
+    for key, value in values.items():
+        family.add_metric([game, key], value)
+    return family
 
 
 def counters(game: str, *rows: tuple[str, str, int]) -> Iterator[CounterMetricFamily]:
