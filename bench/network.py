@@ -30,9 +30,13 @@ Measured inside the page, on its own clock, over the impaired window:
 - the page's state at the end (``connected``, or how the session ended).
 
 And by the relay: what the worker sent into the link (its bit rate over the
-window, and its highest over any 5 s against the link's capacity: the
-issue's "no storm" rule) and what the link delivered. The worker's CPU over
-the window is its process's user + system time.
+window, and its highest over any 5 s, over the whole window and from its 5th
+second on, against the link's capacity: the issue's "no storm" rule is for a
+session past its first 5 s) and what the link delivered; under a cap, how
+soon the worker sent under it (the first whole second at or under it); under
+a capacity schedule, how soon it came down after a drop and back to 80 % of
+its clean rate after a rise. The worker's CPU over the window is its
+process's user + system time.
 
     .venv/bin/python bench/network.py                       # every scenario, 20 s each
     .venv/bin/python bench/network.py --quick               # CI: three scenarios, Chromium H.264
@@ -46,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -71,7 +76,7 @@ from playcast_testing.page_media import (
     freeze_threshold,
     stats_delta,
 )
-from playcast_testing.relay import UdpRelay, frames_sent, peak_rate, rate
+from playcast_testing.relay import UdpRelay, bins, frames_sent, peak_rate, rate
 from playcast_testing.servers import ServerProcess, running_server
 from playcast_testing.workers import WorkerProcess, running_worker
 
@@ -169,6 +174,7 @@ class Row:
     worker_fps: float = 0.0  # frames the worker sent (the relay's count)
     longest_gap: float = 0.0
     frozen_per_min: float = 0.0
+    frozen_after5: float = 0.0  # s/min from the window's 5th second on
     freezes: int = 0
     w3c_freezes: float | None = None
     w3c_frozen: float | None = None
@@ -177,6 +183,12 @@ class Row:
     relay_delivered_mbps: float = 0.0
     sent_mbps: float = 0.0
     sent_peak5_mbps: float = 0.0
+    sent_peak5_after5_mbps: float = 0.0  # from the window's 5th second on
+    under_cap_s: float | None = None  # the first whole second sent at or under the cap
+    # Capacity steps: seconds from a drop to a second sent under the new
+    # capacity, and from a rise to a second at 80 % of the clean rate.
+    down_s: float | None = None
+    back_s: float | None = None
     clean_mbps: float = 0.0
     loss_pct: float = 0.0
     nacks: float = 0.0
@@ -298,7 +310,9 @@ def _fill(
 ) -> None:
     shown = Presented.window(frames, relay.wall(start), relay.wall(end), freeze_threshold(fps))
     row.fps = shown.fps
-    row.fps_after5 = Presented.window(frames, shown.start + 5.0, shown.end, shown.threshold).fps
+    settled = Presented.window(frames, shown.start + 5.0, shown.end, shown.threshold)
+    row.fps_after5 = settled.fps
+    row.frozen_after5 = settled.frozen_per_minute
     row.longest_gap = shown.longest_gap
     row.freezes, _ = shown.freezes()
     row.frozen_per_min = shown.frozen_per_minute
@@ -310,6 +324,7 @@ def _fill(
     row.relay_delivered_mbps = rate(relay.down.delivered, start, end) / MBIT
     row.sent_mbps = rate(relay.down.offered, start, end) / MBIT
     row.sent_peak5_mbps = peak_rate(relay.down.offered, start, end, 5.0) / MBIT
+    row.sent_peak5_after5_mbps = peak_rate(relay.down.offered, start + 5.0, end, 5.0) / MBIT
     lost = stats_delta(before, after, "packetsLost")
     received = stats_delta(before, after, "packetsReceived")
     row.loss_pct = 100 * lost / (lost + received) if lost + received > 0 else 0.0
@@ -317,7 +332,13 @@ def _fill(
     row.plis = stats_delta(before, after, "pliCount")
     row.state, row.ice, row.codec = after["state"], after["ice"], after["codec"] or ""
     capacity = relay.down.link.config.capacity
+    per_second = [8 * b / MBIT for b in bins(relay.down.offered, start, end, 1.0)]
+    if row.cap_mbps is not None:
+        row.under_cap_s = next(
+            (float(i + 1) for i, r in enumerate(per_second) if r <= row.cap_mbps), None
+        )
     if capacity is not None and len(capacity.steps) > 1:
+        row.down_s, row.back_s = _step_times(capacity.steps, per_second, row.clean_mbps)
         edges = [min(start + t, end) for t, _ in capacity.steps] + [end]
         for (_, bps), a, b in zip(capacity.steps, edges, edges[1:], strict=False):
             if b <= a:
@@ -334,6 +355,21 @@ def _fill(
     for _, outage_end in relay.down.link.outages():
         if outage_end <= end:
             row.recoveries.append(shown.back_after(relay.wall(outage_end)))
+
+
+def _step_times(
+    steps: tuple[tuple[float, float], ...], per_second: list[float], clean: float
+) -> tuple[float | None, float | None]:
+    """Seconds from the first drop to a second sent under the new capacity, and
+    from the next rise to a second sent at 80 % of the clean rate."""
+    down = back = None
+    for (_, before), (at, bps) in itertools.pairwise(steps):
+        tail = per_second[int(at) :]
+        if bps < before and down is None:
+            down = next((i + 1.0 for i, r in enumerate(tail) if r <= bps / MBIT), None)
+        elif bps > before and down is not None and back is None:
+            back = next((i + 1.0 for i, r in enumerate(tail) if r >= 0.8 * clean), None)
+    return down, back
 
 
 async def bench(args: argparse.Namespace, browser: str, codec: str, names: list[str]) -> list[Row]:
@@ -383,9 +419,13 @@ def _line(row: Row) -> str:
         f"  {row.scenario:<9} {row.run:<14} {row.fps:5.1f} fps ({row.fps_after5:4.1f},"
         f" sent {row.worker_fps:4.1f})"
         f"  gap {row.longest_gap:5.2f} s"
-        f"  frozen {row.frozen_per_min:5.1f} s/min  recv {row.received_mbps:5.2f}"
+        f"  frozen {row.frozen_per_min:5.1f} s/min ({row.frozen_after5:.1f} from 5 s)"
+        f"  recv {row.received_mbps:5.2f}"
         f" (cap {_fmt(row.cap_mbps, '.2f')})  sent {row.sent_mbps:5.2f}"
-        f" peak5 {row.sent_peak5_mbps:5.2f}"
+        f" peak5 {row.sent_peak5_mbps:5.2f} ({row.sent_peak5_after5_mbps:.2f} from 5 s)"
+        f"{f'  under cap after {row.under_cap_s:.0f} s' if row.under_cap_s else ''}"
+        f"{f'  down {row.down_s:.0f} s' if row.down_s else ''}"
+        f"{f' back {row.back_s:.0f} s' if row.back_s else ''}"
         f"  loss {row.loss_pct:4.1f} %  nack {row.nacks:.0f} pli {row.plis:.0f}"
         f"  tap {_fmt(row.tap(50), '.0f')}/{_fmt(row.tap(95), '.0f')} ms ({row.taps_missed} missed)"
         f"  back {_recovery(row)}  {row.state}  cpu {row.worker_cpu_pct:.0f} %"
@@ -397,9 +437,10 @@ def _line(row: Row) -> str:
 
 
 MD_HEADER = (
-    "| scenario | run | frames/s (after 5 s; worker sent) | longest gap | frozen s/min (ours) |"
+    "| scenario | run | frames/s (after 5 s; worker sent) | longest gap |"
+    " frozen s/min (ours; after 5 s) |"
     " W3C freezes (s) |"
-    " received / cap Mbit/s | worker sent (peak 5 s) Mbit/s | loss | NACK / PLI |"
+    " received / cap Mbit/s | worker sent (peak 5 s; from 5 s) Mbit/s | loss | NACK / PLI |"
     " tap→photon p50 / p95 (missed) | outage→picture p50 / max | end state | worker CPU |"
 )
 
@@ -412,9 +453,10 @@ def _markdown(rows: list[Row]) -> list[str]:
             f"| {SCENARIOS[r.scenario].title if r.scenario in SCENARIOS else r.scenario}"
             f" | {r.run} | {r.fps:.1f} ({r.fps_after5:.1f}; {r.worker_fps:.0f})"
             f" | {r.longest_gap:.2f} s"
-            f" | {r.frozen_per_min:.1f} | {w3c}"
+            f" | {r.frozen_per_min:.1f} ({r.frozen_after5:.1f}) | {w3c}"
             f" | {r.received_mbps:.2f} / {_fmt(r.cap_mbps, '.2f')}"
-            f" | {r.sent_mbps:.2f} ({r.sent_peak5_mbps:.2f}) | {r.loss_pct:.1f} %"
+            f" | {r.sent_mbps:.2f} ({r.sent_peak5_mbps:.2f}; {r.sent_peak5_after5_mbps:.2f})"
+            f" | {r.loss_pct:.1f} %"
             f" | {r.nacks:.0f} / {r.plis:.0f}"
             f" | {_fmt(r.tap(50), '.0f')} / {_fmt(r.tap(95), '.0f')} ms ({r.taps_missed})"
             f" | {_recovery(r)} | {r.state} | {r.worker_cpu_pct:.0f} % |"

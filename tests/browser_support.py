@@ -285,11 +285,15 @@ async def is_white(page: Page, x: float, y: float) -> bool:
 
 
 # Records what the page sends: data-channel messages and signaling frames.
+# The page's own word on its picture (quality.js: {"type":"picture"}, sent
+# when a loaded machine stalls the picture for 2 s) is not input: left out.
 RECORDER_JS = """
-window.__sent = { channel: [], socket: [] };
+window.__sent = { channel: [], socket: [], pictures: [] };
 const chSend = RTCDataChannel.prototype.send;
 RTCDataChannel.prototype.send = function (data) {
-  window.__sent.channel.push({ t: performance.now(), label: this.label, data });
+  const picture = typeof data === 'string' && data.startsWith('{"type":"picture"');
+  (picture ? window.__sent.pictures : window.__sent.channel).push(
+    { t: performance.now(), label: this.label, data });
   return chSend.call(this, data);
 };
 const wsSend = WebSocket.prototype.send;

@@ -55,6 +55,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
                 "flapping",
             ),
         ),
+        # The phone's ladder: the gap without a picture at each rung change.
+        ("phone_ladder.py", ("gap without a new picture", "rung changes")),
     ],
 )
 def test_quick_benchmark_runs(script: str, expect: tuple[str, ...]) -> None:

@@ -163,9 +163,12 @@ class Control:
 
 
 class _Encoder:
-    """libx264 split the way MediaCodec outputs: config (SPS+PPS), then frames."""
+    """libx264 split the way MediaCodec outputs: config (SPS+PPS), then frames;
+    at ``bit_rate`` (MediaCodec's KEY_BIT_RATE: the server's video_bit_rate)."""
 
-    def __init__(self, width: int, height: int, fps: int, keyint_s: float) -> None:
+    def __init__(
+        self, width: int, height: int, fps: int, keyint_s: float, bit_rate: int = 8_000_000
+    ) -> None:
         ctx = av.CodecContext.create("libx264", "w")
         ctx.width = width
         ctx.height = height
@@ -175,9 +178,12 @@ class _Encoder:
         ctx.profile = "Baseline"
         ctx.thread_count = 1
         keyint = max(1, round(keyint_s * fps))
+        ctx.bit_rate = bit_rate
         ctx.options = {
             "preset": "ultrafast",
             "tune": "zerolatency",
+            "maxrate": str(bit_rate),
+            "bufsize": str(bit_rate // 2),
             "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=0",
         }
         ctx.open()
@@ -199,6 +205,11 @@ class _Encoder:
         x = (index * 7) % max(1, w - side)
         y = (index * 13) % max(1, h - side)
         frame[y : y + side, x : x + side] = 235
+        # A band of fresh noise, as dear as a real game's detail, so the encoder
+        # spends the bit rate it is given (a flat picture would undershoot it).
+        band = h // 4
+        noise = np.random.default_rng(index).integers(16, 200, (band, w), dtype=np.uint8)
+        frame[h - band : h] = noise
         return frame
 
     def encode(self, index: int, pts_us: int) -> tuple[bytes, bytes, bool]:
@@ -250,6 +261,7 @@ class _Server:
             asyncio.Queue()
         )
         self.max_size = int(options.get("max_size", "0"))
+        self.video_bit_rate = int(options.get("video_bit_rate", "8000000"))
         self.max_fps = int(float(options.get("max_fps", "0"))) or 60
         codec_options = dict(
             kv.split("=", 1) for kv in options.get("video_codec_options", "").split(",") if kv
@@ -382,7 +394,9 @@ class _Server:
             while True:
                 self._restart = False
                 self.video_size = self.compute_size()
-                encoder = _Encoder(*self.video_size, fps, self.keyframe_interval)
+                encoder = _Encoder(
+                    *self.video_size, fps, self.keyframe_interval, self.video_bit_rate
+                )
                 if not header_written:
                     video.write(struct.pack(">III", CODEC_ID_H264, *self.video_size))
                     header_written = True

@@ -114,6 +114,26 @@ class GameBackend(abc.ABC):
     def request_keyframe(self) -> None:
         """Make the next packet a keyframe (new viewer, packet loss)."""
 
+    def set_target_bitrate(self, bps: int | None) -> None:
+        """Follow the player's link: about ``bps`` bit/s of video from now on
+        (None: the backend's own rate). Called on every change of the worker's
+        estimate and about once a second besides, so a backend can apply
+        hysteresis over time. A backend that cannot change ignores it."""
+        del bps
+
+    @property
+    def encoding_bitrate(self) -> int | None:
+        """The bit rate the video is encoded at now, when the encoder holds one
+        until told otherwise (a phone's rung); None when it follows the target
+        as it goes. A session's estimate starts from it."""
+        return None
+
+    @property
+    def encoding(self) -> str:
+        """The video's current encoding in a few words, for logs and the page's
+        stats overlay ("" when there is nothing to say)."""
+        return ""
+
     @abc.abstractmethod
     async def inject_touch(
         self, action: Literal["down", "move", "up", "cancel"], pointer_id: int, x: float, y: float

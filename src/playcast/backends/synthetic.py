@@ -6,6 +6,13 @@ decodes) and the worker only ever sees encoded pictures.
 Frames come on a steady clock, and one comes at once when input arrives, so
 what a player does shows up in the next packet, not at the next tick.
 
+Its video follows the player's link (``set_target_bitrate``): the encoder's
+bit rate first (h264.py, vp8.py); at the bottom, fewer frames a second and
+then a smaller picture (``BOTTOM``, a ladder with hysteresis), also when the
+encoder cannot hold the target at this rung (``OVERSHOOT``). Back-pressure
+from the worker's pacer skips pictures (``MAX_BACKLOG``) rather than queue
+them.
+
 The game has sound too (``GameAudio``): a quiet hum, and a short click in the
 next 10 ms Opus packet after each touch-down, so sound is testable end to end
 just as the white disc makes video testable.
@@ -33,6 +40,7 @@ from playcast.backends.audio import (
     SoundMaker,
 )
 from playcast.backends.base import H264, VP8, BackendError, GameBackend, Health, VideoPacket
+from playcast.backends.bottom import BOTTOM, OutputRate, bottom_ladder
 from playcast.backends.costly import SCENES
 from playcast.backends.h264 import EncodedPicture, EncoderSettings, H264Encoder
 from playcast.backends.vp8 import Vp8Encoder
@@ -46,7 +54,8 @@ MARK_SECONDS = 0.6  # the issue asks for at least 500 ms
 KEY_FLASH_SECONDS = 0.3
 # Encoded packets not yet taken by the consumer before ticks are skipped: a
 # skipped picture is never encoded, so the stream stays decodable and never
-# builds up delay behind a slow sender.
+# builds up delay behind a slow sender (or the worker's pacer, which holds the
+# sender while the link is busy): at most three pictures wait.
 MAX_BACKLOG = 3
 # Marks drawn at once: every touch-down and move adds one, and each is drawn on
 # every frame until it expires, so a flood of moves would make every frame
@@ -108,6 +117,8 @@ class SyntheticBackend(GameBackend, GameAudio):
         self._pointers: dict[int, tuple[float, float]] = {}
         self._key_flash_until = 0.0
         self._failure: str | None = None
+        self._target: int | None = None  # video bit/s the player's link carries
+        self._encoding = ""
         self._audio_consumer: object | None = None
         self._click_pending = False
         # Counters a test or benchmark can read; reset starts them again.
@@ -149,6 +160,7 @@ class SyntheticBackend(GameBackend, GameAudio):
         self._key_flash_until = 0.0
         self._keyframe_wanted = True
         self._failure = None
+        self._target = None
         self._click_pending = False
         self.frames = self.keyframes = self.keyframe_requests = self.clicks = 0
         self.audio_frames_skipped = 0
@@ -169,9 +181,8 @@ class SyntheticBackend(GameBackend, GameAudio):
         token = self._consumer = object()
         self._keyframe_wanted = True
         self.codec = codec
-        encoder = ENCODERS[codec](self._settings)
         queue: asyncio.Queue[VideoPacket] = asyncio.Queue()
-        producer = asyncio.create_task(self._produce(token, encoder, executor, queue))
+        producer = asyncio.create_task(self._produce(token, codec, executor, queue))
         get: asyncio.Future[VideoPacket] | None = None
         try:
             while True:
@@ -196,15 +207,46 @@ class SyntheticBackend(GameBackend, GameAudio):
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
 
+    def set_target_bitrate(self, bps: int | None) -> None:
+        self._target = bps
+
+    @property
+    def encoding(self) -> str:
+        return self._encoding
+
+    async def _rung_encoder(
+        self,
+        rung: int,
+        codec: str,
+        executor: ThreadPoolExecutor,
+        previous: H264Encoder | Vp8Encoder | None = None,
+    ) -> tuple[H264Encoder | Vp8Encoder, ArenaScene, float]:
+        """The encoder (carrying on from ``previous``) and scene for a rung of
+        ``BOTTOM``, and its frame interval."""
+        fps_factor, size_factor, _ = BOTTOM[rung]
+        s = self._settings
+        fps = max(1, round(s.fps * fps_factor))
+        width, height = (round(d * size_factor) & ~1 for d in (s.width, s.height))
+        settings = EncoderSettings(width, height, fps, s.preset, s.crf, s.threads)
+        scene = self._scene
+        if (width, height) != (scene.width, scene.height):
+            make = SCENES[self.scene]
+            scene = await asyncio.get_running_loop().run_in_executor(executor, make, width, height)
+        encoder = ENCODERS[codec](settings)
+        encoder.carry_on(previous)
+        return encoder, scene, 1.0 / fps
+
     async def _produce(
         self,
         token: object,
-        encoder: H264Encoder | Vp8Encoder,
+        codec: str,
         executor: ThreadPoolExecutor,
         queue: asyncio.Queue[VideoPacket],
     ) -> None:
         loop = asyncio.get_running_loop()
-        interval = 1.0 / self.fps
+        bottom = bottom_ladder(self._settings)
+        output = OutputRate()
+        encoder, scene, interval = await self._rung_encoder(0, codec, executor)
         min_gap = 1.0 / MAX_FPS
         last_input_frame = -1.0
         last_pts = -1
@@ -231,6 +273,17 @@ class SyntheticBackend(GameBackend, GameAudio):
             next_tick = now + interval if by_input else max(next_tick + interval, now)
             if queue.qsize() >= MAX_BACKLOG:
                 continue
+            target = self._target
+            if encoder.mode != "CRF" and output.over(now, target):
+                target = min(target or 0, int(0.99 * bottom.needs[bottom.rung]))
+            rung = bottom.update(now, target)
+            if rung is not None:
+                encoder, scene, interval = await self._rung_encoder(rung, codec, executor, encoder)
+                log.info("synthetic video: %s", self._describe(encoder, codec))
+                output.clear()
+                if self._consumer is not token:
+                    return
+            encoder.retarget(self._target)
             keyframe, self._keyframe_wanted = self._keyframe_wanted, False
             t = self._scene_time()
             while self._marks and self._marks[0].until <= t:
@@ -240,17 +293,30 @@ class SyntheticBackend(GameBackend, GameAudio):
             captured_at = time.monotonic()
             pts = max(last_pts + 1, round((captured_at - self._origin) * 90000))
             picture = await loop.run_in_executor(
-                executor, self._draw_and_encode, encoder, t, marks, flash, pts, keyframe
+                executor, self._draw_and_encode, scene, encoder, t, marks, flash, pts, keyframe
             )
             if self._consumer is not token:
                 return  # reset while encoding: this picture belongs to the old game
+            self._encoding = self._describe(encoder, codec)
+            output.add(loop.time(), len(picture.data))
             last_pts = pts
             self.frames += 1
             self.keyframes += picture.keyframe
             queue.put_nowait(VideoPacket(picture.data, pts, picture.keyframe, captured_at))
 
+    @staticmethod
+    def _describe(encoder: H264Encoder | Vp8Encoder, codec: str) -> str:
+        s = encoder.settings
+        if isinstance(encoder, H264Encoder):
+            rate = None if encoder.abr is None else encoder.target
+        else:
+            rate = encoder.bitrate
+        at = f" {rate / 1e6:.2f} Mbit/s" if rate is not None else ""
+        return f"{codec} {encoder.mode}{at}, {s.width}x{s.height}, {s.fps} fps"
+
+    @staticmethod
     def _draw_and_encode(
-        self,
+        scene: ArenaScene,
         encoder: H264Encoder | Vp8Encoder,
         t: float,
         marks: tuple[Mark, ...],
@@ -258,7 +324,7 @@ class SyntheticBackend(GameBackend, GameAudio):
         pts: int,
         keyframe: bool,
     ) -> EncodedPicture:
-        picture: Plane = self._scene.render(t, marks, flash)
+        picture: Plane = scene.render(t, marks, flash)
         return encoder.encode(picture, pts, keyframe)
 
     # --- sound -------------------------------------------------------------------

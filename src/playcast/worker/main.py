@@ -32,6 +32,7 @@ from playcast.worker.backends import BACKENDS, add_backend_arguments, create_bac
 from playcast.worker.link_events import DrainRequested
 from playcast.worker.link_log import log_event
 from playcast.worker.link_state import LinkSettings
+from playcast.worker.rate_control import RateSettings
 from playcast.worker.runner import Worker, WorkerSettings
 
 log = logging.getLogger("playcast.worker")
@@ -75,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve Prometheus /metrics on this port (default: off; 0: any free port)",
     )
     add_flag(parser, "--metrics-host", default=d.metrics_host, help="address for --metrics-port")
+    for flag, default, help_text in (
+        ("--max-bitrate", d.rate.max_bitrate, "the video's highest bit rate, whatever the link"),
+        ("--min-bitrate", d.rate.min_bitrate, "the video's lowest bit rate, whatever the link"),
+    ):
+        add_flag(parser, flag, type=int, default=default, help=help_text + " (bit/s)")
     no_audio = env_name("--no-audio")
     parser.add_argument(
         "--no-audio",
@@ -130,7 +136,16 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         audio=not args.no_audio,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        rate=rate_settings(args),
     )
+
+
+def rate_settings(args: argparse.Namespace) -> RateSettings:
+    start = RateSettings().start_bitrate
+    try:
+        return RateSettings(args.min_bitrate, args.max_bitrate, start)
+    except ValueError as exc:
+        raise SystemExit(f"worker: {exc}") from None
 
 
 async def _main(args: argparse.Namespace) -> int:

@@ -6,7 +6,8 @@ without decoding or re-encoding. Two things aiortc does not do for such a
 track are done here: offer the session's codec only (see codecs.py: the
 packets are in that codec whatever the browser would prefer), and pass a viewer's
 keyframe requests (RTCP PLI/FIR) on to the backend, since the sender only
-remembers them for its own encoder. And one thing aiortc cannot do at all:
+remembers them for its own encoder (and, with ``adaptation.py``, the rest of
+what following the player's link takes). And one thing aiortc cannot do at all:
 send the playout-delay header extension, which lets Chrome show each frame as
 soon as it is decoded instead of holding it for smoothing (about 12 ms at p50
 from tap to photon, see docs/performance.md).
@@ -18,6 +19,8 @@ offers Opus alone. aiortc writes the RFC 6464 audio level only for sound it
 encodes itself; ``send_audio_level`` writes the backend's own, when it knows
 it (the synthetic game: what lets a benchmark see in the browser when the
 click leaves the jitter buffer).
+
+Every touch of aiortc's private parts is in ``rtp_seams.py``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from aiortc.rtp import (
 
 from playcast.backends.audio import AUDIO_CLOCK, AudioPacket, GameAudio
 from playcast.backends.base import H264, VIDEO_CLOCK, BackendError, GameBackend, VideoPacket
+from playcast.worker import rtp_seams
+from playcast.worker.adaptation import Adaptation
 from playcast.worker.codecs import offer_codec
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,8 @@ class BackendVideoTrack(MediaStreamTrack):
         self._on_failure = on_failure
         self._packets: AsyncIterator[VideoPacket] | None = None
         self.sent = 0
+        # Told of each picture as the sender takes it (the adaptation's keyframe notes).
+        self.on_packet: Callable[[VideoPacket], None] | None = None
 
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
@@ -85,6 +92,8 @@ class BackendVideoTrack(MediaStreamTrack):
         packet.pts = video.pts
         packet.time_base = VIDEO_CLOCK
         self.sent += 1
+        if self.on_packet is not None:
+            self.on_packet(video)
         return packet
 
     def _fail(self, reason: str) -> None:
@@ -168,13 +177,20 @@ def add_video_sender(
     track: BackendVideoTrack,
     backend: GameBackend,
     playout_delay_ms: int | None = None,
+    adaptation: Adaptation | None = None,
 ) -> RTCRtpTransceiver:
     """The one place a session's video sender is made, before the offer: the
     track's codec alone in the offer, the viewer's keyframe requests passed to
-    the backend, and the playout delay (None: not sent)."""
+    the backend (through the adaptation to the player's link, when given:
+    merged, with the pacer and the estimate), and the playout delay (None: not
+    sent)."""
     transceiver = pc.addTransceiver(track, direction="sendonly")
     offer_codec(transceiver, track.codec, backend.codecs)
-    forward_keyframe_requests(transceiver.sender, backend)
+    if adaptation is None:
+        forward_keyframe_requests(transceiver.sender, backend)
+    else:
+        adaptation.attach(transceiver.sender)
+        track.on_packet = adaptation.frame
     if playout_delay_ms is not None:
         send_playout_delay(transceiver.sender, playout_delay_ms)
     return transceiver
@@ -201,17 +217,14 @@ def prefer_h264(transceiver: RTCRtpTransceiver) -> None:
 def forward_keyframe_requests(sender: RTCRtpSender, backend: GameBackend) -> None:
     """Make a viewer's PLI/FIR reach ``backend.request_keyframe``.
 
-    aiortc's sender handles PLI/FIR by calling its ``_send_keyframe``, which
-    only flags its own encoder, unused for pre-encoded packets.
+    Every request, unmerged (``Adaptation`` merges them on a real session).
     """
-    original: Callable[[], None] = sender._send_keyframe
 
     def on_keyframe_request() -> None:
-        original()
         log.debug("viewer asked for a keyframe")
         backend.request_keyframe()
 
-    sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
+    rtp_seams.on_keyframe_request(sender, on_keyframe_request)
 
 
 PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
@@ -259,7 +272,7 @@ def send_playout_delay(sender: RTCRtpSender, delay_ms: int) -> PlayoutDelayExten
     """Give ``sender`` (before it starts) a map that adds the playout delay."""
     offer_playout_delay()
     extensions = PlayoutDelayExtensionsMap(delay_ms)
-    sender._RTCRtpSender__rtp_header_extensions_map = extensions  # type: ignore[attr-defined]
+    rtp_seams.set_header_extensions_map(sender, extensions)
     return extensions
 
 
@@ -282,5 +295,4 @@ def send_game_audio(transceiver: RTCRtpTransceiver, track: BackendAudioTrack) ->
     """Set up the sound's transceiver before the offer: Opus alone, and the
     backend's audio levels in the RTP header."""
     prefer_opus(transceiver)
-    sender = transceiver.sender
-    sender._RTCRtpSender__rtp_header_extensions_map = AudioLevelExtensionsMap(track)  # type: ignore[attr-defined]
+    rtp_seams.set_header_extensions_map(transceiver.sender, AudioLevelExtensionsMap(track))

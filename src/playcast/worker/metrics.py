@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from playcast.worker.link_state import LinkSettings
+from playcast.worker.media_counters import MediaCounters
 
 FAILURE_KINDS = ("start", "reset", "health", "idle", "session")
 
@@ -49,8 +50,9 @@ class LinkCounters(Protocol):
 
 
 class WorkerCollector(Collector):
-    def __init__(self, link: LinkCounters) -> None:
+    def __init__(self, link: LinkCounters, media: MediaCounters | None = None) -> None:
         self.link = link
+        self.media = media if media is not None else MediaCounters()
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         link = self.link
@@ -78,22 +80,19 @@ class WorkerCollector(Collector):
         )
         delay.add_metric([game], link.last_delay)
         yield delay
-        for name, help_text, value in (
+        yield from counters(
+            game,
             ("registrations", "Registrations with the server", link.registrations),
             ("sessions", "Sessions started", link.sessions),
             ("resumes", "Sessions resumed over a new socket after a drop", link.resumes),
-        ):
-            counter = CounterMetricFamily(f"playcast_worker_{name}", help_text, labels=["game"])
-            counter.add_metric([game], value)
-            yield counter
-        refused = CounterMetricFamily(
-            "playcast_worker_resume_failures",
-            "Resumes that ended the session: refused by the server, or grace over",
-            labels=["game", "why"],
         )
-        for why in ("refused", "grace_over"):
-            refused.add_metric([game, why], link.resume_failures[why])
-        yield refused
+        yield labelled(
+            game,
+            "resume_failures",
+            "Resumes that ended the session: refused by the server, or grace over",
+            "why",
+            {why: link.resume_failures[why] for why in ("refused", "grace_over")},
+        )
         available = GaugeMetricFamily(
             "playcast_worker_available",
             "1 while registered and waiting for a player",
@@ -101,12 +100,95 @@ class WorkerCollector(Collector):
         )
         available.add_metric([game], int(link.available))
         yield available
+        yield from media_metrics(game, self.media)
 
 
-async def serve_metrics(link: LinkCounters, host: str, port: int) -> tuple[web.AppRunner, int]:
+def media_metrics(
+    game: str, media: MediaCounters
+) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """The players' links: the estimate, its changes, what the pacer and the
+    keyframe gate did (issue 24; docs/network.md)."""
+    target = GaugeMetricFamily(
+        "playcast_worker_video_target_bps",
+        "The video's target bit rate for the player's link (the current or last session)",
+        labels=["game"],
+    )
+    target.add_metric([game], media.target_bps)
+    yield target
+    yield labelled(
+        game,
+        "video_target_changes",
+        "Changes of the video's target bit rate, by direction (each is a log line)",
+        "direction",
+        {d: media.target_changes[d] for d in ("down", "up")},
+    )
+    k = media.keyframes
+    yield labelled(
+        game,
+        "keyframe_requests",
+        "Players' keyframe requests: forwarded to the game, or merged into one under way",
+        "outcome",
+        {"forwarded": k.forwarded, "merged": k.merged},
+    )
+    p = media.pacer
+    yield labelled(
+        game,
+        "retransmissions",
+        "Lost packets players asked for: sent again, or not (from before the last keyframe,"
+        " too late, asked again within a round trip, replaced by a keyframe); and the copies"
+        " a lossy link gets of every video packet",
+        "outcome",
+        {
+            "sent": p.retransmitted,
+            "older_than_keyframe": p.dropped_old,
+            "late": p.dropped_late,
+            "repeat": p.dropped_repeat,
+            "keyframe_instead": p.answered_by_keyframe,
+            "copy": p.copies,
+        },
+    )
+    yield from counters(
+        game,
+        ("video_encoding_changes", "The backend's video encoding changed", media.encoding_changes),
+        (
+            "video_copies_changes",
+            "A lossy link's copies of each video packet changed in number",
+            media.copies_changes,
+        ),
+        ("nacks", "NACK packets from players", media.nacks),
+        ("paced_waits", "Video packets that waited for the pacer", p.media_waits),
+        (
+            "picture_stalls",
+            "A player's page said its picture stopped for 2 s while connected",
+            media.picture_stalls,
+        ),
+    )
+
+
+def labelled(
+    game: str, name: str, help_text: str, label: str, values: dict[str, int]
+) -> CounterMetricFamily:
+    """One counter split by ``label``, labelled by the game too."""
+    family = CounterMetricFamily(f"playcast_worker_{name}", help_text, labels=["game", label])
+    for key, value in values.items():
+        family.add_metric([game, key], value)
+    return family
+
+
+def counters(game: str, *rows: tuple[str, str, int]) -> Iterator[CounterMetricFamily]:
+    """One counter per (name, help, value), labelled by the game."""
+    for name, help_text, value in rows:
+        counter = CounterMetricFamily(f"playcast_worker_{name}", help_text, labels=["game"])
+        counter.add_metric([game], value)
+        yield counter
+
+
+async def serve_metrics(
+    link: LinkCounters, host: str, port: int, media: MediaCounters | None = None
+) -> tuple[web.AppRunner, int]:
     """Start ``GET /metrics``; returns the runner (to clean up) and the bound port."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkerCollector(link))
+    registry.register(WorkerCollector(link, media))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), content_type="text/plain")

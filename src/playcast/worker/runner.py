@@ -29,7 +29,9 @@ from playcast.worker.backoff import Backoff
 from playcast.worker.input_queue import DEFAULT_LIMIT
 from playcast.worker.link import Link
 from playcast.worker.link_state import LinkSettings
+from playcast.worker.media_counters import MediaCounters
 from playcast.worker.metrics import serve_metrics
+from playcast.worker.rate_control import RateSettings
 from playcast.worker.session import Session
 
 log = logging.getLogger("playcast.worker")
@@ -54,6 +56,8 @@ class WorkerSettings:
     # Prometheus endpoint (None: none); 0 picks a free port (tests).
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # The video's bounds and start, whatever the player's link says.
+    rate: RateSettings = field(default_factory=RateSettings)
 
     @property
     def url(self) -> str:
@@ -86,6 +90,7 @@ class Worker:
         # Closing peer connections: finished, not cancelled, at exit.
         self._closing: set[asyncio.Task[None]] = set()
         self.metrics_port: int | None = None
+        self.media = MediaCounters()
 
     @property
     def registrations(self) -> int:
@@ -167,7 +172,14 @@ class Worker:
                     self._close_in_background(self.session)
                 s = self.settings
                 self.session = Session(
-                    start, self.backend, self.post, s.playout_delay_ms, s.input_limit, s.audio
+                    start,
+                    self.backend,
+                    self.post,
+                    s.playout_delay_ms,
+                    s.input_limit,
+                    s.audio,
+                    s.rate,
+                    self.media,
                 )
                 self.session.start()
             case lk.FeedSession(msg=msg):
@@ -314,7 +326,7 @@ class Worker:
         if self.settings.metrics_port is None:
             return None
         runner, port = await serve_metrics(
-            self.link, self.settings.metrics_host, self.settings.metrics_port
+            self.link, self.settings.metrics_host, self.settings.metrics_port, self.media
         )
         self.metrics_port = port
         log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host, port)

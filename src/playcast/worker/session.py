@@ -10,9 +10,10 @@ it when the core says so.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
@@ -20,8 +21,9 @@ from aiortc.sdp import candidate_from_sdp
 from playcast import protocol as t
 from playcast.backends.audio import game_audio
 from playcast.backends.base import BackendError, GameBackend
-from playcast.inputs import BadInput, Key, Touch, decode_input
+from playcast.inputs import BadInput, Key, Picture, Touch, decode_message
 from playcast.worker import link_events as lk
+from playcast.worker.adaptation import Adaptation
 from playcast.worker.codecs import NegotiationFailed, apply_answer, session_codec
 from playcast.worker.input_queue import DEFAULT_LIMIT, InputOverflow, InputQueue
 from playcast.worker.media import (
@@ -30,6 +32,8 @@ from playcast.worker.media import (
     add_audio_sender,
     add_video_sender,
 )
+from playcast.worker.media_counters import MediaCounters
+from playcast.worker.rate_control import RateSettings
 
 log = logging.getLogger("playcast.worker")
 
@@ -55,6 +59,8 @@ class Session:
         playout_delay_ms: int | None = None,
         input_limit: int = DEFAULT_LIMIT,
         audio: bool = True,
+        rate: RateSettings | None = None,
+        counters: MediaCounters | None = None,
     ) -> None:
         self.id = start.session_id
         self.client_id = start.client_id
@@ -82,6 +88,8 @@ class Session:
         self._tasks: list[asyncio.Task[None]] = []
         self.inputs_ok = 0
         self.inputs_bad = 0
+        self.counters = counters if counters is not None else MediaCounters()
+        self.adaptation = Adaptation(backend, rate or RateSettings(), self.counters, self.id)
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._run_handshake(), name=f"handshake-{self.id}"))
@@ -123,12 +131,24 @@ class Session:
             self._failed(f"handshake failed: {exc!r}", backend=False, kind="internal")
 
     async def _offer(self) -> None:
-        add_video_sender(self.pc, self.track, self._backend, self._playout_delay_ms)
+        add_video_sender(
+            self.pc, self.track, self._backend, self._playout_delay_ms, self.adaptation
+        )
         if self.audio_track is not None:
             add_audio_sender(self.pc, self.audio_track)
         channel = self.pc.createDataChannel("input", ordered=True)
         channel.on("message", self._on_input)
         channel.on("close", self._on_channel_close)
+
+        def tell(message: dict[str, Any]) -> None:
+            if channel.readyState == "open":
+                channel.send(json.dumps(message))
+
+        def on_open() -> None:
+            self.adaptation.tell = tell
+            self.adaptation.say()
+
+        channel.on("open", on_open)
         self.pc.on("connectionstatechange", self._on_state)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self._post(lk.OfferReady(self.id, self.pc.localDescription.sdp))
@@ -165,16 +185,31 @@ class Session:
 
     def _on_input(self, data: str | bytes) -> None:
         try:
-            event = decode_input(data)
+            event = decode_message(data)
         except BadInput as exc:
             self.inputs_bad += 1
             log.warning("session %s: malformed input dropped: %s", self.id, exc)
+            return
+        if isinstance(event, Picture):
+            self._on_picture(event)
             return
         try:
             self.inputs.put(event)
         except InputOverflow as exc:
             # Dropping a down or an up would leave a finger stuck: end instead.
             self._failed(f"input overflow: {exc}", backend=False)
+
+    def _on_picture(self, report: Picture) -> None:
+        """The page's own word on its picture: a stall is logged and counted,
+        and answered with a keyframe (through the gate) in case one would help."""
+        if report.state == "frozen":
+            self.counters.picture_stalls += 1
+            log.warning("session %s: the player's picture stopped (no frame for 2 s)", self.id)
+            self.adaptation.keyframe_requested()
+        else:
+            log.info(
+                "session %s: the player's picture moves again after %d ms", self.id, report.still_ms
+            )
 
     async def _run_inputs(self) -> None:
         while True:
@@ -196,6 +231,7 @@ class Session:
     async def close(self) -> tuple[bool, str]:
         """Tear everything down; ``(ok, detail)`` is the honest outcome."""
         self._closing = True
+        await self.adaptation.close()
         for task in self._tasks:
             task.cancel()
         ok, notes = True, []

@@ -10,9 +10,11 @@ with BackendError and is pushed to the worker; ``reset()`` rebuilds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Final, Literal
 
@@ -26,7 +28,7 @@ from playcast.backends.android.media import (
     read_video,
     watch_video,
 )
-from playcast.backends.android.settings import AndroidSettings, server_options
+from playcast.backends.android.settings import AndroidSettings, ladder, server_options
 from playcast.backends.android.sockets import (
     AudioConfigError,
     ScrcpyLink,
@@ -36,12 +38,18 @@ from playcast.backends.android.sockets import (
 )
 from playcast.backends.audio import AudioPacket, AudioStatus, GameAudio
 from playcast.backends.base import H264, BackendError, GameBackend, Health, VideoPacket
+from playcast.backends.ladder import Ladder, LadderTiming
 from playcast.backends.scrcpy import MediaPacket, ServerOptions, encode_reset_video
 
 log = logging.getLogger("playcast.android")
 
 # RESET_VIDEO restarts the device's encoder; repeat it only if no keyframe came.
 KEYFRAME_RETRY: Final = 1.0
+# The phone's own bit rate, measured over this long (the ladder compares it to the target).
+RATE_WINDOW: Final = 2.0
+# A rung whose stream uses less than this share of its bit rate (a still
+# screen) says nothing about the link: the ladder holds.
+IN_USE: Final = 0.7
 
 
 class AndroidBackend(GameBackend, GameAudio):
@@ -65,6 +73,15 @@ class AndroidBackend(GameBackend, GameAudio):
         self._fingers = Fingers()
         self._lock = asyncio.Lock()
         self._stopped = False
+        self.rungs = ladder(settings)
+        self._ladder = Ladder(
+            [r.bit_rate for r in self.rungs],
+            LadderTiming(settings.ladder_down, settings.ladder_up, probe=True),
+        )
+        self._pending: ScrcpyLink | None = None  # a rung's server, until its first keyframe
+        self._switching: asyncio.Task[None] | None = None
+        self._sent: deque[tuple[float, int]] = deque()  # (time, bytes) of the current link
+        self.switches: list[float] = []  # each rung change's gap without a picture, s
 
     @property
     def size(self) -> tuple[int, int]:
@@ -90,14 +107,20 @@ class AndroidBackend(GameBackend, GameAudio):
             log.error("device not usable yet (will retry on reset): %s", exc)
 
     async def reset(self) -> None:
+        await self._cancel_switch()
+        self._ladder.update(time.monotonic(), None)  # the next player starts at the top
         async with self._lock, device.adb_errors():
             self._release_pointers()
+            link = self._link
+            if link is not None and link.rung != 0:
+                link.failed = True  # rebuilt at the top rung below
             await self._bring_up()
             if self._failure is not None:
                 raise BackendError(self._failure)
 
     async def stop(self) -> None:
         self._stopped = True
+        await self._cancel_switch()
         self._release_pointers()
         self._video.end()
         self._audio.end()
@@ -151,14 +174,128 @@ class AndroidBackend(GameBackend, GameAudio):
         self._write(link, encode_reset_video())
 
     def _deliver(self, link: ScrcpyLink, packet: MediaPacket, now: float) -> None:
+        if link is self._pending and packet.keyframe:
+            self._swap(link)
         if link is self._link:
-            self._video.deliver(packet, now, self.request_keyframe)
+            self._sent.append((now, len(packet.data)))
+            self._video.deliver(packet, now, self.request_keyframe, link)
 
     def _resized(self, link: ScrcpyLink, size: tuple[int, int]) -> None:
+        if size != link.size:
+            link.size = size
         if size != self._size and link is self._link:
             # Rotation or resize: touches must carry the new size.
             log.info("video size %dx%d -> %dx%d", *self._size, *size)
             self._size = size
+
+    # --- the ladder ----------------------------------------------------------------
+
+    def set_target_bitrate(self, bps: int | None) -> None:
+        now = time.monotonic()
+        link = self._usable_link()
+        if link is None:
+            return
+        need = self.rungs[link.rung].bit_rate
+        used = self._rate(now)
+        target: float | None = bps
+        if bps is not None:
+            # Compared with what the phone really sends: a still screen is no evidence.
+            target = need if used < IN_USE * need else bps * need / used
+        rung = self._ladder.update(now, target)
+        if rung is not None and self._switching is None:
+            self._switching = asyncio.create_task(self._switch(), name="android-rung")
+
+    @property
+    def encoding_bitrate(self) -> int | None:
+        link = self._link
+        return None if link is None else self.rungs[link.rung].bit_rate
+
+    @property
+    def encoding(self) -> str:
+        link = self._link
+        if link is None:
+            return ""
+        rung = self.rungs[link.rung]
+        return (
+            f"H264 {rung.bit_rate / 1e6:.2f} Mbit/s, max {rung.max_size}"
+            f" (rung {link.rung + 1}/{len(self.rungs)})"
+        )
+
+    def _rate(self, now: float) -> float:
+        while self._sent and self._sent[0][0] < now - RATE_WINDOW:
+            self._sent.popleft()
+        return 8 * sum(size for _, size in self._sent) / RATE_WINDOW
+
+    async def _switch(self) -> None:
+        """Restart the phone's video on the ladder's rung, until it is the one running."""
+        try:
+            while True:
+                old = self._usable_link()
+                rung = self._ladder.rung
+                if old is None or self._stopped or old.rung == rung:
+                    return
+                if not await self._switch_to(old, rung):
+                    self._ladder.rung = old.rung
+                    return
+        finally:
+            self._switching = None
+
+    async def _switch_to(self, old: ScrcpyLink, rung: int) -> bool:
+        began = time.monotonic()
+        async with self._lock:
+            try:
+                new = await self._connect(rung)
+            except (BackendError, AdbError) as exc:
+                log.warning(
+                    "video rung %d not started (%s); staying on rung %d",
+                    rung + 1,
+                    exc,
+                    old.rung + 1,
+                )
+                return False
+            self._pending = new
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout):
+                    await new.fresh_session.wait()  # its first keyframe: _deliver swapped them
+            except TimeoutError:
+                pass
+            self._pending = None
+            if self._link is not new:
+                log.warning(
+                    "video rung %d sent no picture; staying on rung %d", rung + 1, old.rung + 1
+                )
+                await self._close_link(new)
+                return False
+            await self._close_link(old)
+        r = self.rungs[rung]
+        log.info(
+            "video rung %d -> %d: %.2f Mbit/s, max size %d (%.0f ms to start it)",
+            old.rung + 1,
+            rung + 1,
+            r.bit_rate / 1e6,
+            r.max_size,
+            1000 * (time.monotonic() - began),
+        )
+        return True
+
+    def _swap(self, new: ScrcpyLink) -> None:
+        """The new rung's first picture: it takes over from the old server now."""
+        old, self._link = self._link, new
+        self._pending = None
+        now = time.monotonic()
+        gap = now - max((t for t, _ in self._sent), default=now)
+        self.switches.append(gap)
+        self._sent.clear()
+        self._size = new.size
+        if old is not None:
+            old.failed = True  # its last packets and its end are not the game's
+
+    async def _cancel_switch(self) -> None:
+        task = self._switching
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # --- sound -------------------------------------------------------------------
 
@@ -253,16 +390,19 @@ class AndroidBackend(GameBackend, GameAudio):
             self._audio_refused = f"sound off: {exc}"
             log.warning("%s; reconnecting with video only", exc)
             self._link = await self._connect()
+        self._size = self._link.size
+        self._sent.clear()
         self._failure = None
 
-    def _server_options(self) -> ServerOptions:
-        return server_options(self.settings, audio=self._server_audio())
+    def _server_options(self, rung: int = 0) -> ServerOptions:
+        return server_options(self.settings, self._server_audio(), self.rungs[rung])
 
     def _server_audio(self) -> bool:
         return self.settings.audio and self._audio_refused is None
 
-    async def _connect(self) -> ScrcpyLink:
-        opts = self._server_options()
+    async def _connect(self, rung: int = 0) -> ScrcpyLink:
+        """A scrcpy server at ``rung`` (the device prepared already)."""
+        opts = self._server_options(rung)
         command = device.check_options(opts)
         async with device.tunnel(self._adb, opts) as port:
             proc, output, pump = await device.spawn_server(self._adb, command)
@@ -272,16 +412,17 @@ class AndroidBackend(GameBackend, GameAudio):
                 await device.terminate(proc)
                 pump.cancel()
                 raise
-        self._size = link.size
+        link.rung = rung
         self.device_name = link.device_name
         self._start_pumps(link, pump)
         if self._stopped:
             await self._close_link(link)
             raise BackendError("stopped")
         log.info(
-            "connected to %s, video %dx%d, sound: %s",
+            "connected to %s, video %dx%d at %.2f Mbit/s, sound: %s",
             link.device_name,
-            *self._size,
+            *link.size,
+            opts.video_bit_rate / 1e6,
             link.audio_status.codec or link.audio_status.detail,
         )
         return link

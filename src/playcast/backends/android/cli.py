@@ -47,6 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_flag(
         parser,
+        "--android-ladder-down",
+        type=float,
+        default=1.0,
+        help="seconds the link's estimate stays under the phone's rung before it steps down",
+    )
+    add_flag(
+        parser,
+        "--android-ladder-up",
+        type=float,
+        default=10.0,
+        help="seconds of room over the phone's rung before the next one up is tried",
+    )
+    add_flag(
+        parser,
         "--android-launch-timeout",
         type=float,
         default=60.0,
@@ -73,6 +87,8 @@ def create_backend(args: argparse.Namespace) -> AndroidBackend:
             audio=not getattr(args, "no_audio", False),
             audio_bit_rate=args.android_audio_bit_rate,
             launch_timeout=args.android_launch_timeout,
+            ladder_down=args.android_ladder_down,
+            ladder_up=args.android_ladder_up,
         )
     )
 

@@ -68,19 +68,47 @@ class _Feed(Generic[T]):
             self._queue.put_nowait(None)
 
 
+# A picture's length when a new server's timestamps are joined to the last (30 fps).
+FRAME_90K: Final = 3000
+
+
 class VideoFeed(_Feed[VideoPacket | BaseException]):
     """The video's consumer starts at a keyframe, and one that falls behind
-    starts over at the next keyframe rather than let the queue grow."""
+    starts over at the next keyframe rather than let the queue grow.
+
+    When the pictures start coming from another server (the ladder restarted
+    the phone's video), their timestamps must follow on from the last: the
+    browser would take a timestamp that goes back for a late picture. A
+    phone's come from its monotonic clock and do; a server that counted from
+    its own start would not, and is shifted to follow on."""
 
     def __init__(self) -> None:
         super().__init__()
         self.awaiting_keyframe = False
+        self._source: object | None = None
+        self._offset = 0
+        self._last_pts: int | None = None
 
     def fail(self, error: BaseException) -> None:
         if self._queue is not None:
             self._queue.put_nowait(error)
 
-    def deliver(self, packet: MediaPacket, now: float, ask_keyframe: Callable[[], None]) -> None:
+    def deliver(
+        self,
+        packet: MediaPacket,
+        now: float,
+        ask_keyframe: Callable[[], None],
+        source: object = None,
+    ) -> None:
+        # Device PTS is in microseconds; the video clock is 90 kHz.
+        pts = packet.pts_us * 9 // 100
+        if source is not self._source:
+            last = self._last_pts
+            if self._source is not None and last is not None and pts + self._offset <= last:
+                self._offset = last + FRAME_90K - pts
+            self._source = source
+        pts += self._offset
+        self._last_pts = pts
         queue = self._queue
         if queue is None:
             return
@@ -94,8 +122,7 @@ class VideoFeed(_Feed[VideoPacket | BaseException]):
             if not packet.keyframe:
                 return
             self.awaiting_keyframe = False
-        # Device PTS is in microseconds; the video clock is 90 kHz.
-        queue.put_nowait(VideoPacket(packet.data, packet.pts_us * 9 // 100, packet.keyframe, now))
+        queue.put_nowait(VideoPacket(packet.data, pts, packet.keyframe, now))
 
 
 class AudioFeed(_Feed[AudioPacket]):

@@ -64,6 +64,7 @@ class ScrcpyLink:
     video_seen: asyncio.Event = field(default_factory=asyncio.Event)
     fresh_session: asyncio.Event = field(default_factory=asyncio.Event)
     probes: int = 0
+    rung: int = 0  # which of the ladder's encodings it was started with
 
     def close_sockets(self) -> None:
         for writer in (self.video_writer, self.audio_writer, self.control):

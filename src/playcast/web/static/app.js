@@ -12,6 +12,7 @@ import { KeymapOverlay } from "./keymap-overlay.js";
 import { KeyTouches } from "./keytouch.js";
 import { describeEnd, PROGRESS } from "./messages.js";
 import { Peer } from "./peer.js";
+import { ConnectionQuality } from "./quality.js";
 import { QueueDisplay } from "./queue.js";
 import { ATTEMPT_TIMEOUT_MS, Outbox, retryDelayMs } from "./resume.js";
 import { Signaling, clientSocketUrl, DEFAULT_GAME } from "./signaling.js";
@@ -95,7 +96,12 @@ const isPageKey = (e) => isStatsKey(e) || fullscreen.isKey(e) || keysOverlay.isK
 let current = null; // the PlaySession in progress, if any
 
 const sound = new Sound(ui.video, $("#mute-button"));
-const stats = new StatsOverlay($("#stats"), () => (current && current.peer ? current.peer : null));
+const currentPeer = () => (current && current.peer ? current.peer : null);
+const quality = new ConnectionQuality(
+  { body: ui.body, video: ui.video, sign: $("#quality"), notice: $("#stalled") },
+  currentPeer,
+);
+const stats = new StatsOverlay($("#stats"), currentPeer, () => quality.summary());
 const queue = new QueueDisplay({ title: ui.statusTitle, text: ui.statusText, waited: $("#queue-waited") });
 const warning = new InactivityWarning($("#warning"), $("#warning-seconds"), () => current && current.keepAlive());
 
@@ -226,7 +232,9 @@ class PlaySession {
       onCandidate: (candidate) => this.#send({ type: "ice_candidate", session_id: sid(), candidate }),
       onTrack: (track) => this.#addTrack(track),
       onChannel: (channel) => {
-        if (channel.label === "input") this.channel = channel;
+        if (channel.label !== "input") return;
+        this.channel = channel;
+        quality.attach(channel);
       },
       onConnected: () => {
         this.#send({ type: "webrtc_connected", session_id: sid() });
@@ -234,6 +242,7 @@ class PlaySession {
         setState("connected");
         setVideo(ui.body.dataset.video === "playing");
         this.input.enable();
+        quality.start(this.channel);
         this.#keepScreenOn();
       },
       // The server answers with a shutdown (handshake_failed or worker_failed).
@@ -407,6 +416,7 @@ class PlaySession {
     setReconnecting(false); // a quiet resume to say `leave` shows nothing
     this.input.disable();
     this.reporter.stop();
+    quality.stop();
     if (this.peer) this.peer.close();
     if (this.wakeLock) this.wakeLock.release().catch(() => {});
     warning.hide();
@@ -446,7 +456,7 @@ window.addEventListener("keydown", (e) => {
 window.addEventListener("pagehide", () => current && current.leave());
 
 // For tests, benchmarks and the console: read-only handles on the live objects.
-window.playcast = { session: null, stats, sound, start, keymap: null, tickets };
+window.playcast = { session: null, stats, sound, quality, start, keymap: null, tickets };
 
 // <body data-keymap="ready|none|bad">: whether this game's keys are mapped.
 loadKeymap(game).then(({ keymap, status }) => {

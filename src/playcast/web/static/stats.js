@@ -1,5 +1,7 @@
 // The stats overlay: what getStats() says about the incoming video and sound,
-// once a second while the overlay is open (polling costs nothing when it is shut).
+// once a second while the overlay is open (polling costs nothing when it is shut),
+// and what quality.js knows beside it (the sign, the worker's estimate of the
+// link and its encoding, the loss, the freezes).
 
 const POLL_MS = 1000;
 
@@ -41,6 +43,7 @@ export function readStats(report) {
     jitterMs: jitterBufferMs(video),
     decodeMs: video && video.framesDecoded ? (video.totalDecodeTime / video.framesDecoded) * 1000 : null,
     lost: video ? video.packetsLost || 0 : 0,
+    received: video ? video.packetsReceived || 0 : 0,
     // No audio inbound: the game (or the phone, before Android 11) has no sound.
     audioCodec: audio ? (audioCodec ? audioCodec.mimeType.replace(/^audio\//, "") : "?") : null,
     audioJitterMs: jitterBufferMs(audio),
@@ -77,10 +80,12 @@ export class StatsOverlay {
   /**
    * @param {HTMLElement} panel the overlay, with one [data-stat=NAME] per figure
    * @param {() => (RTCPeerConnection|{getStats(): Promise<RTCStatsReport>}|null)} source
+   * @param {() => Object<string, string>} [extras] more figures by cell name
    */
-  constructor(panel, source) {
+  constructor(panel, source, extras = () => ({})) {
     this.panel = panel;
     this.source = source;
+    this.extras = extras;
     this.cells = new Map([...panel.querySelectorAll("[data-stat]")].map((el) => [el.dataset.stat, el]));
     this.timer = 0;
     this.prev = null;
@@ -114,7 +119,7 @@ export class StatsOverlay {
       return; // closed between ticks
     }
     const cur = readStats(report);
-    const shown = summarize(this.prev, cur);
+    const shown = { ...summarize(this.prev, cur), ...this.extras() };
     this.prev = cur;
     this.latest = shown;
     for (const [name, text] of Object.entries(shown)) {
