@@ -21,7 +21,8 @@ from playcast.backends.android import AndroidBackend, AndroidSettings
 from playcast.backends.android.media import FRAME_90K, VideoFeed
 from playcast.backends.android.settings import Rung
 from playcast.backends.base import VideoPacket
-from playcast.backends.scrcpy import SCRCPY_VERSION, MediaPacket, config_picture_size
+from playcast.backends.nal import config_picture_size
+from playcast.backends.scrcpy import SCRCPY_VERSION, MediaPacket
 
 T = 30.0  # a bound on a hang on a loaded machine; every wait returns on its event
 SCREEN = (540, 960)
