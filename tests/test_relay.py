@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 
 from playcast_testing.netem import Capacity, Impairment, LinkConfig
 from playcast_testing.relay import UdpRelay, running_relay
@@ -115,3 +116,23 @@ async def test_a_cap_paces_a_burst_and_an_outage_stops_everything() -> None:
         assert await worker.next() == b"\x00\x01back"
         assert not [s for d in (relay.down, relay.up) for s in d.delivered if begin <= s.t < end]
         assert relay.down.link.outages() == [(begin, end)]
+
+
+async def test_a_packet_whose_delivery_runs_late_into_an_outage_is_lost() -> None:
+    # A busy loop runs the delivery timer late: a packet due before the cut but
+    # handed on after it would be a byte that crossed a dead link.
+    async with running_relay() as relay:
+        player, worker = await endpoint(relay.host), await endpoint(relay.host)
+        await latch(relay, player, worker)
+        relay.impair(Impairment("slow", down=LinkConfig(delay=0.02)))
+        offered = len(relay.down.offered)
+        worker.send(rtp(7), (relay.host, relay.worker_port))
+        await relay.wait_until(lambda: len(relay.down.offered) > offered)
+        time.sleep(0.05)  # noqa: ASYNC251 (the loop is held past the packet's due time, on purpose)
+        begin, _ = relay.outage()
+        delivered = len(relay.down.delivered)
+        stats = relay.down.link.stats
+        await relay.wait_until(lambda: stats.lost_outage or len(relay.down.delivered) > delivered)
+        assert not [s for s in relay.down.delivered if s.t >= begin]
+        assert stats.lost_outage == 1
+        assert player.received.empty()

@@ -262,11 +262,14 @@ class UdpRelay:
         now = self.now
         while self._heap and self._heap[0][0] <= now:
             at, _, direction, data, sample = heapq.heappop(self._heap)
-            if direction.link.cut(at):
-                # An outage begun (on demand) after this packet was let in.
+            if direction.link.cut(at) or direction.link.cut(now):
+                # An outage begun (on demand) after this packet was let in; or this
+                # timer ran late, into an outage: a packet still on the wire when the
+                # link goes down is lost, however busy the loop was.
                 direction.link.stats.delivered -= 1
                 direction.link.stats.delivered_bytes -= sample.size
                 direction.link.stats.lost_outage += 1
+                self._activity.set()
                 continue
             side, to = (
                 (self._player_side, self.player_addr)
