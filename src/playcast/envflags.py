@@ -33,3 +33,21 @@ def add_flag(
 def env_list(flag: str) -> list[str]:
     """A repeatable flag's environment default: whitespace-separated values."""
     return os.environ.get(env_name(flag), "").split()
+
+
+def add_list_flag(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    *,
+    type: Callable[[str], Any] = str,
+    help: str,
+) -> None:
+    """A repeatable ``--flag``; ``PLAYCAST_FLAG`` gives whitespace-separated defaults."""
+    parser.add_argument(
+        flag,
+        dest=flag.lstrip("-").replace("-", "_"),
+        action="append",
+        type=type,
+        default=[type(v) for v in env_list(flag)],
+        help=f"{help}, repeatable (env {env_name(flag)}, whitespace-separated)",
+    )

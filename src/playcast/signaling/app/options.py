@@ -8,7 +8,7 @@ import argparse
 import msgspec
 
 from playcast import joinsecrets
-from playcast.envflags import add_flag, env_list
+from playcast.envflags import add_flag, add_list_flag
 from playcast.protocol import IceServer
 from playcast.signaling.rules.settings import Settings
 
@@ -57,22 +57,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         flag = "--" + name.replace("_", "-")
         add_flag(parser, flag, type=kind, default=getattr(d, name), help=help_text)
-    parser.add_argument(
+    add_list_flag(
+        parser,
         "--ice-server",
-        dest="ice_server",
-        action="append",
         type=parse_ice_server,
-        default=[parse_ice_server(t) for t in env_list("--ice-server")],
-        help="STUN/TURN server for both peers, repeatable: a URL or a JSON object with "
-        "urls, username, credential (env PLAYCAST_ICE_SERVER, whitespace-separated URLs)",
+        help="STUN/TURN server for both peers: a URL or a JSON object with urls, username, "
+        "credential",
     )
-    parser.add_argument(
+    add_list_flag(
+        parser,
         "--turn-url",
-        dest="turn_url",
-        action="append",
-        default=env_list("--turn-url"),
-        help="TURN URL given per-session REST credentials from --turn-secret, repeatable "
-        "(env PLAYCAST_TURN_URL, whitespace-separated)",
+        help="TURN URL given per-session REST credentials from --turn-secret",
     )
     add_flag(parser, "--turn-secret", help="coturn static-auth-secret for TURN REST credentials")
     add_flag(parser, "--turn-ttl", type=float, default=d.turn_ttl, help="TURN credential lifetime")
@@ -119,31 +114,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(d.games),
         help="comma-separated games this server hosts; others are refused (unknown_game)",
     )
-    parser.add_argument(
+    add_list_flag(
+        parser,
         "--trusted-proxy",
-        dest="trusted_proxy",
-        action="append",
-        default=env_list("--trusted-proxy"),
-        help="a reverse proxy (address or CIDR) whose X-Forwarded-For/Forwarded are believed, "
-        "repeatable (env PLAYCAST_TRUSTED_PROXY, whitespace-separated; default: none)",
+        help="a reverse proxy (address or CIDR) whose X-Forwarded-For/Forwarded are believed "
+        "(default: none)",
     )
-    parser.add_argument(
+    add_list_flag(
+        parser,
         "--farm",
-        dest="farm",
-        action="append",
-        default=env_list("--farm"),
         help="a phone farm's status address (playcast farm --metrics-port: http://HOST:PORT) "
-        "for the operator page /admin, repeatable (env PLAYCAST_FARM, whitespace-separated)",
+        "for the operator page /admin",
     )
     add_flag(parser, "--worker-token", help="shared secret workers must present (off if unset)")
-    parser.add_argument(
+    add_list_flag(
+        parser,
         "--join-secret",
-        dest="join_secret",
-        action="append",
-        default=env_list("--join-secret"),
         help="let in only players whose join carries a ticket signed HS256 with this secret "
-        "(32 bytes or more; docs/admission.md), repeatable for rotation "
-        "(env PLAYCAST_JOIN_SECRET, whitespace-separated; default: open to all)",
+        "(32 bytes or more; docs/admission.md; default: open to all), several for rotation",
     )
     add_flag(
         parser,

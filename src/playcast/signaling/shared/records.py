@@ -17,6 +17,34 @@ from playcast.signaling.shared.holds import Held, Hold, HoldChanged
 # --- what is shared ------------------------------------------------------
 
 
+# What the package re-exports (``shared/__init__``): the records are its face.
+__all__ = [
+    "ClientEntry",
+    "Denied",
+    "Done",
+    "EndSession",
+    "Forgotten",
+    "LeaveLine",
+    "Listed",
+    "MarkConnected",
+    "Op",
+    "Outcome",
+    "Pair",
+    "Paired",
+    "Publish",
+    "Queued",
+    "Reattach",
+    "Reattached",
+    "Refused",
+    "SessionEntry",
+    "SetTokens",
+    "Withdraw",
+    "WorkerEntry",
+    "pxat",
+    "shared_codec",
+]
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerEntry:
     id: str

@@ -39,33 +39,10 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from playcast.signaling.shared import dump
+from playcast.signaling.shared import records as rec
 from playcast.signaling.shared.api import SharedState
 from playcast.signaling.shared.dump import Dump
 from playcast.signaling.shared.holds import Held, Hold, HoldChanged
-from playcast.signaling.shared.records import (
-    ClientEntry,
-    Denied,
-    Done,
-    EndSession,
-    Forgotten,
-    LeaveLine,
-    Listed,
-    MarkConnected,
-    Op,
-    Outcome,
-    Pair,
-    Paired,
-    Publish,
-    Queued,
-    Reattach,
-    Reattached,
-    Refused,
-    SessionEntry,
-    SetTokens,
-    Withdraw,
-    WorkerEntry,
-    pxat,
-)
 
 
 def _source(name: str) -> str:
@@ -105,39 +82,39 @@ class RedisShared:
             self._forget, self._set_tokens, self._reattach, self._beat, self._hold,
         )  # fmt: skip
 
-    def script_of(self, op: Op) -> tuple[AsyncScript, list[str | int | float]]:
+    def script_of(self, op: rec.Op) -> tuple[AsyncScript, list[str | int | float]]:
         """The script that carries out ``op``, and its arguments."""
-        if isinstance(op, Publish):
+        if isinstance(op, rec.Publish):
             w = op.worker
             args: list[str | int | float] = [
                 w.id, w.node, w.game, ",".join(w.codecs), w.addr, w.port, op.session_id, op.now,
                 w.name,
             ]  # fmt: skip
             return self._publish, args
-        if isinstance(op, Pair):
+        if isinstance(op, rec.Pair):
             cl = op.client
             args = [
                 cl.id, cl.node, cl.game, ",".join(cl.codecs), op.session_id, op.queue_limit, op.now,
-                op.jti, pxat(op.jti_until) if op.jti else 0,
+                op.jti, rec.pxat(op.jti_until) if op.jti else 0,
             ]  # fmt: skip
             return self._pair, args
-        if isinstance(op, Withdraw):
+        if isinstance(op, rec.Withdraw):
             return self._withdraw, [op.worker_id]
-        if isinstance(op, LeaveLine):
+        if isinstance(op, rec.LeaveLine):
             return self._leave, [op.client_id, op.game]
-        if isinstance(op, EndSession):
+        if isinstance(op, rec.EndSession):
             return self._end, [op.session_id, op.worker_id, op.client_node]
-        if isinstance(op, SetTokens):
+        if isinstance(op, rec.SetTokens):
             return self._set_tokens, [op.session_id, op.worker, op.client]
-        if isinstance(op, Reattach):
+        if isinstance(op, rec.Reattach):
             return self._reattach, [op.session_id, op.role, op.token, op.fresh, op.node]
-        if isinstance(op, MarkConnected):
+        if isinstance(op, rec.MarkConnected):
             return self._mark, [op.session_id]
         if isinstance(op, Hold):
             return self._hold, [op.name, "1" if op.on else "", *op.games]
         raise TypeError(f"not a shared-state operation: {op!r}")
 
-    def call(self, op: Op, client: Any = None) -> Any:
+    def call(self, op: rec.Op, client: Any = None) -> Any:
         """The script call for ``op`` (an awaitable; on a pipeline, queued).
         On a pipeline redis-py adds a ``SCRIPT EXISTS`` round trip to every
         execute: hot paths use ``evalsha`` instead."""
@@ -145,7 +122,7 @@ class RedisShared:
         return script(args=args, client=client or self.redis)
 
     def evalsha(
-        self, op: Op, early_start: tuple[bytes, bytes, bytes] | None = None
+        self, op: rec.Op, early_start: tuple[bytes, bytes, bytes] | None = None
     ) -> tuple[str | int | float | bytes, ...]:
         """``op`` as a bare EVALSHA command: the scripts must be loaded
         (``load``); a NOSCRIPT answer (Redis restarted or failed over, its
@@ -154,7 +131,7 @@ class RedisShared:
         worker id and the codec go; the script publishes it as it pairs with
         a worker on another node (one crossing of the cluster less)."""
         script, args = self.script_of(op)
-        if early_start is not None and isinstance(op, Pair):
+        if early_start is not None and isinstance(op, rec.Pair):
             return ("EVALSHA", script.sha, 0, *args, *early_start)
         return ("EVALSHA", script.sha, 0, *args)
 
@@ -164,7 +141,7 @@ class RedisShared:
         sources = [s.script for s in self._scripts]
         return [("SCRIPT", "LOAD", s if isinstance(s, str) else bytes(s)) for s in sources]
 
-    async def execute(self, op: Op) -> Outcome:
+    async def execute(self, op: rec.Op) -> rec.Outcome:
         return outcome_of(op, await self.call(op))
 
     async def dump(self) -> Dump:
@@ -201,7 +178,7 @@ class RedisShared:
 
     async def forget_node(
         self, node: str, *, force: bool = False, grace: float = 0.0
-    ) -> Forgotten | None:
+    ) -> rec.Forgotten | None:
         """Clean a dead node up; None if another node already claimed it.
         ``grace``: its sessions stay that long (seconds), to be resumed."""
         raw = await self._forget(args=[node, "force" if force else "", int(grace * 1000)])
@@ -210,7 +187,7 @@ class RedisShared:
             return None
         # (cjson writes an empty table as an object)
         lines, partners = (r if isinstance(r, list) else [] for r in rest)
-        return Forgotten(
+        return rec.Forgotten(
             {game: _line(game, entries) for game, entries in lines},
             tuple((where, member, sid) for where, member, sid in partners),
         )
@@ -219,49 +196,51 @@ class RedisShared:
 _KEEPS_THE_INTERFACE: type[SharedState] = RedisShared  # (checked by mypy)
 
 
-def outcome_of(op: Op, raw: Any) -> Outcome:
+def outcome_of(op: rec.Op, raw: Any) -> rec.Outcome:
     """Decode a script's JSON answer into the outcome MemoryShared gives."""
     kind, *rest = json.loads(raw)
-    if isinstance(op, Publish):
+    if isinstance(op, rec.Publish):
         if kind == "listed":
-            return Listed()
+            return rec.Listed()
         if kind == "held":
             return Held()
         cid, cnode, ccodecs, codec, line = rest
         w = op.worker
-        client = ClientEntry(cid, cnode, w.game, tuple(_split(ccodecs)))
-        session = SessionEntry(
+        client = rec.ClientEntry(cid, cnode, w.game, tuple(_split(ccodecs)))
+        session = rec.SessionEntry(
             op.session_id, w.id, w.node, cid, cnode, w.game, codec, float(op.now)
         )
-        return Paired(session, w, client, _line(w.game, line))
-    if isinstance(op, Pair):
+        return rec.Paired(session, w, client, _line(w.game, line))
+    if isinstance(op, rec.Pair):
         c = op.client
         if kind == "paired":
             wid, wnode, wcodecs, codec, addr, port, name = rest
-            worker = WorkerEntry(
+            worker = rec.WorkerEntry(
                 wid, wnode, c.game, tuple(_split(wcodecs)), addr, int(port), name or ""
             )  # (a record without a name: HMGET's nil, false in Lua)
-            session = SessionEntry(op.session_id, wid, wnode, c.id, c.node, c.game, codec, op.now)
-            return Paired(session, worker, c)
+            session = rec.SessionEntry(
+                op.session_id, wid, wnode, c.id, c.node, c.game, codec, op.now
+            )
+            return rec.Paired(session, worker, c)
         if kind == "queued":
-            return Queued(_line(c.game, rest[0]))
-        return Refused(*rest)
-    if isinstance(op, Reattach):
+            return rec.Queued(_line(c.game, rest[0]))
+        return rec.Refused(*rest)
+    if isinstance(op, rec.Reattach):
         if kind != "reattached":
-            return Denied()
+            return rec.Denied()
         s, old, old_alive, partner_alive = rest
         wid, wnode, cid, cnode, game, codec, started, phase = s
-        entry = SessionEntry(
+        entry = rec.SessionEntry(
             op.session_id, wid, wnode, cid, cnode, game, codec, float(started or 0), phase
         )
-        return Reattached(entry, old, bool(old_alive), bool(partner_alive))
+        return rec.Reattached(entry, old, bool(old_alive), bool(partner_alive))
     if isinstance(op, Hold):
         moved = rest[0] if isinstance(rest[0], list) else []  # (cjson: {} for [])
         return HoldChanged(tuple(sorted((wid, node) for wid, node in moved)))
-    if isinstance(op, LeaveLine) and len(rest) == 2:
+    if isinstance(op, rec.LeaveLine) and len(rest) == 2:
         game, line = rest
-        return Done(_line(game, line), game)
-    return Done()
+        return rec.Done(_line(game, line), game)
+    return rec.Done()
 
 
 # For ``dump``: the keys by kind (``pc:{kind}:{name}``).
@@ -283,7 +262,7 @@ def _read_hash(out: Dump, kind: str, name: str, h: dict[str, str]) -> None:
     elif kind == "codecs":
         out["codecs"][name] = {codec: int(n) for codec, n in sorted(h.items())}
     else:
-        entry = SessionEntry(
+        entry = rec.SessionEntry(
             name, h["worker"], h["worker_node"], h["client"], h["client_node"], h["game"],
             h["codec"], float(h["started_at"]), h["phase"],
         )  # fmt: skip
@@ -295,10 +274,10 @@ def _split(text: str) -> list[str]:
     return [part for part in text.split(",") if part]
 
 
-def _line(game: str, entries: Any) -> tuple[ClientEntry, ...]:
+def _line(game: str, entries: Any) -> tuple[rec.ClientEntry, ...]:
     # cjson encodes an empty table as {}: no entries.
     if not isinstance(entries, list):
         return ()
     return tuple(
-        ClientEntry(cid, node, game, tuple(_split(codecs))) for cid, node, codecs in entries
+        rec.ClientEntry(cid, node, game, tuple(_split(codecs))) for cid, node, codecs in entries
     )
