@@ -11,9 +11,11 @@ each way, both connected, leave, the worker's shutdown and ack), then stops
 it. Two runs, with few and with many setups, and the difference divided by
 the difference in setups is the cost of one setup, start-up and shutdown
 left out. ``--src`` picks the checkout whose server is measured (an A/B of
-two versions of the code in the same hour).
+two versions of the code in the same hour); ``--tickets`` runs the server
+with ``--join-secret`` and every join carries its own fresh ticket (minted
+here, outside the measured process).
 
-    .venv/bin/python bench/setup_instructions.py [--src ../base/src]
+    .venv/bin/python bench/setup_instructions.py [--src ../base/src] [--tickets]
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
 import aiohttp
+import jwt
 
 GAME = "com.supercell.clashroyale"
+SECRET = "bench-secret-" + "x" * 32
 CAND = {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0"}
 
 
@@ -46,12 +51,19 @@ async def _until(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, ob
             return dict(msg)
 
 
-async def one_setup(http: aiohttp.ClientSession, base: str) -> None:
+def ticket(n: int) -> str:
+    now = int(time.time())
+    claims = {"sub": f"p{n}", "game": GAME, "iat": now, "nbf": now, "exp": now + 300}
+    return jwt.encode({**claims, "jti": f"j{n}-{now}"}, SECRET, algorithm="HS256")
+
+
+async def one_setup(http: aiohttp.ClientSession, base: str, n: int, tickets: bool) -> None:
     worker = await http.ws_connect(f"{base}/ws/worker")
     await worker.send_json({"type": "register", "game": GAME})
     await _until(worker, "registered")
     client = await http.ws_connect(f"{base}/ws/client")
-    await client.send_json({"type": "join", "game": GAME})
+    join = {"type": "join", "game": GAME} | ({"ticket": ticket(n)} if tickets else {})
+    await client.send_json(join)
     sid = (await _until(client, "assigned"))["session_id"]
     await _until(worker, "session_start")
     await worker.send_json({"type": "offer", "session_id": sid, "sdp": "v=0"})
@@ -72,11 +84,11 @@ async def one_setup(http: aiohttp.ClientSession, base: str) -> None:
     await client.close()
 
 
-async def drive(port: int, setups: int) -> None:
+async def drive(port: int, setups: int, tickets: bool) -> None:
     base = f"ws://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http:
-        for _ in range(setups):
-            await one_setup(http, base)
+        for n in range(setups):
+            await one_setup(http, base, n, tickets)
 
 
 def _read_log(lines: TextIO, ports: queue.Queue[int]) -> None:
@@ -86,7 +98,7 @@ def _read_log(lines: TextIO, ports: queue.Queue[int]) -> None:
             ports.put(int(m.group(1)))
 
 
-def instructions(src: str, setups: int) -> int:
+def instructions(src: str, setups: int, tickets: bool = False) -> int:
     """The server's instructions over a life with ``setups`` sessions."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -102,6 +114,7 @@ def instructions(src: str, setups: int) -> int:
                 "--port", "0", "--heartbeat-interval", "1000", "--heartbeat-timeout", "3000",
                 "--hello-timeout", "1000", "--handshake-timeout", "1000",
                 "--shutdown-ack-timeout", "1000",
+                *(["--join-secret", SECRET] if tickets else []),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -112,7 +125,7 @@ def instructions(src: str, setups: int) -> int:
         ports: queue.Queue[int] = queue.Queue()
         # Its log read to the end: a pipe left full blocks the server's writes.
         threading.Thread(target=_read_log, args=(server.stdout, ports), daemon=True).start()
-        asyncio.run(drive(ports.get(timeout=120), setups))
+        asyncio.run(drive(ports.get(timeout=120), setups, tickets))
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=600)
         text = out.read_text()
@@ -126,11 +139,13 @@ def main() -> int:
     parser.add_argument("--src", default=str(Path(__file__).resolve().parent.parent / "src"))
     parser.add_argument("--few", type=int, default=20)
     parser.add_argument("--setups", type=int, default=120)
+    parser.add_argument("--tickets", action="store_true", help="every join with a ticket")
     args = parser.parse_args()
-    few = instructions(args.src, args.few)
-    many = instructions(args.src, args.setups)
+    few = instructions(args.src, args.few, args.tickets)
+    many = instructions(args.src, args.setups, args.tickets)
     per = (many - few) / (args.setups - args.few)
-    print(f"{args.src}: {per / 1e6:.3f} M instructions a setup ({few} / {many} in all)")
+    what = " with tickets" if args.tickets else ""
+    print(f"{args.src}{what}: {per / 1e6:.3f} M instructions a setup ({few} / {many} in all)")
     return 0
 
 
