@@ -22,7 +22,8 @@ from playcast.protocol import Join, Message, Pong, Register, encode_str
 from playcast.signaling.hub import Hub
 from playcast.signaling.rules.bus import BusMessage, decode, encode
 from playcast.signaling.rules.settings import Settings
-from playcast.signaling.shared import MemoryShared, Op
+from playcast.signaling.shared.memory import MemoryShared
+from playcast.signaling.shared.records import Op
 from playcast.signaling.types import Client, Peer, Worker
 
 GAME = "com.supercell.clashroyale"

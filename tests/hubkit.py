@@ -24,7 +24,7 @@ from playcast.signaling.app.metrics import Metrics, readings
 from playcast.signaling.cluster.local import LocalCluster
 from playcast.signaling.hub import Hub
 from playcast.signaling.rules.settings import Settings
-from playcast.signaling.shared import WorkerEntry
+from playcast.signaling.shared.records import WorkerEntry
 from playcast.signaling.types import Client, Peer, Worker
 
 T = TypeVar("T")

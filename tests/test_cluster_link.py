@@ -11,7 +11,7 @@ from playcast.signaling.cluster.busorder import parse
 from playcast.signaling.cluster.link import ClusterLink
 from playcast.signaling.cluster.outbound import LINGER
 from playcast.signaling.rules import bus
-from playcast.signaling.shared import (
+from playcast.signaling.shared.records import (
     EndSession,
     Listed,
     Pair,

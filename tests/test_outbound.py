@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from playcast.signaling.cluster.outbound import BATCH, LINGER, Outbound, Raw
 from playcast.signaling.rules import bus
-from playcast.signaling.shared import ClientEntry, EndSession, Pair, Withdraw
+from playcast.signaling.shared.records import ClientEntry, EndSession, Pair, Withdraw
 
 GATHER = 0.003
 END = bus.End(session_id="s1", reason="client_left")

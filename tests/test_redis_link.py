@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from playcast.signaling.cluster.redis_link import RedisLink
-from playcast.signaling.shared import Publish, WorkerEntry
+from playcast.signaling.shared.records import Publish, WorkerEntry
 from playcast.signaling.shared.redis_state import RedisShared
 
 GAME = "com.supercell.clashroyale"

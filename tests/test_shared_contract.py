@@ -12,7 +12,9 @@ import pytest
 from playcast_testing.redis_server import running_redis
 from redis.asyncio import Redis
 
-from playcast.signaling.shared import (
+from playcast.signaling.shared.api import SharedState
+from playcast.signaling.shared.memory import SWEEP_FROM, MemoryShared
+from playcast.signaling.shared.records import (
     ClientEntry,
     Denied,
     Done,
@@ -21,7 +23,6 @@ from playcast.signaling.shared import (
     LeaveLine,
     Listed,
     MarkConnected,
-    MemoryShared,
     Op,
     Outcome,
     Pair,
@@ -32,12 +33,10 @@ from playcast.signaling.shared import (
     Reattached,
     Refused,
     SetTokens,
-    SharedState,
     Withdraw,
     WorkerEntry,
+    pxat,
 )
-from playcast.signaling.shared.memory import SWEEP_FROM
-from playcast.signaling.shared.records import pxat
 from playcast.signaling.shared.redis_state import RedisShared, outcome_of
 
 GAME = "com.supercell.clashroyale"

@@ -33,7 +33,9 @@ from hypothesis.stateful import (
 from playcast_testing.redis_server import RedisServer
 from redis.asyncio import Redis
 
-from playcast.signaling.shared import (
+from playcast.signaling.shared.api import SharedState
+from playcast.signaling.shared.memory import MemoryShared
+from playcast.signaling.shared.records import (
     ClientEntry,
     EndSession,
     Forgotten,
@@ -42,7 +44,6 @@ from playcast.signaling.shared import (
     HoldChanged,
     LeaveLine,
     MarkConnected,
-    MemoryShared,
     Op,
     Outcome,
     Pair,
@@ -52,7 +53,6 @@ from playcast.signaling.shared import (
     Reattached,
     Refused,
     SetTokens,
-    SharedState,
     Withdraw,
     WorkerEntry,
 )

@@ -8,7 +8,8 @@ from playcast_testing.redis_server import running_redis
 from redis.asyncio import Redis
 from test_shared_contract import GAME, OTHER, Run, client, run, shared, with_forget
 
-from playcast.signaling.shared import (
+from playcast.signaling.shared.api import SharedState
+from playcast.signaling.shared.records import (
     Done,
     EndSession,
     Forgotten,
@@ -21,7 +22,6 @@ from playcast.signaling.shared import (
     Publish,
     Queued,
     Refused,
-    SharedState,
     Withdraw,
     WorkerEntry,
 )

@@ -65,8 +65,9 @@ def main() -> int:
     parser.add_argument("--src", default="src")
     args = parser.parse_args()
     sys.path.insert(0, args.src)
-    runtime = grimp.build_graph("playcast", exclude_type_checking_imports=True)
-    every = grimp.build_graph("playcast")
+    # No cache: a stale one (same mtimes after a checkout) reports old imports.
+    runtime = grimp.build_graph("playcast", exclude_type_checking_imports=True, cache_dir=None)
+    every = grimp.build_graph("playcast", cache_dir=None)
     for package in args.packages:
         chain = deepest_chain(runtime, package)
         print(f"{package}: deepest runtime import chain {len(chain) - 1} imports")

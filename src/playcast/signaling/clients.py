@@ -19,7 +19,7 @@ from playcast.signaling.rules.closing import forget
 from playcast.signaling.rules.events import CLOSE_NORMAL, Unexpected, event
 from playcast.signaling.rules.pairing import codec_names, reject
 from playcast.signaling.rules.state import Core
-from playcast.signaling.shared import ClientEntry, Pair
+from playcast.signaling.shared.records import ClientEntry, Pair
 from playcast.signaling.types import Client
 
 

@@ -57,7 +57,7 @@ from playcast.signaling.rules.state import (
     SessionTable,
     new_id,
 )
-from playcast.signaling.shared import (
+from playcast.signaling.shared.records import (
     Denied,
     Done,
     Forgotten,
@@ -115,16 +115,12 @@ class Hub:
         self.closings = Closings()
         self.nodes = Nodes()
         self.pending = Pending()
-        self._stopping = False
+        self.stopping = False  # a plain attribute: read on every flush
         self.effects: list[Effect] = []
         self.requests: list[Op] = []
         self.tells: list[tuple[str, BusMessage]] = []
 
     # --- the effect sink (the rules' Core) --------------------------------
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
 
     def send(self, peer: Peer, msg: Message) -> None:
         self.effects.append((peer, msg, 0, ""))
@@ -151,7 +147,8 @@ class Hub:
         its requests and words for other nodes (``submit``: the cluster's; a
         cluster of one answers at once, and those answers' effects go out in
         turn). The loop of every I/O layer."""
-        self.drain_effects(write, close)
+        if self.effects:
+            self.drain_effects(write, close)
         while self.requests or self.tells:
             submit()
             self.drain_effects(write, close)
@@ -167,7 +164,8 @@ class Hub:
         own, and that step's effects are carried out in turn."""
         while self.effects:
             slow: list[Peer] = []
-            for peer, msg, code, reason in self.take_effects():
+            effects, self.effects = self.effects, []
+            for peer, msg, code, reason in effects:
                 if msg is not None:
                     if write(peer, msg):
                         slow.append(peer)
@@ -209,7 +207,7 @@ class Hub:
         self.roster.add(peer)
         # At debug: the registered/assigned/rejected line that follows says it all.
         step(f"{role(peer)}_connected", **{role(peer): peer.id}, remote=fmt_remote(peer))
-        if self._stopping:  # it slipped in while the server drains: tell it too
+        if self.stopping:  # it slipped in while the server drains: tell it too
             shut_down(self, peer, "server_shutdown")
         return peer
 
@@ -290,7 +288,7 @@ class Hub:
         elif isinstance(op, Publish):
             pairing.worker_published(self, op, outcome)
         elif isinstance(op, Hold):
-            admin.hold_changed(self, op, outcome)
+            pairing.hold_changed(self, op, outcome)
         elif isinstance(outcome, Done) and outcome.line is not None:
             pairing.announce_line(self, outcome.game, outcome.line)
 
@@ -354,7 +352,7 @@ class Hub:
         ``reconnect`` (other nodes live, resume on): everyone is told
         ``reconnect`` instead, and session members resume elsewhere, their
         sessions waiting for them here until another node takes them over."""
-        self._stopping = True
+        self.stopping = True
         event(
             "server_stopping",
             workers=len(self.roster.workers),
@@ -380,7 +378,7 @@ class Hub:
     @property
     def drained(self) -> bool:
         """Stopping, and every peer told so has acked or been closed."""
-        return self._stopping and not self.closings.peers
+        return self.stopping and not self.closings.peers
 
     @property
     def workers(self) -> Mapping[str, Worker]:

@@ -18,7 +18,7 @@ from playcast.signaling.rules.closing import forget
 from playcast.signaling.rules.events import CLOSE_POLICY, Unexpected, event
 from playcast.signaling.rules.pairing import codec_names, entry_of
 from playcast.signaling.rules.state import Core
-from playcast.signaling.shared import Publish
+from playcast.signaling.shared.records import Publish
 from playcast.signaling.types import Worker, fmt_remote
 
 

@@ -21,7 +21,7 @@ from playcast.signaling.cluster.busorder import Outbox
 from playcast.signaling.rules import bus
 from playcast.signaling.rules.ice import ice_servers_for
 from playcast.signaling.rules.settings import Settings
-from playcast.signaling.shared import Outcome, Pair, Paired
+from playcast.signaling.shared.records import Outcome, Pair, Paired
 
 KEPT = 10_000  # session ids remembered on each side, oldest dropped first
 # Where the script puts the worker id and the codec.

@@ -35,7 +35,7 @@ from playcast.signaling.cluster.redis_link import RedisLink
 from playcast.signaling.cluster.status import answer, gather, text
 from playcast.signaling.rules import bus
 from playcast.signaling.rules.events import event
-from playcast.signaling.shared import Op, Pair, Publish
+from playcast.signaling.shared.records import Op, Pair, Publish
 from playcast.signaling.shared.redis_state import RedisShared, outcome_of
 
 if TYPE_CHECKING:

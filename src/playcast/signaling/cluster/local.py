@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from playcast.signaling.shared import MemoryShared, WorkerEntry
+from playcast.signaling.shared.memory import MemoryShared
+from playcast.signaling.shared.records import WorkerEntry
 
 if TYPE_CHECKING:
     from playcast.signaling.hub import Hub

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from playcast.signaling.rules import bus
-from playcast.signaling.shared import EndSession, Op, Publish
+from playcast.signaling.shared.records import EndSession, Op, Publish
 
 LINGER = 0.005  # seconds what may wait waits, at most
 BATCH = 512  # operations (and numbered entries) a batch takes, at most

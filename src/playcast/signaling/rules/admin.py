@@ -6,7 +6,7 @@ name takes its idle workers out of the pool at once; a busy one plays its
 session to the end, and when it registers again (a new id, the same name)
 the shared state keeps it out (``Publish`` answers ``Held``). Releasing the
 name lets its held workers go back. Either way each worker whose place
-changed is offered again by its own node (``pairing.send_back``), and the
+changed is offered again by its own node (``pairing.hold_changed``), and the
 shared state's answer to that decides what the node marks it: held or
 available. So a node never trusts a word about a hold that a later one
 may have overtaken.
@@ -21,10 +21,9 @@ from __future__ import annotations
 from playcast.signaling.rules.bus import Restart
 from playcast.signaling.rules.closing import shut_down
 from playcast.signaling.rules.events import event
-from playcast.signaling.rules.pairing import send_back
 from playcast.signaling.rules.sessions import end, give_up
 from playcast.signaling.rules.state import Core
-from playcast.signaling.shared import Hold, HoldChanged, Outcome
+from playcast.signaling.shared.records import Hold
 from playcast.signaling.types import Worker
 
 
@@ -34,17 +33,6 @@ def hold(core: Core, name: str, on: bool) -> None:
         raise ValueError("only a named worker can be held")
     core.request(Hold(name, on, tuple(sorted(core.games))))
     event("worker_name_held" if on else "worker_name_released", name=name)
-
-
-def hold_changed(core: Core, op: Hold, outcome: Outcome | None) -> None:
-    """The shared state's answer to a hold: each worker it moved is offered
-    again through its node, whose answer marks it held or available."""
-    if not isinstance(outcome, HoldChanged):
-        # Not asked (the shared state out of reach): nothing changed there.
-        event("worker_name_hold_failed", name=op.name, on=op.on)
-        return
-    for worker_id, node in outcome.workers:
-        send_back(core, node, worker_id)
 
 
 def restart(core: Core, worker_id: str, node: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from playcast.protocol import FailureKind, Shutdown, ShutdownAck, ShutdownReason
 from playcast.signaling.rules.events import CLOSE_NORMAL, REASON_TEXT, event
 from playcast.signaling.rules.state import Core
-from playcast.signaling.shared import LeaveLine, Withdraw
+from playcast.signaling.shared.records import LeaveLine, Withdraw
 from playcast.signaling.types import Client, Peer, Worker, ids, role
 
 

@@ -30,7 +30,7 @@ from playcast.signaling.rules.bus import (
 from playcast.signaling.rules.closing import shut_down
 from playcast.signaling.rules.events import event
 from playcast.signaling.rules.state import Core
-from playcast.signaling.shared import Forgotten
+from playcast.signaling.shared.records import Forgotten
 from playcast.signaling.types import Role
 
 

@@ -38,10 +38,12 @@ from playcast.signaling.rules.sessions import (
     resume_enabled,
 )
 from playcast.signaling.rules.state import Core
-from playcast.signaling.shared import (
+from playcast.signaling.shared.records import (
     ClientEntry,
     EndSession,
     Held,
+    Hold,
+    HoldChanged,
     LeaveLine,
     Outcome,
     Pair,
@@ -52,9 +54,7 @@ from playcast.signaling.shared import (
     SetTokens,
     WorkerEntry,
 )
-from playcast.signaling.shared import (
-    Queued as InLine,
-)
+from playcast.signaling.shared.records import Queued as InLine
 from playcast.signaling.types import Client, Session, Worker, fmt_remote
 
 
@@ -238,6 +238,17 @@ def _orphaned(core: Core, paired: Paired, gone: str) -> None:
     send_back(core, node, member)
     if paired.line is not None:
         announce_line(core, entry.game, paired.line)
+
+
+def hold_changed(core: Core, op: Hold, outcome: Outcome | None) -> None:
+    """The shared state's answer to a hold: each worker it moved is offered
+    again through its node, whose answer marks it held or available."""
+    if not isinstance(outcome, HoldChanged):
+        # Not asked (the shared state out of reach): nothing changed there.
+        event("worker_name_hold_failed", name=op.name, on=op.on)
+        return
+    for worker_id, node in outcome.workers:
+        send_back(core, node, worker_id)
 
 
 def send_back(core: Core, node: str, member: str, session_id: str = "") -> None:

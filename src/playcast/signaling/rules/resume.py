@@ -34,7 +34,7 @@ from playcast.signaling.rules.sessions import (
     welcome,
 )
 from playcast.signaling.rules.state import Core
-from playcast.signaling.shared import Denied, LeaveLine, Reattach, Reattached, Withdraw
+from playcast.signaling.shared.records import Denied, LeaveLine, Reattach, Reattached, Withdraw
 from playcast.signaling.types import (
     Client,
     ConnectionState,

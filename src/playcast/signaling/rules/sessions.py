@@ -38,7 +38,7 @@ from playcast.signaling.rules.bus import Connected, End, Relay, Up, relay
 from playcast.signaling.rules.closing import forget, shut_down
 from playcast.signaling.rules.events import REASON_TEXT, Unexpected, event, step
 from playcast.signaling.rules.state import Core
-from playcast.signaling.shared import EndSession, MarkConnected, SessionEntry, Withdraw
+from playcast.signaling.shared.records import EndSession, MarkConnected, SessionEntry, Withdraw
 from playcast.signaling.types import Client, Peer, Role, Session, SessionPhase, Worker, ids, role
 
 HOLD_LIMIT = 64

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from playcast.signaling.rules.counters import Counters
     from playcast.signaling.rules.settings import Settings
     from playcast.signaling.rules.tickets import TicketCheck
-    from playcast.signaling.shared import Op
+    from playcast.signaling.shared.records import Op
 
 # Heartbeat work is spread over this many ticks per interval: each tick pings
 # and checks one slot, so pings never go out in one burst.

@@ -19,10 +19,11 @@ grace keeps stays until it is ended.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from playcast.signaling.shared.dump import Dump
-from playcast.signaling.shared.records import Forgotten, Op, Outcome
+if TYPE_CHECKING:  # the interface names them; nothing here runs them
+    from playcast.signaling.shared.dump import Dump
+    from playcast.signaling.shared.records import Forgotten, Op, Outcome
 
 
 class SharedState(Protocol):

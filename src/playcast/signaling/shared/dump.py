@@ -21,9 +21,11 @@ Empty pools, lines, codec counts and node sets are left out.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from playcast.signaling.shared.records import SessionEntry
+if TYPE_CHECKING:
+    from playcast.signaling.shared.records import SessionEntry
+
 
 Dump = dict[str, Any]
 NODE_SETS = ("node_workers", "node_sessions", "node_clients")

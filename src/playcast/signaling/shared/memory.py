@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from playcast.signaling.shared import dump
 from playcast.signaling.shared.api import SharedState
 from playcast.signaling.shared.dump import Dump
-from playcast.signaling.shared.holds import Held, Hold, HoldChanged
 from playcast.signaling.shared.records import (
     ClientEntry,
     Denied,
     Done,
     EndSession,
     Forgotten,
+    Held,
+    Hold,
+    HoldChanged,
     LeaveLine,
     Listed,
     MarkConnected,

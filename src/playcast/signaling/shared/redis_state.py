@@ -25,7 +25,7 @@ is checked). Keys, all under ``pc:``:
 | ``pc:bus:{node}`` | channel | what other nodes tell it (``bus.py``, ``busorder.py``): |
 | | | pub/sub, nothing stored |
 | ``pc:seq`` | counter | the order of arrival, cluster-wide |
-| ``pc:holds`` | set | worker names held out of the pool (``holds.py``) |
+| ``pc:holds`` | set | worker names held out of the pool (``records.Hold``) |
 | ``pc:hold:{name}`` | set | a held name: the marker ``''`` and its workers held now |
 """
 
@@ -42,7 +42,7 @@ from playcast.signaling.shared import dump
 from playcast.signaling.shared import records as rec
 from playcast.signaling.shared.api import SharedState
 from playcast.signaling.shared.dump import Dump
-from playcast.signaling.shared.holds import Held, Hold, HoldChanged
+from playcast.signaling.shared.records import Held, Hold, HoldChanged
 
 
 def _source(name: str) -> str:

@@ -94,9 +94,10 @@ class Front:
 
     def flush(self) -> None:
         """Carry out what the core owes (called after every step)."""
-        self.corked(self._flush)
+        self.corked(self.flush_corked)
 
-    def _flush(self) -> None:
+    def flush_corked(self) -> None:
+        """``flush`` for a caller that runs corked already (a socket's read)."""
         hub = self.hub
         hub.flush(_write, _close, self.cluster.submit)
         if hub.stopping and self.on_stopping is not None:
@@ -294,7 +295,7 @@ class SignalingSocket(asyncio.Protocol):
                     continue  # after our close: what the peer still sends is dropped
                 try:
                     front.hub.on_message(peer, got)
-                    front.flush()
+                    front.flush_corked()  # data_received corked this read
                 except Exception:  # a bug outside the core's own containment
                     log.exception("internal error delivering a frame from %s", peer.id)
                     ws.fail(ProtocolError(CLOSE_INTERNAL, "internal error"))
@@ -303,7 +304,13 @@ class SignalingSocket(asyncio.Protocol):
                 ws.respond(got)
         if ws.failure is not None and ws.failure.code != CLOSE_INTERNAL:
             event(f"{self.role}_socket_error", peer=peer.id, error=repr(ws.failure.text))
-        self._written()
+        if not self._corked:  # _written, inline: once per read
+            corked = front.corked_socks
+            if corked is None:
+                self.uncork()
+            else:
+                self._corked = True
+                corked.append(self)
         if ws.eof_now:
             self._end_tcp(ws)
 
@@ -329,8 +336,14 @@ class SignalingSocket(asyncio.Protocol):
         ws, transport = self.ws, self.transport
         if ws is None or transport is None or transport.is_closing():
             return False
-        if ws.send(msg if isinstance(msg, bytes) else encode(msg)):
-            self._written()
+        if ws.send(msg if isinstance(msg, bytes) else encode(msg)) and not self._corked:
+            # _written, inline: this runs for every message the server sends
+            corked = self.front.corked_socks
+            if corked is None:
+                self.uncork()
+            else:
+                self._corked = True
+                corked.append(self)
         return transport.get_write_buffer_size() > self.limit
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
