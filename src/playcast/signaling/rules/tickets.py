@@ -16,7 +16,6 @@ cryptography package it loads cost a tenth of a second at start.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from dataclasses import dataclass
 from typing import Annotated
@@ -87,6 +86,8 @@ class _KeyRing(HMACAlgorithm):
 
 
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class _Jws(PyJWS):
@@ -109,11 +110,16 @@ class _Jws(PyJWS):
             or stripped.translate(None, _ALPHABET)
         ):
             raise DecodeError(f"Invalid {name} padding")
+        # base64's urlsafe_* are these binascii calls behind three Python frames each.
         try:
-            decoded = base64.urlsafe_b64decode(stripped + b"=" * (-len(stripped) % 4))
-        except (TypeError, binascii.Error) as err:
+            decoded = binascii.a2b_base64(
+                stripped.translate(_TO_STANDARD) + b"=" * (-len(stripped) % 4)
+            )
+        except binascii.Error as err:
             raise DecodeError(f"Invalid {name} padding") from err
-        if base64.urlsafe_b64encode(decoded).rstrip(b"=") != stripped:
+        if binascii.b2a_base64(decoded, newline=False).translate(_TO_URLSAFE).rstrip(b"=") != (
+            stripped
+        ):
             raise DecodeError(f"Invalid {name} padding")
         return decoded
 
