@@ -174,10 +174,6 @@ class Hub:
             for peer in slow:
                 self.slow_consumer(peer)
 
-    def take_effects(self) -> list[Effect]:
-        effects, self.effects = self.effects, []
-        return effects
-
     def take_requests(self) -> list[Op]:
         requests, self.requests = self.requests, []
         return requests
