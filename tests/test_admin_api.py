@@ -99,6 +99,9 @@ async def test_drain_undrain_and_restart_from_a_reach_the_worker_on_b() -> None:
         doc = await wait_state(a, lambda d: statuses(d).get("phone-7", ("",))[0] == "available")
         first = statuses(doc)["phone-7"][1]
         assert doc["workers"][0]["node"] == "B" and doc["nodes"][0]["id"] in ("A", "B")
+        # The worker's own line for it too: on a busy machine it can come after
+        # the server lists it, and must not pass for the restart's below.
+        assert (await worker.wait_registered())[1] == first
 
         status, answer = await call(f"{a.url}/api/admin/workers/phone-7/drain", "POST", AUTH)
         assert status == 202 and answer == {
