@@ -292,6 +292,10 @@ def test_both_implementations_agree_on_any_sequence(
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+            # The same sequences every run: the coverage asserted below is then a
+            # fact about the code, not the luck of one run's search (a release that
+            # moved workers went unreached once in 30 random runs).
+            derandomize=True,
         ),
     )
     # The search reached every operation (a rule that never runs checks nothing).
