@@ -304,13 +304,7 @@ class SignalingSocket(asyncio.Protocol):
                 ws.respond(got)
         if ws.failure is not None and ws.failure.code != CLOSE_INTERNAL:
             event(f"{self.role}_socket_error", peer=peer.id, error=repr(ws.failure.text))
-        if not self._corked:  # _written, inline: once per read
-            corked = front.corked_socks
-            if corked is None:
-                self.uncork()
-            else:
-                self._corked = True
-                corked.append(self)
+        self._written()
         if ws.eof_now:
             self._end_tcp(ws)
 
@@ -337,7 +331,8 @@ class SignalingSocket(asyncio.Protocol):
         if ws is None or transport is None or transport.is_closing():
             return False
         if ws.send(msg if isinstance(msg, bytes) else encode(msg)) and not self._corked:
-            # _written, inline: this runs for every message the server sends
+            # _written, inline: this runs for every message the server sends (a
+            # read's one call goes through _written itself)
             corked = self.front.corked_socks
             if corked is None:
                 self.uncork()
